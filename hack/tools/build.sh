@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the pinned Go tools skylet tests and benchmarks run against, each into
+# a versioned directory under $SKYLET_CACHE, and skips whatever is already there.
+#
+#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet]
+#
+# With no arguments it builds what the test suite needs (k8s, etcd,
+# metrics-server). Everything comes from the Go module proxy; nothing from the
+# wider network.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+# build_module NAME DIR BIN_DIR LDFLAGS PKG...: go build the packages of the
+# wrapper module in DIR into BIN_DIR, unless a stamp with the same go.sum is there.
+build_module() {
+  local name=$1 dir=$2 out=$3 ldflags=$4
+  shift 4
+  local stamp="$out/.stamp" want
+  want=$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16)
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "$name: cached in $out"
+    return
+  fi
+  log "$name: building into $out (cold: several minutes on 2 cores)"
+  local start=$SECONDS
+  mkdir -p "$out"
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/" "$@")
+  echo "$want" > "$stamp"
+  log "$name: built in $((SECONDS - start))s"
+}
+
+# go_install NAME MODULE@VERSION BIN_DIR: go install a module that needs no wrapper.
+go_install() {
+  local name=$1 mod=$2 out=$3
+  if [[ -f $out/.stamp ]]; then
+    log "$name: cached in $out"
+    return
+  fi
+  log "$name: installing $mod into $out"
+  local start=$SECONDS
+  mkdir -p "$out"
+  GOBIN=$out go install -trimpath "$mod"
+  touch "$out/.stamp"
+  log "$name: built in $((SECONDS - start))s"
+}
+
+build_k8s() {
+  local v=${K8S_VERSION#v} vpkg=k8s.io/component-base/version
+  local minor=${v#*.}; minor=${minor%%.*}
+  build_module kubernetes "$HACK_DIR/tools/k8s" "$K8S_BIN" \
+    "-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=${v%%.*} -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  build_module etcd "$HACK_DIR/tools/etcd" "$ETCD_BIN" "-s -w" \
+    go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3
+  # go names the binary of go.etcd.io/etcd/server/v3 "server"
+  if [[ -x $ETCD_BIN/server ]]; then mv "$ETCD_BIN/server" "$ETCD_BIN/etcd"; fi
+  [[ -x $ETCD_BIN/etcd ]] || die "etcd binary missing in $ETCD_BIN"
+}
+
+build_metrics_server() {
+  build_module metrics-server "$HACK_DIR/tools/metrics-server" "$METRICS_SERVER_BIN" \
+    "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+    sigs.k8s.io/metrics-server/cmd/metrics-server
+}
+
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd metrics-server)
+for t in "${targets[@]}"; do
+  case $t in
+    k8s) build_k8s ;;
+    etcd) build_etcd ;;
+    metrics-server) build_metrics_server ;;
+    kwok) go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" ;;
+    virtual-kubelet) go_install virtual-kubelet \
+      "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet@$VK_VERSION" "$VK_BIN" ;;
+    *) die "unknown tool '$t'" ;;
+  esac
+done

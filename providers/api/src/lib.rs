@@ -1,0 +1,289 @@
+#![warn(missing_docs)]
+//! The contract between skylet's core and a backend.
+//!
+//! A backend does CRUD and observation; the core owns everything else: the
+//! watch on pods, per-pod reconcile with backoff, status writes, Events, the
+//! kubelet API and its authorization. This keeps each backend small and makes
+//! its behaviour uniform (after virtual-kubelet's node/podcontroller.go, and
+//! unlike krustlet, whose backends each drove a state machine of their own).
+//!
+//! # Guarantees the core gives a backend
+//! - [`Provider::create_pod`] receives a [`ResolvedPod`]: every ConfigMap,
+//!   Secret, downward-API and service-account reference is already resolved to
+//!   values, with Secret-derived values marked so a backend can keep them out
+//!   of plain text.
+//! - Calls for one pod are serialized; calls for different pods run
+//!   concurrently.
+//! - [`Provider::list_pods`] is called once per sweep, never once per pod.
+//!
+//! # What the core expects of a backend
+//! - `create_pod` is keyed by the pod UID and safe to repeat, also after a
+//!   crash between the backend call and the core noticing it.
+//! - Every backend resource carries the pod UID and the node name, so a
+//!   restarted skylet adopts what exists and a sweep deletes what no pod owns.
+
+use std::{collections::BTreeMap, fmt, future::Future, io, pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+pub use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
+
+mod error;
+mod streams;
+pub use error::{BoxError, ErrorClass, ProviderError, Result};
+pub use streams::{AttachIo, Duplex, ExecIo, ExitStatus, PortStream, Reader, TermSize, Writer};
+
+/// The identity of a pod: namespace, name and UID.
+///
+/// The UID is what backends key their resources by; namespace and name are for
+/// humans (tags, log stream names) and for finding the Kubernetes object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodRef {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Name of the pod.
+    pub name: String,
+    /// `metadata.uid` of the pod.
+    pub uid: String,
+}
+
+impl PodRef {
+    /// A reference from its three parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into(), uid: uid.into() }
+    }
+
+    /// The reference of a Kubernetes pod object (empty parts where unset).
+    pub fn of(pod: &Pod) -> Self {
+        let m = &pod.metadata;
+        Self {
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} ({})", self.namespace, self.name, self.uid)
+    }
+}
+
+/// A value the core resolved for a backend; `secret` when it came from a
+/// Secret (or a service-account token), so a backend must not store it in
+/// plain text and must never log it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The resolved bytes (UTF-8 for environment variables).
+    pub data: Bytes,
+    /// Whether the value is secret.
+    pub secret: bool,
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            write!(f, "Value(<secret, {} bytes>)", self.data.len())
+        } else {
+            write!(f, "Value({:?})", String::from_utf8_lossy(&self.data))
+        }
+    }
+}
+
+impl Value {
+    /// A plain (non-secret) value.
+    pub fn plain(data: impl Into<Bytes>) -> Self {
+        Self { data: data.into(), secret: false }
+    }
+
+    /// A secret value.
+    pub fn secret(data: impl Into<Bytes>) -> Self {
+        Self { data: data.into(), secret: true }
+    }
+
+    /// The value as text (lossy for non-UTF-8 bytes).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.data)
+    }
+}
+
+/// One file of a resolved volume, relative to the volume's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeFile {
+    /// Path below the mount point, without a leading `/` (`config/app.yaml`).
+    pub path: String,
+    /// File mode, e.g. `0o644`.
+    pub mode: u32,
+    /// Contents.
+    pub value: Value,
+}
+
+/// A pod with every reference resolved, as the core hands it to a backend.
+#[derive(Clone, Debug)]
+pub struct ResolvedPod {
+    /// The pod object as stored in Kubernetes.
+    pub pod: Pod,
+    /// Environment per container name (init containers included), in the order
+    /// Kubernetes defines: `envFrom` first, then `env`, later entries winning.
+    pub env: BTreeMap<String, Vec<(String, Value)>>,
+    /// Contents of the configMap, secret, downwardAPI and projected volumes, by
+    /// volume name. Volumes of other kinds (emptyDir, CSI, ...) are absent and
+    /// left for the backend to map or refuse.
+    pub volumes: BTreeMap<String, Vec<VolumeFile>>,
+}
+
+impl ResolvedPod {
+    /// A pod with nothing resolved (tests, and pods that reference nothing).
+    pub fn bare(pod: Pod) -> Self {
+        Self { pod, env: BTreeMap::new(), volumes: BTreeMap::new() }
+    }
+
+    /// The reference of the pod.
+    pub fn pod_ref(&self) -> PodRef {
+        PodRef::of(&self.pod)
+    }
+}
+
+/// What a backend reports about one pod it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendPod {
+    /// Which pod.
+    pub pod: PodRef,
+    /// Its status as the backend sees it; the core merges it into the pod's
+    /// status (phase, conditions, container statuses, IPs).
+    pub status: PodStatus,
+}
+
+/// Options of a log request, as the kubelet API receives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep the stream open and send new lines as they arrive.
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail_lines: Option<u64>,
+    /// Only lines at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Prefix each line with its RFC 3339 timestamp.
+    pub timestamps: bool,
+    /// The previous instance of the container.
+    pub previous: bool,
+    /// Stop after this many bytes.
+    pub limit_bytes: Option<u64>,
+}
+
+/// Resource usage of one container, for `/stats/summary` and `/metrics/resource`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerStats {
+    /// Container name.
+    pub name: String,
+    /// When the container started.
+    pub start_time: Option<jiff::Timestamp>,
+    /// Cumulative CPU time in nanoseconds.
+    pub cpu_usage_core_nanoseconds: u64,
+    /// Working set in bytes.
+    pub memory_working_set_bytes: u64,
+}
+
+/// Resource usage of one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodStats {
+    /// Which pod.
+    pub pod: PodRef,
+    /// When the pod started.
+    pub start_time: Option<jiff::Timestamp>,
+    /// Its containers.
+    pub containers: Vec<ContainerStats>,
+}
+
+/// A boxed, sendable future, for the few trait methods that must be object-safe
+/// in their arguments' lifetimes.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stream of log bytes.
+pub type LogStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// A backend that runs pods.
+///
+/// Methods take `&self` only: a provider guards its own state. `impl Future +
+/// Send` rather than `async fn` so callers can spawn the futures; implementors
+/// still write `async fn`.
+pub trait Provider: Send + Sync + 'static {
+    /// A short name: the `skylet.io/provider` node label, the default taint's
+    /// value, metrics and spans (`aws-ecs`, `azure-aci`, `kubernetes`, `mock`).
+    fn name(&self) -> &'static str;
+
+    /// Fills in what the backend knows of the node: capacity and allocatable,
+    /// labels (region, zone), taints. Called at registration and on every
+    /// status update, so it may change over time.
+    fn configure_node(&self, node: &mut Node);
+
+    /// Whether the backend is reachable; an error makes the node NotReady.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Runs a pod. Keyed by the pod UID and safe to repeat: a second call for
+    /// a pod the backend already holds succeeds without creating anything.
+    fn create_pod(&self, pod: &ResolvedPod) -> impl Future<Output = Result<()>> + Send;
+
+    /// Applies a change to a running pod (Kubernetes allows few: image, active
+    /// deadline, tolerations). The default does nothing.
+    fn update_pod(&self, pod: &ResolvedPod) -> impl Future<Output = Result<()>> + Send {
+        let _ = pod;
+        async { Ok(()) }
+    }
+
+    /// Stops a pod within `grace` and releases its resources. Safe to repeat;
+    /// deleting a pod the backend does not hold is `Ok`.
+    fn delete_pod(&self, pod: &PodRef, grace: Duration) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every pod the backend holds for this node, with its status, in as few
+    /// backend calls as its API allows.
+    fn list_pods(&self) -> impl Future<Output = Result<Vec<BackendPod>>> + Send;
+
+    /// A stream of status changes, for backends that can push (a watch, an
+    /// event bus). With it the core sweeps rarely; without it, on an interval.
+    /// Called once.
+    fn status_updates(&self) -> Option<BoxStream<'static, BackendPod>> {
+        None
+    }
+
+    /// The log of a container.
+    fn logs(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        opts: LogOptions,
+    ) -> impl Future<Output = Result<LogStream>> + Send {
+        let _ = (pod, container, opts);
+        async { Err(ProviderError::Unsupported("logs are not supported by this backend".into())) }
+    }
+
+    /// Runs `command` in a container, wired to `io`, and returns how it ended.
+    fn exec(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        command: Vec<String>,
+        io: ExecIo,
+    ) -> impl Future<Output = Result<ExitStatus>> + Send {
+        let _ = (pod, container, command, io);
+        async { Err(ProviderError::Unsupported("exec is not supported by this backend".into())) }
+    }
+
+    /// Attaches `io` to the main process of a container.
+    fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> impl Future<Output = Result<ExitStatus>> + Send {
+        let _ = (pod, container, io);
+        async { Err(ProviderError::Unsupported("attach is not supported by this backend".into())) }
+    }
+
+    /// Opens a TCP connection to `port` of a pod.
+    fn port_forward(&self, pod: &PodRef, port: u16) -> impl Future<Output = Result<PortStream>> + Send {
+        let _ = (pod, port);
+        async { Err(ProviderError::Unsupported("port-forward is not supported by this backend".into())) }
+    }
+
+    /// Resource usage of the pods this backend runs, for `kubectl top`.
+    fn stats(&self) -> impl Future<Output = Result<Vec<PodStats>>> + Send {
+        async { Err(ProviderError::Unsupported("stats are not supported by this backend".into())) }
+    }
+}

@@ -1,0 +1,544 @@
+//! A simulated backend: pods "run" in memory, so tests, the demo and the
+//! benchmarks exercise the whole core without a cloud.
+//!
+//! A container runs a tiny script taken from its command and args (a leading
+//! `sh -c` is dropped), statements separated by `;` or newlines:
+//!
+//! | statement | effect |
+//! |---|---|
+//! | `echo WORDS` | logs WORDS |
+//! | `env` | logs the resolved environment, one `NAME=value` a line (secret values too: it is a test backend) |
+//! | `cat PATH` | logs the file at PATH of a resolved volume (by its mount path) |
+//! | `sleep SECONDS` | waits |
+//! | `log-every SECONDS WORDS` | logs WORDS with a counter forever |
+//! | `exit N` | ends the container with code N |
+//!
+//! A container without a script logs one line and runs until deleted. When all
+//! app containers have ended the pod is Succeeded (all exit 0) or Failed.
+//! Init containers run first, in order; one that exits non-zero fails the pod.
+//!
+//! Start latency and a transient failure rate are configurable; at zero
+//! latency a pod is Running when `create_pod` returns, and every state change
+//! is pushed to the core through [`Provider::status_updates`], so the mock is
+//! never the bottleneck of a benchmark.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{StreamExt, stream::BoxStream};
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node,
+        NodeCondition, PodIP, PodStatus,
+    },
+    apimachinery::pkg::api::resource::Quantity,
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use skylet_provider::{
+    BackendPod, ContainerStats, LogOptions, LogStream, PodRef, PodStats, Provider, ProviderError, ResolvedPod, Result,
+};
+use tokio::sync::{broadcast, watch};
+
+mod logs;
+mod script;
+
+use logs::LogBuffer;
+use script::Statement;
+
+/// Settings of the simulated backend.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a pod takes from create to Running.
+    pub start_latency: Duration,
+    /// Fraction of creates that fail with a transient error.
+    pub failure_rate: f64,
+    /// Node capacity (`cpu`, `memory`, `pods`, ...).
+    pub capacity: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            start_latency: Duration::ZERO,
+            failure_rate: 0.0,
+            capacity: [("cpu", "1000"), ("memory", "4Ti"), ("pods", "10000")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// Pods with this annotation are refused as invalid, with its value as the
+/// message: a stand-in for "this pod can never run here" (too large, say).
+pub const REJECT_ANNOTATION: &str = "mock.skylet.io/reject";
+
+/// The simulated backend. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct MockProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    pods: Mutex<HashMap<String, MockPod>>,
+    updates: broadcast::Sender<BackendPod>,
+    next_ip: AtomicU32,
+    healthy: AtomicBool,
+    creates: AtomicU32,
+}
+
+struct MockPod {
+    pod: PodRef,
+    created: Timestamp,
+    ip: String,
+    phase: &'static str,
+    init: Vec<Container>,
+    app: Vec<Container>,
+    /// Dropped when the pod is deleted: running scripts stop.
+    stop: watch::Sender<bool>,
+}
+
+struct Container {
+    name: String,
+    image: String,
+    state: CState,
+    logs: Arc<LogBuffer>,
+}
+
+#[derive(Clone, Debug)]
+enum CState {
+    Waiting,
+    Running { since: Timestamp },
+    Exited { code: i32, started: Timestamp, finished: Timestamp },
+}
+
+impl MockProvider {
+    /// A backend with the given settings.
+    pub fn new(config: Config) -> Self {
+        let (updates, _) = broadcast::channel(65_536);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                pods: Mutex::default(),
+                updates,
+                next_ip: AtomicU32::new(1),
+                healthy: AtomicBool::new(true),
+                creates: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// Makes [`Provider::ping`] fail (`false`) or succeed again.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.inner.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// How many pods were actually created (repeated creates not counted).
+    pub fn creates(&self) -> u32 {
+        self.inner.creates.load(Ordering::Relaxed)
+    }
+
+    /// Adds a pod as if a previous run had created it, without a script
+    /// (tests of adoption and orphan sweeps).
+    pub fn insert_running(&self, pod: PodRef, containers: &[&str]) {
+        let now = Timestamp::now();
+        let (stop, _) = watch::channel(false);
+        let app = containers
+            .iter()
+            .map(|n| Container {
+                name: (*n).to_owned(),
+                image: "mock".into(),
+                state: CState::Running { since: now },
+                logs: Arc::new(LogBuffer::default()),
+            })
+            .collect();
+        let ip = self.inner.allocate_ip();
+        let mp = MockPod { pod: pod.clone(), created: now, ip, phase: "Running", init: vec![], app, stop };
+        self.inner.lock().insert(pod.uid, mp);
+    }
+
+    /// The UIDs of the pods the backend holds.
+    pub fn uids(&self) -> Vec<String> {
+        self.inner.lock().keys().cloned().collect()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MockPod>> {
+        // A panic while holding the lock would be a bug in this file; the map
+        // stays consistent either way, so keep going.
+        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn allocate_ip(&self) -> String {
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        format!("10.{}.{}.{}", 200 + (n >> 16) % 50, (n >> 8) & 0xff, n & 0xff)
+    }
+
+    fn publish(&self, uid: &str) {
+        let snapshot = self.lock().get(uid).map(MockPod::backend_pod);
+        if let Some(bp) = snapshot {
+            let _ = self.updates.send(bp);
+        }
+    }
+
+    /// Applies `f` to a container of a pod, recomputes the phase, pushes the change.
+    fn update(&self, uid: &str, f: impl FnOnce(&mut MockPod)) {
+        {
+            let mut pods = self.lock();
+            let Some(p) = pods.get_mut(uid) else { return };
+            f(p);
+            p.phase = p.compute_phase();
+        }
+        self.publish(uid);
+    }
+}
+
+impl MockPod {
+    fn compute_phase(&self) -> &'static str {
+        if self.init.iter().any(|c| matches!(c.state, CState::Exited { code, .. } if code != 0)) {
+            return "Failed";
+        }
+        if self.app.iter().any(|c| matches!(c.state, CState::Running { .. })) {
+            return "Running";
+        }
+        if !self.app.is_empty() && self.app.iter().all(|c| matches!(c.state, CState::Exited { .. })) {
+            let ok = self.app.iter().all(|c| matches!(c.state, CState::Exited { code: 0, .. }));
+            return if ok { "Succeeded" } else { "Failed" };
+        }
+        if self.app.iter().any(|c| matches!(c.state, CState::Exited { .. })) {
+            return "Running";
+        }
+        "Pending"
+    }
+
+    fn backend_pod(&self) -> BackendPod {
+        let statuses = |cs: &[Container]| cs.iter().map(|c| c.status(&self.pod)).collect::<Vec<_>>();
+        BackendPod {
+            pod: self.pod.clone(),
+            status: PodStatus {
+                phase: Some(self.phase.into()),
+                pod_ip: Some(self.ip.clone()),
+                pod_ips: Some(vec![PodIP { ip: self.ip.clone() }]),
+                start_time: Some(Time(self.created)),
+                init_container_statuses: (!self.init.is_empty()).then(|| statuses(&self.init)),
+                container_statuses: Some(statuses(&self.app)),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Container {
+    fn status(&self, pod: &PodRef) -> ContainerStatus {
+        let (state, ready, started) = match &self.state {
+            CState::Waiting => (
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                    ..Default::default()
+                },
+                false,
+                false,
+            ),
+            CState::Running { since } => (
+                ContainerState { running: Some(ContainerStateRunning { started_at: Some(Time(*since)) }), ..Default::default() },
+                true,
+                true,
+            ),
+            CState::Exited { code, started, finished } => (
+                ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: *code,
+                        reason: Some(if *code == 0 { "Completed" } else { "Error" }.into()),
+                        started_at: Some(Time(*started)),
+                        finished_at: Some(Time(*finished)),
+                        container_id: Some(format!("mock://{}/{}", pod.uid, self.name)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                false,
+                false,
+            ),
+        };
+        ContainerStatus {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            image_id: format!("mock://{}", self.image),
+            container_id: Some(format!("mock://{}/{}", pod.uid, self.name)),
+            ready,
+            started: Some(started),
+            restart_count: 0,
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+}
+
+/// One container to start: its name, script and environment/files.
+struct Plan {
+    name: String,
+    script: Vec<Statement>,
+    env: Vec<(String, String)>,
+    files: BTreeMap<String, Bytes>,
+    init: bool,
+}
+
+impl Provider for MockProvider {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    fn configure_node(&self, node: &mut Node) {
+        let q: BTreeMap<String, Quantity> =
+            self.inner.config.capacity.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect();
+        let status = node.status.get_or_insert_with(Default::default);
+        status.capacity = Some(q.clone());
+        status.allocatable = Some(q);
+        let labels = node.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert("topology.kubernetes.io/region".into(), "mock-region-1".into());
+        labels.insert("topology.kubernetes.io/zone".into(), "mock-region-1a".into());
+        let _ = NodeCondition::default();
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.inner.healthy.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(ProviderError::transient("the simulated backend was told to be unreachable"))
+        }
+    }
+
+    async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
+        let pod = rp.pod_ref();
+        if self.inner.lock().contains_key(&pod.uid) {
+            return Ok(());
+        }
+        if let Some(msg) = rp.pod.metadata.annotations.as_ref().and_then(|a| a.get(REJECT_ANNOTATION)) {
+            return Err(ProviderError::invalid("MockRejected", msg.clone()));
+        }
+        let rate = self.inner.config.failure_rate;
+        if rate > 0.0 && rand::random::<f64>() < rate {
+            return Err(ProviderError::transient("simulated transient failure (mock failure rate)"));
+        }
+        let spec = rp.pod.spec.clone().unwrap_or_default();
+        let mut plans = Vec::new();
+        for (init, containers) in [(true, spec.init_containers.unwrap_or_default()), (false, spec.containers)] {
+            for c in containers {
+                let mut words: Vec<String> = c.command.clone().unwrap_or_default();
+                words.extend(c.args.clone().unwrap_or_default());
+                let script = script::parse(&words);
+                let env = rp
+                    .env
+                    .get(&c.name)
+                    .map(|vars| vars.iter().map(|(k, v)| (k.clone(), v.as_str().into_owned())).collect())
+                    .unwrap_or_default();
+                let mut files = BTreeMap::new();
+                for m in c.volume_mounts.iter().flatten() {
+                    for f in rp.volumes.get(&m.name).into_iter().flatten() {
+                        let sub = m.sub_path.as_deref().unwrap_or("");
+                        let rel = f.path.strip_prefix(sub).unwrap_or(&f.path).trim_start_matches('/');
+                        if !sub.is_empty() && !f.path.starts_with(sub) {
+                            continue;
+                        }
+                        let path = if rel.is_empty() {
+                            m.mount_path.clone()
+                        } else {
+                            format!("{}/{}", m.mount_path.trim_end_matches('/'), rel)
+                        };
+                        files.insert(path, f.value.data.clone());
+                    }
+                }
+                plans.push((c.image.clone().unwrap_or_default(), Plan { name: c.name, script, env, files, init }));
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let now = Timestamp::now();
+        let mut init = Vec::new();
+        let mut app = Vec::new();
+        for (image, p) in &plans {
+            let c = Container { name: p.name.clone(), image: image.clone(), state: CState::Waiting, logs: Arc::default() };
+            if p.init { init.push(c) } else { app.push(c) }
+        }
+        let ip = self.inner.allocate_ip();
+        {
+            let mut pods = self.inner.lock();
+            if pods.contains_key(&pod.uid) {
+                return Ok(());
+            }
+            pods.insert(pod.uid.clone(), MockPod { pod: pod.clone(), created: now, ip, phase: "Pending", init, app, stop });
+        }
+        self.inner.creates.fetch_add(1, Ordering::Relaxed);
+        let plans: Vec<Plan> = plans.into_iter().map(|(_, p)| p).collect();
+        let latency = self.inner.config.start_latency;
+        let needs_task = latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.script.is_empty());
+        if needs_task {
+            let inner = self.inner.clone();
+            let uid = pod.uid.clone();
+            tokio::spawn(async move { run_pod(inner, uid, plans, latency, stop_rx).await });
+            self.inner.publish(&pod.uid);
+        } else {
+            // The fast path: every container is a long-running one with no
+            // script; it is Running as soon as the create returns.
+            self.inner.update(&pod.uid, |p| {
+                for (c, plan) in p.app.iter_mut().zip(&plans) {
+                    c.state = CState::Running { since: now };
+                    c.logs.push(format!("mock: started container {} of {}", plan.name, p.pod));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<()> {
+        let removed = self.inner.lock().remove(&pod.uid);
+        if let Some(p) = removed {
+            let _ = p.stop.send(true);
+            for c in p.init.iter().chain(&p.app) {
+                c.logs.close();
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_pods(&self) -> Result<Vec<BackendPod>> {
+        Ok(self.inner.lock().values().map(MockPod::backend_pod).collect())
+    }
+
+    fn status_updates(&self) -> Option<BoxStream<'static, BackendPod>> {
+        let rx = self.inner.updates.subscribe();
+        Some(
+            tokio_stream::wrappers::BroadcastStream::new(rx)
+                .filter_map(|r| async move { r.ok() })
+                .boxed(),
+        )
+    }
+
+    async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
+        let buf = {
+            let pods = self.inner.lock();
+            let p = pods.get(&pod.uid).ok_or_else(|| ProviderError::NotFound(format!("pod {pod} is not running in the mock backend")))?;
+            let c = p.init.iter().chain(&p.app).find(|c| c.name == container).ok_or_else(|| {
+                ProviderError::NotFound(format!("container {container:?} is not in pod {}/{}", pod.namespace, pod.name))
+            })?;
+            c.logs.clone()
+        };
+        if opts.previous {
+            return Err(ProviderError::NotFound(format!(
+                "previous terminated container {container:?} in pod {:?} not found",
+                pod.name
+            )));
+        }
+        Ok(logs::stream(buf, opts))
+    }
+
+    async fn stats(&self) -> Result<Vec<PodStats>> {
+        let now = Timestamp::now();
+        Ok(self
+            .inner
+            .lock()
+            .values()
+            .map(|p| PodStats {
+                pod: p.pod.clone(),
+                start_time: Some(p.created),
+                containers: p
+                    .app
+                    .iter()
+                    .filter_map(|c| match c.state {
+                        CState::Running { since } => {
+                            let secs = (now - since).get_seconds().max(0) as u64 + 1;
+                            Some(ContainerStats {
+                                name: c.name.clone(),
+                                start_time: Some(since),
+                                // a steady 5 millicores and 20 MiB per container
+                                cpu_usage_core_nanoseconds: secs * 5_000_000,
+                                memory_working_set_bytes: 20 << 20,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// Runs a pod's containers: waits out the start latency, then init containers
+/// one by one, then the app containers concurrently.
+async fn run_pod(inner: Arc<Inner>, uid: String, plans: Vec<Plan>, latency: Duration, mut stop: watch::Receiver<bool>) {
+    if !latency.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(latency) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    let (init, app): (Vec<Plan>, Vec<Plan>) = plans.into_iter().partition(|p| p.init);
+    for (i, plan) in init.into_iter().enumerate() {
+        let code = run_container(&inner, &uid, true, i, plan, stop.clone()).await;
+        if code != Some(0) {
+            return;
+        }
+    }
+    let tasks: Vec<_> = app
+        .into_iter()
+        .enumerate()
+        .map(|(i, plan)| tokio::spawn(run_container_owned(inner.clone(), uid.clone(), i, plan, stop.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn run_container_owned(inner: Arc<Inner>, uid: String, i: usize, plan: Plan, stop: watch::Receiver<bool>) {
+    run_container(&inner, &uid, false, i, plan, stop).await;
+}
+
+/// Runs one container's script; `None` when the pod was deleted meanwhile.
+async fn run_container(
+    inner: &Inner,
+    uid: &str,
+    init: bool,
+    i: usize,
+    plan: Plan,
+    mut stop: watch::Receiver<bool>,
+) -> Option<i32> {
+    let started = Timestamp::now();
+    let logs = {
+        let mut pods = inner.lock();
+        let p = pods.get_mut(uid)?;
+        let c = if init { p.init.get_mut(i)? } else { p.app.get_mut(i)? };
+        c.state = CState::Running { since: started };
+        c.logs.clone()
+    };
+    inner.update(uid, |_| {});
+    if plan.script.is_empty() {
+        logs.push(format!("mock: started container {}", plan.name));
+        if !init {
+            return None; // runs until deleted
+        }
+    }
+    let ctx = script::Ctx { env: &plan.env, files: &plan.files, logs: &logs };
+    let code = tokio::select! {
+        code = script::run(&plan.script, &ctx) => code,
+        _ = stop.changed() => return None,
+    };
+    let Some(code) = code else { return None };
+    let finished = Timestamp::now();
+    inner.update(uid, |p| {
+        let list = if init { &mut p.init } else { &mut p.app };
+        if let Some(c) = list.get_mut(i) {
+            c.state = CState::Exited { code, started, finished };
+            c.logs.close();
+        }
+    });
+    Some(code)
+}

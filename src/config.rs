@@ -1,0 +1,574 @@
+//! skylet's configuration: flags, environment variables and an optional YAML
+//! file, merged in that order of precedence and validated before anything
+//! starts. A bad configuration is reported in one readable message and the
+//! process exits with 64 (EX_USAGE), like linkerd2-proxy.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, ValueEnum};
+use k8s_openapi::api::core::v1::Taint;
+use serde::Deserialize;
+
+/// Why the configuration is unusable. Every variant is a user error: exit 64.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    /// The config file is not valid YAML of the expected shape.
+    #[error("config file {path} is invalid: {source}")]
+    ParseFile { path: PathBuf, source: serde_yaml::Error },
+    /// A value is out of range or malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The backend that runs the pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// The simulated backend (tests, demo, benchmarks).
+    Mock,
+}
+
+/// What to do with the Node object on shutdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeOnShutdown {
+    /// Leave it: it goes NotReady and its pods are evicted by the node
+    /// lifecycle controller only if they do not tolerate that (default, as a
+    /// kubelet that stops).
+    #[default]
+    Keep,
+    /// Delete it (the pods on it are then garbage-collected).
+    Delete,
+}
+
+/// What to do with pods that DaemonSets place on the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonSetPods {
+    /// Fail them with reason `DaemonSetPodNotSupported` and an Event (default):
+    /// a node agent has nothing to do on a virtual node.
+    #[default]
+    Reject,
+    /// Run them like any other pod.
+    Run,
+}
+
+/// How the kubelet API gets its serving certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServingCert {
+    /// `--tls-cert-file` and `--tls-key-file`.
+    Files,
+    /// A certificate signed by the cluster: a CSR with signer
+    /// `kubernetes.io/kubelet-serving`, renewed before expiry. Someone must
+    /// approve it (`kubectl certificate approve`).
+    Csr,
+    /// A self-signed certificate made at start (the kubelet's default).
+    #[default]
+    SelfSigned,
+}
+
+/// Command line and environment. Every option may also come from the YAML
+/// file named by `--config`, under the same name in kebab-case.
+#[derive(Debug, Default, Parser)]
+#[command(name = "skylet", version, about = "A virtual kubelet: a Kubernetes Node whose pods run elsewhere")]
+pub struct Args {
+    /// YAML config file; flags and environment variables override it.
+    #[arg(long, env = "SKYLET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the Node to register.
+    #[arg(long, env = "SKYLET_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Backend that runs the pods.
+    #[arg(long, env = "SKYLET_PROVIDER")]
+    pub provider: Option<ProviderKind>,
+    /// Extra node labels, key=value (repeatable, or comma-separated).
+    #[arg(long = "node-label", env = "SKYLET_NODE_LABELS", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Node taints, key[=value]:Effect (repeatable, or comma-separated);
+    /// replaces the default `virtual-kubelet.io/provider=<provider>:NoSchedule`.
+    #[arg(long = "node-taint", env = "SKYLET_NODE_TAINTS", value_delimiter = ',')]
+    pub node_taints: Vec<String>,
+    /// Register the node without any taint.
+    #[arg(long, env = "SKYLET_NO_TAINT")]
+    pub no_taint: bool,
+    /// Address published as the node's InternalIP: where kube-apiserver
+    /// reaches the kubelet API.
+    #[arg(long, env = "SKYLET_NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+    /// Kubelet API listen address.
+    #[arg(long, env = "SKYLET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus metrics listen address.
+    #[arg(long, env = "SKYLET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How the kubelet API gets its serving certificate.
+    #[arg(long, env = "SKYLET_SERVING_CERT")]
+    pub serving_cert: Option<ServingCert>,
+    /// Serving certificate (PEM) for `--serving-cert files`.
+    #[arg(long, env = "SKYLET_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM) for `--serving-cert files`.
+    #[arg(long, env = "SKYLET_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle that verifies client certificates (kube-apiserver's
+    /// --kubelet-client-certificate). Without it only bearer tokens work.
+    #[arg(long, env = "SKYLET_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Let unauthenticated requests through as system:anonymous (still
+    /// authorized by SubjectAccessReview). Off, as on a hardened kubelet.
+    #[arg(long, env = "SKYLET_ANONYMOUS_AUTH")]
+    pub anonymous_auth: Option<bool>,
+    /// What to do with the Node object on shutdown.
+    #[arg(long, env = "SKYLET_NODE_ON_SHUTDOWN")]
+    pub node_on_shutdown: Option<NodeOnShutdown>,
+    /// What to do with DaemonSet pods.
+    #[arg(long, env = "SKYLET_DAEMONSET_PODS")]
+    pub daemonset_pods: Option<DaemonSetPods>,
+    /// Seconds between backend sweeps (status of every pod, orphan removal).
+    #[arg(long, env = "SKYLET_SWEEP_INTERVAL")]
+    pub sweep_interval: Option<u64>,
+    /// How many pods are reconciled at once.
+    #[arg(long, env = "SKYLET_CONCURRENCY")]
+    pub concurrency: Option<u16>,
+    /// Log format.
+    #[arg(long, env = "SKYLET_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Simulated backend: seconds a pod takes to start.
+    #[arg(long, env = "SKYLET_MOCK_START_LATENCY")]
+    pub mock_start_latency: Option<f64>,
+    /// Simulated backend: fraction (0..1) of creates that fail transiently.
+    #[arg(long, env = "SKYLET_MOCK_FAILURE_RATE")]
+    pub mock_failure_rate: Option<f64>,
+    /// Simulated backend: node capacity, e.g. cpu=100,memory=512Gi,pods=1000.
+    #[arg(long, env = "SKYLET_MOCK_CAPACITY")]
+    pub mock_capacity: Option<String>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The same options as [`Args`], from the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct File {
+    kubeconfig: Option<PathBuf>,
+    node_name: Option<String>,
+    provider: Option<ProviderKind>,
+    #[serde(default)]
+    node_labels: BTreeMap<String, String>,
+    node_taints: Option<Vec<String>>,
+    no_taint: Option<bool>,
+    node_ip: Option<IpAddr>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    serving_cert: Option<ServingCert>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+    anonymous_auth: Option<bool>,
+    node_on_shutdown: Option<NodeOnShutdown>,
+    daemonset_pods: Option<DaemonSetPods>,
+    sweep_interval: Option<u64>,
+    concurrency: Option<u16>,
+    log_format: Option<LogFormat>,
+    mock: Option<MockFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct MockFile {
+    start_latency: Option<f64>,
+    failure_rate: Option<f64>,
+    capacity: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// kubeconfig path, if not inferred.
+    pub kubeconfig: Option<PathBuf>,
+    /// Node settings.
+    pub node: NodeConfig,
+    /// Pod reconcile settings.
+    pub pods: PodsConfig,
+    /// Kubelet API server settings.
+    pub server: ServerConfig,
+    /// Metrics listen address.
+    pub metrics_listen: SocketAddr,
+    /// Which backend.
+    pub provider: ProviderKind,
+    /// Simulated backend settings.
+    pub mock: MockConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Settings of the Node object.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Node name.
+    pub name: String,
+    /// Extra labels.
+    pub labels: BTreeMap<String, String>,
+    /// Taints; `None` means the provider's default taint.
+    pub taints: Option<Vec<Taint>>,
+    /// InternalIP.
+    pub ip: IpAddr,
+    /// Port published in `daemonEndpoints.kubeletEndpoint`.
+    pub port: u16,
+    /// What to do with the Node on shutdown.
+    pub on_shutdown: NodeOnShutdown,
+    /// Lease duration; renewed every quarter of it.
+    pub lease_duration: Duration,
+    /// Backend ping interval.
+    pub ping_interval: Duration,
+}
+
+/// Settings of the pod controller.
+#[derive(Clone, Debug)]
+pub struct PodsConfig {
+    /// Node name (pods bound to it are ours).
+    pub node_name: String,
+    /// DaemonSet pod policy.
+    pub daemonset_pods: DaemonSetPods,
+    /// Sweep interval.
+    pub sweep_interval: Duration,
+    /// Reconcile concurrency (0 = unbounded).
+    pub concurrency: u16,
+}
+
+/// Settings of the kubelet API server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Serving certificate mode.
+    pub serving_cert: ServingCert,
+    /// Certificate and key files (mode `files`).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Client CA bundle.
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether unauthenticated requests pass as system:anonymous.
+    pub anonymous_auth: bool,
+    /// IP SANs and DNS SANs for a generated certificate.
+    pub node_ip: IpAddr,
+    /// Node name (CSR subject, DNS SAN).
+    pub node_name: String,
+}
+
+/// Settings of the simulated backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MockConfig {
+    /// Start latency.
+    pub start_latency: Duration,
+    /// Fraction of creates that fail transiently.
+    pub failure_rate: f64,
+    /// Node capacity.
+    pub capacity: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Parses and validates the command line and environment, and the config
+    /// file it names.
+    pub fn load() -> Result<Self> {
+        Self::from_args(Args::parse())
+    }
+
+    /// Builds the configuration from parsed arguments (tests call this).
+    pub fn from_args(args: Args) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        merge(args, file)
+    }
+}
+
+fn read_file(path: &Path) -> Result<File> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    if text.trim().is_empty() {
+        return Ok(File::default());
+    }
+    serde_yaml::from_str(&text).map_err(|source| Error::ParseFile { path: path.into(), source })
+}
+
+fn merge(args: Args, file: File) -> Result<Config> {
+    let provider = args.provider.or(file.provider).unwrap_or(ProviderKind::Mock);
+    let node_name = args.node_name.or(file.node_name).unwrap_or_else(|| "skylet".into());
+    validate_dns_subdomain("node-name", &node_name)?;
+
+    let mut labels = file.node_labels;
+    for l in &args.node_labels {
+        let (k, v) = l.split_once('=').ok_or_else(|| Error::Invalid {
+            field: "node-label",
+            message: format!("{l:?} is not key=value"),
+        })?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    for (k, v) in &labels {
+        validate_label(k, v)?;
+    }
+
+    let no_taint = args.no_taint || file.no_taint.unwrap_or(false);
+    let taint_specs = if args.node_taints.is_empty() { file.node_taints } else { Some(args.node_taints) };
+    let taints = match (no_taint, taint_specs) {
+        (true, _) => Some(Vec::new()),
+        (false, Some(specs)) => Some(specs.iter().map(|s| parse_taint(s)).collect::<Result<_>>()?),
+        (false, None) => None,
+    };
+
+    let listen = args.listen.or(file.listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10250)));
+    let node_ip = args.node_ip.or(file.node_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10255)));
+    if metrics_listen == listen && listen.port() != 0 {
+        return Err(Error::Invalid {
+            field: "metrics-listen",
+            message: format!("{metrics_listen} is also the kubelet API address; metrics are served on a port of their own"),
+        });
+    }
+
+    let serving_cert = args.serving_cert.or(file.serving_cert).unwrap_or_default();
+    let cert = args.tls_cert_file.or(file.tls_cert_file);
+    let key = args.tls_key_file.or(file.tls_key_file);
+    let tls_files = match (serving_cert, cert, key) {
+        (ServingCert::Files, Some(c), Some(k)) => Some((c, k)),
+        (ServingCert::Files, _, _) => {
+            return Err(Error::Invalid {
+                field: "serving-cert",
+                message: "`files` needs both tls-cert-file and tls-key-file".into(),
+            });
+        }
+        (_, Some(c), Some(k)) => {
+            return Err(Error::Invalid {
+                field: "tls-cert-file",
+                message: format!("{} and {} are given but serving-cert is not `files`", c.display(), k.display()),
+            });
+        }
+        _ => None,
+    };
+    for (field, path) in [("tls-cert-file", tls_files.as_ref().map(|f| &f.0)), ("tls-key-file", tls_files.as_ref().map(|f| &f.1))] {
+        if let Some(p) = path {
+            ensure_readable(field, p)?;
+        }
+    }
+    let client_ca_file = args.client_ca_file.or(file.client_ca_file);
+    if let Some(p) = &client_ca_file {
+        ensure_readable("client-ca-file", p)?;
+    }
+
+    let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(10);
+    if sweep == 0 {
+        return Err(Error::Invalid { field: "sweep-interval", message: "must be at least 1 second".into() });
+    }
+
+    let mock_file = file.mock.unwrap_or_default();
+    let start_latency = args.mock_start_latency.or(mock_file.start_latency).unwrap_or(0.0);
+    if !(0.0..=3600.0).contains(&start_latency) {
+        return Err(Error::Invalid { field: "mock-start-latency", message: format!("{start_latency} is not within 0..3600 seconds") });
+    }
+    let failure_rate = args.mock_failure_rate.or(mock_file.failure_rate).unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&failure_rate) {
+        return Err(Error::Invalid { field: "mock-failure-rate", message: format!("{failure_rate} is not within 0..1") });
+    }
+    let capacity = parse_capacity(args.mock_capacity.or(mock_file.capacity).as_deref().unwrap_or("cpu=1000,memory=4Ti,pods=10000"))?;
+
+    Ok(Config {
+        kubeconfig: args.kubeconfig.or(file.kubeconfig),
+        node: NodeConfig {
+            name: node_name.clone(),
+            labels,
+            taints,
+            ip: node_ip,
+            port: listen.port(),
+            on_shutdown: args.node_on_shutdown.or(file.node_on_shutdown).unwrap_or_default(),
+            lease_duration: Duration::from_secs(40),
+            ping_interval: Duration::from_secs(10),
+        },
+        pods: PodsConfig {
+            node_name: node_name.clone(),
+            daemonset_pods: args.daemonset_pods.or(file.daemonset_pods).unwrap_or_default(),
+            sweep_interval: Duration::from_secs(sweep),
+            concurrency: args.concurrency.or(file.concurrency).unwrap_or(0),
+        },
+        server: ServerConfig {
+            listen,
+            serving_cert,
+            tls_files,
+            client_ca_file,
+            anonymous_auth: args.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
+            node_ip,
+            node_name,
+        },
+        metrics_listen,
+        provider,
+        mock: MockConfig { start_latency: Duration::from_secs_f64(start_latency), failure_rate, capacity },
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+    })
+}
+
+fn ensure_readable(field: &'static str, path: &Path) -> Result<()> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| Error::Invalid { field, message: format!("{}: {e}", path.display()) })
+}
+
+fn validate_dns_subdomain(field: &'static str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid { field, message: format!("{s:?} is not a lowercase DNS subdomain (RFC 1123)") })
+    }
+}
+
+fn validate_label(key: &str, value: &str) -> Result<()> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && n.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+            && n.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    let key_ok = match key.split_once('/') {
+        Some((prefix, name)) => validate_dns_subdomain("node-label", prefix).is_ok() && name_ok(name),
+        None => name_ok(key),
+    };
+    if !key_ok {
+        return Err(Error::Invalid { field: "node-label", message: format!("{key:?} is not a valid label key") });
+    }
+    if !(value.is_empty() || name_ok(value)) {
+        return Err(Error::Invalid { field: "node-label", message: format!("{value:?} (for {key}) is not a valid label value") });
+    }
+    Ok(())
+}
+
+/// Parses `key[=value]:Effect`.
+fn parse_taint(spec: &str) -> Result<Taint> {
+    let bad = |why: &str| Error::Invalid { field: "node-taint", message: format!("{spec:?}: {why}; expected key[=value]:Effect") };
+    let (kv, effect) = spec.rsplit_once(':').ok_or_else(|| bad("no effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(bad("effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (kv, None),
+    };
+    validate_label(key, value.as_deref().unwrap_or("")).map_err(|_| bad("invalid key or value"))?;
+    Ok(Taint { key: key.into(), value, effect: effect.into(), time_added: None })
+}
+
+/// Parses `cpu=100,memory=512Gi,pods=1000` into quantities.
+fn parse_capacity(spec: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| Error::Invalid {
+            field: "mock-capacity",
+            message: format!("{part:?} is not resource=quantity"),
+        })?;
+        let valid = v.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>().is_ok();
+        if !valid {
+            return Err(Error::Invalid { field: "mock-capacity", message: format!("{v:?} (for {k}) is not a quantity") });
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    for required in ["cpu", "memory", "pods"] {
+        if !out.contains_key(required) {
+            return Err(Error::Invalid { field: "mock-capacity", message: format!("{required} is missing") });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("skylet").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_usable() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.node.name, "skylet");
+        assert_eq!(c.server.listen.port(), 10250);
+        assert!(c.node.taints.is_none(), "default taint comes from the provider");
+        assert_eq!(c.server.serving_cert, ServingCert::SelfSigned);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "node-name: from-file\nnode-labels: {tier: burst}\nmock: {start-latency: 2}\n").unwrap();
+        let c = Config::from_args(args(&["--config", path.to_str().unwrap(), "--node-name", "from-flag"])).unwrap();
+        assert_eq!(c.node.name, "from-flag");
+        assert_eq!(c.node.labels["tier"], "burst");
+        assert_eq!(c.mock.start_latency, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "node-nmae: typo\n").unwrap();
+        let err = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+        assert!(err.contains("node-nmae"), "{err}");
+    }
+
+    #[test]
+    fn taints_parse_and_bad_ones_are_refused() {
+        let c = Config::from_args(args(&["--node-taint", "a.io/x=y:NoExecute,b:NoSchedule"])).unwrap();
+        let t = c.node.taints.unwrap();
+        assert_eq!((t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()), ("a.io/x", Some("y"), "NoExecute"));
+        assert_eq!((t[1].key.as_str(), t[1].value.as_deref()), ("b", None));
+        let err = Config::from_args(args(&["--node-taint", "a=b:Sometimes"])).unwrap_err().to_string();
+        assert!(err.contains("effect must be"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (flags, needle) in [
+            (vec!["--node-name", "Not_Valid"], "node-name"),
+            (vec!["--node-label", "novalue"], "node-label"),
+            (vec!["--serving-cert", "files"], "serving-cert"),
+            (vec!["--mock-failure-rate", "2"], "mock-failure-rate"),
+            (vec!["--mock-capacity", "cpu=1,pods=1"], "memory is missing"),
+            (vec!["--sweep-interval", "0"], "sweep-interval"),
+            (vec!["--listen", "0.0.0.0:9000", "--metrics-listen", "0.0.0.0:9000"], "metrics-listen"),
+        ] {
+            let err = Config::from_args(args(&flags)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+    }
+}
