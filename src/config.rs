@@ -157,6 +157,9 @@ pub struct Args {
     /// Simulated backend: node capacity, e.g. cpu=100,memory=512Gi,pods=1000.
     #[arg(long, env = "SKYLET_MOCK_CAPACITY")]
     pub mock_capacity: Option<String>,
+    /// Simulated backend: a file that keeps its pods across restarts.
+    #[arg(long, env = "SKYLET_MOCK_STATE_FILE")]
+    pub mock_state_file: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -203,6 +206,7 @@ struct MockFile {
     start_latency: Option<f64>,
     failure_rate: Option<f64>,
     capacity: Option<String>,
+    state_file: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -252,6 +256,8 @@ pub struct NodeConfig {
 pub struct PodsConfig {
     /// Node name (pods bound to it are ours).
     pub node_name: String,
+    /// The node's IP (pods' hostIP).
+    pub node_ip: IpAddr,
     /// DaemonSet pod policy.
     pub daemonset_pods: DaemonSetPods,
     /// Sweep interval.
@@ -288,6 +294,8 @@ pub struct MockConfig {
     pub failure_rate: f64,
     /// Node capacity.
     pub capacity: BTreeMap<String, String>,
+    /// State file.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -409,6 +417,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
         },
         pods: PodsConfig {
             node_name: node_name.clone(),
+            node_ip,
             daemonset_pods: args.daemonset_pods.or(file.daemonset_pods).unwrap_or_default(),
             sweep_interval: Duration::from_secs(sweep),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(0),
@@ -424,7 +433,12 @@ fn merge(args: Args, file: File) -> Result<Config> {
         },
         metrics_listen,
         provider,
-        mock: MockConfig { start_latency: Duration::from_secs_f64(start_latency), failure_rate, capacity },
+        mock: MockConfig {
+            start_latency: Duration::from_secs_f64(start_latency),
+            failure_rate,
+            capacity,
+            state_file: args.mock_state_file.or(mock_file.state_file),
+        },
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
     })
 }

@@ -1,1 +1,87 @@
-fn main() {}
+//! The `skylet` binary: configuration, telemetry, provider selection.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use skylet::{
+    Config,
+    config::{self, ProviderKind},
+};
+
+/// Exit code for a configuration the user must fix (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skylet: {e}");
+            eprintln!("skylet: see `skylet --help`; nothing was started");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    skylet::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skylet: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "skylet stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube_client(&config).await?;
+    let shutdown = skylet::shutdown::on_signal();
+    let run = async {
+        match config.provider {
+            ProviderKind::Mock => {
+                let provider = skylet_mock::MockProvider::new(mock_config(&config.mock));
+                skylet::run(config, client, provider, shutdown.clone()).await
+            }
+        }
+    };
+    // Once shutdown is requested, everything gets SHUTDOWN_GRACE to finish.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = run => Ok(r?),
+        () = deadline => anyhow::bail!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway"),
+    }
+}
+
+/// How long tasks get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+fn mock_config(c: &config::MockConfig) -> skylet_mock::Config {
+    skylet_mock::Config {
+        start_latency: c.start_latency,
+        failure_rate: c.failure_rate,
+        capacity: c.capacity.clone(),
+        state_file: c.state_file.clone(),
+    }
+}
+
+async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
+    let kc = match &config.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
+    };
+    kube::Client::try_from(kc).context("cannot build a Kubernetes client")
+}

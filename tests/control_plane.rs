@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The control plane the other tests run against is real (issue #2): the
 //! apiserver reports v1.36.3, controllers act, authorization refuses, and the
 //! CSR signer signs.
@@ -17,7 +18,7 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use serde_json::json;
-use skylet_testenv::{ControlPlane, eventually};
+use skylet_testenv::{ControlPlane, eventually, unique_name};
 
 #[tokio::test]
 async fn apiserver_reports_the_pinned_version() {
@@ -31,8 +32,7 @@ async fn apiserver_reports_the_pinned_version() {
 async fn deployment_gets_a_replicaset_and_pending_pods() {
     let cp = ControlPlane::shared();
     let client = cp.client().await.unwrap();
-    let ns = "cp-deploy";
-    create_namespace(&client, ns).await;
+    let ns = &create_namespace(&client, "cp-deploy").await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
@@ -82,26 +82,26 @@ async fn deployment_gets_a_replicaset_and_pending_pods() {
 async fn node_without_kubelet_is_marked_unreachable() {
     let client = ControlPlane::shared().client().await.unwrap();
     let nodes: Api<Node> = Api::all(client);
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": "cp-ghost-node"}})).unwrap();
+    let name = unique_name("cp-ghost-node");
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
     // The node lifecycle controller (not an admission plugin) sets Ready=Unknown
     // and the unreachable taint once the startup grace period has passed.
     eventually("Ready=Unknown and the unreachable taint", Duration::from_secs(90), || async {
-        let n = nodes.get("cp-ghost-node").await.ok()?;
+        let n = nodes.get(&name).await.ok()?;
         let ready = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
         let tainted = n.spec?.taints?.iter().any(|t| t.key == "node.kubernetes.io/unreachable");
         (ready.status == "Unknown" && tainted).then_some(())
     })
     .await;
-    nodes.delete("cp-ghost-node", &Default::default()).await.unwrap();
+    nodes.delete(&name, &Default::default()).await.unwrap();
 }
 
 #[tokio::test]
 async fn user_without_binding_is_forbidden_and_allowed_with_one() {
     let cp = ControlPlane::shared();
     let admin = cp.client().await.unwrap();
-    let ns = "cp-rbac";
-    create_namespace(&admin, ns).await;
+    let ns = &create_namespace(&admin, "cp-rbac").await;
     let alice = cp.client_as("alice", &["dev"]).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(alice, ns);
     match pods.list(&ListParams::default()).await {
@@ -126,12 +126,13 @@ async fn user_without_binding_is_forbidden_and_allowed_with_one() {
 #[tokio::test]
 async fn csr_is_approved_and_signed() {
     let client = ControlPlane::shared().client().await.unwrap();
+    let csr_name = unique_name("cp-csr-test");
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, "csr-test-user");
     let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
     let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"name": "cp-csr-test"},
+        "metadata": {"name": csr_name},
         "spec": {
             "request": k8s_openapi::ByteString(csr_pem.into_bytes()),
             "signerName": "kubernetes.io/kube-apiserver-client",
@@ -155,11 +156,11 @@ async fn csr_is_approved_and_signed() {
         }),
         ..Default::default()
     };
-    csrs.patch_approval("cp-csr-test", &Default::default(), &kube::api::Patch::Merge(&approval))
+    csrs.patch_approval(&csr_name, &Default::default(), &kube::api::Patch::Merge(&approval))
         .await
         .unwrap();
     let cert = eventually("a signed certificate", Duration::from_secs(30), || async {
-        csrs.get("cp-csr-test").await.ok()?.status?.certificate
+        csrs.get(&csr_name).await.ok()?.status?.certificate
     })
     .await;
     let pem = String::from_utf8(cert.0).unwrap();
@@ -169,12 +170,10 @@ async fn csr_is_approved_and_signed() {
     assert!(x509.subject().to_string().contains("csr-test-user"), "{}", x509.subject());
 }
 
-async fn create_namespace(client: &kube::Client, name: &str) {
+async fn create_namespace(client: &kube::Client, base: &str) -> String {
     use k8s_openapi::api::core::v1::Namespace;
+    let name = unique_name(base);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("create namespace {name}: {e}"),
-    }
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    name
 }

@@ -155,6 +155,24 @@ pub struct BackendPod {
     pub status: PodStatus,
 }
 
+/// A change a backend pushes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendEvent {
+    /// A pod's status changed (or the pod appeared).
+    Status(Box<BackendPod>),
+    /// The backend no longer holds the pod.
+    Gone(PodRef),
+}
+
+/// What [`Provider::delete_pod`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The pod no longer exists in the backend.
+    Gone,
+    /// The backend is stopping it; it will report when it is gone.
+    Stopping,
+}
+
 /// Options of a log request, as the kubelet API receives them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogOptions {
@@ -233,8 +251,11 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Stops a pod within `grace` and releases its resources. Safe to repeat;
-    /// deleting a pod the backend does not hold is `Ok`.
-    fn delete_pod(&self, pod: &PodRef, grace: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// deleting a pod the backend does not hold is `Ok(Deleted::Gone)`.
+    /// [`Deleted::Stopping`] means the backend is still stopping it: the core
+    /// waits for a sweep or a [`BackendEvent::Gone`] (or the grace period)
+    /// before it removes the Kubernetes pod.
+    fn delete_pod(&self, pod: &PodRef, grace: Duration) -> impl Future<Output = Result<Deleted>> + Send;
 
     /// Every pod the backend holds for this node, with its status, in as few
     /// backend calls as its API allows.
@@ -243,7 +264,7 @@ pub trait Provider: Send + Sync + 'static {
     /// A stream of status changes, for backends that can push (a watch, an
     /// event bus). With it the core sweeps rarely; without it, on an interval.
     /// Called once.
-    fn status_updates(&self) -> Option<BoxStream<'static, BackendPod>> {
+    fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
         None
     }
 

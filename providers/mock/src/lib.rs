@@ -37,18 +37,19 @@ use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node,
-        NodeCondition, PodIP, PodStatus,
+        PodIP, PodStatus,
     },
     apimachinery::pkg::api::resource::Quantity,
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use skylet_provider::{
-    BackendPod, ContainerStats, LogOptions, LogStream, PodRef, PodStats, Provider, ProviderError, ResolvedPod, Result,
+    BackendEvent, BackendPod, ContainerStats, Deleted, LogOptions, LogStream, PodRef, PodStats, Provider, ProviderError, ResolvedPod, Result,
 };
 use tokio::sync::{broadcast, watch};
 
 mod logs;
 mod script;
+mod state;
 
 use logs::LogBuffer;
 use script::Statement;
@@ -62,6 +63,10 @@ pub struct Config {
     pub failure_rate: f64,
     /// Node capacity (`cpu`, `memory`, `pods`, ...).
     pub capacity: BTreeMap<String, String>,
+    /// Where the simulated backend keeps its state, so that it outlives a
+    /// skylet process the way a cloud does (restart and adoption tests).
+    /// `None`: in memory only.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            state_file: None,
         }
     }
 }
@@ -90,10 +96,12 @@ pub struct MockProvider {
 struct Inner {
     config: Config,
     pods: Mutex<HashMap<String, MockPod>>,
-    updates: broadcast::Sender<BackendPod>,
+    updates: broadcast::Sender<BackendEvent>,
     next_ip: AtomicU32,
     healthy: AtomicBool,
     creates: AtomicU32,
+    /// Serializes writes of the state file.
+    save_lock: Mutex<()>,
 }
 
 struct MockPod {
@@ -114,7 +122,7 @@ struct Container {
     logs: Arc<LogBuffer>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum CState {
     Waiting,
     Running { since: Timestamp },
@@ -122,17 +130,40 @@ enum CState {
 }
 
 impl MockProvider {
-    /// A backend with the given settings.
+    /// A backend with the given settings; with a state file, it starts with
+    /// the pods recorded there.
     pub fn new(config: Config) -> Self {
         let (updates, _) = broadcast::channel(65_536);
+        let saved = config.state_file.as_deref().map(state::load).unwrap_or_default();
+        let mut pods = HashMap::new();
+        for p in saved.pods {
+            let (stop, _) = watch::channel(false);
+            let conv = |cs: Vec<state::SavedContainer>| {
+                cs.into_iter()
+                    .map(|c| Container { name: c.name, image: c.image, state: c.state, logs: Arc::default() })
+                    .collect::<Vec<_>>()
+            };
+            let mut mp = MockPod {
+                pod: PodRef::new(p.namespace, p.name, p.uid),
+                created: p.created,
+                ip: p.ip,
+                phase: "Pending",
+                init: conv(p.init),
+                app: conv(p.app),
+                stop,
+            };
+            mp.phase = mp.compute_phase();
+            pods.insert(mp.pod.uid.clone(), mp);
+        }
         Self {
             inner: Arc::new(Inner {
                 config,
-                pods: Mutex::default(),
+                pods: Mutex::new(pods),
                 updates,
-                next_ip: AtomicU32::new(1),
+                next_ip: AtomicU32::new(saved.next_ip.max(1)),
                 healthy: AtomicBool::new(true),
-                creates: AtomicU32::new(0),
+                creates: AtomicU32::new(saved.creates),
+                save_lock: Mutex::new(()),
             }),
         }
     }
@@ -184,10 +215,27 @@ impl Inner {
         format!("10.{}.{}.{}", 200 + (n >> 16) % 50, (n >> 8) & 0xff, n & 0xff)
     }
 
+    /// Writes the state file, if there is one (after every change: the file
+    /// must hold a create that happened just before a crash).
+    fn save(&self) {
+        let Some(path) = &self.config.state_file else { return };
+        let _guard = self.save_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snapshot = {
+            let pods = self.lock();
+            state::Saved {
+                creates: self.creates.load(Ordering::Relaxed),
+                next_ip: self.next_ip.load(Ordering::Relaxed),
+                pods: pods.values().map(MockPod::saved).collect(),
+            }
+        };
+        state::store(path, &snapshot);
+    }
+
     fn publish(&self, uid: &str) {
+        self.save();
         let snapshot = self.lock().get(uid).map(MockPod::backend_pod);
         if let Some(bp) = snapshot {
-            let _ = self.updates.send(bp);
+            let _ = self.updates.send(BackendEvent::Status(Box::new(bp)));
         }
     }
 
@@ -204,6 +252,23 @@ impl Inner {
 }
 
 impl MockPod {
+    fn saved(&self) -> state::SavedPod {
+        let conv = |cs: &[Container]| {
+            cs.iter()
+                .map(|c| state::SavedContainer { name: c.name.clone(), image: c.image.clone(), state: c.state.clone() })
+                .collect()
+        };
+        state::SavedPod {
+            namespace: self.pod.namespace.clone(),
+            name: self.pod.name.clone(),
+            uid: self.pod.uid.clone(),
+            created: self.created,
+            ip: self.ip.clone(),
+            init: conv(&self.init),
+            app: conv(&self.app),
+        }
+    }
+
     fn compute_phase(&self) -> &'static str {
         if self.init.iter().any(|c| matches!(c.state, CState::Exited { code, .. } if code != 0)) {
             return "Failed";
@@ -307,7 +372,6 @@ impl Provider for MockProvider {
         let labels = node.metadata.labels.get_or_insert_with(Default::default);
         labels.insert("topology.kubernetes.io/region".into(), "mock-region-1".into());
         labels.insert("topology.kubernetes.io/zone".into(), "mock-region-1a".into());
-        let _ = NodeCondition::default();
     }
 
     async fn ping(&self) -> Result<()> {
@@ -399,7 +463,7 @@ impl Provider for MockProvider {
         Ok(())
     }
 
-    async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<()> {
+    async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<Deleted> {
         let removed = self.inner.lock().remove(&pod.uid);
         if let Some(p) = removed {
             let _ = p.stop.send(true);
@@ -407,14 +471,15 @@ impl Provider for MockProvider {
                 c.logs.close();
             }
         }
-        Ok(())
+        self.inner.save();
+        Ok(Deleted::Gone)
     }
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {
         Ok(self.inner.lock().values().map(MockPod::backend_pod).collect())
     }
 
-    fn status_updates(&self) -> Option<BoxStream<'static, BackendPod>> {
+    fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
         let rx = self.inner.updates.subscribe();
         Some(
             tokio_stream::wrappers::BroadcastStream::new(rx)
@@ -531,7 +596,7 @@ async fn run_container(
         code = script::run(&plan.script, &ctx) => code,
         _ = stop.changed() => return None,
     };
-    let Some(code) = code else { return None };
+    let code = code?;
     let finished = Timestamp::now();
     inner.update(uid, |p| {
         let list = if init { &mut p.init } else { &mut p.app };

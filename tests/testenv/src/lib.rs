@@ -22,6 +22,9 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+mod skylet;
+pub use skylet::{SKYLET_USER, Skylet, free_port};
+
 /// Why a control plane or a client could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -192,6 +195,15 @@ fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// `<base>-<suffix>`, fresh in every run, so that tests can run again on a
+/// control plane that is kept up.
+pub fn unique_name(base: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    format!("{base}-{}{}", micros % 1_000_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`

@@ -1,0 +1,427 @@
+#![allow(clippy::unwrap_used)]
+//! The virtual node against the real control plane (issue #3): skylet with
+//! the simulated backend, the real kube-scheduler and controllers, kubectl.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment},
+    core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use serde_json::json;
+use skylet_testenv::{ControlPlane, Skylet, eventually, unique_name as unique};
+
+const BIN: &str = env!("CARGO_BIN_EXE_skylet");
+
+fn bin() -> &'static Path {
+    Path::new(BIN)
+}
+
+async fn namespace(client: &Client, base: &str) -> String {
+    let name = unique(base);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    name
+}
+
+/// A pod template that lands on the test's node only.
+fn template(node: &str, app: &str, command: &[&str]) -> serde_json::Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "busybox", "command": command}]
+        }
+    })
+}
+
+async fn deployment(client: &Client, ns: &str, node: &str, app: &str, replicas: i32, command: &[&str]) {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": app},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template(node, app, command)}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &d).await.unwrap();
+}
+
+fn is_running_ready(p: &Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+}
+
+async fn running_pods(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{n} pods of {app} Running and Ready"), Duration::from_secs(60), || async {
+        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items;
+        (list.len() == n && list.iter().all(is_running_ready)).then_some(list)
+    })
+    .await
+}
+
+async fn node_ready(client: &Client, node: &str) -> Node {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(&format!("node {node} Ready"), Duration::from_secs(30), || async {
+        let n = nodes.get(node).await.ok()?;
+        let ready = n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(n)
+    })
+    .await
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
+    let out = cp.kubectl().args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn node_registers_with_labels_taint_capacity_and_lease() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-register");
+    let _s = Skylet::start(cp, bin(), node, &["--node-label", "tier=burst"]);
+    let n = node_ready(&client, node).await;
+    let labels = n.metadata.labels.unwrap();
+    assert_eq!(labels["type"], "virtual-kubelet");
+    assert_eq!(labels["kubernetes.io/role"], "agent");
+    assert_eq!(labels["skylet.io/provider"], "mock");
+    assert_eq!(labels["tier"], "burst");
+    let taints = n.spec.unwrap().taints.unwrap();
+    assert!(
+        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider" && t.value.as_deref() == Some("mock") && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
+    let status = n.status.unwrap();
+    assert!(status.capacity.unwrap().contains_key("pods"));
+    assert_eq!(status.addresses.unwrap()[0].type_, "InternalIP");
+    assert!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
+    assert!(status.node_info.unwrap().kubelet_version.contains("skylet"));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "kube-node-lease");
+    let lease = leases.get(node).await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(node.as_str()));
+}
+
+#[tokio::test]
+async fn scheduler_places_deployment_and_logs_and_delete_work() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-deploy");
+    let s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-deploy").await;
+    deployment(&client, ns, node, "web", 3, &["sh", "-c", "echo line-1; echo line-2; log-every 0.5 tick"]).await;
+    let pods = running_pods(&client, ns, "web", 3).await;
+    for p in &pods {
+        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some(node.as_str()));
+    }
+    assert_eq!(s.backend_uids(ns).len(), 3, "the backend runs the 3 pods");
+
+    let pod = pods[0].metadata.name.clone().unwrap();
+    let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("line-1\nline-2\n"), "{out}");
+    let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod, "--tail", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("tick "), "{out}");
+    // follow: new lines keep arriving until the client leaves
+    let out = Command::new("timeout")
+        .args(["3", cp.kubectl().get_program().to_str().unwrap(), "logs", "-f", "-n", ns, &pod, "--tail", "0"])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .unwrap();
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(followed.lines().filter(|l| l.starts_with("tick ")).count() >= 3, "follow streamed: {followed:?}");
+
+    let (ok, _, err) = kubectl(cp, &["delete", "deployment", "web", "-n", ns, "--wait=true"]);
+    assert!(ok, "{err}");
+    let podapi: Api<Pod> = Api::namespaced(client.clone(), ns);
+    eventually("all pods gone", Duration::from_secs(30), || async {
+        podapi.list(&ListParams::default().labels("app=web")).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
+    assert!(s.backend_uids(ns).is_empty(), "the backend holds nothing after delete: {:?}", s.backend_uids(ns));
+}
+
+#[tokio::test]
+async fn pod_without_toleration_is_not_placed() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-taint");
+    let _s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-taint").await;
+    let mut t = template(node, "untolerated", &[]);
+    t["spec"]["tolerations"] = json!([]);
+    t["metadata"]["name"] = json!("untolerated");
+    let pod: Pod = serde_json::from_value(t).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = eventually("the scheduler to refuse the pod", Duration::from_secs(30), || async {
+        let p = pods.get("untolerated").await.ok()?;
+        let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?.clone();
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(p.reason.as_deref(), Some("Unschedulable"));
+    assert!(p.message.unwrap_or_default().contains("untolerated taint"), "the scheduler names the taint");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pods.get("untolerated").await.unwrap().spec.unwrap().node_name.is_none());
+}
+
+#[tokio::test]
+async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-env");
+    let _s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-env").await;
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "color": "blue"}})).unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t-value"}})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &sec).await.unwrap();
+    let mut t = template(node, "envpod", &["sh", "-c", "env; cat /etc/cfg/greeting; log-every 5 alive"]);
+    t["metadata"]["name"] = json!("envpod");
+    t["metadata"]["labels"]["tier"] = json!("gold");
+    t["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}]);
+    t["spec"]["containers"][0]["env"] = json!([
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+        {"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "MY_TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "MY_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "MY_MEM", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory", "divisor": "1Mi"}}},
+        {"name": "COMPOSED", "value": "$(GREETING)-$(MY_POD)"}
+    ]);
+    t["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "64Mi"}});
+    t["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "cfg", "mountPath": "/etc/cfg"}]);
+    t["spec"]["volumes"] = json!([{"name": "cfg", "configMap": {"name": "cfg"}}]);
+    let pod: Pod = serde_json::from_value(t).unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.unwrap();
+    running_pods(&client, ns, "envpod", 1).await;
+    let out = eventually("the env dump in the logs", Duration::from_secs(20), || async {
+        let (ok, out, _) = kubectl(cp, &["logs", "-n", ns, "envpod"]);
+        (ok && out.contains("alive")).then_some(out)
+    })
+    .await;
+    let my_ns = format!("MY_NS={ns}");
+    let my_node = format!("MY_NODE={node}");
+    for want in [
+        "CFG_greeting=hello",
+        "CFG_color=blue",
+        "GREETING=hello",
+        "PASSWORD=s3cr3t-value",
+        "MY_POD=envpod",
+        my_ns.as_str(),
+        my_node.as_str(),
+        "MY_TIER=gold",
+        "MY_HOST_IP=127.0.0.1",
+        "MY_MEM=64",
+        "COMPOSED=hello-envpod",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want} missing from:\n{out}");
+    }
+    assert!(out.lines().any(|l| l == "hello"), "the configMap volume file reached the backend:\n{out}");
+}
+
+#[tokio::test]
+async fn missing_configmap_keeps_pod_pending_with_event_until_it_appears() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-missing");
+    let _s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-missing").await;
+    let mut t = template(node, "waits", &[]);
+    t["metadata"]["name"] = json!("waits");
+    t["spec"]["containers"][0]["env"] = json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &serde_json::from_value(t).unwrap()).await.unwrap();
+    eventually("a CreateContainerConfigError status", Duration::from_secs(30), || async {
+        let p = pods.get("waits").await.ok()?;
+        let w = p.status?.container_statuses?.first()?.state.clone()?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError") && w.message.unwrap_or_default().contains("later")).then_some(())
+    })
+    .await;
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    eventually("a Warning event that names the ConfigMap", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=waits")).await.ok()?;
+        list.items.iter().any(|e| e.type_.as_deref() == Some("Warning") && e.message.as_deref().unwrap_or("").contains("later")).then_some(())
+    })
+    .await;
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"x": "1"}})).unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    running_pods(&client, ns, "waits", 1).await;
+}
+
+#[tokio::test]
+async fn daemonset_pods_are_refused_with_an_event() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-ds");
+    let _s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-ds").await;
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template(node, "agent", &[])}
+    }))
+    .unwrap();
+    Api::<DaemonSet>::namespaced(client.clone(), ns).create(&PostParams::default(), &ds).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let failed = eventually("the DaemonSet pod Failed with DaemonSetPodNotSupported", Duration::from_secs(60), || async {
+        let list = pods.list(&ListParams::default().labels("app=agent")).await.ok()?.items;
+        list.into_iter().find(|p| {
+            let s = p.status.as_ref();
+            s.and_then(|s| s.phase.as_deref()) == Some("Failed") && s.and_then(|s| s.reason.as_deref()) == Some("DaemonSetPodNotSupported")
+        })
+    })
+    .await;
+    let name = failed.metadata.name.unwrap();
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    eventually("the DaemonSetPodNotSupported event", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={name}"))).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("DaemonSetPodNotSupported")).then_some(())
+    })
+    .await;
+    let _ = Api::<DaemonSet>::namespaced(client, ns).delete("agent", &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-restart");
+    let mut s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-restart").await;
+    deployment(&client, ns, node, "kept", 2, &[]).await;
+    let before = running_pods(&client, ns, "kept", 2).await;
+    let creates = s.backend_creates();
+    assert_eq!(creates, 2);
+
+    // a crash: no goodbye; the node lifecycle controller notices the lease expire
+    s.kill();
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the node NotReady and tainted by the node lifecycle controller", Duration::from_secs(90), || async {
+        let n = nodes.get(node).await.ok()?;
+        let ready = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+        let taint = n.spec?.taints?.into_iter().any(|t| t.key == "node.kubernetes.io/unreachable");
+        (ready.status != "True" && taint).then_some(())
+    })
+    .await;
+
+    s.start_again();
+    node_ready(&client, node).await;
+    let after = running_pods(&client, ns, "kept", 2).await;
+    let uids = |ps: &[Pod]| {
+        let mut v: Vec<String> = ps.iter().map(|p| p.metadata.uid.clone().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(uids(&before), uids(&after), "the same pods");
+    tokio::time::sleep(Duration::from_secs(3)).await; // a sweep or two
+    assert_eq!(s.backend_creates(), creates, "restart adopted the pods without creating them again");
+    assert_eq!(s.backend_uids(ns), uids(&after));
+
+    // a graceful stop marks the node NotReady at once
+    s.stop();
+    let n = nodes.get(node).await.unwrap();
+    let ready = n.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("KubeletStopped")));
+}
+
+#[tokio::test]
+async fn orphans_are_swept_and_missing_pods_created_at_start() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-orphan");
+    let mut s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-orphan").await;
+    deployment(&client, ns, node, "o", 2, &[]).await;
+    running_pods(&client, ns, "o", 2).await;
+    s.kill();
+    // while skylet is down, one pod is force-deleted: its backend pod is an orphan
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels("app=o")).await.unwrap().items;
+    let gone = list[0].metadata.uid.clone().unwrap();
+    pods.delete(list[0].metadata.name.as_deref().unwrap(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    s.start_again();
+    // the ReplicaSet's replacement is created, the orphan deleted
+    let now = running_pods(&client, ns, "o", 2).await;
+    eventually("the orphan swept from the backend", Duration::from_secs(30), || async {
+        let b = s.backend_uids(ns);
+        (!b.contains(&gone) && b.len() == 2).then_some(())
+    })
+    .await;
+    let mut want: Vec<String> = now.iter().map(|p| p.metadata.uid.clone().unwrap()).collect();
+    want.sort();
+    assert_eq!(want, s.backend_uids(ns));
+}
+
+#[tokio::test]
+async fn kubelet_api_authenticates_and_authorizes() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-auth");
+    let s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-auth").await;
+    let url = format!("https://127.0.0.1:{}/pods", s.port);
+    let pki = cp.dir().join("pki");
+    let curl = |extra: &[&str]| -> String {
+        let out = Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"]).args(extra).arg(&url).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&[]), "401", "anonymous");
+    assert_eq!(curl(&["-H", "Authorization: Bearer not-a-token"]), "401", "bad token");
+    // a user the client CA vouches for, without RBAC on nodes/proxy
+    let kc = cp.kubeconfig_for("mallory", &[]).unwrap();
+    let _ = kc;
+    let (crt, key) = (pki.join("user-mallory.crt"), pki.join("user-mallory.key"));
+    assert_eq!(curl(&["--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]), "403", "no nodes/proxy");
+    // what kube-apiserver presents
+    let (crt, key) = (pki.join("apiserver-kubelet-client.crt"), pki.join("apiserver-kubelet-client.key"));
+    assert_eq!(curl(&["--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]), "200");
+    // a service-account token with the right role passes TokenReview and SAR
+    let (ok, _, err) = kubectl(cp, &["create", "serviceaccount", "scraper", "-n", ns]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(cp, &["create", "clusterrolebinding", ns, "--clusterrole=system:kubelet-api-admin", &format!("--serviceaccount={ns}:scraper")]);
+    assert!(ok, "{err}");
+    let (ok, token, err) = kubectl(cp, &["create", "token", "scraper", "-n", ns]);
+    assert!(ok, "{err}");
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    assert_eq!(curl(&["-H", &auth]), "200", "token + RBAC");
+}
+
+#[tokio::test]
+async fn bad_config_exits_64_with_a_readable_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("skylet.yaml");
+    std::fs::write(&cfg, "node-name: ok\nnode-taints: [\"x=y:Sometimes\"]\n").unwrap();
+    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node-taint") && err.contains("NoSchedule, PreferNoSchedule or NoExecute"), "{err}");
+    std::fs::write(&cfg, "nodename: typo\n").unwrap();
+    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nodename"));
+}

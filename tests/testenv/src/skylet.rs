@@ -1,0 +1,208 @@
+//! A skylet process for tests: runs the real binary against a control plane
+//! under the ClusterRole from deploy/manifests/rbac.yaml, with the simulated
+//! backend keeping its state in a file (so restarts can adopt pods).
+
+use std::{
+    io::{Read, Seek},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Once,
+    time::Duration,
+};
+
+use crate::{ControlPlane, repo_root};
+
+/// The user skylet runs as in tests.
+pub const SKYLET_USER: &str = "skylet-test";
+
+/// A running skylet.
+pub struct Skylet {
+    child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Node name.
+    pub node: String,
+    /// Kubelet API port on 127.0.0.1.
+    pub port: u16,
+    /// Metrics port on 127.0.0.1.
+    pub metrics_port: u16,
+    /// The simulated backend's state file.
+    pub state_file: PathBuf,
+    /// Where its log goes.
+    pub log: PathBuf,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A free TCP port on 127.0.0.1 (there is a small race until it is bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+static RBAC: Once = Once::new();
+static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+impl Skylet {
+    /// Starts skylet `bin` as node `node` (labelled `skylet-test=<node>`) with
+    /// extra `args`.
+    pub fn start(cp: &ControlPlane, bin: &Path, node: &str, args: &[&str]) -> Skylet {
+        Self::start_with_env(cp, bin, node, args, &[])
+    }
+
+    /// As [`Skylet::start`], with extra environment variables.
+    pub fn start_with_env(cp: &ControlPlane, bin: &Path, node: &str, args: &[&str], env: &[(&str, &str)]) -> Skylet {
+        RBAC.call_once(|| {
+            let rbac = repo_root().join("deploy/manifests/rbac.yaml");
+            let ok = cp.kubectl().args(["apply", "-f"]).arg(&rbac).status().is_ok_and(|s| s.success());
+            assert!(ok, "kubectl apply {} failed", rbac.display());
+            let _ = cp
+                .kubectl()
+                .args(["create", "clusterrolebinding", SKYLET_USER, "--clusterrole=skylet", &format!("--user={SKYLET_USER}")])
+                .stderr(Stdio::null())
+                .status();
+        });
+        let kubeconfig =
+            KUBECONFIG.get_or_init(|| cp.kubeconfig_for(SKYLET_USER, &[]).expect("kubeconfig for skylet")).clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let ca = cp.dir().join("pki/ca.crt");
+        let mut all: Vec<String> = vec![
+            "--node-name".into(),
+            node.into(),
+            "--node-label".into(),
+            format!("skylet-test={node}"),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--client-ca-file".into(),
+            ca.display().to_string(),
+            "--mock-state-file".into(),
+            dir.path().join("mock-state.json").display().to_string(),
+            "--sweep-interval".into(),
+            "2".into(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut s = Skylet {
+            child: None,
+            bin: bin.to_owned(),
+            args: all,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            node: node.into(),
+            port,
+            metrics_port,
+            state_file: dir.path().join("mock-state.json"),
+            log: dir.path().join("skylet.log"),
+            kubeconfig,
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", std::env::var("SKYLET_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("skylet binary starts");
+        self.child = Some(child);
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            for _ in 0..300 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same arguments and backend state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts it again after [`Skylet::stop`] or [`Skylet::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "skylet is still running");
+        self.spawn();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.rewind();
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The simulated backend's state file, parsed (empty if none yet).
+    pub fn backend_state(&self) -> serde_json::Value {
+        std::fs::read(&self.state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({"creates": 0, "pods": []}))
+    }
+
+    /// UIDs of the pods of namespace `ns` the simulated backend holds, sorted.
+    pub fn backend_uids(&self, ns: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.backend_state()["pods"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["namespace"] == ns)
+                    .filter_map(|p| p["uid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// How many pods the simulated backend was asked to create, all runs together.
+    pub fn backend_creates(&self) -> u64 {
+        self.backend_state()["creates"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Skylet {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- skylet {} log (last 60 lines) ----", self.node);
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
