@@ -14,6 +14,9 @@ use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
+pub mod ecs;
+pub mod kube;
+
 /// Why the configuration is unusable. Every variant is a user error: exit 64.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +40,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ProviderKind {
     /// The simulated backend (tests, demo, benchmarks).
     Mock,
+    /// Another Kubernetes cluster (`--remote-kubeconfig`).
+    Kubernetes,
+    /// AWS ECS on Fargate (`--ecs-*`).
+    AwsEcs,
 }
 
 /// What to do with the Node object on shutdown.
@@ -160,6 +167,20 @@ pub struct Args {
     /// Simulated backend: a file that keeps its pods across restarts.
     #[arg(long, env = "SKYLET_MOCK_STATE_FILE")]
     pub mock_state_file: Option<PathBuf>,
+    /// Simulated backend: while this file exists, the backend is unreachable.
+    #[arg(long, env = "SKYLET_MOCK_UNREACHABLE_FILE")]
+    pub mock_unreachable_file: Option<PathBuf>,
+    /// Declare `ExtendWebSocketsToKubelet` in the node status, so
+    /// kube-apiserver 1.36+ passes kubectl's WebSocket exec/attach/port-forward
+    /// straight to skylet (`false`: it translates them to SPDY).
+    #[arg(long, env = "SKYLET_WEBSOCKET_TO_KUBELET")]
+    pub websocket_to_kubelet: Option<bool>,
+    /// Remote-Kubernetes backend.
+    #[command(flatten)]
+    pub kube: kube::KubeArgs,
+    /// AWS ECS/Fargate backend.
+    #[command(flatten)]
+    pub ecs: ecs::EcsArgs,
 }
 
 /// Log output format.
@@ -197,7 +218,10 @@ struct File {
     sweep_interval: Option<u64>,
     concurrency: Option<u16>,
     log_format: Option<LogFormat>,
+    websocket_to_kubelet: Option<bool>,
     mock: Option<MockFile>,
+    remote: Option<kube::KubeFile>,
+    ecs: Option<ecs::EcsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +231,7 @@ struct MockFile {
     failure_rate: Option<f64>,
     capacity: Option<String>,
     state_file: Option<PathBuf>,
+    unreachable_file: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -226,6 +251,10 @@ pub struct Config {
     pub provider: ProviderKind,
     /// Simulated backend settings.
     pub mock: MockConfig,
+    /// Remote-Kubernetes backend settings (with `--provider kubernetes`).
+    pub kube: Option<kube::KubeConfig>,
+    /// AWS ECS backend settings (with `--provider aws-ecs`).
+    pub ecs: Option<skylet_ecs::Config>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -249,6 +278,8 @@ pub struct NodeConfig {
     pub lease_duration: Duration,
     /// Backend ping interval.
     pub ping_interval: Duration,
+    /// Whether the node declares `ExtendWebSocketsToKubelet`.
+    pub websocket_to_kubelet: bool,
 }
 
 /// Settings of the pod controller.
@@ -296,6 +327,8 @@ pub struct MockConfig {
     pub capacity: BTreeMap<String, String>,
     /// State file.
     pub state_file: Option<PathBuf>,
+    /// Outage switch file.
+    pub unreachable_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -326,6 +359,7 @@ fn read_file(path: &Path) -> Result<File> {
 fn merge(args: Args, file: File) -> Result<Config> {
     let provider = args.provider.or(file.provider).unwrap_or(ProviderKind::Mock);
     let node_name = args.node_name.or(file.node_name).unwrap_or_else(|| "skylet".into());
+    let node_name_for_ecs = node_name.clone();
     validate_dns_subdomain("node-name", &node_name)?;
 
     let mut labels = file.node_labels;
@@ -414,6 +448,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
             on_shutdown: args.node_on_shutdown.or(file.node_on_shutdown).unwrap_or_default(),
             lease_duration: Duration::from_secs(40),
             ping_interval: Duration::from_secs(10),
+            websocket_to_kubelet: args.websocket_to_kubelet.or(file.websocket_to_kubelet).unwrap_or(true),
         },
         pods: PodsConfig {
             node_name: node_name.clone(),
@@ -438,8 +473,11 @@ fn merge(args: Args, file: File) -> Result<Config> {
             failure_rate,
             capacity,
             state_file: args.mock_state_file.or(mock_file.state_file),
+            unreachable_file: args.mock_unreachable_file.or(mock_file.unreachable_file),
         },
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        kube: kube::merge(args.kube, file.remote, provider == ProviderKind::Kubernetes)?,
+        ecs: ecs::merge(args.ecs, file.ecs, provider == ProviderKind::AwsEcs, &node_name_for_ecs)?,
     })
 }
 

@@ -104,6 +104,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for metrics a provider adds
+    /// ([`skylet_provider::Provider::register_metrics`]).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Records the outcome of a provider call that took `secs`.
     pub fn provider_call(&self, op: &'static str, secs: f64, err: Option<ErrorClass>) {
         self.provider_latency.get_or_create(&OpLabels { op }).observe(secs);

@@ -108,7 +108,7 @@ async fn node_registers_with_labels_taint_capacity_and_lease() {
     assert!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
     assert!(status.node_info.unwrap().kubelet_version.contains("skylet"));
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "kube-node-lease");
-    let lease = leases.get(node).await.unwrap();
+    let lease = eventually("the node's Lease", Duration::from_secs(10), || async { leases.get(node).await.ok() }).await;
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(node.as_str()));
 }
 
@@ -424,4 +424,166 @@ async fn bad_config_exits_64_with_a_readable_message() {
     let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nodename"));
+}
+
+#[tokio::test]
+async fn kubectl_top_reports_backend_usage_through_metrics_server() {
+    let cp = ControlPlane::shared();
+    cp.ensure_metrics_server().unwrap();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-top");
+    let _s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-top").await;
+    deployment(&client, ns, node, "busy", 1, &[]).await;
+    let pod = running_pods(&client, ns, "busy", 1).await[0].metadata.name.clone().unwrap();
+    // metrics-server needs two scrapes (10 s apart) before it reports a pod
+    let out = eventually("kubectl top pod to report usage", Duration::from_secs(90), || async {
+        let (ok, out, _) = kubectl(cp, &["top", "pod", "-n", ns, "--no-headers"]);
+        (ok && out.contains(&pod)).then_some(out)
+    })
+    .await;
+    // the simulated backend reports 5 millicores and 20 MiB per container
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields[0], pod);
+    assert!(fields[1].ends_with('m') && fields[1] != "0m", "{out}");
+    assert_eq!(fields[2], "20Mi", "{out}");
+    let (ok, out, err) = kubectl(cp, &["top", "node", node, "--no-headers"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(node.as_str()), "{out}");
+}
+
+#[tokio::test]
+async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-outage");
+    let s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    s.set_backend_outage(true);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cond = eventually("Ready=False with ProviderUnreachable", Duration::from_secs(40), || async {
+        let n = nodes.get(node).await.ok()?;
+        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.status == "False" && c.reason.as_deref() == Some("ProviderUnreachable")).then_some(c)
+    })
+    .await;
+    assert!(cond.message.unwrap_or_default().contains("simulated outage"));
+    s.set_backend_outage(false);
+    node_ready(&client, node).await;
+}
+
+#[tokio::test]
+async fn serving_certificate_comes_from_an_approved_csr() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-csr");
+    let s = Skylet::start(cp, bin(), node, &["--serving-cert", "csr"]);
+    node_ready(&client, node).await;
+    let ca = cp.dir().join("pki/ca.crt");
+    let pki = cp.dir().join("pki");
+    let url = format!("https://127.0.0.1:{}/healthz", s.port);
+    let verified = || {
+        Command::new("curl")
+            .args(["-sf", "--cacert", ca.to_str().unwrap()])
+            .args(["--cert", pki.join("apiserver-kubelet-client.crt").to_str().unwrap()])
+            .args(["--key", pki.join("apiserver-kubelet-client.key").to_str().unwrap()])
+            .arg(&url)
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    assert!(!verified(), "before approval the certificate is self-signed");
+    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(client.clone());
+    let prefix = format!("skylet-serving-{node}-");
+    let name = eventually("skylet's CSR", Duration::from_secs(20), || async {
+        let list = csrs.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find_map(|c| c.metadata.name.filter(|n| n.starts_with(&prefix)))
+    })
+    .await;
+    let csr = csrs.get(&name).await.unwrap();
+    assert_eq!(csr.spec.signer_name, "kubernetes.io/kubelet-serving");
+    let (ok, _, err) = kubectl(cp, &["certificate", "approve", &name]);
+    assert!(ok, "{err}");
+    eventually("the cluster-signed certificate served", Duration::from_secs(30), || async { verified().then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn survives_an_apiserver_restart() {
+    let cp = ControlPlane::start("apirestart").unwrap();
+    let client = cp.client().await.unwrap();
+    let node = "vn-apirestart";
+    let mut s = Skylet::start(&cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-apirestart").await;
+    deployment(&client, ns, node, "before", 1, &[]).await;
+    running_pods(&client, ns, "before", 1).await;
+    cp.stop_component("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cp.start_component("kube-apiserver").unwrap();
+    let client = cp.client().await.unwrap();
+    node_ready(&client, node).await;
+    deployment(&client, ns, node, "after", 2, &[]).await;
+    running_pods(&client, ns, "after", 2).await;
+    running_pods(&client, ns, "before", 1).await;
+    assert!(!s.log_text().contains("panicked"), "no panic in skylet");
+    s.stop();
+}
+
+#[tokio::test]
+async fn kubelet_api_endpoints_answer_like_a_kubelet() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-api");
+    let s = Skylet::start(cp, bin(), node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-api").await;
+    deployment(&client, ns, node, "api", 1, &["sh", "-c", "echo first; echo second; log-every 1 tick"]).await;
+    let pod = running_pods(&client, ns, "api", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let pki = cp.dir().join("pki");
+    let get = |path: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .args(["--cert", pki.join("apiserver-kubelet-client.crt").to_str().unwrap()])
+            .args(["--key", pki.join("apiserver-kubelet-client.key").to_str().unwrap()])
+            .arg(format!("https://127.0.0.1:{}{path}", s.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    let (code, body) = get("/pods");
+    assert_eq!(code, "200");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "PodList");
+    assert!(list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["name"] == name.as_str()));
+    let (code, body) = get("/runningpods/");
+    assert_eq!(code, "200");
+    assert!(body.contains(&name));
+    let (code, body) = get("/stats/summary");
+    assert_eq!(code, "200");
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["node"]["nodeName"], node.as_str());
+    let p = summary["pods"].as_array().unwrap().iter().find(|p| p["podRef"]["name"] == name.as_str()).unwrap();
+    assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 20 << 20);
+    let (code, body) = get("/metrics/resource");
+    assert_eq!(code, "200");
+    assert!(body.contains(&format!("container_memory_working_set_bytes{{container=\"main\",namespace=\"{ns}\",pod=\"{name}\"}}")), "{body}");
+    let logs = format!("/containerLogs/{ns}/{name}/main");
+    let (code, body) = get(&format!("{logs}?limitBytes=8"));
+    assert_eq!((code.as_str(), body.as_str()), ("200", "first\nse"));
+    let (code, body) = get(&format!("{logs}?timestamps=true&tailLines=1"));
+    assert_eq!(code, "200");
+    let (ts, line) = body.trim_end().split_once(' ').unwrap();
+    assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{body}");
+    assert!(line.starts_with("tick") || line == "second", "{body}");
+    let future = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600)).to_string();
+    let (code, body) = get(&format!("{logs}?sinceTime={future}"));
+    assert_eq!((code.as_str(), body.as_str()), ("200", ""));
+    assert_eq!(get(&format!("{logs}?tailLines=abc")).0, "400");
+    assert_eq!(get(&format!("{logs}?sinceSeconds=5&sinceTime={future}")).0, "400");
+    assert_eq!(get(&format!("/containerLogs/{ns}/{name}/nope")).0, "404");
+    assert_eq!(get(&format!("/containerLogs/{ns}/missing/main")).0, "404");
+    assert_eq!(get("/no/such/path").0, "404");
 }

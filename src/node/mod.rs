@@ -58,6 +58,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// speaks, with skylet's own version as build metadata.
 pub const KUBELET_VERSION: &str = concat!("v1.36.3+skylet.", env!("CARGO_PKG_VERSION"));
 
+/// The labels every skylet node carries (before the provider's and the
+/// configured ones): what users select virtual nodes by.
+pub fn base_labels(node: &str, provider: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = [
+        ("type", "virtual-kubelet"),
+        ("kubernetes.io/role", "agent"),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    labels.insert("kubernetes.io/hostname".into(), node.to_owned());
+    labels.insert("skylet.io/provider".into(), provider.to_owned());
+    labels
+}
+
 /// How often the full Node status is written even when nothing changed.
 const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -97,18 +115,7 @@ impl<P: Provider> NodeController<P> {
 
     /// The Node as skylet wants it: metadata, spec and status.
     pub fn desired(&self) -> Node {
-        let mut labels: BTreeMap<String, String> = [
-            ("type", "virtual-kubelet"),
-            ("kubernetes.io/role", "agent"),
-            ("kubernetes.io/os", "linux"),
-            ("kubernetes.io/arch", "amd64"),
-            ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        labels.insert("kubernetes.io/hostname".into(), self.config.name.clone());
-        labels.insert("skylet.io/provider".into(), self.provider.name().into());
+        let labels = base_labels(&self.config.name, self.provider.name());
         let mut node = Node {
             metadata: ObjectMeta { name: Some(self.config.name.clone()), labels: Some(labels), ..Default::default() },
             spec: Some(NodeSpec { taints: Some(self.taints()), ..Default::default() }),
@@ -131,6 +138,9 @@ impl<P: Provider> NodeController<P> {
                     ..Default::default()
                 }),
                 conditions: Some(self.conditions()),
+                // kube-apiserver 1.36 sends WebSocket streams straight to a kubelet
+                // that declares this; skylet serves them (server::streaming)
+                declared_features: self.config.websocket_to_kubelet.then(|| vec!["ExtendWebSocketsToKubelet".to_owned()]),
                 ..Default::default()
             }),
         };
@@ -200,10 +210,11 @@ impl<P: Provider> NodeController<P> {
             Err(source) => return Err(Error::Register { node: name, source }),
         };
         *self.uid.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = node.metadata.uid.clone();
-        self.write_status().await.map_err(|source| Error::Update { node: self.config.name.clone(), source })?;
+        // the Lease first: a node that reports Ready has a fresh heartbeat
         if let Err(e) = self.renew_lease().await {
             tracing::warn!(error = %e, "first lease renewal failed; retrying in the loop");
         }
+        self.write_status().await.map_err(|source| Error::Update { node: self.config.name.clone(), source })?;
         Ok(())
     }
 
@@ -261,7 +272,18 @@ impl<P: Provider> NodeController<P> {
 
     /// Renews the Lease and watches the backend's health until `shutdown`.
     /// Never returns an error: failures are logged and retried.
+    ///
+    /// It also watches its own Node: when someone else changes the Ready
+    /// condition (the node lifecycle controller marks it Unknown after an
+    /// apiserver outage), the status is written again at once instead of at
+    /// the next periodic report. A watch costs no requests while idle.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let wc = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", self.config.name));
+        let own = kube::runtime::WatchStreamExt::applied_objects(kube::runtime::WatchStreamExt::backoff(
+            kube::runtime::watcher(self.nodes(), wc),
+            crate::watch_backoff(),
+        ));
+        futures::pin_mut!(own);
         let mut lease_tick = tokio::time::interval(self.config.lease_duration / 4);
         let mut ping_tick = tokio::time::interval(self.config.ping_interval);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,9 +291,22 @@ impl<P: Provider> NodeController<P> {
         let mut last_report = tokio::time::Instant::now();
         let mut last_ready = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none();
         let mut status_dirty = false;
+        let mut last_capacity = self.desired().status.and_then(|s| s.allocatable);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                Some(ev) = futures::StreamExt::next(&mut own) => {
+                    let Ok(n) = ev else { continue };
+                    let want = if last_ready { "True" } else { "False" };
+                    let ready = n.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+                    if ready.is_none_or(|c| c.status != want) {
+                        tracing::info!(want, "node Ready condition was changed by someone else; writing it again");
+                        match self.write_status().await {
+                            Ok(()) => last_report = tokio::time::Instant::now(),
+                            Err(e) => { status_dirty = true; tracing::warn!(error = %e, "node status update failed; retrying"); }
+                        }
+                    }
+                }
                 _ = lease_tick.tick() => {
                     if let Err(e) = self.renew_lease().await {
                         tracing::warn!(error = %e, "lease renewal failed; retrying");
@@ -287,6 +322,10 @@ impl<P: Provider> NodeController<P> {
                     }
                     status_dirty |= ready != last_ready;
                     last_ready = ready;
+                    // capacity follows the backend (a remote cluster scales)
+                    let capacity = self.desired().status.and_then(|s| s.allocatable);
+                    status_dirty |= capacity != last_capacity;
+                    last_capacity = capacity;
                     if status_dirty || last_report.elapsed() >= STATUS_REPORT_INTERVAL {
                         match self.write_status().await {
                             Ok(()) => { status_dirty = false; last_report = tokio::time::Instant::now(); }
@@ -323,6 +362,7 @@ impl<P: Provider> NodeController<P> {
         }
     }
 }
+
 
 /// How long to wait between retries of a failed registration.
 pub const REGISTER_RETRY: Duration = Duration::from_secs(2);

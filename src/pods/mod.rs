@@ -128,9 +128,9 @@ impl<P: Provider> PodController<P> {
     pub fn new(client: Client, provider: Arc<P>, config: PodsConfig, metrics: Arc<Metrics>) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-        let controller = Controller::new(pods, wc).with_config(
-            kube::runtime::controller::Config::default().concurrency(config.concurrency),
-        );
+        let controller = Controller::new(pods, wc)
+            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+            .trigger_backoff(crate::watch_backoff());
         let store = controller.store();
         let (trigger, triggers) = mpsc::unbounded_channel();
         let (services_store, services_writer) = reflector::store();
@@ -175,7 +175,7 @@ impl<P: Provider> PodController<P> {
         // Service links need every Service; one watch serves all pods.
         let (services_store, writer) = services;
         let svc_api: Api<Service> = Api::all(ctx.client.clone());
-        let svc_stream = watcher(svc_api, watcher::Config::default()).default_backoff().reflect(writer).applied_objects();
+        let svc_stream = watcher(svc_api, watcher::Config::default()).backoff(crate::watch_backoff()).reflect(writer).applied_objects();
         let svc_task = tokio::spawn(
             async move {
                 futures::pin_mut!(svc_stream);
@@ -572,7 +572,12 @@ fn error_policy<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Ac
         tracing::info!(error = %err, retry_after = ?d, "backend throttled; waiting as asked");
         return Action::requeue(*d);
     }
-    let delay = backoff(failures);
+    // a missing ConfigMap or Secret is looked for again at least every 20 s,
+    // so the pod starts soon after someone creates it
+    let delay = match err {
+        Error::Resolve { .. } => backoff(failures).min(Duration::from_secs(20)),
+        _ => backoff(failures),
+    };
     tracing::warn!(error = %err, cause = ?std::error::Error::source(err).map(ToString::to_string), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -87,11 +87,6 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("{} is not a kubelet API path", uri.path()))
 }
 
-/// 501 for the streaming endpoints that are not served yet.
-pub async fn not_yet(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, format!("{} is not implemented by this skylet yet", uri.path()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -19,7 +19,7 @@ use axum::{
     Extension, Router,
     extract::Request,
     middleware,
-    routing::{any, get},
+    routing::get,
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -42,6 +42,7 @@ pub mod error;
 mod logs;
 mod pods;
 mod stats;
+mod streaming;
 
 pub use auth::Identity;
 
@@ -91,9 +92,9 @@ pub fn router<P: Provider>(state: Arc<State<P>>) -> Router {
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs::logs::<P>))
         .route("/stats/summary", get(stats::summary::<P>))
         .route("/metrics/resource", get(stats::resource_metrics::<P>))
-        .route("/exec/{*rest}", any(error::not_yet))
-        .route("/attach/{*rest}", any(error::not_yet))
-        .route("/portForward/{*rest}", any(error::not_yet))
+        .route("/exec/{*rest}", get(streaming::exec::<P>).post(streaming::exec::<P>))
+        .route("/attach/{*rest}", get(streaming::attach::<P>).post(streaming::attach::<P>))
+        .route("/portForward/{*rest}", get(streaming::port_forward::<P>).post(streaming::port_forward::<P>))
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::middleware::<P>))
         .with_state(state)

@@ -236,6 +236,13 @@ pub trait Provider: Send + Sync + 'static {
     /// status update, so it may change over time.
     fn configure_node(&self, node: &mut Node);
 
+    /// Registers backend-specific metrics (AWS API calls, ...) in the
+    /// registry served on the metrics port, under the `skylet_` prefix.
+    /// Called once, before anything runs. The default registers nothing.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
+
     /// Whether the backend is reachable; an error makes the node NotReady.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -280,6 +287,14 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Runs `command` in a container, wired to `io`, and returns how it ended.
+    ///
+    /// The core polls the returned future once *before* it answers the
+    /// client's upgrade request: an error the backend can tell at once (no
+    /// such pod or container, not supported) should be returned before the
+    /// first `.await` that waits, so it becomes an HTTP status (404, 501)
+    /// instead of a message on the error stream. The future is dropped when
+    /// the client goes away. `Ok(ExitStatus::Code(n))` with `n != 0` is a
+    /// command that failed, not an error of the backend.
     fn exec(
         &self,
         pod: &PodRef,
@@ -291,13 +306,18 @@ pub trait Provider: Send + Sync + 'static {
         async { Err(ProviderError::Unsupported("exec is not supported by this backend".into())) }
     }
 
-    /// Attaches `io` to the main process of a container.
+    /// Attaches `io` to the main process of a container, until the process
+    /// ends or the client detaches; polled once before the upgrade, like
+    /// [`Provider::exec`].
     fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> impl Future<Output = Result<ExitStatus>> + Send {
         let _ = (pod, container, io);
         async { Err(ProviderError::Unsupported("attach is not supported by this backend".into())) }
     }
 
-    /// Opens a TCP connection to `port` of a pod.
+    /// Opens a TCP connection to `port` of a pod; called once per forwarded
+    /// connection, after the upgrade (errors reach the client as text on the
+    /// connection's error stream). Closing the returned stream's write side
+    /// must half-close the connection.
     fn port_forward(&self, pod: &PodRef, port: u16) -> impl Future<Output = Result<PortStream>> + Send {
         let _ = (pod, port);
         async { Err(ProviderError::Unsupported("port-forward is not supported by this backend".into())) }

@@ -17,6 +17,11 @@
 //! app containers have ended the pod is Succeeded (all exit 0) or Failed.
 //! Init containers run first, in order; one that exits non-zero fails the pod.
 //!
+//! `kubectl exec` runs a small built-in command set (`echo`, `cat`, `env`,
+//! `sh -c`, a terminal shell with `stty size`, ...), `kubectl attach` follows
+//! the container's log and writes stdin lines into it, and every port of a
+//! pod echoes for `kubectl port-forward`; see the `exec` module.
+//!
 //! Start latency and a transient failure rate are configurable; at zero
 //! latency a pod is Running when `create_pod` returns, and every state change
 //! is pushed to the core through [`Provider::status_updates`], so the mock is
@@ -43,13 +48,17 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use skylet_provider::{
-    BackendEvent, BackendPod, ContainerStats, Deleted, LogOptions, LogStream, PodRef, PodStats, Provider, ProviderError, ResolvedPod, Result,
+    AttachIo, BackendEvent, BackendPod, ContainerStats, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, PodRef, PodStats, PortStream,
+    Provider, ProviderError, ResolvedPod, Result,
 };
 use tokio::sync::{broadcast, watch};
 
+mod exec;
 mod logs;
 mod script;
 mod state;
+
+pub use exec::REFUSED_PORT;
 
 use logs::LogBuffer;
 use script::Statement;
@@ -67,6 +76,9 @@ pub struct Config {
     /// skylet process the way a cloud does (restart and adoption tests).
     /// `None`: in memory only.
     pub state_file: Option<std::path::PathBuf>,
+    /// While this file exists the backend does not answer pings, as a cloud
+    /// API that is down (tests of the node's Ready condition).
+    pub unreachable_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -79,6 +91,7 @@ impl Default for Config {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             state_file: None,
+            unreachable_file: None,
         }
     }
 }
@@ -120,6 +133,8 @@ struct Container {
     image: String,
     state: CState,
     logs: Arc<LogBuffer>,
+    /// Environment and files, for exec.
+    shell: Arc<exec::Shell>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -140,7 +155,13 @@ impl MockProvider {
             let (stop, _) = watch::channel(false);
             let conv = |cs: Vec<state::SavedContainer>| {
                 cs.into_iter()
-                    .map(|c| Container { name: c.name, image: c.image, state: c.state, logs: Arc::default() })
+                    .map(|c| Container {
+                        name: c.name,
+                        image: c.image,
+                        state: c.state,
+                        logs: Arc::default(),
+                        shell: Arc::default(),
+                    })
                     .collect::<Vec<_>>()
             };
             let mut mp = MockPod {
@@ -190,6 +211,7 @@ impl MockProvider {
                 image: "mock".into(),
                 state: CState::Running { since: now },
                 logs: Arc::new(LogBuffer::default()),
+                shell: Arc::default(),
             })
             .collect();
         let ip = self.inner.allocate_ip();
@@ -375,6 +397,11 @@ impl Provider for MockProvider {
     }
 
     async fn ping(&self) -> Result<()> {
+        if let Some(f) = &self.inner.config.unreachable_file
+            && f.exists()
+        {
+            return Err(ProviderError::transient(format!("simulated outage: {} exists", f.display())));
+        }
         if self.inner.healthy.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -430,7 +457,8 @@ impl Provider for MockProvider {
         let mut init = Vec::new();
         let mut app = Vec::new();
         for (image, p) in &plans {
-            let c = Container { name: p.name.clone(), image: image.clone(), state: CState::Waiting, logs: Arc::default() };
+            let shell = Arc::new(exec::Shell { env: p.env.clone(), files: p.files.clone() });
+            let c = Container { name: p.name.clone(), image: image.clone(), state: CState::Waiting, logs: Arc::default(), shell };
             if p.init { init.push(c) } else { app.push(c) }
         }
         let ip = self.inner.allocate_ip();
@@ -504,6 +532,18 @@ impl Provider for MockProvider {
             )));
         }
         Ok(logs::stream(buf, opts))
+    }
+
+    async fn exec(&self, pod: &PodRef, container: &str, command: Vec<String>, io: ExecIo) -> Result<ExitStatus> {
+        exec::exec(&self.inner, pod, container, command, io).await
+    }
+
+    async fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
+        exec::attach(&self.inner, pod, container, io).await
+    }
+
+    async fn port_forward(&self, pod: &PodRef, port: u16) -> Result<PortStream> {
+        exec::port_forward(&self.inner, pod, port).await
     }
 
     async fn stats(&self) -> Result<Vec<PodStats>> {

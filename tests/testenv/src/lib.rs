@@ -22,7 +22,9 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+mod moto;
 mod skylet;
+pub use moto::Moto;
 pub use skylet::{SKYLET_USER, Skylet, free_port};
 
 /// Why a control plane or a client could not be had.
@@ -138,6 +140,27 @@ impl ControlPlane {
     /// The directory holding this instance's PKI, kubeconfigs and logs.
     pub fn dir(&self) -> PathBuf {
         self.kubeconfig.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// Adds metrics-server (`kubectl top`) to this control plane, once.
+    pub fn ensure_metrics_server(&self) -> Result<()> {
+        static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut done = DONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !done.contains(&self.name) {
+            cluster(&["metrics-server", &self.name])?;
+            done.push(self.name.clone());
+        }
+        Ok(())
+    }
+
+    /// Stops one component (`kube-apiserver`, `etcd`, ...).
+    pub fn stop_component(&self, component: &str) -> Result<()> {
+        cluster(&["stop", &self.name, component]).map(|_| ())
+    }
+
+    /// Starts a stopped component again (waits for the apiserver's /readyz).
+    pub fn start_component(&self, component: &str) -> Result<()> {
+        cluster(&["start", &self.name, component]).map(|_| ())
     }
 
     /// The PID of one of its components (`etcd`, `kube-apiserver`, ...).

@@ -6,7 +6,6 @@ use std::{
     io::{Read, Seek},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Once,
     time::Duration,
 };
 
@@ -31,6 +30,8 @@ pub struct Skylet {
     pub state_file: PathBuf,
     /// Where its log goes.
     pub log: PathBuf,
+    /// While this file exists the simulated backend is unreachable.
+    pub outage_file: PathBuf,
     kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -40,8 +41,28 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-static RBAC: Once = Once::new();
-static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// Per control plane: the kubeconfig of the skylet user, made once after
+/// applying the RBAC manifest.
+static SETUP: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn setup(cp: &ControlPlane) -> PathBuf {
+    let mut done = SETUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, kc)) = done.iter().find(|(n, _)| *n == cp.name) {
+        return kc.clone();
+    }
+    let rbac = repo_root().join("deploy/manifests/rbac.yaml");
+    let ok = cp.kubectl().args(["apply", "-f"]).arg(&rbac).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    assert!(ok, "kubectl apply {} failed", rbac.display());
+    let _ = cp
+        .kubectl()
+        .args(["create", "clusterrolebinding", SKYLET_USER, "--clusterrole=skylet", &format!("--user={SKYLET_USER}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let kc = cp.kubeconfig_for(SKYLET_USER, &[]).expect("kubeconfig for skylet");
+    done.push((cp.name.clone(), kc.clone()));
+    kc
+}
 
 impl Skylet {
     /// Starts skylet `bin` as node `node` (labelled `skylet-test=<node>`) with
@@ -52,18 +73,7 @@ impl Skylet {
 
     /// As [`Skylet::start`], with extra environment variables.
     pub fn start_with_env(cp: &ControlPlane, bin: &Path, node: &str, args: &[&str], env: &[(&str, &str)]) -> Skylet {
-        RBAC.call_once(|| {
-            let rbac = repo_root().join("deploy/manifests/rbac.yaml");
-            let ok = cp.kubectl().args(["apply", "-f"]).arg(&rbac).status().is_ok_and(|s| s.success());
-            assert!(ok, "kubectl apply {} failed", rbac.display());
-            let _ = cp
-                .kubectl()
-                .args(["create", "clusterrolebinding", SKYLET_USER, "--clusterrole=skylet", &format!("--user={SKYLET_USER}")])
-                .stderr(Stdio::null())
-                .status();
-        });
-        let kubeconfig =
-            KUBECONFIG.get_or_init(|| cp.kubeconfig_for(SKYLET_USER, &[]).expect("kubeconfig for skylet")).clone();
+        let kubeconfig = setup(cp);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
@@ -85,6 +95,8 @@ impl Skylet {
             dir.path().join("mock-state.json").display().to_string(),
             "--sweep-interval".into(),
             "2".into(),
+            "--mock-unreachable-file".into(),
+            dir.path().join("outage").display().to_string(),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let mut s = Skylet {
@@ -97,6 +109,7 @@ impl Skylet {
             metrics_port,
             state_file: dir.path().join("mock-state.json"),
             log: dir.path().join("skylet.log"),
+            outage_file: dir.path().join("outage"),
             kubeconfig,
             _dir: dir,
         };
@@ -152,6 +165,15 @@ impl Skylet {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "skylet is still running");
         self.spawn();
+    }
+
+    /// Makes the simulated backend unreachable (`true`) or reachable again.
+    pub fn set_backend_outage(&self, down: bool) {
+        if down {
+            std::fs::write(&self.outage_file, b"down").expect("outage file");
+        } else {
+            let _ = std::fs::remove_file(&self.outage_file);
+        }
     }
 
     /// The log so far.

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Tables and plots of a `hack/bench full` results directory.
+
+    report.py DIR --docs docs/bench --markdown BENCHMARKS.md
+
+Reads DIR/run.json and DIR/raw/*.json (written by skylet-bench), draws
+throughput bars, latency CDFs and RSS over time into --docs as PNG, and
+replaces the part of --markdown between the markers
+<!-- bench:results:begin --> and <!-- bench:results:end --> with the tables.
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+ORDER = ["skylet", "ceiling", "kwok", "kwok-tuned", "vk", "vk-qps"]
+NAMES = {
+    "skylet": "skylet",
+    "ceiling": "ceiling",
+    "kwok": "kwok",
+    "kwok-tuned": "kwok (parallelism 64)",
+    "vk": "virtual-kubelet",
+    "vk-qps": "virtual-kubelet (QPS raised)",
+}
+USERS = {
+    "skylet": "skylet",
+    "ceiling": "bench-ceiling",
+    "kwok": "kwok",
+    "kwok-tuned": "kwok",
+    "vk": "virtual-kubelet",
+    "vk-qps": "virtual-kubelet",
+}
+PEERS = ["kwok", "kwok-tuned", "vk", "vk-qps"]
+COLORS = {
+    "skylet": "#1f77b4",
+    "ceiling": "#7f7f7f",
+    "kwok": "#2ca02c",
+    "kwok-tuned": "#98df8a",
+    "vk": "#d62728",
+    "vk-qps": "#ff9896",
+}
+
+
+def load(directory):
+    with open(os.path.join(directory, "run.json")) as f:
+        run = json.load(f)
+    results = {}
+    for path in sorted(glob.glob(os.path.join(directory, "raw", "*.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        key = (r["scenario"], r["meta"]["contender"])
+        results.setdefault(key, []).append(r)
+    return run, results
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    return f"{v:,.{digits}f}"
+
+
+def spread(values, digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    return f"{fmt(statistics.median(values), digits)} ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+
+
+def contenders(results, scenario):
+    present = {c for (s, c) in results if s == scenario}
+    return [c for c in ORDER if c in present]
+
+
+def user_totals(r, window):
+    a = r.get("audit", {}).get(window)
+    if not a:
+        return None
+    return a["by_user"].get(USERS[r["meta"]["contender"]])
+
+
+def median_rep(rs):
+    """The repetition with the median throughput (for CDF and RSS plots)."""
+    ordered = sorted(rs, key=lambda r: r["running"]["pods_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def throughput_table(results, scenario, lines):
+    cs = contenders(results, scenario)
+    if not cs:
+        return
+    lines.append(
+        "| contender | reps | all Running | pods/s | p50 ms | p90 ms | p99 ms | max ms | delete s | writes/pod |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for c in cs:
+        rs = results[(scenario, c)]
+        ok = sum(1 for r in rs if r["running"]["all_running"])
+        writes = []
+        for r in rs:
+            t = user_totals(r, "run")
+            if t is not None:
+                writes.append(t["other"] / r["count"])
+        lines.append(
+            f"| {NAMES[c]} | {len(rs)} | {ok}/{len(rs)} "
+            f"| {spread([r['running']['pods_per_s'] for r in rs])} "
+            f"| {spread([r['running']['latency_ms']['p50'] for r in rs], 0)} "
+            f"| {spread([r['running']['latency_ms']['p90'] for r in rs], 0)} "
+            f"| {spread([r['running']['latency_ms']['p99'] for r in rs], 0)} "
+            f"| {spread([r['running']['latency_ms']['max'] for r in rs], 0)} "
+            f"| {spread([(r.get('delete') or {}).get('seconds') for r in rs], 2)} "
+            f"| {spread(writes, 2)} |"
+        )
+    lines.append("")
+
+
+def steady_table(results, lines):
+    cs = contenders(results, "steady")
+    if not cs:
+        return
+    lines.append(
+        "| contender | all Running | peak RSS MiB (hold) | peak RSS MiB (run) | CPU s (to Running) "
+        "| CPU s (hold) | req/s (hold) | lease req/s (hold) | non-lease req/s (hold) | delete s | apiserver CPU s (hold) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in cs:
+        rs = results[("steady", c)]
+
+        def u(r, proc, window, field):
+            return r["processes"].get(proc, {}).get("usage", {}).get(window, {}).get(field)
+
+        def req(r, field, rate=True):
+            t = user_totals(r, "hold")
+            a = r.get("audit", {}).get("hold")
+            if t is None or not a:
+                return None
+            return t[field] / a["seconds"] if rate else t[field]
+
+        lines.append(
+            f"| {NAMES[c]} | {sum(1 for r in rs if r['running']['all_running'])}/{len(rs)} "
+            f"| {spread([u(r, 'contender', 'hold', 'peak_rss_mib') for r in rs])} "
+            f"| {spread([u(r, 'contender', 'run', 'peak_rss_mib') for r in rs])} "
+            f"| {spread([u(r, 'contender', 'to_running', 'cpu_s') for r in rs], 2)} "
+            f"| {spread([u(r, 'contender', 'hold', 'cpu_s') for r in rs], 2)} "
+            f"| {spread([req(r, 'total') for r in rs], 3)} "
+            f"| {spread([req(r, 'leases') for r in rs], 3)} "
+            f"| {spread([req(r, 'other') for r in rs], 3)} "
+            f"| {spread([(r.get('delete') or {}).get('seconds') for r in rs], 2)} "
+            f"| {spread([u(r, 'apiserver', 'hold', 'cpu_s') for r in rs], 2)} |"
+        )
+    lines.append("")
+
+
+def requests_table(results, lines):
+    """What each contender asked of the apiserver while holding its pods."""
+    cs = contenders(results, "steady")
+    rows = []
+    for c in cs:
+        r = median_rep(results[("steady", c)])
+        a = r.get("audit", {}).get("hold")
+        if not a:
+            continue
+        for row in a["rows"]:
+            if row["user"] == USERS[c]:
+                ua = row["user_agent"] or "(none)"
+                if len(ua) > 60:
+                    ua = ua[:57] + "..."
+                rows.append(
+                    f"| {NAMES[c]} | `{ua}` | {row['verb']} | {row['resource']} | {row.get('code', '')} "
+                    f"| {row['count']} | {row['per_s']:.3f} |"
+                )
+    if rows:
+        lines.append("| contender | user agent | verb | resource | code | requests | per s |")
+        lines.append("|---|---|---|---|---|---|---|")
+        lines.extend(rows)
+        lines.append("")
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def targets(results, lines):
+    burst = {c: med([r["running"]["pods_per_s"] for r in results[("burst", c)]]) for c in contenders(results, "burst")}
+    p99 = {
+        c: med([r["running"]["latency_ms"]["p99"] for r in results[("burst", c)]]) for c in contenders(results, "burst")
+    }
+    peers = {c: burst[c] for c in PEERS if c in burst}
+    defaults = {c: v for c, v in peers.items() if c in ("kwok", "vk")}
+    rows = []
+
+    def verdict(ok):
+        return "–" if ok is None else ("met" if ok else "**missed**")
+
+    sk = burst.get("skylet")
+    r_ceiling = ratio(sk, burst.get("ceiling"))
+    rows.append(("(a) skylet / ceiling, pods/s", fmt(r_ceiling, 2), "≥ 0.8", verdict(None if r_ceiling is None else r_ceiling >= 0.8)))
+    if peers:
+        fastest = max(peers, key=lambda c: peers[c])
+        r_peer = ratio(sk, peers[fastest])
+        rows.append(
+            (f"(a) skylet / faster peer ({NAMES[fastest]}), pods/s", fmt(r_peer, 2), "≥ 5", verdict(None if r_peer is None else r_peer >= 5))
+        )
+    if defaults:
+        fastest = max(defaults, key=lambda c: defaults[c])
+        r_peer = ratio(sk, defaults[fastest])
+        rows.append(
+            (f"(a) skylet / faster peer at defaults ({NAMES[fastest]}), pods/s", fmt(r_peer, 2), "≥ 5", verdict(None if r_peer is None else r_peer >= 5))
+        )
+    for c in ORDER:
+        if c != "skylet" and c in burst:
+            rows.append((f"(a) skylet / {NAMES[c]}, pods/s", fmt(ratio(sk, burst[c]), 2), "", ""))
+    if "skylet" in p99:
+        rows.append(("(a) skylet p99 creation → Running", f"{p99['skylet']:.0f} ms", "< 1000 ms", verdict(p99["skylet"] < 1000)))
+    if ("steady", "skylet") in results:
+        def rss(c):
+            return med(
+                [r["processes"]["contender"]["usage"].get("hold", {}).get("peak_rss_mib") for r in results[("steady", c)]]
+            )
+
+        sk_rss = rss("skylet")
+        for vk in ("vk", "vk-qps"):
+            if ("steady", vk) in results:
+                r_rss = ratio(sk_rss, rss(vk))
+                rows.append(
+                    (f"(c) skylet / {NAMES[vk]}, peak RSS", fmt(r_rss, 2), "≤ 0.5", verdict(None if r_rss is None else r_rss <= 0.5))
+                )
+        other = []
+        for r in results[("steady", "skylet")]:
+            t = user_totals(r, "hold")
+            a = r.get("audit", {}).get("hold")
+            if t is not None and a:
+                other.append(t["other"] / a["seconds"])
+        if other:
+            v = med(other)
+            rows.append(("(c) skylet apiserver requests beyond leases", f"{v:.3f}/s", "≤ 0.1/s", verdict(v <= 0.1)))
+    lines.append("| what | measured | target | |")
+    lines.append("|---|---|---|---|")
+    for row in rows:
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+
+
+def plot_throughput(results, path):
+    scenarios = [s for s in ("burst", "deployment") if contenders(results, s)]
+    if not scenarios:
+        return False
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
+    for ax, s in zip(axes[0], scenarios):
+        cs = contenders(results, s)
+        vals = [[r["running"]["pods_per_s"] for r in results[(s, c)]] for c in cs]
+        mids = [statistics.median(v) for v in vals]
+        lo = [m - min(v) for m, v in zip(mids, vals)]
+        hi = [max(v) - m for m, v in zip(mids, vals)]
+        ax.bar([NAMES[c] for c in cs], mids, yerr=[lo, hi], capsize=4, color=[COLORS[c] for c in cs])
+        n = results[(s, cs[0])][0]["count"]
+        ax.set_title(f"{s}: {n} pods, creation → all Running")
+        ax.set_ylabel("pods/s (median, min–max over reps)")
+        ax.tick_params(axis="x", rotation=30)
+        for i, m in enumerate(mids):
+            ax.annotate(f"{m:.0f}", (i, m), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_cdf(results, path):
+    scenarios = [s for s in ("burst", "deployment", "steady") if contenders(results, s)]
+    if not scenarios:
+        return False
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
+    for ax, s in zip(axes[0], scenarios):
+        for c in contenders(results, s):
+            lat = sorted(v for r in results[(s, c)] for v in r["latencies_ms"])
+            if not lat:
+                continue
+            ys = [(i + 1) / len(lat) for i in range(len(lat))]
+            ax.plot([max(v, 1.0) for v in lat], ys, label=NAMES[c], color=COLORS[c])
+        n = results[(s, contenders(results, s)[0])][0]["count"]
+        ax.set_xscale("log")
+        ax.set_xlabel("creation → Running, ms (log; all reps)")
+        ax.set_ylabel("fraction of pods")
+        ax.set_title(f"{s}: {n} pods")
+        ax.axhline(0.99, color="#cccccc", linewidth=0.8, linestyle="--")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_rss(results, path):
+    cs = contenders(results, "steady")
+    if not cs:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for c in cs:
+        r = median_rep(results[("steady", c)])
+        samples = r["processes"].get("contender", {}).get("samples", [])
+        if not samples:
+            continue
+        t0 = samples[0][0]
+        axes[0].plot([s[0] - t0 for s in samples], [s[1] for s in samples], label=NAMES[c], color=COLORS[c])
+        axes[1].plot([s[0] - t0 for s in samples], [s[2] - samples[0][2] for s in samples], label=NAMES[c], color=COLORS[c])
+    n = results[("steady", cs[0])][0]["count"]
+    axes[0].set_title(f"steady: RSS of the contender, {n} pods")
+    axes[0].set_xlabel("s since the run started")
+    axes[0].set_ylabel("RSS, MiB")
+    axes[1].set_title("CPU time of the contender")
+    axes[1].set_xlabel("s since the run started")
+    axes[1].set_ylabel("CPU s (user + system)")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir")
+    ap.add_argument("--docs", default="docs/bench")
+    ap.add_argument("--markdown", default="BENCHMARKS.md")
+    args = ap.parse_args()
+    run, results = load(args.dir)
+    if not results:
+        sys.exit(f"no results in {args.dir}/raw")
+    os.makedirs(args.docs, exist_ok=True)
+
+    lines = [BEGIN, ""]
+    lines.append(f"Run of `{run.get('command', 'hack/bench full')}`, {run.get('started')} to {run.get('finished')}.")
+    lines.append("")
+    lines.append(
+        f"Machine: {run.get('cpu')}, {run.get('cores')} cores, {run.get('memory')}, Linux {run.get('kernel')}; "
+        f"skylet at {run.get('skylet_rev')}"
+        + (f" with {run['skylet_dirty_files']} uncommitted files" if run.get("skylet_dirty_files") else "")
+        + f". Load before: `{run.get('uptime_before', '').strip()}`; after: `{run.get('uptime_after', '').strip()}`."
+    )
+    if run.get("note"):
+        lines.append("")
+        lines.append(f"Conditions: {run['note']}")
+    if run.get("failures"):
+        lines.append("")
+        lines.append(f"**{run['failures']} runs did not complete** (not all pods Running or gone in time); see the tables.")
+    lines.append("")
+    lines.append("Cells are the median over repetitions, with (min–max) when there were several.")
+    lines.append("")
+    plots = []
+    if plot_throughput(results, os.path.join(args.docs, "throughput.png")):
+        plots.append(("Throughput", "throughput.png"))
+    if plot_cdf(results, os.path.join(args.docs, "latency-cdf.png")):
+        plots.append(("Latency CDF", "latency-cdf.png"))
+    if plot_rss(results, os.path.join(args.docs, "rss.png")):
+        plots.append(("RSS and CPU over time (steady)", "rss.png"))
+
+    if contenders(results, "burst"):
+        n = results[("burst", contenders(results, "burst")[0])][0]["count"]
+        lines.append(f"### (a) Burst: {n} pods with nodeName preset")
+        lines.append("")
+        throughput_table(results, "burst", lines)
+    if contenders(results, "deployment"):
+        n = results[("deployment", contenders(results, "deployment")[0])][0]["count"]
+        lines.append(f"### (b) Through the scheduler: a Deployment of {n} replicas")
+        lines.append("")
+        throughput_table(results, "deployment", lines)
+    if contenders(results, "steady"):
+        r0 = results[("steady", contenders(results, "steady")[0])][0]
+        hold = next((w for w in r0["windows"] if w["name"] == "hold"), None)
+        secs = f", held {hold['to'] - hold['from']:.0f} s" if hold else ""
+        lines.append(f"### (c) Steady: {r0['count']} pods{secs}")
+        lines.append("")
+        steady_table(results, lines)
+        lines.append("Requests of each contender's user while holding (median repetition), from the audit log:")
+        lines.append("")
+        requests_table(results, lines)
+    lines.append("### (d) Delete everything")
+    lines.append("")
+    lines.append("The `delete s` columns above: from the delete call (a DeleteCollection of the pods, or the")
+    lines.append("Deployment's deletion in the background) until the watch has seen every pod gone.")
+    lines.append("")
+    lines.append("### Ratios and targets")
+    lines.append("")
+    targets(results, lines)
+    lines.append("### Plots")
+    lines.append("")
+    for title, name in plots:
+        lines.append(f"![{title}]({args.docs}/{name})")
+        lines.append("")
+    lines.append(END)
+    block = "\n".join(lines)
+
+    text = open(args.markdown).read() if os.path.exists(args.markdown) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(args.markdown, "w") as f:
+        f.write(head + block + tail)
+    print(f"wrote {args.markdown} and {', '.join(n for _, n in plots)} in {args.docs}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1220 @@
+//! From a resolved pod to what ECS runs: a task definition shared by every
+//! pod of the same template, the pod's own secret values, and the per-pod
+//! parts of the RunTask call. Pure functions; no I/O.
+//!
+//! # One task definition per template
+//! The task definition holds only what pods of one template share: images,
+//! commands, ports, resources rounded to a Fargate size, template-level
+//! environment, volume layout, log configuration, roles. Its family is
+//! `skylet-<node hash>-<hash of all that>`, so 100 replicas of a Deployment
+//! register it once. What differs per pod travels in RunTask instead:
+//! environment variables from `fieldRef` (or with `$(VAR)` expansions) and
+//! downward-API files go in `overrides.containerOverrides[].environment`
+//! (ECS allows 8 KiB of overrides; past that, they move into the task
+//! definition, which then serves that pod alone).
+//!
+//! # Secrets
+//! Values that came from a Secret ([`Value::secret`]) never appear in a task
+//! definition, an override, a tag or a log line. They are gathered into one
+//! JSON document ([`SecretPayload`]) stored in Secrets Manager as
+//! `skylet/<node>/<template hash>`, and containers reference single keys of
+//! it through `secrets[].valueFrom = <secret ARN>:<key>::`, which the ECS
+//! agent resolves with the execution role when the task starts. The
+//! template hash covers the secret values through an HMAC with a key that
+//! lives only in skylet's memory, so names reveal nothing about values, and
+//! replicas that see the same Secret values share one secret and one task
+//! definition. The sweep deletes both once no task uses them.
+//!
+//! # Files (configMap, secret, downwardAPI, projected volumes)
+//! ECS has no such volumes. Each becomes a task volume (Fargate ephemeral
+//! storage shared by the task's containers) that a non-essential container,
+//! [`names::FILES_CONTAINER`], fills before anything else starts: it gets
+//! each file base64-encoded in an environment variable (plain, per-pod
+//! override, or from the secret as above) and runs a generated `sh` script
+//! that decodes them into place and sets their modes. Every other container
+//! `dependsOn` it with condition `SUCCESS` and mounts the volume read-only.
+//!
+//! # Containers
+//! `command` → `entryPoint`, `args` → `command`; `env`; `ports` →
+//! `portMappings` (awsvpc: the container port on the task's address);
+//! `workingDir`; `runAsUser`/`runAsGroup` → `user`; `readOnlyRootFilesystem`;
+//! `stdin`/`tty`. App containers are essential; with restartPolicy Always or
+//! OnFailure they get an ECS container restart policy. Init containers are
+//! non-essential `init_<name>` containers run in order, each `dependsOn` the
+//! previous one with `SUCCESS` (sidecars, init containers with
+//! `restartPolicy: Always`, with `START`), and app containers depend on the
+//! last. `stopTimeout` is `terminationGracePeriodSeconds`, capped at 120 s
+//! (the Fargate maximum).
+//!
+//! # Size
+//! CPU and memory requests (limits where no request) are summed over app
+//! containers, compared with the largest init container, and rounded up to
+//! the smallest Fargate size that holds them ([`FARGATE_SIZES`]); a pod
+//! larger than 16 vCPU / 120 GiB fails with `ResourcesTooLarge`.
+//!
+//! # What a pod cannot use here
+//! Volumes other than emptyDir/configMap/secret/downwardAPI/projected,
+//! `subPath` mounts, `privileged`, host namespaces, SCTP ports, a `hostPort`
+//! other than the container port: the pod fails with a reason saying so.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ecs::types::{
+    ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride, ContainerRestartPolicy, EphemeralStorage,
+    KeyValuePair, LogConfiguration, LogDriver, MountPoint, PortMapping, Secret, TransportProtocol, Volume,
+};
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume as KubeVolume};
+use ring::hmac;
+use serde::Serialize;
+use skylet_provider::{ProviderError, ResolvedPod};
+
+use crate::{
+    config::ServiceAccountToken,
+    names::{self, ANNOTATION_CAPACITY, ANNOTATION_TASK_ROLE, FILES_CONTAINER},
+};
+
+/// What [`plan`] needs besides the pod.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Node name (tags).
+    pub node: String,
+    /// Family prefix `skylet-<node hash>-`.
+    pub family_prefix: String,
+    /// CloudWatch Logs group.
+    pub log_group: String,
+    /// Region for the awslogs driver.
+    pub region: String,
+    /// Default execution role.
+    pub execution_role_arn: Option<String>,
+    /// Default task role.
+    pub task_role_arn: Option<String>,
+    /// Image of the files container.
+    pub files_image: String,
+    /// What to do with service-account tokens.
+    pub service_account_token: ServiceAccountToken,
+}
+
+/// Fargate task sizes: CPU units and the memory sizes (MiB) each allows.
+pub const FARGATE_SIZES: &[(u32, &[u32])] = &[
+    (256, &[512, 1024, 2048]),
+    (512, &[1024, 2048, 3072, 4096]),
+    (1024, &[2048, 3072, 4096, 5120, 6144, 7168, 8192]),
+    (2048, &mem_range::<13>(4096, 1024)),
+    (4096, &mem_range::<23>(8192, 1024)),
+    (8192, &mem_range::<12>(16384, 4096)),
+    (16384, &mem_range::<12>(32768, 8192)),
+];
+
+const fn mem_range<const N: usize>(start: u32, step: u32) -> [u32; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = start + step * i as u32;
+        i += 1;
+    }
+    out
+}
+
+/// Memory reserved for a container without a memory request (MiB); also
+/// what the files container and init containers reserve.
+pub const DEFAULT_RESERVATION_MIB: u32 = 32;
+
+/// Fargate's largest stop timeout.
+pub const MAX_STOP_TIMEOUT: u32 = 120;
+
+/// Overrides ECS accepts per RunTask (characters of JSON); skylet keeps a margin.
+const OVERRIDES_LIMIT: usize = 8192 - 512;
+
+/// Largest secret Secrets Manager stores.
+const SECRET_LIMIT: usize = 65_536;
+
+/// Fargate's included ephemeral storage (GiB) and its maximum.
+const EPHEMERAL_DEFAULT_GIB: u64 = 20;
+const EPHEMERAL_MAX_GIB: u64 = 200;
+
+/// The mount point of volume `name` inside the files container.
+fn files_dir(volume: &str) -> String {
+    format!("/skylet/volumes/{volume}")
+}
+
+/// Everything needed to run one pod.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Template hash: names the family and the secret.
+    pub key: String,
+    /// Task definition family.
+    pub family: String,
+    /// The shared task definition.
+    pub task: TaskSpec,
+    /// Secret values, if the pod has any.
+    pub secret: Option<SecretPayload>,
+    /// Per-pod environment, by ECS container name.
+    pub overrides: Vec<(String, Vec<(String, String)>)>,
+    /// Run on FARGATE_SPOT.
+    pub spot: bool,
+    /// Task tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A task definition, as skylet derives it (serialized for its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskSpec {
+    /// CPU units (a Fargate size).
+    pub cpu: u32,
+    /// Memory in MiB (a Fargate size).
+    pub memory: u32,
+    /// Ephemeral storage beyond the included 20 GiB.
+    pub ephemeral_gib: Option<u32>,
+    /// Task role.
+    pub task_role_arn: Option<String>,
+    /// Execution role.
+    pub execution_role_arn: Option<String>,
+    /// Task volumes (ephemeral storage).
+    pub volumes: Vec<String>,
+    /// Containers; app containers first.
+    pub containers: Vec<ContainerSpec>,
+    /// awslogs group, region and stream prefix (the namespace).
+    pub log: (String, String, String),
+}
+
+/// One container of a [`TaskSpec`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// ECS name.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Whether the task stops when it exits.
+    pub essential: bool,
+    /// `entryPoint` (Kubernetes `command`).
+    pub entry_point: Option<Vec<String>>,
+    /// `command` (Kubernetes `args`).
+    pub command: Option<Vec<String>>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// `uid[:gid]`.
+    pub user: Option<String>,
+    /// Template-level environment (never secret values).
+    pub environment: Vec<(String, String)>,
+    /// Environment from the pod's secret: variable name and JSON key.
+    pub secrets: Vec<(String, String)>,
+    /// Container ports and protocol (`tcp`/`udp`).
+    pub ports: Vec<(u16, &'static str)>,
+    /// Volume, container path, read-only.
+    pub mounts: Vec<(String, String, bool)>,
+    /// Container and condition (`START`/`SUCCESS`).
+    pub depends_on: Vec<(String, &'static str)>,
+    /// CPU units.
+    pub cpu: Option<u32>,
+    /// Hard memory limit (MiB).
+    pub memory: Option<u32>,
+    /// Soft memory reservation (MiB).
+    pub memory_reservation: u32,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub stop_timeout: u32,
+    /// Read-only root filesystem.
+    pub readonly_root: bool,
+    /// Restart policy: `None` = never; `Some(ignored exit codes)`.
+    pub restart: Option<Vec<i32>>,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Allocate a TTY.
+    pub tty: bool,
+}
+
+/// Secret values of one template: JSON key to value. Its `Debug` shows keys
+/// only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretPayload(BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SecretPayload").field(&self.0.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl SecretPayload {
+    /// The JSON document stored in Secrets Manager.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_default()
+    }
+
+    /// Keys.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Whether no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn invalid(reason: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::invalid(reason, message)
+}
+
+/// Derives the plan for `rp`. `secret_key` keys the HMAC of secret values.
+///
+/// # Errors
+/// [`ProviderError::InvalidPod`] for a pod ECS/Fargate cannot run, with a
+/// reason and a message that says what to change.
+pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Result<Plan, ProviderError> {
+    let pod = &rp.pod;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let meta = &pod.metadata;
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    check_pod_level(&spec)?;
+
+    let task_role_arn = match annotations.get(ANNOTATION_TASK_ROLE) {
+        Some(a) if a.starts_with("arn:") => Some(a.clone()),
+        Some(a) => {
+            return Err(invalid(
+                "InvalidTaskRole",
+                format!("annotation {ANNOTATION_TASK_ROLE}={a:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            ));
+        }
+        None => settings.task_role_arn.clone(),
+    };
+    let spot = match annotations.get(ANNOTATION_CAPACITY).map(String::as_str) {
+        None | Some("on-demand") => false,
+        Some("spot") => true,
+        Some(other) => {
+            return Err(invalid(
+                "InvalidCapacity",
+                format!("annotation {ANNOTATION_CAPACITY}={other:?}: use \"spot\" (FARGATE_SPOT) or \"on-demand\" (FARGATE)"),
+            ));
+        }
+    };
+
+    let mut secret = BTreeMap::new();
+    let mut overrides: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let stop_timeout = u32::try_from(spec.termination_grace_period_seconds.unwrap_or(30).clamp(0, i64::from(MAX_STOP_TIMEOUT)))
+        .unwrap_or(MAX_STOP_TIMEOUT);
+
+    // volumes
+    // ECS volumes are named by position: Kubernetes names can differ
+    // between replicas (`kube-api-access-<random>`)
+    let mut volumes = Vec::new();
+    let mut volume_names = BTreeMap::new();
+    let mut file_volumes = BTreeSet::new();
+    let mut files = FilesContainer::default();
+    for (vi, v) in spec.volumes.iter().flatten().enumerate() {
+        let ecs_volume = format!("v{vi}");
+        volume_names.insert(v.name.clone(), ecs_volume.clone());
+        match volume_kind(v) {
+            VolumeKind::EmptyDir => volumes.push(ecs_volume),
+            VolumeKind::Files { per_pod, tokens } => {
+                volumes.push(ecs_volume.clone());
+                file_volumes.insert(ecs_volume.clone());
+                files.volumes.push(ecs_volume.clone());
+                for (fi, f) in rp.volumes.get(&v.name).into_iter().flatten().enumerate() {
+                    if tokens.contains(&f.path) && settings.service_account_token == ServiceAccountToken::Omit {
+                        continue;
+                    }
+                    let var = format!("SKYLET_F{vi}_{fi}");
+                    let content = base64::engine::general_purpose::STANDARD.encode(&f.value.data);
+                    if f.value.secret {
+                        let key = format!("f{vi}.{fi}");
+                        secret.insert(key.clone(), content);
+                        files.secrets.push((var.clone(), key));
+                    } else if per_pod.iter().any(|p| f.path == *p || f.path.starts_with(&format!("{p}/"))) {
+                        overrides.entry(FILES_CONTAINER.to_owned()).or_default().push((var.clone(), content));
+                    } else {
+                        files.environment.push((var.clone(), content));
+                    }
+                    files.script.push(file_command(&files_dir(&ecs_volume), &f.path, f.mode, &var));
+                }
+            }
+            VolumeKind::Other(kind) => {
+                return Err(invalid(
+                    "UnsupportedVolume",
+                    format!(
+                        "volume {:?} is a {kind} volume, which ECS/Fargate cannot mount; skylet supports emptyDir, configMap, secret, downwardAPI and projected volumes",
+                        v.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    let app = &spec.containers;
+    let init = spec.init_containers.clone().unwrap_or_default();
+    let mut names_seen = BTreeSet::new();
+    for c in app.iter().chain(&init) {
+        if c.image.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid("InvalidImageName", format!("container {:?} has no image", c.name)));
+        }
+        names_seen.insert(c.name.clone());
+    }
+
+    // the chain containers depend on: files, then each init container
+    let mut prev: Option<(String, &'static str)> = (!files.volumes.is_empty()).then(|| (FILES_CONTAINER.to_owned(), "SUCCESS"));
+    let mut containers = Vec::new();
+    let mut init_specs = Vec::new();
+    let mut sum_cpu: u64 = 0;
+    let mut sum_mem: u64 = 0;
+    let mut max_init_cpu: u64 = 0;
+    let mut max_init_mem: u64 = 0;
+    let mut sum_reservations: u64 = 0;
+    let mut eph_app: u64 = 0;
+    let mut eph_init: u64 = 0;
+    for c in &init {
+        let sidecar = c.restart_policy.as_deref() == Some("Always");
+        let name = names::ecs_container(&c.name, true);
+        let res = Resources::of(c)?;
+        let mut cs = container_spec(c, &name, rp, &spec, (&volume_names, &file_volumes), stop_timeout, &mut secret, &mut overrides)?;
+        cs.essential = false;
+        cs.depends_on = prev.iter().cloned().collect();
+        cs.memory_reservation = DEFAULT_RESERVATION_MIB;
+        cs.memory = res.memory_limit_mib.map(|m| m.max(DEFAULT_RESERVATION_MIB));
+        if sidecar {
+            cs.restart = Some(Vec::new());
+            cs.cpu = res.cpu_units();
+            sum_cpu += u64::from(res.cpu_units().unwrap_or(0));
+            sum_mem += res.memory_mib();
+            cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
+            eph_app += res.ephemeral_bytes;
+        } else {
+            max_init_cpu = max_init_cpu.max(u64::from(res.cpu_units().unwrap_or(0)));
+            max_init_mem = max_init_mem.max(res.memory_mib());
+            eph_init = eph_init.max(res.ephemeral_bytes);
+        }
+        sum_reservations += u64::from(cs.memory_reservation);
+        prev = Some((name, if sidecar { "START" } else { "SUCCESS" }));
+        init_specs.push(cs);
+    }
+    let restart = match spec.restart_policy.as_deref() {
+        None | Some("Always") => Some(Vec::new()),
+        Some("OnFailure") => Some(vec![0]),
+        _ => None,
+    };
+    for c in app {
+        let res = Resources::of(c)?;
+        let mut cs = container_spec(c, &c.name, rp, &spec, (&volume_names, &file_volumes), stop_timeout, &mut secret, &mut overrides)?;
+        cs.essential = true;
+        cs.depends_on = prev.iter().cloned().collect();
+        cs.cpu = res.cpu_units();
+        cs.memory_reservation = u32::try_from(res.memory_request_mib()).unwrap_or(u32::MAX).max(DEFAULT_RESERVATION_MIB);
+        cs.memory = res.memory_limit_mib.map(|m| m.max(cs.memory_reservation));
+        cs.restart = restart.clone();
+        sum_cpu += u64::from(res.cpu_units().unwrap_or(0));
+        sum_mem += res.memory_mib();
+        sum_reservations += u64::from(cs.memory_reservation);
+        eph_app += res.ephemeral_bytes;
+        containers.push(cs);
+    }
+    if !files.volumes.is_empty() {
+        sum_reservations += u64::from(DEFAULT_RESERVATION_MIB);
+        containers.push(files.into_spec(&settings.files_image, stop_timeout));
+    }
+    containers.extend(init_specs);
+
+    let need_cpu = sum_cpu.max(max_init_cpu);
+    let need_mem = sum_mem.max(max_init_mem).max(sum_reservations);
+    let (cpu, memory) = fargate_size(need_cpu, need_mem)?;
+    for c in &mut containers {
+        if let Some(m) = c.memory.as_mut() {
+            *m = (*m).min(memory);
+        }
+    }
+    let eph_gib = eph_app.max(eph_init).div_ceil(1 << 30);
+    if eph_gib > EPHEMERAL_MAX_GIB {
+        return Err(invalid(
+            "ResourcesTooLarge",
+            format!("the pod requests {eph_gib} GiB of ephemeral storage; Fargate tasks have at most {EPHEMERAL_MAX_GIB} GiB"),
+        ));
+    }
+
+    let mut task = TaskSpec {
+        cpu,
+        memory,
+        ephemeral_gib: (eph_gib > EPHEMERAL_DEFAULT_GIB).then(|| u32::try_from(eph_gib).unwrap_or(200)),
+        task_role_arn,
+        execution_role_arn: settings.execution_role_arn.clone(),
+        volumes,
+        containers,
+        log: (settings.log_group.clone(), settings.region.clone(), namespace.clone()),
+    };
+
+    // per-pod environment that does not fit into overrides goes into the
+    // task definition (which then serves this pod alone)
+    let size: usize = overrides.iter().map(|(c, env)| c.len() + 40 + env.iter().map(|(k, v)| k.len() + v.len() + 30).sum::<usize>()).sum();
+    if size > OVERRIDES_LIMIT {
+        for (cname, env) in std::mem::take(&mut overrides) {
+            if let Some(c) = task.containers.iter_mut().find(|c| c.name == cname) {
+                c.environment.extend(env);
+            }
+        }
+    }
+
+    let payload = SecretPayload(secret);
+    if payload.to_json().len() > SECRET_LIMIT {
+        return Err(invalid(
+            "SecretTooLarge",
+            format!("the pod's Secret-derived environment and files add up to more than {SECRET_LIMIT} bytes, the Secrets Manager limit"),
+        ));
+    }
+    let mut hashed = serde_json::to_vec(&task).unwrap_or_default();
+    if !payload.is_empty() {
+        let tag = hmac::sign(secret_key, payload.to_json().as_bytes());
+        hashed.extend_from_slice(b"|secret:");
+        hashed.extend_from_slice(tag.as_ref());
+    }
+    let key = names::short_hash(&hashed);
+    let tags = vec![
+        (names::TAG_POD_UID.to_owned(), meta.uid.clone().unwrap_or_default()),
+        (names::TAG_POD_NAMESPACE.to_owned(), namespace),
+        (names::TAG_POD_NAME.to_owned(), meta.name.clone().unwrap_or_default()),
+        (names::TAG_NODE.to_owned(), settings.node.clone()),
+    ];
+    Ok(Plan {
+        family: format!("{}{key}", settings.family_prefix),
+        key,
+        task,
+        secret: (!payload.is_empty()).then_some(payload),
+        overrides: overrides.into_iter().collect(),
+        spot,
+        tags,
+    })
+}
+
+fn check_pod_level(spec: &PodSpec) -> Result<(), ProviderError> {
+    for (set, what) in [
+        (spec.host_network, "hostNetwork"),
+        (spec.host_pid, "hostPID"),
+        (spec.host_ipc, "hostIPC"),
+    ] {
+        if set == Some(true) {
+            return Err(invalid("UnsupportedPodSpec", format!("{what}: Fargate tasks have no host to share; remove it")));
+        }
+    }
+    Ok(())
+}
+
+enum VolumeKind {
+    EmptyDir,
+    /// Files: paths (files or directories) that differ per pod
+    /// (downward API), and service-account token paths.
+    Files { per_pod: Vec<String>, tokens: Vec<String> },
+    Other(String),
+}
+
+fn volume_kind(v: &KubeVolume) -> VolumeKind {
+    if v.empty_dir.is_some() {
+        return VolumeKind::EmptyDir;
+    }
+    if v.config_map.is_some() || v.secret.is_some() {
+        return VolumeKind::Files { per_pod: Vec::new(), tokens: Vec::new() };
+    }
+    if let Some(d) = &v.downward_api {
+        return VolumeKind::Files { per_pod: d.items.iter().flatten().map(|i| i.path.clone()).collect(), tokens: Vec::new() };
+    }
+    if let Some(p) = &v.projected {
+        let mut per_pod = Vec::new();
+        let mut tokens = Vec::new();
+        for s in p.sources.iter().flatten() {
+            if let Some(d) = &s.downward_api {
+                per_pod.extend(d.items.iter().flatten().map(|i| i.path.clone()));
+            }
+            if let Some(t) = &s.service_account_token {
+                tokens.push(t.path.clone());
+            }
+        }
+        return VolumeKind::Files { per_pod, tokens };
+    }
+    // the name of whichever source field is set
+    let kind = serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
+        .unwrap_or_else(|| "unknown".into());
+    VolumeKind::Other(kind)
+}
+
+/// Single-quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn file_command(dir: &str, path: &str, mode: u32, var: &str) -> String {
+    let target = format!("{dir}/{path}");
+    let parent = target.rsplit_once('/').map_or(dir.to_owned(), |(p, _)| p.to_owned());
+    format!(
+        "mkdir -p {p}; printf '%s' \"${var}\" | base64 -d > {t}; chmod {mode:o} {t}",
+        p = sh_quote(&parent),
+        t = sh_quote(&target),
+    )
+}
+
+#[derive(Default)]
+struct FilesContainer {
+    volumes: Vec<String>,
+    environment: Vec<(String, String)>,
+    secrets: Vec<(String, String)>,
+    script: Vec<String>,
+}
+
+impl FilesContainer {
+    fn into_spec(self, image: &str, stop_timeout: u32) -> ContainerSpec {
+        let mut script = vec!["set -e".to_owned()];
+        script.extend(self.volumes.iter().map(|v| format!("mkdir -p {}", sh_quote(&files_dir(v)))));
+        script.extend(self.script);
+        ContainerSpec {
+            name: FILES_CONTAINER.into(),
+            image: image.into(),
+            essential: false,
+            entry_point: Some(vec!["sh".into(), "-c".into()]),
+            command: Some(vec![script.join("\n")]),
+            working_dir: None,
+            user: None,
+            environment: self.environment,
+            secrets: self.secrets,
+            ports: Vec::new(),
+            mounts: self.volumes.iter().map(|v| (v.clone(), files_dir(v), false)).collect(),
+            depends_on: Vec::new(),
+            cpu: None,
+            memory: None,
+            memory_reservation: DEFAULT_RESERVATION_MIB,
+            stop_timeout,
+            readonly_root: false,
+            restart: None,
+            interactive: false,
+            tty: false,
+        }
+    }
+}
+
+/// Names of the variables of `c` whose values differ between pods of one
+/// template: `fieldRef`s, and values with `$(VAR)` expansions (which may
+/// expand one).
+fn per_pod_vars(c: &Container) -> BTreeSet<String> {
+    c.env
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.value_from.as_ref().is_some_and(|f| f.field_ref.is_some()) || e.value.as_deref().is_some_and(|v| v.contains("$("))
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn container_spec(
+    c: &Container,
+    ecs_name: &str,
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    (volume_names, file_volumes): (&BTreeMap<String, String>, &BTreeSet<String>),
+    stop_timeout: u32,
+    secret: &mut BTreeMap<String, String>,
+    overrides: &mut BTreeMap<String, Vec<(String, String)>>,
+) -> Result<ContainerSpec, ProviderError> {
+    let sc = c.security_context.as_ref();
+    if sc.and_then(|s| s.privileged) == Some(true) {
+        return Err(invalid(
+            "UnsupportedPodSpec",
+            format!("container {:?} is privileged; Fargate does not run privileged containers", c.name),
+        ));
+    }
+    let pod_sc = spec.security_context.as_ref();
+    let uid = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
+    let gid = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group));
+    let user = match (uid, gid) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        (None, Some(g)) => Some(format!("0:{g}")),
+        (None, None) => None,
+    };
+
+    // environment: later entries win, first position kept
+    let mut env: Vec<(String, skylet_provider::Value)> = Vec::new();
+    for (k, v) in rp.env.get(&c.name).into_iter().flatten() {
+        match env.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    let per_pod = per_pod_vars(c);
+    let mut environment = Vec::new();
+    let mut secrets = Vec::new();
+    for (j, (name, value)) in env.into_iter().enumerate() {
+        if value.secret {
+            let key = format!("e.{ecs_name}.{j}");
+            secret.insert(key.clone(), value.as_str().into_owned());
+            secrets.push((name, key));
+        } else if per_pod.contains(&name) {
+            overrides.entry(ecs_name.to_owned()).or_default().push((name, value.as_str().into_owned()));
+        } else {
+            environment.push((name, value.as_str().into_owned()));
+        }
+    }
+
+    let mut ports = Vec::new();
+    for p in c.ports.iter().flatten() {
+        let proto = match p.protocol.as_deref() {
+            None | Some("TCP") => "tcp",
+            Some("UDP") => "udp",
+            Some(other) => {
+                return Err(invalid(
+                    "UnsupportedPodSpec",
+                    format!("container {:?} port {}: protocol {other} is not supported by ECS (TCP and UDP are)", c.name, p.container_port),
+                ));
+            }
+        };
+        if p.host_port.is_some_and(|h| h != p.container_port) {
+            return Err(invalid(
+                "UnsupportedPodSpec",
+                format!(
+                    "container {:?}: hostPort {} differs from containerPort {}; on Fargate (awsvpc) a port is exposed on the task's own address as is",
+                    c.name,
+                    p.host_port.unwrap_or_default(),
+                    p.container_port
+                ),
+            ));
+        }
+        let port = u16::try_from(p.container_port)
+            .map_err(|_| invalid("UnsupportedPodSpec", format!("container {:?}: port {} is out of range", c.name, p.container_port)))?;
+        ports.push((port, proto));
+    }
+
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(invalid(
+                "UnsupportedPodSpec",
+                format!(
+                    "container {:?} mounts a subPath of volume {:?} at {}; ECS mounts whole volumes only: mount the volume as a directory",
+                    c.name, m.name, m.mount_path
+                ),
+            ));
+        }
+        let volume = volume_names.get(&m.name).cloned().unwrap_or_else(|| m.name.clone());
+        let read_only = m.read_only.unwrap_or(false) || file_volumes.contains(&volume);
+        mounts.push((volume, m.mount_path.clone(), read_only));
+    }
+
+    Ok(ContainerSpec {
+        name: ecs_name.to_owned(),
+        image: c.image.clone().unwrap_or_default(),
+        essential: true,
+        entry_point: c.command.clone().filter(|v| !v.is_empty()),
+        command: c.args.clone().filter(|v| !v.is_empty()),
+        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        user,
+        environment,
+        secrets,
+        ports,
+        mounts,
+        depends_on: Vec::new(),
+        cpu: None,
+        memory: None,
+        memory_reservation: DEFAULT_RESERVATION_MIB,
+        stop_timeout,
+        readonly_root: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        restart: None,
+        interactive: c.stdin.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+    })
+}
+
+/// Requests of one container (limits where no request).
+struct Resources {
+    cpu_millis: u64,
+    memory_bytes: u64,
+    memory_limit_mib: Option<u32>,
+    ephemeral_bytes: u64,
+}
+
+impl Resources {
+    fn of(c: &Container) -> Result<Self, ProviderError> {
+        let r = c.resources.as_ref();
+        let get = |name: &str| {
+            r.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name)).or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)))
+        };
+        let bad = |name: &str, q: &str| invalid("InvalidResources", format!("container {:?}: {name} {q:?} is not a quantity", c.name));
+        let cpu_millis = match get("cpu") {
+            Some(q) => quantity(&q.0).map(|v| (v * 1000.0).ceil() as u64).ok_or_else(|| bad("cpu", &q.0))?,
+            None => 0,
+        };
+        let memory_bytes = match get("memory") {
+            Some(q) => quantity(&q.0).map(|v| v.ceil() as u64).ok_or_else(|| bad("memory", &q.0))?,
+            None => 0,
+        };
+        let ephemeral_bytes = match get("ephemeral-storage") {
+            Some(q) => quantity(&q.0).map(|v| v.ceil() as u64).ok_or_else(|| bad("ephemeral-storage", &q.0))?,
+            None => 0,
+        };
+        let memory_limit_mib = match r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get("memory")) {
+            Some(q) => Some(
+                quantity(&q.0)
+                    .map(|v| u32::try_from((v / MIB).ceil() as u64).unwrap_or(u32::MAX))
+                    .ok_or_else(|| bad("memory limit", &q.0))?,
+            ),
+            None => None,
+        };
+        Ok(Self { cpu_millis, memory_bytes, memory_limit_mib, ephemeral_bytes })
+    }
+
+    /// ECS CPU units (1024 per vCPU), `None` without a request.
+    fn cpu_units(&self) -> Option<u32> {
+        (self.cpu_millis > 0).then(|| u32::try_from((self.cpu_millis * 1024).div_ceil(1000)).unwrap_or(u32::MAX))
+    }
+
+    fn memory_mib(&self) -> u64 {
+        self.memory_bytes.div_ceil(1 << 20)
+    }
+
+    fn memory_request_mib(&self) -> u32 {
+        u32::try_from(self.memory_mib()).unwrap_or(u32::MAX)
+    }
+}
+
+const MIB: f64 = 1_048_576.0;
+
+/// Parses a Kubernetes quantity (`500m`, `1.5`, `2Gi`, `1e3`, `128M`).
+pub fn quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => MIB,
+        "Gi" => MIB * 1024.0,
+        "Ti" => MIB * MIB,
+        "Pi" => MIB * MIB * 1024.0,
+        "Ei" => MIB * MIB * MIB,
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// The smallest Fargate size with at least `cpu` units and `memory_mib` MiB.
+///
+/// # Errors
+/// `ResourcesTooLarge`, naming the valid sizes, when none is large enough.
+pub fn fargate_size(cpu: u64, memory_mib: u64) -> Result<(u32, u32), ProviderError> {
+    for (c, mems) in FARGATE_SIZES {
+        if u64::from(*c) < cpu {
+            continue;
+        }
+        if let Some(m) = mems.iter().find(|m| u64::from(**m) >= memory_mib) {
+            return Ok((*c, *m));
+        }
+    }
+    Err(invalid(
+        "ResourcesTooLarge",
+        format!(
+            "the pod needs {:.2} vCPU and {memory_mib} MiB, more than any Fargate task size; valid sizes: \
+             0.25 vCPU with 0.5/1/2 GiB, 0.5 vCPU with 1-4 GiB, 1 vCPU with 2-8 GiB, 2 vCPU with 4-16 GiB, \
+             4 vCPU with 8-30 GiB, 8 vCPU with 16-60 GiB (4 GiB steps), 16 vCPU with 32-120 GiB (8 GiB steps)",
+            cpu as f64 / 1024.0
+        ),
+    ))
+}
+
+// ---- to the SDK's types ----
+
+impl TaskSpec {
+    /// The container definitions for RegisterTaskDefinition; `secret_arn` is
+    /// the ARN of the template's secret (required when a container has
+    /// secrets).
+    ///
+    /// # Errors
+    /// A message when a secret is referenced without an ARN, or a builder
+    /// refuses a value.
+    pub fn container_definitions(&self, secret_arn: Option<&str>) -> Result<Vec<ContainerDefinition>, String> {
+        self.containers.iter().map(|c| c.definition(&self.log, secret_arn)).collect()
+    }
+
+    /// The task volumes.
+    pub fn task_volumes(&self) -> Vec<Volume> {
+        self.volumes.iter().map(|v| Volume::builder().name(v).build()).collect()
+    }
+
+    /// Ephemeral storage, when more than the included 20 GiB.
+    pub fn ephemeral_storage(&self) -> Option<EphemeralStorage> {
+        self.ephemeral_gib.map(|g| EphemeralStorage::builder().size_in_gib(i32::try_from(g).unwrap_or(200)).build())
+    }
+}
+
+fn kv(pairs: &[(String, String)]) -> Vec<KeyValuePair> {
+    pairs.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect()
+}
+
+impl ContainerSpec {
+    fn definition(&self, log: &(String, String, String), secret_arn: Option<&str>) -> Result<ContainerDefinition, String> {
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|(name, key)| {
+                let arn = secret_arn.ok_or_else(|| format!("container {} references a secret but none was created", self.name))?;
+                Secret::builder().name(name).value_from(format!("{arn}:{key}::")).build().map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let depends = self
+            .depends_on
+            .iter()
+            .map(|(c, cond)| {
+                ContainerDependency::builder()
+                    .container_name(c)
+                    .condition(ContainerCondition::from(*cond))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let logc = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", &log.0)
+            .options("awslogs-region", &log.1)
+            .options("awslogs-stream-prefix", &log.2)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let restart = match &self.restart {
+            Some(ignored) => Some(
+                ContainerRestartPolicy::builder()
+                    .enabled(true)
+                    .set_ignored_exit_codes((!ignored.is_empty()).then(|| ignored.clone()))
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        Ok(ContainerDefinition::builder()
+            .name(&self.name)
+            .image(&self.image)
+            .essential(self.essential)
+            .set_entry_point(self.entry_point.clone())
+            .set_command(self.command.clone())
+            .set_working_directory(self.working_dir.clone())
+            .set_user(self.user.clone())
+            .set_environment(Some(kv(&self.environment)))
+            .set_secrets((!secrets.is_empty()).then_some(secrets))
+            .set_port_mappings(Some(
+                self.ports
+                    .iter()
+                    .map(|(p, proto)| {
+                        PortMapping::builder()
+                            .container_port(i32::from(*p))
+                            .protocol(TransportProtocol::from(*proto))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .set_mount_points(Some(
+                self.mounts
+                    .iter()
+                    .map(|(v, p, ro)| MountPoint::builder().source_volume(v).container_path(p).read_only(*ro).build())
+                    .collect(),
+            ))
+            .set_depends_on((!depends.is_empty()).then_some(depends))
+            .set_cpu(self.cpu.map(|c| i32::try_from(c).unwrap_or(i32::MAX)))
+            .set_memory(self.memory.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+            .memory_reservation(i32::try_from(self.memory_reservation).unwrap_or(i32::MAX))
+            .stop_timeout(i32::try_from(self.stop_timeout).unwrap_or(120))
+            .readonly_root_filesystem(self.readonly_root)
+            .set_restart_policy(restart)
+            .interactive(self.interactive)
+            .pseudo_terminal(self.tty)
+            .log_configuration(logc)
+            .build())
+    }
+}
+
+impl Plan {
+    /// The RunTask container overrides (per-pod environment).
+    pub fn container_overrides(&self) -> Vec<ContainerOverride> {
+        self.overrides
+            .iter()
+            .map(|(name, env)| ContainerOverride::builder().name(name).set_environment(Some(kv(env))).build())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+    use skylet_provider::{Value, VolumeFile};
+
+/// Every plain value of a plan, for tests that look for leaks.
+fn everything_sent(plan: &Plan, secret_arn: &str) -> String {
+    format!(
+        "{:?}{:?}{:?}{:?}",
+        plan.task.container_definitions(Some(secret_arn)).unwrap(),
+        plan.container_overrides(),
+        plan.tags,
+        plan.family
+    )
+}
+
+/// Environment of a container by name (tests).
+fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, String> {
+    plan.task.containers.iter().find(|c| c.name == container).map(|c| c.environment.iter().cloned().collect()).unwrap_or_default()
+}
+
+    fn settings() -> Settings {
+        Settings {
+            node: "burst-1".into(),
+            family_prefix: "skylet-abcd1234-".into(),
+            log_group: "/skylet/test".into(),
+            region: "us-east-1".into(),
+            execution_role_arn: Some("arn:aws:iam::1:role/exec".into()),
+            task_role_arn: None,
+            files_image: "busybox".into(),
+            service_account_token: ServiceAccountToken::Omit,
+        }
+    }
+
+    fn key() -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, b"test-key")
+    }
+
+    /// A pod fixture: `spec` merged into a minimal pod named `name`.
+    fn pod(name: &str, spec: serde_json::Value) -> ResolvedPod {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")},
+            "spec": spec,
+        }))
+        .unwrap();
+        ResolvedPod::bare(p)
+    }
+
+    fn web() -> serde_json::Value {
+        json!({"containers": [{"name": "web", "image": "nginx", "command": ["nginx"], "args": ["-g", "daemon off;"],
+                               "ports": [{"containerPort": 80}],
+                               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                       {"name": "MODE", "value": "prod"},
+                                       {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+                               "resources": {"requests": {"cpu": "300m", "memory": "600Mi"}}}],
+               "terminationGracePeriodSeconds": 300})
+    }
+
+    fn with_env(mut rp: ResolvedPod) -> ResolvedPod {
+        let name = rp.pod.metadata.name.clone().unwrap();
+        rp.env.insert(
+            "web".into(),
+            vec![
+                ("POD_NAME".into(), Value::plain(name)),
+                ("MODE".into(), Value::plain("prod")),
+                ("PASSWORD".into(), Value::secret("hunter2")),
+            ],
+        );
+        rp
+    }
+
+    #[test]
+    fn replicas_share_one_task_definition_and_per_pod_values_go_to_overrides() {
+        let a = plan(&with_env(pod("web-a", web())), &settings(), &key()).unwrap();
+        let b = plan(&with_env(pod("web-b", web())), &settings(), &key()).unwrap();
+        assert_eq!(a.family, b.family, "same template, same family");
+        assert_eq!(a.task, b.task);
+        assert!(a.family.starts_with("skylet-abcd1234-"));
+        assert_eq!(a.overrides, [("web".to_owned(), vec![("POD_NAME".to_owned(), "web-a".to_owned())])]);
+        assert_eq!(env_of(&a, "web")["MODE"], "prod");
+        let web = &a.task.containers[0];
+        assert_eq!(web.entry_point.as_deref(), Some(&["nginx".to_owned()][..]));
+        assert_eq!(web.command.as_ref().unwrap()[0], "-g");
+        assert_eq!(web.ports, [(80, "tcp")]);
+        assert_eq!(web.stop_timeout, 120, "grace period capped at 120 s");
+        assert_eq!((a.task.cpu, a.task.memory), (512, 1024), "300m/600Mi rounds up to 0.5 vCPU / 1 GiB");
+        assert_eq!(web.restart, Some(vec![]), "restartPolicy Always restarts the container");
+        assert!(a.tags.contains(&("skylet.io/pod-uid".into(), "uid-web-a".into())));
+    }
+
+    #[test]
+    fn secret_values_never_leave_in_plain_text() {
+        let p = plan(&with_env(pod("web-a", web())), &settings(), &key()).unwrap();
+        let payload = p.secret.as_ref().expect("a secret");
+        assert!(payload.to_json().contains("hunter2"));
+        assert!(!format!("{payload:?}").contains("hunter2"), "Debug redacts");
+        assert!(!format!("{p:?}").contains("hunter2"), "the plan's Debug neither");
+        let sent = everything_sent(&p, "arn:aws:secretsmanager:us-east-1:1:secret:skylet/n/x-AbCdEf");
+        assert!(!sent.contains("hunter2"), "{sent}");
+        let defs = p.task.container_definitions(Some("arn:s")).unwrap();
+        let s = &defs[0].secrets()[0];
+        assert_eq!((s.name(), s.value_from()), ("PASSWORD", format!("arn:s:{}::", p.task.containers[0].secrets[0].1).as_str()));
+        // a different secret value is a different template (and secret)
+        let mut other = with_env(pod("web-b", web()));
+        other.env.get_mut("web").unwrap()[2].1 = Value::secret("changed");
+        assert_ne!(plan(&other, &settings(), &key()).unwrap().family, p.family);
+        // the family reveals nothing without the key
+        let other_key = hmac::Key::new(hmac::HMAC_SHA256, b"another");
+        assert_ne!(plan(&with_env(pod("web-a", web())), &settings(), &other_key).unwrap().family, p.family);
+        assert!(p.task.container_definitions(None).is_err(), "secrets need the secret's ARN");
+    }
+
+    #[test]
+    fn init_containers_run_in_order_before_app_containers() {
+        let rp = pod(
+            "job",
+            json!({"restartPolicy": "Never",
+                   "initContainers": [{"name": "migrate", "image": "app", "resources": {"requests": {"cpu": "2", "memory": "3Gi"}}},
+                                      {"name": "proxy", "image": "envoy", "restartPolicy": "Always"}],
+                   "containers": [{"name": "main", "image": "app", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}},
+                                  {"name": "side", "image": "app"}]}),
+        );
+        let p = plan(&rp, &settings(), &key()).unwrap();
+        let names: Vec<&str> = p.task.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["main", "side", "init_migrate", "init_proxy"], "app containers first");
+        let by = |n: &str| p.task.containers.iter().find(|c| c.name == n).unwrap();
+        assert!(!by("init_migrate").essential && by("main").essential);
+        assert!(by("init_migrate").depends_on.is_empty());
+        assert_eq!(by("init_proxy").depends_on, [("init_migrate".to_owned(), "SUCCESS")]);
+        assert_eq!(by("main").depends_on, [("init_proxy".to_owned(), "START")], "a sidecar need only start");
+        assert_eq!(by("main").restart, None, "restartPolicy Never");
+        assert_eq!(by("init_proxy").restart, Some(vec![]), "sidecars restart");
+        // the init container's 2 vCPU / 3 GiB dominates the app's 0.25 vCPU
+        assert_eq!((p.task.cpu, p.task.memory), (2048, 4096));
+        let defs = p.task.container_definitions(None).unwrap();
+        assert_eq!(defs[0].depends_on()[0].condition(), &ContainerCondition::Start);
+    }
+
+    #[test]
+    fn sizes_round_up_and_too_large_pods_name_the_valid_sizes() {
+        assert_eq!(fargate_size(0, 0).unwrap(), (256, 512));
+        assert_eq!(fargate_size(256, 600).unwrap(), (256, 1024));
+        assert_eq!(fargate_size(300, 512).unwrap(), (512, 1024));
+        assert_eq!(fargate_size(1024, 9000).unwrap(), (2048, 9216), "1 vCPU allows at most 8 GiB");
+        assert_eq!(fargate_size(5000, 17000).unwrap(), (8192, 20480));
+        assert_eq!(fargate_size(16384, 122_880).unwrap(), (16384, 122_880));
+        let e = fargate_size(20_000, 1024).unwrap_err();
+        assert!(matches!(&e, ProviderError::InvalidPod { reason, .. } if reason == "ResourcesTooLarge"));
+        assert!(e.to_string().contains("16 vCPU with 32-120 GiB"), "{e}");
+        let rp = pod("big", json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"memory": "200Gi"}}}]}));
+        assert!(matches!(plan(&rp, &settings(), &key()), Err(ProviderError::InvalidPod { .. })));
+        for (q, v) in [("500m", 0.5), ("2", 2.0), ("1Gi", 1_073_741_824.0), ("128M", 128e6), ("1e3", 1000.0), ("1.5", 1.5)] {
+            assert_eq!(quantity(q), Some(v), "{q}");
+        }
+        assert_eq!(quantity("lots"), None);
+    }
+
+    #[test]
+    fn volumes_become_files_written_by_the_files_container() {
+        let mut rp = pod(
+            "cfg",
+            json!({"containers": [{"name": "app", "image": "app",
+                                   "volumeMounts": [{"name": "conf", "mountPath": "/etc/app"},
+                                                    {"name": "creds", "mountPath": "/creds"},
+                                                    {"name": "info", "mountPath": "/info"},
+                                                    {"name": "scratch", "mountPath": "/tmp"},
+                                                    {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                   "volumes": [{"name": "conf", "configMap": {"name": "conf"}},
+                               {"name": "creds", "secret": {"secretName": "creds"}},
+                               {"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                               {"name": "scratch", "emptyDir": {}},
+                               {"name": "kube-api-access", "projected": {"sources": [
+                                   {"serviceAccountToken": {"path": "token"}},
+                                   {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}]}),
+        );
+        let file = |path: &str, value: Value| VolumeFile { path: path.into(), mode: 0o644, value };
+        rp.volumes.insert("conf".into(), vec![file("app.yaml", Value::plain("port: 80\n")), file("sub/x.txt", Value::plain("x"))]);
+        rp.volumes.insert("creds".into(), vec![file("pw", Value::secret("s3cret"))]);
+        rp.volumes.insert("info".into(), vec![file("name", Value::plain("cfg"))]);
+        rp.volumes.insert(
+            "kube-api-access".into(),
+            vec![file("token", Value::secret("eyJhbGciOi")), file("ca.crt", Value::plain("-----BEGIN CERTIFICATE-----"))],
+        );
+        let p = plan(&rp, &settings(), &key()).unwrap();
+        let files = p.task.containers.iter().find(|c| c.name == FILES_CONTAINER).unwrap();
+        let app = &p.task.containers[0];
+        assert_eq!(app.depends_on, [(FILES_CONTAINER.to_owned(), "SUCCESS")]);
+        assert!(app.mounts.contains(&("v0".into(), "/etc/app".into(), true)), "file volumes are read-only");
+        assert!(app.mounts.contains(&("v3".into(), "/tmp".into(), false)));
+        assert_eq!(p.task.volumes, ["v0", "v1", "v2", "v3", "v4"], "named by position");
+        let script = &files.command.as_ref().unwrap()[0];
+        assert!(script.contains("mkdir -p '/skylet/volumes/v0/sub'"), "{script}");
+        assert!(script.contains("base64 -d > '/skylet/volumes/v0/app.yaml'; chmod 644"), "{script}");
+        assert!(!script.contains("token"), "the service-account token is omitted by default: {script}");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert!(files.environment.iter().any(|(_, v)| *v == b64("port: 80\n")));
+        assert!(files.environment.iter().any(|(_, v)| *v == b64("-----BEGIN CERTIFICATE-----")));
+        assert_eq!(files.secrets.len(), 1, "the secret file comes from Secrets Manager");
+        assert_eq!(p.overrides, [(FILES_CONTAINER.to_owned(), vec![("SKYLET_F2_0".to_owned(), b64("cfg"))])], "downward API is per pod");
+        let sent = everything_sent(&p, "arn:x");
+        assert!(!sent.contains(&b64("s3cret")) && !sent.contains("s3cret"));
+        // with tokens mounted, the token travels as a secret
+        let mut s = settings();
+        s.service_account_token = ServiceAccountToken::Mount;
+        let p = plan(&rp, &s, &key()).unwrap();
+        assert_eq!(p.secret.unwrap().keys().count(), 2);
+        let script = &p.task.containers.iter().find(|c| c.name == FILES_CONTAINER).unwrap().command.as_ref().unwrap()[0];
+        assert!(script.contains("/skylet/volumes/v4/token"), "{script}");
+    }
+
+    #[test]
+    fn what_fargate_cannot_run_fails_with_a_reason() {
+        for (spec, reason, needle) in [
+            (json!({"containers": [{"name": "a", "image": "i"}], "volumes": [{"name": "d", "hostPath": {"path": "/"}}]}), "UnsupportedVolume", "hostPath"),
+            (json!({"containers": [{"name": "a", "image": "i", "securityContext": {"privileged": true}}]}), "UnsupportedPodSpec", "privileged"),
+            (json!({"containers": [{"name": "a", "image": "i"}], "hostNetwork": true}), "UnsupportedPodSpec", "hostNetwork"),
+            (json!({"containers": [{"name": "a", "image": "i", "volumeMounts": [{"name": "e", "mountPath": "/x", "subPath": "y"}]}],
+                    "volumes": [{"name": "e", "emptyDir": {}}]}), "UnsupportedPodSpec", "subPath"),
+            (json!({"containers": [{"name": "a", "image": "i", "ports": [{"containerPort": 9, "protocol": "SCTP"}]}]}), "UnsupportedPodSpec", "SCTP"),
+        ] {
+            let e = plan(&pod("p", spec), &settings(), &key()).unwrap_err();
+            match &e {
+                ProviderError::InvalidPod { reason: r, message } => {
+                    assert_eq!(r, reason);
+                    assert!(message.contains(needle), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut rp = pod("p", json!({"containers": [{"name": "a", "image": "i"}]}));
+        rp.pod.metadata.annotations = Some([(ANNOTATION_CAPACITY.to_owned(), "cheap".to_owned())].into());
+        assert!(plan(&rp, &settings(), &key()).unwrap_err().to_string().contains("spot"));
+        rp.pod.metadata.annotations = Some(
+            [(ANNOTATION_CAPACITY.to_owned(), "spot".to_owned()), (ANNOTATION_TASK_ROLE.to_owned(), "arn:aws:iam::1:role/pod".to_owned())].into(),
+        );
+        let p = plan(&rp, &settings(), &key()).unwrap();
+        assert!(p.spot);
+        assert_eq!(p.task.task_role_arn.as_deref(), Some("arn:aws:iam::1:role/pod"));
+    }
+
+    #[test]
+    fn replicas_with_random_token_volume_names_share_a_template() {
+        // the ServiceAccount admission plugin names the volume kube-api-access-<random>
+        let replica = |name: &str, suffix: &str| {
+            let vol = format!("kube-api-access-{suffix}");
+            let mut rp = pod(name, json!({"containers": [{"name": "a", "image": "i",
+                    "volumeMounts": [{"name": vol, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                "volumes": [{"name": vol, "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}));
+            rp.volumes.insert(vol, vec![
+                VolumeFile { path: "token".into(), mode: 0o644, value: Value::secret(format!("token-of-{name}")) },
+                VolumeFile { path: "namespace".into(), mode: 0o644, value: Value::plain("shop") },
+            ]);
+            plan(&rp, &settings(), &key()).unwrap()
+        };
+        let (a, b) = (replica("a", "x7k2p"), replica("b", "q9z4m"));
+        assert_eq!(a.family, b.family);
+        assert!(a.secret.is_none(), "the token is omitted by default");
+    }
+
+    #[test]
+    fn oversized_overrides_move_into_the_task_definition() {
+        let mut rp = pod("p", json!({"containers": [{"name": "web", "image": "i",
+            "env": [{"name": "BIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['big']"}}}]}]}));
+        rp.env.insert("web".into(), vec![("BIG".into(), Value::plain("x".repeat(9000)))]);
+        let p = plan(&rp, &settings(), &key()).unwrap();
+        assert!(p.overrides.is_empty());
+        assert_eq!(env_of(&p, "web")["BIG"].len(), 9000);
+    }
+}

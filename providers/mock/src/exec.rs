@@ -1,0 +1,805 @@
+//! `exec`, `attach` and `port-forward` in the simulated backend.
+//!
+//! # exec
+//!
+//! A command runs against a small built-in command set, with the
+//! container's resolved environment and volume files:
+//!
+//! | command | effect |
+//! |---|---|
+//! | `echo WORDS` | prints WORDS and a newline |
+//! | `cat` | copies stdin to stdout until end-of-file (with a terminal: line by line until Ctrl-D) |
+//! | `cat PATH` | prints a file of a resolved volume (by its mount path) |
+//! | `env`, `printenv [NAME]` | prints the container's environment, or one variable |
+//! | `sleep SECONDS` | waits |
+//! | `exit [N]` | ends with code N (0 by default) |
+//! | `true`, `false` | exit 0, exit 1 |
+//! | `stderr WORDS` | prints WORDS to stderr (to test that stream) |
+//! | `stty size` | prints `ROWS COLS` of the terminal, from the latest resize |
+//! | `sh -c SCRIPT` | runs SCRIPT: commands separated by `;` or newlines, quotes as in sh |
+//! | `sh` | a shell: with a terminal, prompts `$ ` and runs each line typed (echoing input, with backspace, Ctrl-C and Ctrl-D); without one, runs the lines read from stdin |
+//!
+//! Anything else prints `sh: CMD: not found` to stderr and exits 127. The
+//! exit code of a script is that of its last command. With a terminal, output
+//! lines end in `\r\n` and stderr is merged into stdout, as on a real pty.
+//! Deleting the pod ends a running command with code 137.
+//!
+//! # attach
+//!
+//! Attaching follows the container's log: every line the container logs from
+//! then on goes to stdout. Each line read from stdin is written into the
+//! container's log (so it shows up in the attached output and in
+//! `kubectl logs`). The session ends when the container ends, when the pod
+//! is deleted, when stdin reaches end-of-file (after the lines written so
+//! far are delivered), or when the client detaches.
+//!
+//! # port-forward
+//!
+//! Every port of a running pod echoes back the bytes it receives, over a
+//! real TCP connection on 127.0.0.1 served by a task of its own, except port
+//! [`REFUSED_PORT`], which refuses connections (to test error reporting).
+
+use std::{collections::BTreeMap, collections::VecDeque, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use skylet_provider::{
+    AttachIo, ExecIo, ExitStatus, LogOptions, PodRef, PortStream, ProviderError, Reader, Result, TermSize, Writer,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
+
+use crate::{CState, Inner, logs::LogBuffer};
+
+/// The port that refuses port-forwarded connections.
+pub const REFUSED_PORT: u16 = 1;
+
+/// Longest input line kept; the rest of a longer line is dropped.
+const MAX_LINE: usize = 64 << 10;
+
+/// Exit code of a command ended because its pod was deleted (SIGKILL).
+const KILLED: i32 = 137;
+
+/// What a container offers to exec: its resolved environment and files.
+#[derive(Debug, Default)]
+pub(crate) struct Shell {
+    /// `NAME=value` pairs, in order.
+    pub(crate) env: Vec<(String, String)>,
+    /// Files of resolved volumes by absolute path.
+    pub(crate) files: BTreeMap<String, Bytes>,
+}
+
+/// A running container of a pod, as exec and attach need it.
+struct Target {
+    shell: Arc<Shell>,
+    logs: Arc<LogBuffer>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Finds a running container, or says why there is none.
+fn target(inner: &Inner, pod: &PodRef, container: &str) -> Result<Target> {
+    let pods = inner.lock();
+    let p = pods.get(&pod.uid).ok_or_else(|| {
+        ProviderError::NotFound(format!(
+            "pod {}/{} is not running in the mock backend",
+            pod.namespace, pod.name
+        ))
+    })?;
+    let c = p
+        .init
+        .iter()
+        .chain(&p.app)
+        .find(|c| c.name == container)
+        .ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "container {container:?} is not in pod {}/{}",
+                pod.namespace, pod.name
+            ))
+        })?;
+    if !matches!(c.state, CState::Running { .. }) {
+        return Err(ProviderError::NotFound(format!(
+            "container {container:?} of pod {}/{} is not running",
+            pod.namespace, pod.name
+        )));
+    }
+    Ok(Target {
+        shell: c.shell.clone(),
+        logs: c.logs.clone(),
+        stop: p.stop.subscribe(),
+    })
+}
+
+/// Resolves when the pod is deleted.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `command` in a running container (see the module docs).
+pub(crate) async fn exec(
+    inner: &Inner,
+    pod: &PodRef,
+    container: &str,
+    command: Vec<String>,
+    io: ExecIo,
+) -> Result<ExitStatus> {
+    let t = target(inner, pod, container)?;
+    let mut term = Term::new(io);
+    let code = tokio::select! {
+        code = term.argv(&t.shell, &command) => code.code(),
+        () = stopped(t.stop) => KILLED,
+    };
+    term.finish().await;
+    Ok(ExitStatus::Code(code))
+}
+
+/// Attaches to a running container (see the module docs).
+pub(crate) async fn attach(inner: &Inner, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
+    let t = target(inner, pod, container)?;
+    let mut term = Term::new(io);
+    let opts = LogOptions {
+        follow: true,
+        tail_lines: Some(0),
+        ..LogOptions::default()
+    };
+    let mut follow = crate::logs::stream(t.logs.clone(), opts);
+    let mut stop = std::pin::pin!(stopped(t.stop));
+    let reading = term.stdin.is_some();
+    enum Event {
+        Log(Option<Bytes>),
+        Input(Input),
+        Stop,
+    }
+    loop {
+        let event = tokio::select! {
+            chunk = follow.next() => Event::Log(chunk.and_then(std::result::Result::ok)),
+            input = term.read_line(false), if reading => Event::Input(input),
+            () = &mut stop => Event::Stop,
+        };
+        match event {
+            Event::Log(Some(chunk)) => term.out_bytes(&chunk).await,
+            Event::Log(None) | Event::Stop => break,
+            Event::Input(Input::Line(line)) => t.logs.push(line),
+            Event::Input(Input::Interrupt) => {}
+            Event::Input(Input::Eof) => {
+                // Deliver what was logged up to now, then detach.
+                while let Some(Some(Ok(chunk))) = follow.next().now_or_never() {
+                    term.out_bytes(&chunk).await;
+                }
+                break;
+            }
+        }
+        if term.broken {
+            break;
+        }
+    }
+    term.finish().await;
+    Ok(ExitStatus::Code(0))
+}
+
+/// Opens a connection to `port` of a running pod: an echo server.
+pub(crate) async fn port_forward(inner: &Inner, pod: &PodRef, port: u16) -> Result<PortStream> {
+    let running = inner.lock().get(&pod.uid).is_some_and(|p| p.phase == "Running");
+    if !running {
+        return Err(ProviderError::NotFound(format!(
+            "pod {}/{} is not running in the mock backend",
+            pod.namespace, pod.name
+        )));
+    }
+    if port == REFUSED_PORT {
+        return Err(ProviderError::transient(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("dial tcp 127.0.0.1:{port}: connect: connection refused"),
+        )));
+    }
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(ProviderError::transient)?;
+    let addr = listener.local_addr().map_err(ProviderError::transient)?;
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let client = client.map_err(ProviderError::transient)?;
+    let (server, _) = accepted.map_err(ProviderError::transient)?;
+    tokio::spawn(async move {
+        let (mut r, mut w) = server.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    });
+    Ok(Box::new(client))
+}
+
+/// What a command ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// It exited with this code; the script goes on.
+    Next(i32),
+    /// `exit N`: the whole shell ends.
+    Exit(i32),
+}
+
+impl Flow {
+    fn code(self) -> i32 {
+        match self {
+            Self::Next(c) | Self::Exit(c) => c,
+        }
+    }
+}
+
+/// A line of input.
+#[derive(Debug, PartialEq, Eq)]
+enum Input {
+    Line(String),
+    /// Ctrl-C on a terminal.
+    Interrupt,
+    /// End of input (or Ctrl-D on an empty terminal line).
+    Eof,
+}
+
+/// The streams of a command, with a terminal's line discipline when `tty`.
+struct Term {
+    stdin: Option<Reader>,
+    stdout: Option<Writer>,
+    stderr: Option<Writer>,
+    tty: bool,
+    size: Option<TermSize>,
+    resize: Option<mpsc::Receiver<TermSize>>,
+    /// Input read but not consumed yet.
+    pending: VecDeque<u8>,
+    /// The line being typed.
+    line: Vec<u8>,
+    /// The last input byte was `\r` (a following `\n` belongs to it).
+    after_cr: bool,
+    /// Writing output failed: the client is gone.
+    broken: bool,
+}
+
+impl Term {
+    fn new(io: ExecIo) -> Self {
+        Self {
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            tty: io.tty,
+            size: None,
+            resize: io.resize,
+            pending: VecDeque::new(),
+            line: Vec::new(),
+            after_cr: false,
+            broken: false,
+        }
+    }
+
+    async fn write(w: &mut Option<Writer>, bytes: &[u8], broken: &mut bool) {
+        if let Some(out) = w
+            && !*broken
+            && (out.write_all(bytes).await.is_err() || out.flush().await.is_err())
+        {
+            *broken = true;
+        }
+    }
+
+    /// Output as a terminal shows it: `\n` becomes `\r\n`.
+    fn cooked<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.tty && bytes.contains(&b'\n') {
+            let mut v = Vec::with_capacity(bytes.len() + 8);
+            for &b in bytes {
+                if b == b'\n' {
+                    v.push(b'\r');
+                }
+                v.push(b);
+            }
+            v.into()
+        } else {
+            bytes.into()
+        }
+    }
+
+    async fn out_bytes(&mut self, bytes: &[u8]) {
+        let data = self.cooked(bytes).into_owned();
+        Self::write(&mut self.stdout, &data, &mut self.broken).await;
+    }
+
+    async fn out(&mut self, text: &str) {
+        self.out_bytes(text.as_bytes()).await;
+    }
+
+    /// Writes to stderr; with a terminal, stderr is the terminal.
+    async fn err(&mut self, text: &str) {
+        if self.tty {
+            self.out(text).await;
+        } else {
+            let mut broken = false;
+            Self::write(&mut self.stderr, text.as_bytes(), &mut broken).await;
+        }
+    }
+
+    /// The terminal size after every resize received so far.
+    fn latest_size(&mut self) -> Option<TermSize> {
+        if let Some(rx) = &mut self.resize {
+            while let Ok(size) = rx.try_recv() {
+                self.size = Some(size);
+            }
+        }
+        self.size
+    }
+
+    /// Reads more input into `pending`, taking resizes meanwhile; false at
+    /// end of input.
+    async fn fill(&mut self) -> bool {
+        enum Event {
+            Data(usize),
+            Eof,
+            Size(Option<TermSize>),
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(stdin) = self.stdin.as_mut() else { return false };
+            let resize = &mut self.resize;
+            let event = tokio::select! {
+                r = stdin.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => Event::Eof,
+                    Ok(n) => Event::Data(n),
+                },
+                size = async {
+                    match resize {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Event::Size(size),
+            };
+            match event {
+                Event::Data(n) => {
+                    self.pending.extend(buf.get(..n).unwrap_or_default());
+                    return true;
+                }
+                Event::Eof => {
+                    self.stdin = None;
+                    return false;
+                }
+                Event::Size(Some(size)) => self.size = Some(size),
+                Event::Size(None) => self.resize = None,
+            }
+        }
+    }
+
+    /// Reads a line. With a terminal it applies the line discipline (echo
+    /// when `echo`, backspace, Ctrl-C, Ctrl-D). Cancel-safe: a partial line
+    /// stays in `self`.
+    async fn read_line(&mut self, echo: bool) -> Input {
+        loop {
+            let mut echoed = Vec::new();
+            let mut done = None;
+            while let Some(b) = self.pending.pop_front() {
+                let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+                match b {
+                    b'\n' if after_cr => {}
+                    b'\r' | b'\n' => {
+                        echoed.extend_from_slice(b"\r\n");
+                        done = Some(Input::Line(
+                            String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned(),
+                        ));
+                        break;
+                    }
+                    0x7f | 0x08 if self.tty => {
+                        if self.line.pop().is_some() {
+                            echoed.extend_from_slice(b"\x08 \x08");
+                        }
+                    }
+                    0x03 if self.tty => {
+                        echoed.extend_from_slice(b"^C\r\n");
+                        self.line.clear();
+                        done = Some(Input::Interrupt);
+                        break;
+                    }
+                    0x04 if self.tty => {
+                        if self.line.is_empty() {
+                            done = Some(Input::Eof);
+                            break;
+                        }
+                    }
+                    _ => {
+                        if self.line.len() < MAX_LINE {
+                            self.line.push(b);
+                            echoed.push(b);
+                        }
+                    }
+                }
+            }
+            if echo && self.tty && !echoed.is_empty() {
+                Self::write(&mut self.stdout, &echoed, &mut self.broken).await;
+            }
+            if let Some(input) = done {
+                return input;
+            }
+            if !self.fill().await {
+                return if self.line.is_empty() {
+                    Input::Eof
+                } else {
+                    Input::Line(String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned())
+                };
+            }
+        }
+    }
+
+    /// `cat` without arguments.
+    async fn cat(&mut self) -> i32 {
+        if self.tty {
+            loop {
+                match self.read_line(true).await {
+                    Input::Line(l) => self.out(&format!("{l}\n")).await,
+                    Input::Interrupt => return 130,
+                    Input::Eof => return 0,
+                }
+            }
+        }
+        loop {
+            if !self.pending.is_empty() {
+                let chunk: Vec<u8> = self.pending.drain(..).collect();
+                self.out_bytes(&chunk).await;
+            }
+            if self.broken || !self.fill().await {
+                return 0;
+            }
+        }
+    }
+
+    /// Runs a command given as argv.
+    async fn argv(&mut self, shell: &Shell, words: &[String]) -> Flow {
+        let Some((cmd, args)) = words.split_first() else {
+            self.err("sh: no command given\n").await;
+            return Flow::Next(127);
+        };
+        let name = cmd.rsplit('/').next().unwrap_or(cmd);
+        let code = match name {
+            "echo" => {
+                self.out(&format!("{}\n", args.join(" "))).await;
+                0
+            }
+            "cat" if args.is_empty() => self.cat().await,
+            "cat" => {
+                let mut code = 0;
+                for path in args {
+                    match shell.files.get(path) {
+                        Some(data) => self.out_bytes(&data.clone()).await,
+                        None => {
+                            self.err(&format!("cat: {path}: No such file or directory\n")).await;
+                            code = 1;
+                        }
+                    }
+                }
+                code
+            }
+            "env" | "printenv" if args.is_empty() => {
+                let text: String = shell.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                self.out(&text).await;
+                0
+            }
+            "printenv" => {
+                let mut code = 0;
+                for name in args {
+                    match shell.env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => self.out(&format!("{v}\n")).await,
+                        None => code = 1,
+                    }
+                }
+                code
+            }
+            "sleep" => match args
+                .first()
+                .and_then(|a| a.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+            {
+                Some(secs) => {
+                    tokio::time::sleep(Duration::from_secs_f64(secs.min(1e9))).await;
+                    0
+                }
+                None => {
+                    self.err(&format!("sleep: invalid time interval '{}'\n", args.join(" ")))
+                        .await;
+                    1
+                }
+            },
+            "exit" => {
+                return match args.first().map(|a| a.parse::<i64>()) {
+                    None => Flow::Exit(0),
+                    Some(Ok(n)) => Flow::Exit(i32::try_from(n.rem_euclid(256)).unwrap_or(0)),
+                    Some(Err(_)) => {
+                        self.err(&format!("sh: exit: Illegal number: {}\n", args.join(" ")))
+                            .await;
+                        Flow::Exit(2)
+                    }
+                };
+            }
+            "true" => 0,
+            "false" => 1,
+            "stderr" => {
+                self.err(&format!("{}\n", args.join(" "))).await;
+                0
+            }
+            "stty" if args.len() == 1 && args[0] == "size" => {
+                if self.tty {
+                    let size = self.latest_size().unwrap_or(TermSize { width: 0, height: 0 });
+                    self.out(&format!("{} {}\n", size.height, size.width)).await;
+                    0
+                } else {
+                    self.err("stty: 'standard input': Inappropriate ioctl for device\n")
+                        .await;
+                    1
+                }
+            }
+            "sh" | "bash" => match args {
+                [c, script, ..] if c == "-c" => Box::pin(self.script(shell, script)).await.code(),
+                [] => Box::pin(self.shell(shell)).await,
+                [other, ..] => {
+                    self.err(&format!("sh: can't open '{other}': No such file or directory\n"))
+                        .await;
+                    2
+                }
+            },
+            _ => {
+                self.err(&format!("sh: {cmd}: not found\n")).await;
+                127
+            }
+        };
+        Flow::Next(code)
+    }
+
+    /// Runs a script: statements separated by `;` or newlines.
+    async fn script(&mut self, shell: &Shell, text: &str) -> Flow {
+        let mut last = 0;
+        for statement in split_statements(text) {
+            let words = split_words(&statement);
+            if words.is_empty() {
+                continue;
+            }
+            match self.argv(shell, &words).await {
+                Flow::Exit(code) => return Flow::Exit(code),
+                Flow::Next(code) => last = code,
+            }
+            if self.broken {
+                break;
+            }
+        }
+        Flow::Next(last)
+    }
+
+    /// `sh` without arguments: a prompt loop on a terminal, else a script
+    /// read from stdin line by line.
+    async fn shell(&mut self, shell: &Shell) -> i32 {
+        let mut last = 0;
+        loop {
+            if self.tty {
+                self.out("$ ").await;
+            }
+            match self.read_line(true).await {
+                Input::Eof => {
+                    if self.tty {
+                        self.out("exit\n").await;
+                    }
+                    return last;
+                }
+                Input::Interrupt => last = 130,
+                Input::Line(line) => match self.script(shell, &line).await {
+                    Flow::Exit(code) => return code,
+                    Flow::Next(code) => last = code,
+                },
+            }
+            if self.broken {
+                return last;
+            }
+        }
+    }
+
+    /// Ends the output streams (end-of-file for the client).
+    async fn finish(&mut self) {
+        for w in [self.stdout.as_mut(), self.stderr.as_mut()].into_iter().flatten() {
+            let _ = w.shutdown().await;
+        }
+        self.stdout = None;
+        self.stderr = None;
+    }
+}
+
+/// Splits a script at `;` and newlines outside quotes.
+fn split_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && quote != Some('\'') {
+            escaped = true;
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+        } else if c == '\'' || c == '"' {
+            quote = Some(c);
+        } else if c == ';' || c == '\n' {
+            out.push(std::mem::take(&mut cur));
+            continue;
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
+
+/// Splits a statement into words as sh does for quotes and backslashes (no
+/// expansions).
+fn split_words(statement: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = statement.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some(n @ ('"' | '\\' | '$' | '`')) => cur.push(n),
+                            Some(n) => {
+                                cur.push('\\');
+                                cur.push(n);
+                            }
+                            None => cur.push('\\'),
+                        },
+                        c => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    use super::*;
+
+    fn w(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn scripts_split_like_sh() {
+        assert_eq!(
+            split_statements("echo a; echo 'b;c'\nexit 3"),
+            w(&["echo a", " echo 'b;c'", "exit 3"])
+        );
+        assert_eq!(
+            split_words(r#"echo "a b" 'c d' e\ f"#),
+            w(&["echo", "a b", "c d", "e f"])
+        );
+        assert_eq!(split_words("  "), Vec::<String>::new());
+        assert_eq!(split_words("echo ''"), w(&["echo", ""]));
+    }
+
+    struct Run {
+        stdout: String,
+        stderr: String,
+        code: i32,
+    }
+
+    /// Runs a command on an in-memory `Term`, feeding `input` and `sizes`.
+    async fn run(command: &[&str], input: &[u8], tty: bool, sizes: &[TermSize]) -> Run {
+        let (stdin_w, stdin_r) = tokio::io::duplex(1 << 16);
+        let (stdout_w, mut stdout_r) = tokio::io::duplex(1 << 16);
+        let (stderr_w, mut stderr_r) = tokio::io::duplex(1 << 16);
+        let (tx, rx) = mpsc::channel(8);
+        for s in sizes {
+            tx.send(*s).await.unwrap();
+        }
+        fn boxed_r(r: impl AsyncRead + Send + Unpin + 'static) -> Reader {
+            Box::new(r)
+        }
+        fn boxed_w(w: impl AsyncWrite + Send + Unpin + 'static) -> Writer {
+            Box::new(w)
+        }
+        let io = ExecIo {
+            stdin: Some(boxed_r(stdin_r)),
+            stdout: Some(boxed_w(stdout_w)),
+            stderr: (!tty).then(|| boxed_w(stderr_w)),
+            tty,
+            resize: tty.then_some(rx),
+        };
+        let mut stdin_w = stdin_w;
+        stdin_w.write_all(input).await.unwrap();
+        drop(stdin_w);
+        let shell = Shell {
+            env: vec![("A".into(), "1".into()), ("B".into(), "two".into())],
+            files: BTreeMap::new(),
+        };
+        let mut term = Term::new(io);
+        let code = term.argv(&shell, &w(command)).await.code();
+        term.finish().await;
+        drop(term);
+        let mut stdout = String::new();
+        stdout_r.read_to_string(&mut stdout).await.unwrap();
+        let mut stderr = String::new();
+        let _ = stderr_r.read_to_string(&mut stderr).await;
+        Run { stdout, stderr, code }
+    }
+
+    #[tokio::test]
+    async fn builtins_print_and_exit_like_a_shell() {
+        let r = run(&["echo", "hi", "there"], b"", false, &[]).await;
+        assert_eq!((r.stdout.as_str(), r.code), ("hi there\n", 0));
+        let r = run(&["cat"], b"piped\ninput", false, &[]).await;
+        assert_eq!(r.stdout, "piped\ninput");
+        let r = run(&["sh", "-c", "echo a; exit 3; echo b"], b"", false, &[]).await;
+        assert_eq!((r.stdout.as_str(), r.code), ("a\n", 3));
+        let r = run(&["sh", "-c", "stderr oops; false"], b"", false, &[]).await;
+        assert_eq!((r.stdout.as_str(), r.stderr.as_str(), r.code), ("", "oops\n", 1));
+        let r = run(&["env"], b"", false, &[]).await;
+        assert_eq!(r.stdout, "A=1\nB=two\n");
+        let r = run(&["printenv", "B"], b"", false, &[]).await;
+        assert_eq!(r.stdout, "two\n");
+        let r = run(&["nope", "x"], b"", false, &[]).await;
+        assert_eq!((r.stderr.as_str(), r.code), ("sh: nope: not found\n", 127));
+        let r = run(&["sh"], b"echo from stdin\nexit 4\necho never\n", false, &[]).await;
+        assert_eq!((r.stdout.as_str(), r.code), ("from stdin\n", 4));
+        let r = run(&["stty", "size"], b"", false, &[]).await;
+        assert_eq!(r.code, 1);
+    }
+
+    #[tokio::test]
+    async fn tty_shell_echoes_edits_and_reports_the_latest_size() {
+        let sizes = [TermSize { width: 80, height: 24 }, TermSize { width: 120, height: 40 }];
+        let r = run(
+            &["sh"],
+            b"echo hx\x7fi\rstty size\rstderr e\r\x03exit 5\r",
+            true,
+            &sizes,
+        )
+        .await;
+        assert_eq!(r.code, 5);
+        assert_eq!(
+            r.stdout,
+            "$ echo hx\x08 \x08i\r\nhi\r\n$ stty size\r\n40 120\r\n$ stderr e\r\ne\r\n$ ^C\r\n$ exit 5\r\n"
+        );
+        let r = run(&["sh"], b"\x04", true, &[]).await;
+        assert_eq!((r.stdout.as_str(), r.code), ("$ exit\r\n", 0));
+    }
+}

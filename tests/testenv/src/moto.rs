@@ -1,0 +1,71 @@
+//! moto, an AWS emulator, for the aws-ecs backend's tests: started once per
+//! test binary by `hack/moto up` on a free loopback port (installed into
+//! `~/.cache/skylet/moto-<version>/` on first use), set up with an ECS
+//! cluster, a VPC, a subnet, a security group and a log group, and stopped
+//! when the test binary exits.
+
+use std::{process::Command, sync::OnceLock};
+
+use crate::hack_dir;
+
+/// A running moto server and what `hack/moto up` created in it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Region (`us-east-1`).
+    pub region: String,
+    /// Availability zone of the subnet.
+    pub zone: String,
+    /// ECS cluster name.
+    pub cluster: String,
+    /// Subnet id.
+    pub subnet: String,
+    /// Security group id.
+    pub security_group: String,
+    /// CloudWatch Logs group.
+    pub log_group: String,
+}
+
+static SHARED: OnceLock<Moto> = OnceLock::new();
+
+impl Moto {
+    /// The server shared by every test of this binary.
+    ///
+    /// # Panics
+    /// If moto cannot be installed or started: the tests cannot go on.
+    pub fn shared() -> &'static Moto {
+        SHARED.get_or_init(|| {
+            let name = format!("test-{}", std::process::id());
+            let out = Command::new(hack_dir().join("moto"))
+                .args(["up", &name, "--owner-pid", &std::process::id().to_string()])
+                .output()
+                .expect("hack/moto runs");
+            assert!(out.status.success(), "hack/moto up failed: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("hack/moto up printed no setup ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        })
+    }
+
+    /// Flags that point skylet's aws-ecs backend at this server.
+    pub fn skylet_args(&self) -> Vec<String> {
+        [
+            ("--provider", "aws-ecs"),
+            ("--ecs-cluster", &self.cluster),
+            ("--ecs-region", &self.region),
+            ("--ecs-endpoint-url", &self.endpoint),
+            ("--ecs-subnets", &self.subnet),
+            ("--ecs-security-groups", &self.security_group),
+            ("--ecs-zones", &self.zone),
+            ("--ecs-log-group", &self.log_group),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v.to_owned()])
+        .collect()
+    }
+
+    /// Environment for skylet: moto's static credentials.
+    pub fn skylet_env(&self) -> [(&'static str, &'static str); 2] {
+        [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]
+    }
+}
