@@ -116,6 +116,10 @@ async fn kube_provider(config: &Config, home: kube::Client) -> anyhow::Result<sk
             tolerations: rule(k.tolerations),
             pod_affinity: rule(k.pod_affinity),
         },
+        service_account: match k.service_account {
+            skylet::config::kube::ServiceAccount::Remote => skylet_kube::ServiceAccountPolicy::Remote,
+            skylet::config::kube::ServiceAccount::HomeToken => skylet_kube::ServiceAccountPolicy::HomeToken,
+        },
     };
     Ok(skylet_kube::KubeProvider::new(home, remote, skylet_kube::Config { context }))
 }

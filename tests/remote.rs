@@ -135,7 +135,7 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
 
     let node = &unique_name("vn-remote");
     let remote_kc = remote.kubeconfig.to_str().unwrap().to_owned();
-    let s = Skylet::start(home, Path::new(BIN), node, &["--provider", "kubernetes", "--remote-kubeconfig", &remote_kc, "--cluster-id", "home"]);
+    let s = Skylet::start(home, Path::new(BIN), node, &["--provider", "kubernetes", "--remote-kubeconfig", &remote_kc, "--cluster-id", "home", "--remote-service-account", "home-token"]);
     node_ready(&home_client, node).await;
     // capacity is the remote cluster's: 2 kwok nodes of 32 cores, plus the remote skylet
     let n = Api::<Node>::all(home_client.clone()).get(node).await.unwrap();
@@ -166,6 +166,29 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
         let rp = remote_pods.iter().find(|p| p.metadata.labels.as_ref().unwrap()["skylet.io/origin-uid"] == uid).unwrap();
         assert_eq!(hp.status.as_ref().unwrap().pod_ip, rp.status.as_ref().unwrap().pod_ip, "home pod shows the remote IP");
     }
+
+    // the home service-account token travels as a Secret mounted in its place
+    let remote_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(remote_client.clone(), ns);
+    for rp in &remote_pods {
+        let name = rp.metadata.name.clone().unwrap();
+        let secret = remote_secrets.get(&format!("{name}-home-token")).await.unwrap();
+        let data = secret.data.unwrap();
+        assert!(!data["token"].0.is_empty() && data.contains_key("ca.crt") && data["namespace"].0 == ns.as_bytes());
+        let vol = rp.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find(|v| v.name.starts_with("kube-api-access-")).unwrap();
+        assert_eq!(vol.secret.as_ref().unwrap().secret_name.as_deref(), Some(format!("{name}-home-token").as_str()));
+    }
+
+    // the remote scheduler's Event reaches the home pod
+    let home_events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(home_client.clone(), ns);
+    let first = home_pods[0].metadata.name.clone().unwrap();
+    eventually("the remote Scheduled event on the home pod", Duration::from_secs(20), || async {
+        let l = home_events.list(&ListParams::default().fields(&format!("involvedObject.name={first}"))).await.ok()?;
+        l.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Scheduled") && e.message.as_deref().unwrap_or("").starts_with("remote: "))
+            .then_some(())
+    })
+    .await;
 
     // the referenced ConfigMap is reflected and kept in sync
     let remote_cms: Api<ConfigMap> = Api::namespaced(remote_client.clone(), ns);

@@ -30,6 +30,17 @@ pub enum Rule {
     Drop,
 }
 
+/// Which service account remote pods use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceAccount {
+    /// The remote namespace's default service account (default).
+    #[default]
+    Remote,
+    /// The home pod's own token, delivered as a Secret.
+    HomeToken,
+}
+
 /// Flags of the remote-Kubernetes backend.
 #[derive(Debug, Default, Args)]
 pub struct KubeArgs {
@@ -57,6 +68,9 @@ pub struct KubeArgs {
     /// Pod affinity and anti-affinity.
     #[arg(long, env = "SKYLET_REMOTE_POD_AFFINITY")]
     pub remote_pod_affinity: Option<Rule>,
+    /// Service account of remote pods: the remote namespace's, or the home token.
+    #[arg(long, env = "SKYLET_REMOTE_SERVICE_ACCOUNT")]
+    pub remote_service_account: Option<ServiceAccount>,
 }
 
 /// The `remote:` section of the config file.
@@ -73,6 +87,7 @@ pub struct KubeFile {
     node_affinity: Option<Rule>,
     tolerations: Option<Rule>,
     pod_affinity: Option<Rule>,
+    service_account: Option<ServiceAccount>,
 }
 
 /// Validated settings of the remote-Kubernetes backend.
@@ -96,6 +111,8 @@ pub struct KubeConfig {
     pub tolerations: Rule,
     /// Pod affinity rule.
     pub pod_affinity: Rule,
+    /// Service-account policy.
+    pub service_account: ServiceAccount,
 }
 
 /// Merges flags over the file section; `required` when the provider is selected.
@@ -139,5 +156,6 @@ pub(super) fn merge(args: KubeArgs, file: Option<KubeFile>, required: bool) -> R
         node_affinity: args.remote_node_affinity.or(file.node_affinity).unwrap_or(Rule::Drop),
         tolerations: args.remote_tolerations.or(file.tolerations).unwrap_or(Rule::Pass),
         pod_affinity: args.remote_pod_affinity.or(file.pod_affinity).unwrap_or(Rule::Pass),
+        service_account: args.remote_service_account.or(file.service_account).unwrap_or_default(),
     }))
 }

@@ -12,6 +12,9 @@
 //!   resourceVersion with the one last copied ([`reflect`]).
 //! - **Status by watch**: one watch on the remote pods of this node pushes
 //!   every change to the core; the sweep (one list call) is only a safety net.
+//! - **Events**: Events the remote cluster records about a remote pod (the
+//!   remote scheduler's `Scheduled`, the remote kubelet's `Pulled`,
+//!   `BackOff`, ...) are recorded once on the home pod ([`events`]).
 //! - **Logs, exec, attach, port-forward** go to the remote apiserver.
 //! - **Node**: capacity is the sum of allocatable of the remote cluster's
 //!   Ready, schedulable nodes, kept current by a watch; the node is NotReady
@@ -28,7 +31,8 @@
 //! # RBAC on the remote cluster
 //! `namespaces`: get, create; `pods`: get, list, watch, create, delete;
 //! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create;
-//! `configmaps`, `secrets`: get, create, update; `nodes`: list, watch.
+//! `configmaps`, `secrets`: get, create, update; `nodes`: list, watch;
+//! `events`: list, watch.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -50,11 +54,12 @@ use skylet_provider::{
     BackendEvent, BackendPod, Deleted, LogOptions, LogStream, PodRef, Provider, ProviderError, ResolvedPod, Result,
 };
 
+mod events;
 mod reflect;
 mod remote;
 pub mod translate;
 
-pub use translate::{Context, NamespaceMode, Rule, SchedulingPolicy};
+pub use translate::{Context, NamespaceMode, Rule, SchedulingPolicy, ServiceAccountPolicy};
 
 /// Settings of the backend.
 #[derive(Clone, Debug)]
@@ -70,7 +75,10 @@ pub struct KubeProvider {
     nodes: reflector::Store<Node>,
     namespaces: Mutex<HashSet<String>>,
     reflections: reflect::Reflections,
+    /// Remote pod (namespace, name) -> the home pod it runs, from the watch.
+    owners: events::Owners,
     _node_watch: tokio::task::JoinHandle<()>,
+    _event_watch: tokio::task::JoinHandle<()>,
 }
 
 /// Maps a remote API failure to the provider's error classes.
@@ -106,8 +114,12 @@ impl KubeProvider {
                 }
             }
         });
+        let owners = events::Owners::default();
+        let event_watch = tokio::spawn(events::forward(home.clone(), remote.clone(), config.context.node.clone(), owners.clone()));
         Self {
             reflections: reflect::Reflections::new(home, remote.clone(), config.context.clone()),
+            owners,
+            _event_watch: event_watch,
             remote,
             ctx: config.context,
             nodes,
@@ -163,6 +175,40 @@ impl KubeProvider {
             status.reason.get_or_insert_with(|| "Terminating".into());
         }
         Some(BackendPod { pod, status })
+    }
+}
+
+impl KubeProvider {
+    /// With the home-token policy, writes the pod's home token as a Secret
+    /// owned by the remote pod.
+    async fn write_home_token(&self, rp: &ResolvedPod, ns: &str, owner: &Pod) -> Result<()> {
+        if self.ctx.service_account != ServiceAccountPolicy::HomeToken {
+            return Ok(());
+        }
+        let Some(data) = translate::home_token_data(rp) else { return Ok(()) };
+        let name = translate::token_secret_name(&rp.pod_ref().name);
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.to_owned()),
+                labels: Some(BTreeMap::from([(translate::CLUSTER_ID.to_owned(), self.ctx.cluster_id.clone())])),
+                owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    name: owner.name_any(),
+                    uid: owner.metadata.uid.clone().unwrap_or_default(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            data: Some(data),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.remote.clone(), ns);
+        let pp = kube::api::PatchParams::apply("skylet").force();
+        api.patch(&name, &pp, &kube::api::Patch::Apply(&secret)).await.map_err(|e| classify("writing the home token Secret", e))?;
+        Ok(())
     }
 }
 
@@ -227,8 +273,17 @@ impl Provider for KubeProvider {
             }
             Err(e) => return Err(classify("creating the remote pod", e)),
         };
-        let refs = translate::references(remote_pod.spec.as_ref().unwrap_or(&Default::default()));
-        self.reflections.reflect(&pod_ref.namespace, &ns, &refs, &created).await
+        let mut refs = translate::references(remote_pod.spec.as_ref().unwrap_or(&Default::default()));
+        refs.secrets.remove(&translate::token_secret_name(&pod_ref.name));
+        self.reflections.reflect(&pod_ref.namespace, &ns, &refs, &created).await?;
+        self.write_home_token(rp, &ns, &created).await
+    }
+
+    /// Updates the home token Secret when the core refreshed the token.
+    async fn update_pod(&self, rp: &ResolvedPod) -> Result<()> {
+        let Some(remote) = self.find(&rp.pod_ref()).await? else { return Ok(()) };
+        let ns = remote.namespace().unwrap_or_default();
+        self.write_home_token(rp, &ns, &remote).await
     }
 
     async fn delete_pod(&self, pod: &PodRef, grace: Duration) -> Result<Deleted> {
@@ -256,18 +311,26 @@ impl Provider for KubeProvider {
 
     fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
         let wc = watcher::Config::default().labels(&self.ctx.selector());
-        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc).default_backoff().filter_map(|ev| async move {
-            match ev {
+        let owners = self.owners.clone();
+        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc).default_backoff().filter_map(move |ev| {
+            let owners = owners.clone();
+            async move { match ev {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    if let Some(origin) = Self::origin(&p) {
+                        owners.insert(&p.namespace().unwrap_or_default(), &p.name_any(), origin);
+                    }
                     Self::backend_pod(p).map(|bp| BackendEvent::Status(Box::new(bp)))
                 }
-                Ok(watcher::Event::Delete(p)) => Self::origin(&p).map(BackendEvent::Gone),
+                Ok(watcher::Event::Delete(p)) => {
+                    owners.remove(&p.namespace().unwrap_or_default(), &p.name_any());
+                    Self::origin(&p).map(BackendEvent::Gone)
+                }
                 Ok(_) => None,
                 Err(e) => {
                     tracing::debug!(error = %e, "remote pod watch; retrying");
                     None
                 }
-            }
+            } }
         });
         Some(stream.boxed())
     }
@@ -314,5 +377,6 @@ impl Provider for KubeProvider {
 impl Drop for KubeProvider {
     fn drop(&mut self) {
         self._node_watch.abort();
+        self._event_watch.abort();
     }
 }

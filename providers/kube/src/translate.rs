@@ -11,10 +11,15 @@
 //! `drop` (see [`SchedulingPolicy`]).
 //!
 //! # Service accounts
-//! The remote pod runs as the remote namespace's `default` service account;
-//! the home `kube-api-access-*` projected volume is removed so the remote
-//! cluster mounts its own token (skylet does not ship home credentials to
-//! another cluster unless asked).
+//! By default ([`ServiceAccountPolicy::Remote`]) the remote pod runs as the
+//! remote namespace's `default` service account: the home
+//! `kube-api-access-*` projected volume is removed so the remote cluster
+//! mounts its own token, and no home credential leaves the home cluster.
+//! With [`ServiceAccountPolicy::HomeToken`] the home token (the one the core
+//! obtained by TokenRequest, bound to the home pod) is delivered instead, as a
+//! Secret mounted where the projected volume was, and refreshed when the core
+//! refreshes it; the workload can then call the home apiserver (it must be
+//! told its address: `KUBERNETES_SERVICE_HOST` points at the remote one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +76,16 @@ impl Default for SchedulingPolicy {
     }
 }
 
+/// Which service account a remote pod uses (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceAccountPolicy {
+    /// The remote namespace's `default` service account.
+    #[default]
+    Remote,
+    /// The home pod's token, delivered as a Secret.
+    HomeToken,
+}
+
 /// What the translation needs to know.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -84,6 +99,8 @@ pub struct Context {
     pub namespaces: NamespaceMode,
     /// Scheduling policy.
     pub scheduling: SchedulingPolicy,
+    /// Service-account policy.
+    pub service_account: ServiceAccountPolicy,
 }
 
 impl Context {
@@ -162,6 +179,24 @@ fn is_service_account_volume(v: &Volume) -> bool {
     v.name.starts_with("kube-api-access-") && v.projected.is_some()
 }
 
+/// The name of the Secret that carries a pod's home token remotely.
+pub fn token_secret_name(pod: &str) -> String {
+    format!("{pod}-home-token")
+}
+
+/// The files of the home service-account volume(s) the core resolved (token,
+/// ca.crt, namespace), as Secret data; `None` when the pod has none.
+pub fn home_token_data(rp: &skylet_provider::ResolvedPod) -> Option<BTreeMap<String, k8s_openapi::ByteString>> {
+    let spec = rp.pod.spec.as_ref()?;
+    let mut data = BTreeMap::new();
+    for v in spec.volumes.iter().flatten().filter(|v| is_service_account_volume(v)) {
+        for f in rp.volumes.get(&v.name).into_iter().flatten() {
+            data.insert(f.path.clone(), k8s_openapi::ByteString(f.value.data.to_vec()));
+        }
+    }
+    (!data.is_empty()).then_some(data)
+}
+
 /// The remote pod for a home pod.
 pub fn remote_pod(ctx: &Context, home: &Pod) -> Pod {
     let m = &home.metadata;
@@ -184,12 +219,33 @@ pub fn remote_pod(ctx: &Context, home: &Pod) -> Pod {
     spec.preemption_policy = None;
     let sa_volumes: BTreeSet<String> =
         spec.volumes.iter().flatten().filter(|v| is_service_account_volume(v)).map(|v| v.name.clone()).collect();
-    if let Some(vs) = spec.volumes.as_mut() {
-        vs.retain(|v| !sa_volumes.contains(&v.name));
-    }
-    for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
-        if let Some(mounts) = c.volume_mounts.as_mut() {
-            mounts.retain(|vm| !sa_volumes.contains(&vm.name));
+    match ctx.service_account {
+        ServiceAccountPolicy::Remote => {
+            if let Some(vs) = spec.volumes.as_mut() {
+                vs.retain(|v| !sa_volumes.contains(&v.name));
+            }
+            for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
+                if let Some(mounts) = c.volume_mounts.as_mut() {
+                    mounts.retain(|vm| !sa_volumes.contains(&vm.name));
+                }
+            }
+        }
+        ServiceAccountPolicy::HomeToken => {
+            let secret = token_secret_name(m.name.as_deref().unwrap_or_default());
+            for v in spec.volumes.iter_mut().flatten().filter(|v| sa_volumes.contains(&v.name)) {
+                let mode = v.projected.as_ref().and_then(|p| p.default_mode);
+                *v = Volume {
+                    name: v.name.clone(),
+                    secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                        secret_name: Some(secret.clone()),
+                        default_mode: mode,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+            }
+            // the remote cluster must not mount its own token over it
+            spec.automount_service_account_token = Some(false);
         }
     }
     // the virtual node's own selector means nothing remotely
@@ -243,6 +299,7 @@ mod tests {
             node_labels: [("type".to_owned(), "virtual-kubelet".to_owned())].into(),
             namespaces: NamespaceMode::Prefixed,
             scheduling: SchedulingPolicy::default(),
+            service_account: ServiceAccountPolicy::Remote,
         }
     }
 
@@ -296,6 +353,24 @@ mod tests {
         assert_eq!(cms, ["app-config", "kube-root-ca.crt", "other"]);
         let ss: Vec<_> = r.secrets.iter().map(String::as_str).collect();
         assert_eq!(ss, ["db", "env-secret", "regcred"]);
+    }
+
+    #[test]
+    fn home_token_policy_mounts_a_secret_instead() {
+        let mut c = ctx();
+        c.service_account = ServiceAccountPolicy::HomeToken;
+        let s = remote_pod(&c, &home()).spec.unwrap();
+        assert_eq!(s.automount_service_account_token, Some(false));
+        let v = s.volumes.unwrap().into_iter().find(|v| v.name == "kube-api-access-x").unwrap();
+        assert_eq!(v.secret.unwrap().secret_name.as_deref(), Some("web-1-home-token"));
+        assert_eq!(s.containers[0].volume_mounts.as_ref().unwrap().len(), 2, "the mount stays");
+        let mut rp = skylet_provider::ResolvedPod::bare(home());
+        rp.volumes.insert(
+            "kube-api-access-x".into(),
+            vec![skylet_provider::VolumeFile { path: "token".into(), mode: 0o644, value: skylet_provider::Value::secret("t0ken") }],
+        );
+        let data = home_token_data(&rp).unwrap();
+        assert_eq!(data["token"].0, b"t0ken");
     }
 
     #[test]
