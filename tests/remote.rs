@@ -139,12 +139,13 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     node_ready(&home_client, node).await;
     // capacity is the remote cluster's: 2 kwok nodes of 32 cores, plus the remote skylet
     let n = Api::<Node>::all(home_client.clone()).get(node).await.unwrap();
-    let cpu = n.status.unwrap().allocatable.unwrap()["cpu"].0.clone();
+    let cpu = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["cpu"].0.clone();
     let cores = match cpu.strip_suffix('m') {
         Some(milli) => milli.parse::<f64>().unwrap() / 1000.0,
         None => cpu.parse::<f64>().unwrap(),
     };
     assert!(cores >= 64.0, "remote capacity {cpu}");
+    let pods_before: u64 = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["pods"].0.parse().unwrap();
 
     let ns = &namespace(&home_client, "remote").await;
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"mode": "v1"}})).unwrap();
@@ -166,6 +167,15 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
         let rp = remote_pods.iter().find(|p| p.metadata.labels.as_ref().unwrap()["skylet.io/origin-uid"] == uid).unwrap();
         assert_eq!(hp.status.as_ref().unwrap().pod_ip, rp.status.as_ref().unwrap().pod_ip, "home pod shows the remote IP");
     }
+
+    // the node's capacity shrinks by what now runs remotely
+    let home_nodes: Api<Node> = Api::all(home_client.clone());
+    eventually("allocatable pods to drop by the 3 remote pods", Duration::from_secs(40), || async {
+        let n = home_nodes.get(node).await.ok()?;
+        let pods: u64 = n.status?.allocatable?.get("pods")?.0.parse().ok()?;
+        (pods + 3 <= pods_before).then_some(())
+    })
+    .await;
 
     // the home service-account token travels as a Secret mounted in its place
     let remote_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(remote_client.clone(), ns);

@@ -17,7 +17,8 @@
 //!   `BackOff`, ...) are recorded once on the home pod ([`events`]).
 //! - **Logs, exec, attach, port-forward** go to the remote apiserver.
 //! - **Node**: capacity is the sum of allocatable of the remote cluster's
-//!   Ready, schedulable nodes, kept current by a watch; the node is NotReady
+//!   Ready, schedulable nodes minus what the unfinished pods on them request,
+//!   kept current by watches (nodes, and pods not Succeeded or Failed); the node is NotReady
 //!   while the remote apiserver does not answer, and Ready again without
 //!   re-creating anything when it returns.
 //!
@@ -32,7 +33,7 @@
 //! `namespaces`: get, create; `pods`: get, list, watch, create, delete;
 //! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create;
 //! `configmaps`, `secrets`: get, create, update; `nodes`: list, watch;
-//! `events`: list, watch.
+//! `events`: list, watch; `pods` in all namespaces: list, watch (capacity).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -73,6 +74,8 @@ pub struct KubeProvider {
     remote: Client,
     ctx: Context,
     nodes: reflector::Store<Node>,
+    /// Remote pods that are not finished, for the capacity they take.
+    running: reflector::Store<Pod>,
     namespaces: Mutex<HashSet<String>>,
     reflections: reflect::Reflections,
     /// Remote pod (namespace, name) -> the home pod it runs, from the watch.
@@ -106,11 +109,18 @@ impl KubeProvider {
             .default_backoff()
             .reflect(writer)
             .applied_objects();
+        let (running, pod_writer) = reflector::store();
+        let pods_wc = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        let pod_stream = watcher(Api::<Pod>::all(remote.clone()), pods_wc)
+            .default_backoff()
+            .reflect(pod_writer)
+            .applied_objects();
         let node_watch = tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(r) = stream.next().await {
+            let both = futures::stream::select(stream.map(|r| r.map(|_| ())).boxed(), pod_stream.map(|r| r.map(|_| ())).boxed());
+            futures::pin_mut!(both);
+            while let Some(r) = both.next().await {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "remote node watch; retrying");
+                    tracing::debug!(error = %e, "remote node or pod watch; retrying");
                 }
             }
         });
@@ -123,6 +133,7 @@ impl KubeProvider {
             remote,
             ctx: config.context,
             nodes,
+            running,
             namespaces: Mutex::default(),
             _node_watch: node_watch,
         }
@@ -219,17 +230,34 @@ impl Provider for KubeProvider {
 
     fn configure_node(&self, node: &mut Node) {
         let mut total: BTreeMap<String, f64> = BTreeMap::new();
+        let mut usable = HashSet::new();
         for n in self.nodes.state() {
             let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
             let schedulable = !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
             if !(ready && schedulable) {
                 continue;
             }
+            usable.insert(n.name_any());
             for (k, q) in n.status.as_ref().and_then(|s| s.allocatable.as_ref()).into_iter().flatten() {
                 if let Some(v) = remote::parse_quantity(&q.0) {
                     *total.entry(k.clone()).or_default() += v;
                 }
             }
+        }
+        // minus what the pods already running there request
+        for p in self.running.state() {
+            let Some(spec) = p.spec.as_ref().filter(|s| s.node_name.as_ref().is_some_and(|n| usable.contains(n))) else { continue };
+            *total.entry("pods".into()).or_default() -= 1.0;
+            for c in &spec.containers {
+                for (k, q) in c.resources.as_ref().and_then(|r| r.requests.as_ref()).into_iter().flatten() {
+                    if let Some(v) = remote::parse_quantity(&q.0) {
+                        *total.entry(k.clone()).or_default() -= v;
+                    }
+                }
+            }
+        }
+        for v in total.values_mut() {
+            *v = v.max(0.0);
         }
         let q: BTreeMap<String, Quantity> = ["cpu", "memory", "pods", "ephemeral-storage"]
             .into_iter()
