@@ -66,6 +66,7 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kube::{Api, api::PostParams, runtime::reflector::Store};
+use skylet_provider::quantity::{Quantity, ceil_div};
 use skylet_provider::{PodRef, ResolvedPod, Value, VolumeFile};
 
 /// File mode of volume files when the pod sets none (the API server's default
@@ -1083,76 +1084,6 @@ fn quantity_of(list: Option<&BTreeMap<String, ApiQuantity>>, resource: &str) -> 
     }
 }
 
-/// A non-negative resource quantity as an exact fraction `num / den`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Quantity {
-    num: u128,
-    den: u128,
-}
-
-impl Quantity {
-    const ZERO: Self = Self { num: 0, den: 1 };
-    const ONE: Self = Self { num: 1, den: 1 };
-
-    /// Parses Kubernetes' quantity syntax: a decimal number with a binary
-    /// (`Ki`..`Ei`) or decimal (`n`..`E`) suffix or an exponent (`e3`).
-    /// `None` for negative numbers, bad syntax and overflow.
-    fn parse(s: &str) -> Option<Self> {
-        let s = s.strip_prefix('+').unwrap_or(s);
-        let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (number, suffix) = s.split_at(end);
-        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        let mut num: u128 = 0;
-        for c in int.chars().chain(frac.chars()) {
-            num = num.checked_mul(10)?.checked_add(u128::from(c.to_digit(10)?))?;
-        }
-        let mut den = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-        let (mul, div) = match suffix {
-            "" => (1, 1),
-            "n" => (1, 10u128.pow(9)),
-            "u" => (1, 10u128.pow(6)),
-            "m" => (1, 1000),
-            "k" => (1000, 1),
-            "M" => (10u128.pow(6), 1),
-            "G" => (10u128.pow(9), 1),
-            "T" => (10u128.pow(12), 1),
-            "P" => (10u128.pow(15), 1),
-            "E" => (10u128.pow(18), 1),
-            "Ki" => (1 << 10, 1),
-            "Mi" => (1 << 20, 1),
-            "Gi" => (1 << 30, 1),
-            "Ti" => (1 << 40, 1),
-            "Pi" => (1 << 50, 1),
-            "Ei" => (1 << 60, 1),
-            e if e.len() > 1 && (e.starts_with('e') || e.starts_with('E')) => {
-                let exp: i32 = e[1..].parse().ok()?;
-                let pow = 10u128.checked_pow(exp.unsigned_abs())?;
-                if exp >= 0 { (pow, 1) } else { (1, pow) }
-            }
-            _ => return None,
-        };
-        num = num.checked_mul(mul)?;
-        den = den.checked_mul(div)?;
-        Some(Self { num, den })
-    }
-
-    fn is_zero(self) -> bool {
-        self.num == 0
-    }
-
-    /// `ceil(self * scale)`: `Value()` for scale 1, `MilliValue()` for 1000.
-    fn scaled_ceil(self, scale: u128) -> Option<u128> {
-        ceil_div(self.num.checked_mul(scale)?, self.den)
-    }
-}
-
-fn ceil_div(a: u128, b: u128) -> Option<u128> {
-    (b != 0).then(|| a / b + u128::from(!a.is_multiple_of(b)))
-}
-
 // --- volumes -----------------------------------------------------------------
 
 /// The files of a volume skylet resolves; `None` for other kinds.
@@ -2034,22 +1965,6 @@ mod tests {
         let (fake, info, pod) = (Fake::default(), node(), pod(json!({"containers": []})));
         assert_send(&resolve(&fake, &info, &pod));
         let _: fn(KubeSource) = |s| assert_send(&resolve(&s, &node(), &Pod::default()));
-    }
-
-    #[test]
-    fn quantities() {
-        let q = |s| Quantity::parse(s).map(|q| (q.scaled_ceil(1000).unwrap(), q.scaled_ceil(1).unwrap()));
-        assert_eq!(q("250m"), Some((250, 1)));
-        assert_eq!(q("1.5Gi"), Some((1_610_612_736_000, 1_610_612_736)));
-        assert_eq!(q("1e3"), Some((1_000_000, 1000)));
-        assert_eq!(q("1E"), Some((10u128.pow(21), 10u128.pow(18))));
-        assert_eq!(q("12e-1"), Some((1200, 2)));
-        assert_eq!(q(".5"), Some((500, 1)));
-        assert_eq!(q("1n"), Some((1, 1)));
-        assert_eq!(q("0"), Some((0, 0)));
-        for bad in ["", "-1", "1x", "1.2.3", "Mi", "1e", "1e99999"] {
-            assert_eq!(Quantity::parse(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

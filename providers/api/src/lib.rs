@@ -29,6 +29,7 @@ use futures::stream::BoxStream;
 pub use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 
 mod error;
+pub mod quantity;
 mod streams;
 pub use error::{BoxError, ErrorClass, ProviderError, Result};
 pub use streams::{AttachIo, Duplex, ExecIo, ExitStatus, PortStream, Reader, TermSize, Writer};

@@ -16,26 +16,7 @@ use crate::classify;
 
 /// A quantity in base units (cores, bytes, count); `None` if malformed.
 pub(crate) fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        _ => return None,
-    };
-    Some(n * mult)
+    skylet_provider::quantity::Quantity::parse(q.trim()).map(skylet_provider::quantity::Quantity::as_f64)
 }
 
 /// A quantity string for a sum of `resource`.
