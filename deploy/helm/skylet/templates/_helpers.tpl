@@ -1,0 +1,8 @@
+{{- define "skylet.name" -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- define "skylet.nodeName" -}}{{ default (include "skylet.name" .) .Values.nodeName }}{{- end -}}
+{{- define "skylet.serviceAccount" -}}{{ default (include "skylet.name" .) .Values.serviceAccount.name }}{{- end -}}
+{{- define "skylet.labels" -}}
+app.kubernetes.io/name: skylet
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
