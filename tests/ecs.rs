@@ -365,7 +365,7 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
 }
 
 #[tokio::test]
-async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod() {
+async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod_and_orphans_are_stopped() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
     let aws = Aws::new(moto);
@@ -389,9 +389,20 @@ async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod() {
     let mut want: Vec<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
     want.sort_unstable();
     assert_eq!(uids, want, "exactly one task per pod ({before} existed at the crash)");
-    let (ok, _, err) = kubectl(cp, &["delete", "namespace", ns, "--wait=false"]);
+
+    // orphans: pods deleted while skylet is down; their tasks are found by
+    // the pod UID tag and stopped by the sweep after the restart
+    s.kill();
+    let (ok, _, err) = kubectl(cp, &["delete", "deployment", "api", "-n", ns, "--wait=false"]);
     assert!(ok, "{err}");
-    pods_gone(&client, ns, "api", Duration::from_secs(60)).await;
+    let (ok, _, err) = kubectl(cp, &["delete", "pods", "-n", ns, "-l", "app=api", "--force", "--grace-period=0"]);
+    assert!(ok, "{err}");
+    pods_gone(&client, ns, "api", Duration::from_secs(30)).await;
+    s.start_again();
+    eventually("orphaned tasks stopped", Duration::from_secs(60), || async { aws.live_tasks(node).await.is_empty().then_some(()) }).await;
+    for t in aws.tasks(node).await {
+        assert!(t.stopped_reason().unwrap_or_default().starts_with("Deleted by skylet"), "{:?}", t.stopped_reason());
+    }
 }
 
 #[tokio::test]
@@ -416,6 +427,28 @@ async fn ecs_pod_larger_than_any_fargate_size_fails_with_the_valid_sizes() {
     .await;
     assert_eq!(status.reason.as_deref(), Some("ResourcesTooLarge"));
     assert!(status.message.unwrap_or_default().contains("16 vCPU with 32-120 GiB"));
+}
+
+#[tokio::test]
+async fn ecs_annotations_choose_spot_capacity_and_the_task_role() {
+    let cp = ControlPlane::shared();
+    let moto = Moto::shared();
+    let aws = Aws::new(moto);
+    let client = cp.client().await.unwrap();
+    let node = &unique("ecs-spot");
+    let _s = start(cp, moto, node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "ecs-spot").await;
+    let role = "arn:aws:iam::123456789012:role/skylet-task-reports";
+    let mut t = template(node, "spot");
+    t["metadata"]["annotations"] = json!({"skylet.io/aws-capacity": "spot", "skylet.io/aws-task-role-arn": role});
+    deployment(&client, ns, "spot", 1, t).await;
+    running_pods(&client, ns, "spot", 1, Duration::from_secs(60)).await;
+    let task = aws.live_tasks(node).await.pop().unwrap();
+    assert_eq!(task.capacity_provider_name(), Some("FARGATE_SPOT"));
+    assert_ne!(task.launch_type(), Some(&aws_sdk_ecs::types::LaunchType::Fargate), "a capacity provider strategy, not a launch type");
+    let td = aws.ecs.describe_task_definition().task_definition(task.task_definition_arn().unwrap()).send().await.unwrap();
+    assert_eq!(td.task_definition().unwrap().task_role_arn(), Some(role));
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 //! the watch first saw it Running. Once all are Running it holds them for
 //! `--hold` seconds, then deletes everything and times how long until every
 //! pod is gone. Meanwhile it samples the RSS and CPU time of the processes
-//! given with `--sample NAME=PID` every second. It writes one JSON document.
+//! given with `--sample NAME=PID` every second. It writes one JSON document,
+//! with the time windows of the run in Unix time: `to_running`, `hold`,
+//! `settled` (the hold without its first minute, or first half if shorter),
+//! `delete` and `run`.
 //!
 //! `audit` adds to such a document the apiserver requests of each of its time
 //! windows, counted from the audit log.
@@ -288,7 +291,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         tracing::info!(seconds = args.hold, "holding the pods Running");
         let from = now_unix();
         tokio::time::sleep(Duration::from_secs(args.hold)).await;
-        windows.push(Window { name: "hold".into(), from, to: now_unix() });
+        let to = now_unix();
+        windows.push(Window { name: "hold".into(), from, to });
+        // the hold without its start, where the last writes of the way to
+        // Running may still land: what a node costs once its pods are settled
+        let settle = (args.hold as f64 / 2.0).min(60.0);
+        windows.push(Window { name: "settled".into(), from: from + settle, to });
     }
 
     let mut delete = Value::Null;

@@ -132,6 +132,8 @@ struct TaskEntry {
     observation: Observation,
     stopped: bool,
     seen: Instant,
+    /// `createdAt` (seconds), to tell the first of duplicates.
+    created_at: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -309,12 +311,15 @@ impl EcsProvider {
                         observation: obs,
                         stopped: status::is_stopped(t),
                         seen: Instant::now(),
+                        created_at: t.created_at().map_or(i64::MAX, aws_smithy_types::DateTime::secs),
                     },
                 );
             }
             // forget what ECS no longer lists (unless just created)
             st.tasks.retain(|arn, e| listed.contains(arn) || e.seen >= started || e.seen.elapsed() < FRESH);
             st.foreign.retain(|a| listed.contains(a));
+            let uids: HashSet<String> = st.tasks.values().map(|e| e.pod.uid.clone()).collect();
+            st.released.retain(|u| uids.contains(u));
             st.listed = true;
             let listing = listing_of(&st);
             let duplicates = duplicates_of(&st);
@@ -333,40 +338,55 @@ impl EcsProvider {
     }
 
     /// Finds the task definitions and secrets a previous run left, so the
-    /// sweep removes those no task uses.
+    /// sweep removes those no task uses. Best effort: what cannot be listed
+    /// is left alone (and said so), and garbage collection of this run's
+    /// own templates goes on regardless.
     async fn discover(&self) {
-        let c = &self.inner.clients;
-        let prefix = &self.inner.settings.family_prefix;
-        let mut tds = Vec::new();
-        let mut token = None;
-        let families: Result<Vec<String>, AwsError> = async {
-            let mut fams = Vec::new();
-            loop {
-                let r = c
-                    .ecs
-                    .list_task_definition_families()
-                    .family_prefix(prefix)
-                    .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(aws("ListTaskDefinitionFamilies", self.m()))?;
-                fams.extend(r.families().iter().filter(|f| f.starts_with(prefix.as_str())).cloned());
-                token = r.next_token().map(str::to_owned);
-                if token.is_none() {
-                    return Ok(fams);
-                }
-            }
-        }
-        .await;
-        let families = match families {
-            Ok(f) => f,
+        let (tds, secrets) = match self.leftovers().await {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list task definition families; will retry next sweep");
-                return;
+                tracing::warn!(error = %e, "cannot look for task definitions and secrets of previous runs; they are not removed");
+                (Vec::new(), Vec::new())
             }
         };
+        let mut st = self.state();
+        let now = Instant::now();
+        for (arn, key) in tds {
+            st.owned_tds.entry(arn).or_insert(Owned { id: key, last_used: now });
+        }
+        for (key, arn) in secrets {
+            st.owned_secrets.entry(key).or_insert(Owned { id: arn, last_used: now });
+        }
+        tracing::info!(task_definitions = st.owned_tds.len(), secrets = st.owned_secrets.len(), "known task definitions and secrets");
+        st.discovered = true;
+    }
+
+    /// Active task definitions (ARN, template key) and secrets (key, ARN)
+    /// of this node.
+    async fn leftovers(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>), AwsError> {
+        let c = &self.inner.clients;
+        let prefix = self.inner.settings.family_prefix.as_str();
+        let mut families = Vec::new();
+        let mut token = None;
+        loop {
+            let r = c
+                .ecs
+                .list_task_definition_families()
+                .family_prefix(prefix)
+                .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(aws("ListTaskDefinitionFamilies", self.m()))?;
+            families.extend(r.families().iter().filter(|f| f.starts_with(prefix)).cloned());
+            token = r.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut tds = Vec::new();
         for fam in families {
+            let key = fam.strip_prefix(prefix).unwrap_or(&fam).to_owned();
             let mut token = None;
             loop {
                 let r = c
@@ -377,9 +397,7 @@ impl EcsProvider {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(aws("ListTaskDefinitions", self.m()));
-                let Ok(r) = r.inspect_err(|e| tracing::warn!(error = %e, "cannot list task definitions")) else { return };
-                let key = fam.strip_prefix(prefix.as_str()).unwrap_or(&fam).to_owned();
+                    .map_err(aws("ListTaskDefinitions", self.m()))?;
                 tds.extend(r.task_definition_arns().iter().map(|a| (a.clone(), key.clone())));
                 token = r.next_token().map(str::to_owned);
                 if token.is_none() {
@@ -402,8 +420,7 @@ impl EcsProvider {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(aws("ListSecrets", self.m()));
-            let Ok(r) = r.inspect_err(|e| tracing::warn!(error = %e, "cannot list secrets")) else { return };
+                .map_err(aws("ListSecrets", self.m()))?;
             for s in r.secret_list() {
                 if let (Some(name), Some(arn)) = (s.name(), s.arn())
                     && let Some(key) = name.strip_prefix(self.inner.secret_prefix.as_str())
@@ -416,16 +433,7 @@ impl EcsProvider {
                 break;
             }
         }
-        let mut st = self.state();
-        let now = Instant::now();
-        for (arn, key) in tds {
-            st.owned_tds.entry(arn).or_insert(Owned { id: key, last_used: now });
-        }
-        for (key, arn) in secrets {
-            st.owned_secrets.entry(key).or_insert(Owned { id: arn, last_used: now });
-        }
-        tracing::info!(task_definitions = st.owned_tds.len(), secrets = st.owned_secrets.len(), "found existing task definitions and secrets");
-        st.discovered = true;
+        Ok((tds, secrets))
     }
 
     async fn remove_garbage(&self, g: Garbage) {
@@ -547,8 +555,10 @@ impl EcsProvider {
             .map_err(aws("RegisterTaskDefinition", self.m()));
         let arn = match r {
             Ok(out) => out.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or_default().to_owned(),
-            // ECS refuses what it cannot run: the pod cannot run here as is
-            Err(e) if e.is("InvalidParameterException") || e.is("ClientException") && !e.is_throttling() => {
+            // ECS refuses the definition itself: the pod cannot run here as is.
+            // (ClientException stays transient: it is as often skylet's
+            // configuration, e.g. a missing execution role, as the pod.)
+            Err(e) if e.is("InvalidParameterException") => {
                 return Err(ProviderError::invalid("TaskDefinitionRejected", format!("ECS refused the pod's task definition: {}", e.message())));
             }
             Err(e) => return Err(e.into()),
@@ -609,7 +619,7 @@ fn listing_of(st: &State) -> Vec<BackendPod> {
     }
     best.values()
         .filter_map(|e| match &e.observation {
-            Observation::Pod(bp) => Some(bp.clone()),
+            Observation::Pod(bp) => Some(BackendPod::clone(bp)),
             _ => None,
         })
         .collect()
@@ -626,8 +636,8 @@ fn duplicates_of(st: &State) -> Vec<String> {
     let mut out = Vec::new();
     for (_, mut v) in live {
         if v.len() > 1 {
-            // keep the one seen first (oldest cache entry), then by ARN for stability
-            v.sort_by_key(|(a, e)| (e.seen, (*a).clone()));
+            // keep the one created first (then by ARN, for stability)
+            v.sort_by_key(|(a, e)| (e.created_at, (*a).clone()));
             out.extend(v.into_iter().skip(1).map(|(a, _)| a.clone()));
         }
     }
@@ -790,7 +800,7 @@ impl Provider for EcsProvider {
             let mut obs = status::observe(t);
             if matches!(obs, Observation::Foreign) {
                 // tags not echoed: the pod is known anyway
-                obs = Observation::Pod(BackendPod { pod: pod.clone(), status: status::pod_status(t) });
+                obs = Observation::Pod(Box::new(BackendPod { pod: pod.clone(), status: status::pod_status(t) }));
             }
             st.tasks.insert(
                 arn.to_owned(),
@@ -801,6 +811,7 @@ impl Provider for EcsProvider {
                     stopped: status::is_stopped(t),
                     observation: obs,
                     seen: Instant::now(),
+                    created_at: t.created_at().map_or(i64::MAX, aws_smithy_types::DateTime::secs),
                 },
             );
         }
@@ -869,12 +880,13 @@ mod tests {
     fn entry(uid: &str, td: &str, stopped: bool, obs: Option<Observation>) -> TaskEntry {
         let pod = PodRef::new("ns", uid, uid);
         TaskEntry {
-            observation: obs.unwrap_or_else(|| Observation::Pod(BackendPod { pod: pod.clone(), status: Default::default() })),
+            observation: obs.unwrap_or_else(|| Observation::Pod(Box::new(BackendPod { pod: pod.clone(), status: Default::default() }))),
             pod,
             td_arn: td.into(),
             containers: vec![],
             stopped,
             seen: Instant::now(),
+            created_at: 0,
         }
     }
 
@@ -889,7 +901,9 @@ mod tests {
         let l = listing_of(&st);
         assert_eq!(l.iter().map(|b| b.pod.uid.as_str()).collect::<Vec<_>>(), ["a"]);
         assert!(duplicates_of(&st).is_empty());
-        st.tasks.insert("t4".into(), entry("a", "td1", false, None));
+        let mut later = entry("a", "td1", false, None);
+        later.created_at = 10;
+        st.tasks.insert("t4".into(), later);
         assert_eq!(duplicates_of(&st), ["t4"], "the later of two live tasks is the duplicate");
     }
 

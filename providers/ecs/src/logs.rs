@@ -57,6 +57,10 @@ pub fn format(events: &[Event], timestamps: bool) -> String {
     out
 }
 
+/// One page of a log stream: events and the forward token; `None` when the
+/// stream does not exist (yet).
+pub type Page = Option<(Vec<Event>, Option<String>)>;
+
 /// What a log source answers (a trait so the streaming logic is tested
 /// without AWS).
 pub trait Source: Send + Sync + 'static {
@@ -68,7 +72,7 @@ pub trait Source: Send + Sync + 'static {
         from_head: bool,
         start_ms: Option<i64>,
         limit: Option<i32>,
-    ) -> impl Future<Output = Result<Option<(Vec<Event>, Option<String>)>, ProviderError>> + Send;
+    ) -> impl Future<Output = Result<Page, ProviderError>> + Send;
 
     /// Whether the task has stopped (no more lines will come).
     fn finished(&self) -> bool;
@@ -95,7 +99,7 @@ impl<F: Fn() -> bool + Send + Sync + 'static> Source for CloudWatch<F> {
         from_head: bool,
         start_ms: Option<i64>,
         limit: Option<i32>,
-    ) -> Result<Option<(Vec<Event>, Option<String>)>, ProviderError> {
+    ) -> Result<Page, ProviderError> {
         let r = self
             .client
             .get_log_events()
@@ -276,7 +280,7 @@ mod tests {
             from_head: bool,
             start_ms: Option<i64>,
             limit: Option<i32>,
-        ) -> Result<Option<(Vec<Event>, Option<String>)>, ProviderError> {
+        ) -> Result<Page, ProviderError> {
             if !self.exists.load(Ordering::SeqCst) {
                 return Ok(None);
             }

@@ -35,7 +35,7 @@ use crate::names::{self, ContainerKind, STOP_REASON_PREFIX, TAG_POD_NAME, TAG_PO
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
     /// A pod and its status.
-    Pod(BackendPod),
+    Pod(Box<BackendPod>),
     /// A task skylet stopped that has stopped: the pod is gone from the
     /// backend's point of view.
     Finished(PodRef),
@@ -66,7 +66,7 @@ pub fn observe(task: &Task) -> Observation {
     if is_stopped(task) && stopped_by_skylet(task) {
         return Observation::Finished(pod);
     }
-    Observation::Pod(BackendPod { pod, status: pod_status(task) })
+    Observation::Pod(Box::new(BackendPod { pod, status: pod_status(task) }))
 }
 
 fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<Time> {

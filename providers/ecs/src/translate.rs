@@ -397,7 +397,7 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
         cs.essential = true;
         cs.depends_on = prev.iter().cloned().collect();
         cs.cpu = res.cpu_units();
-        cs.memory_reservation = u32::try_from(res.memory_request_mib()).unwrap_or(u32::MAX).max(DEFAULT_RESERVATION_MIB);
+        cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
         cs.memory = res.memory_limit_mib.map(|m| m.max(cs.memory_reservation));
         cs.restart = restart.clone();
         sum_cpu += u64::from(res.cpu_units().unwrap_or(0));
