@@ -43,7 +43,7 @@
 //! non-essential `init_<name>` containers run in order, each `dependsOn` the
 //! previous one with `SUCCESS` (sidecars, init containers with
 //! `restartPolicy: Always`, with `START`), and app containers depend on the
-//! last. `stopTimeout` is `terminationGracePeriodSeconds`, capped at 120 s
+//! last. `stopTimeout` is `terminationGracePeriodSeconds` within 2..=120 s
 //! (the Fargate maximum).
 //!
 //! # Size
@@ -67,7 +67,7 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume as KubeVolume};
 use ring::hmac;
 use serde::Serialize;
-use skylet_provider::{ProviderError, ResolvedPod};
+use skylet_provider::{ProviderError, ResolvedPod, quantity::Quantity};
 
 use crate::{
     config::ServiceAccountToken,
@@ -209,7 +209,7 @@ pub struct ContainerSpec {
     pub cpu: Option<u32>,
     /// Hard memory limit (MiB).
     pub memory: Option<u32>,
-    /// Soft memory reservation (MiB).
+    /// Soft memory reservation (MiB); not sent when it equals the hard limit.
     pub memory_reservation: u32,
     /// Seconds between SIGTERM and SIGKILL.
     pub stop_timeout: u32,
@@ -291,7 +291,9 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
 
     let mut secret = BTreeMap::new();
     let mut overrides: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let stop_timeout = u32::try_from(spec.termination_grace_period_seconds.unwrap_or(30).clamp(0, i64::from(MAX_STOP_TIMEOUT)))
+    // at least 2 s: ECS documents no minimum, and a kill without any
+    // SIGTERM window gains nothing on Fargate
+    let stop_timeout = u32::try_from(spec.termination_grace_period_seconds.unwrap_or(30).clamp(2, i64::from(MAX_STOP_TIMEOUT)))
         .unwrap_or(MAX_STOP_TIMEOUT);
 
     // volumes
@@ -734,26 +736,21 @@ impl Resources {
             r.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name)).or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)))
         };
         let bad = |name: &str, q: &str| invalid("InvalidResources", format!("container {:?}: {name} {q:?} is not a quantity", c.name));
-        let cpu_millis = match get("cpu") {
-            Some(q) => quantity(&q.0).map(|v| (v * 1000.0).ceil() as u64).ok_or_else(|| bad("cpu", &q.0))?,
-            None => 0,
+        // ceil(quantity * scale), saturating at u64::MAX
+        let scaled = |name: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity, scale: u128| {
+            Quantity::parse(q.0.trim())
+                .and_then(|v| v.scaled_ceil(scale))
+                .map(|v| u64::try_from(v).unwrap_or(u64::MAX))
+                .ok_or_else(|| bad(name, &q.0))
         };
-        let memory_bytes = match get("memory") {
-            Some(q) => quantity(&q.0).map(|v| v.ceil() as u64).ok_or_else(|| bad("memory", &q.0))?,
-            None => 0,
-        };
-        let ephemeral_bytes = match get("ephemeral-storage") {
-            Some(q) => quantity(&q.0).map(|v| v.ceil() as u64).ok_or_else(|| bad("ephemeral-storage", &q.0))?,
-            None => 0,
-        };
-        let memory_limit_mib = match r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get("memory")) {
-            Some(q) => Some(
-                quantity(&q.0)
-                    .map(|v| u32::try_from((v / MIB).ceil() as u64).unwrap_or(u32::MAX))
-                    .ok_or_else(|| bad("memory limit", &q.0))?,
-            ),
-            None => None,
-        };
+        let cpu_millis = get("cpu").map(|q| scaled("cpu", q, 1000)).transpose()?.unwrap_or(0);
+        let memory_bytes = get("memory").map(|q| scaled("memory", q, 1)).transpose()?.unwrap_or(0);
+        let ephemeral_bytes = get("ephemeral-storage").map(|q| scaled("ephemeral-storage", q, 1)).transpose()?.unwrap_or(0);
+        let memory_limit_mib = r
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|m| m.get("memory"))
+            .map(|q| scaled("memory limit", q, 1).map(|b| u32::try_from(b.div_ceil(1 << 20)).unwrap_or(u32::MAX)))
+            .transpose()?;
         Ok(Self { cpu_millis, memory_bytes, memory_limit_mib, ephemeral_bytes })
     }
 
@@ -769,38 +766,6 @@ impl Resources {
     fn memory_request_mib(&self) -> u32 {
         u32::try_from(self.memory_mib()).unwrap_or(u32::MAX)
     }
-}
-
-const MIB: f64 = 1_048_576.0;
-
-/// Parses a Kubernetes quantity (`500m`, `1.5`, `2Gi`, `1e3`, `128M`).
-pub fn quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => MIB,
-        "Gi" => MIB * 1024.0,
-        "Ti" => MIB * MIB,
-        "Pi" => MIB * MIB * 1024.0,
-        "Ei" => MIB * MIB * MIB,
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse::<i32>().ok()?),
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v)
 }
 
 /// The smallest Fargate size with at least `cpu` units and `memory_mib` MiB.
@@ -924,7 +889,12 @@ impl ContainerSpec {
             .set_depends_on((!depends.is_empty()).then_some(depends))
             .set_cpu(self.cpu.map(|c| i32::try_from(c).unwrap_or(i32::MAX)))
             .set_memory(self.memory.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
-            .memory_reservation(i32::try_from(self.memory_reservation).unwrap_or(i32::MAX))
+            // ECS wants a hard limit strictly above the reservation; with
+            // both equal (request = limit) the limit alone says it
+            .set_memory_reservation(match self.memory {
+                Some(m) if self.memory_reservation >= m => None,
+                _ => Some(i32::try_from(self.memory_reservation).unwrap_or(i32::MAX)),
+            })
             .stop_timeout(i32::try_from(self.stop_timeout).unwrap_or(120))
             .readonly_root_filesystem(self.readonly_root)
             .set_restart_policy(restart)
@@ -1098,10 +1068,8 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         assert!(e.to_string().contains("16 vCPU with 32-120 GiB"), "{e}");
         let rp = pod("big", json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"memory": "200Gi"}}}]}));
         assert!(matches!(plan(&rp, &settings(), &key()), Err(ProviderError::InvalidPod { .. })));
-        for (q, v) in [("500m", 0.5), ("2", 2.0), ("1Gi", 1_073_741_824.0), ("128M", 128e6), ("1e3", 1000.0), ("1.5", 1.5)] {
-            assert_eq!(quantity(q), Some(v), "{q}");
-        }
-        assert_eq!(quantity("lots"), None);
+        let rp = pod("bad", json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}));
+        assert!(plan(&rp, &settings(), &key()).unwrap_err().to_string().contains("\"lots\" is not a quantity"));
     }
 
     #[test]
@@ -1185,6 +1153,18 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         let p = plan(&rp, &settings(), &key()).unwrap();
         assert!(p.spot);
         assert_eq!(p.task.task_role_arn.as_deref(), Some("arn:aws:iam::1:role/pod"));
+    }
+
+    #[test]
+    fn memory_limits_are_hard_limits_above_the_reservation() {
+        let rp = pod("p", json!({"containers": [
+            {"name": "guaranteed", "image": "i", "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}},
+            {"name": "burstable", "image": "i", "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "1Gi"}}}]}));
+        let p = plan(&rp, &settings(), &key()).unwrap();
+        assert_eq!((p.task.cpu, p.task.memory), (256, 1024), "640 MiB of requests");
+        let defs = p.task.container_definitions(None).unwrap();
+        assert_eq!((defs[0].memory(), defs[0].memory_reservation()), (Some(512), None), "request = limit: the limit alone");
+        assert_eq!((defs[1].memory(), defs[1].memory_reservation()), (Some(1024), Some(128)));
     }
 
     #[test]
