@@ -196,8 +196,15 @@ impl Tracker {
         self.changed.notify_waiters();
     }
 
-    /// Waits until `done(seen, running, gone)` holds or `deadline` passes.
-    async fn wait(&self, deadline: tokio::time::Instant, what: &str, done: impl Fn(usize, usize, usize) -> bool) -> bool {
+    /// Waits until `done(seen, running, gone)` holds or `deadline` passes
+    /// (and says so at warn level if `warn`).
+    async fn wait(
+        &self,
+        deadline: tokio::time::Instant,
+        what: &str,
+        warn: bool,
+        done: impl Fn(usize, usize, usize) -> bool,
+    ) -> bool {
         let mut last_log = tokio::time::Instant::now();
         loop {
             let notified = self.changed.notified();
@@ -207,7 +214,9 @@ impl Tracker {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                tracing::warn!(seen, running, gone, "timed out waiting for {what}");
+                if warn {
+                    tracing::warn!(seen, running, gone, "timed out waiting for {what}");
+                }
                 return false;
             }
             if now.duration_since(last_log) >= Duration::from_secs(5) {
@@ -283,7 +292,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     tracing::info!(count, seconds = t_created - t_create, "creates returned");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    let all_running = tracker.wait(deadline, "all pods Running", |_, running, _| running >= count).await;
+    let all_running = tracker.wait(deadline, "all pods Running", true, |_, running, _| running >= count).await;
     let t_running = now_unix();
 
     let mut windows = vec![Window { name: "to_running".into(), from: t_create, to: t_running }];
@@ -457,7 +466,7 @@ async fn watch_pods(pods: Api<Pod>, selector: String, tracker: Arc<Tracker>, rea
 async fn wait_gone(pods: &Api<Pod>, selector: &str, tracker: &Tracker, deadline: tokio::time::Instant) -> bool {
     loop {
         let step = (tokio::time::Instant::now() + Duration::from_secs(5)).min(deadline);
-        if tracker.wait(step, "all pods gone", |seen, _, gone| gone >= seen).await {
+        if tracker.wait(step, "all pods gone", false, |seen, _, gone| gone >= seen).await {
             return true;
         }
         match pods.list_metadata(&ListParams::default().labels(selector).limit(1)).await {
@@ -466,6 +475,8 @@ async fn wait_gone(pods: &Api<Pod>, selector: &str, tracker: &Tracker, deadline:
             Err(e) => tracing::warn!(error = %e, "cannot list pods"),
         }
         if tokio::time::Instant::now() >= deadline {
+            let (seen, _, gone) = tracker.counts();
+            tracing::warn!(seen, gone, "timed out waiting for all pods gone");
             return false;
         }
     }
