@@ -228,6 +228,41 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from afar\n");
     let o = home.kubectl().args(["exec", "-n", ns, &name, "--", "sh", "-c", "exit 4"]).output().unwrap();
     assert_eq!(o.status.code(), Some(4), "the remote exit code reaches kubectl");
+    // logs -f keeps streaming from the remote pod
+    let kubectl = skylet_testenv::k8s_bin().join("kubectl");
+    let o = Command::new("timeout")
+        .args(["3", kubectl.to_str().unwrap(), "logs", "-f", "--tail=0", "-n", ns, &name])
+        .env("KUBECONFIG", &home.kubeconfig)
+        .output()
+        .unwrap();
+    let followed = String::from_utf8_lossy(&o.stdout);
+    assert!(followed.lines().filter(|l| l.starts_with("tick")).count() >= 2, "followed: {followed:?}");
+    // port-forward at home reaches the remote pod's port (the remote skylet echoes)
+    let mut pf = home
+        .kubectl()
+        .args(["-n", ns, "port-forward", &format!("pod/{name}"), ":80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(pf.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let local: u16 = first
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output: {first}"));
+    std::thread::spawn(move || for _ in lines {});
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // no half-close: kube-rs's WebSocket port-forward (the hop to the remote
+    // apiserver) ends the whole connection when one side closes its writes
+    std::io::Write::write_all(&mut tcp, b"across clusters\n").unwrap();
+    let mut back = [0u8; 16];
+    std::io::Read::read_exact(&mut tcp, &mut back).unwrap();
+    assert_eq!(&back, b"across clusters\n");
+    let _ = pf.kill();
+    let _ = pf.wait();
 
     // the remote apiserver goes away: the node goes NotReady, and comes back
     // without a duplicate remote pod

@@ -15,7 +15,9 @@
 //! - **Events**: Events the remote cluster records about a remote pod (the
 //!   remote scheduler's `Scheduled`, the remote kubelet's `Pulled`,
 //!   `BackOff`, ...) are recorded once on the home pod ([`events`]).
-//! - **Logs, exec, attach, port-forward** go to the remote apiserver.
+//! - **Logs, exec, attach, port-forward** go to the remote apiserver (kube-rs's
+//!   WebSocket client). Caveat: that port-forward protocol has no half-close,
+//!   so a forwarded connection ends as soon as either side closes its writes.
 //! - **Node**: capacity is the sum of allocatable of the remote cluster's
 //!   Ready, schedulable nodes minus what the unfinished pods on them request,
 //!   kept current by watches (nodes, and pods not Succeeded or Failed); the node is NotReady
