@@ -16,7 +16,6 @@
 //! RBAC for CSR mode: `certificatesigningrequests`: create, get, watch.
 
 use std::{
-    net::IpAddr,
     path::Path,
     sync::{Arc, RwLock},
     time::Duration,
@@ -227,19 +226,4 @@ async fn request_certificate(
         .unwrap_or(Duration::from_secs(3600));
     let der = PrivateKeyDer::try_from(key.serialize_der())?;
     Ok(Some((certified(chain, der)?, lifetime)))
-}
-
-/// Whether `ip` is one the certificate must cover (helper for tests).
-pub fn covers(chain: &[CertificateDer<'_>], ip: IpAddr) -> bool {
-    chain.first().and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok()).is_some_and(|(_, x)| {
-        x.subject_alternative_name().ok().flatten().is_some_and(|san| {
-            san.value.general_names.iter().any(|n| match n {
-                x509_parser::extensions::GeneralName::IPAddress(b) => match ip {
-                    IpAddr::V4(v4) => *b == v4.octets(),
-                    IpAddr::V6(v6) => *b == v6.octets(),
-                },
-                _ => false,
-            })
-        })
-    })
 }

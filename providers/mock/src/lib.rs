@@ -31,7 +31,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -111,7 +111,6 @@ struct Inner {
     pods: Mutex<HashMap<String, MockPod>>,
     updates: broadcast::Sender<BackendEvent>,
     next_ip: AtomicU32,
-    healthy: AtomicBool,
     creates: AtomicU32,
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
@@ -182,47 +181,12 @@ impl MockProvider {
                 pods: Mutex::new(pods),
                 updates,
                 next_ip: AtomicU32::new(saved.next_ip.max(1)),
-                healthy: AtomicBool::new(true),
                 creates: AtomicU32::new(saved.creates),
                 save_lock: Mutex::new(()),
             }),
         }
     }
 
-    /// Makes [`Provider::ping`] fail (`false`) or succeed again.
-    pub fn set_healthy(&self, healthy: bool) {
-        self.inner.healthy.store(healthy, Ordering::Relaxed);
-    }
-
-    /// How many pods were actually created (repeated creates not counted).
-    pub fn creates(&self) -> u32 {
-        self.inner.creates.load(Ordering::Relaxed)
-    }
-
-    /// Adds a pod as if a previous run had created it, without a script
-    /// (tests of adoption and orphan sweeps).
-    pub fn insert_running(&self, pod: PodRef, containers: &[&str]) {
-        let now = Timestamp::now();
-        let (stop, _) = watch::channel(false);
-        let app = containers
-            .iter()
-            .map(|n| Container {
-                name: (*n).to_owned(),
-                image: "mock".into(),
-                state: CState::Running { since: now },
-                logs: Arc::new(LogBuffer::default()),
-                shell: Arc::default(),
-            })
-            .collect();
-        let ip = self.inner.allocate_ip();
-        let mp = MockPod { pod: pod.clone(), created: now, ip, phase: "Running", init: vec![], app, stop };
-        self.inner.lock().insert(pod.uid, mp);
-    }
-
-    /// The UIDs of the pods the backend holds.
-    pub fn uids(&self) -> Vec<String> {
-        self.inner.lock().keys().cloned().collect()
-    }
 }
 
 impl Inner {
@@ -402,11 +366,7 @@ impl Provider for MockProvider {
         {
             return Err(ProviderError::transient(format!("simulated outage: {} exists", f.display())));
         }
-        if self.inner.healthy.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err(ProviderError::transient("the simulated backend was told to be unreachable"))
-        }
+        Ok(())
     }
 
     async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
