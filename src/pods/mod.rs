@@ -543,6 +543,9 @@ async fn write_status<P: Provider>(ctx: &Ctx<P>, pod: &Pod, observed: &Observed<
         return Ok(());
     }
     let r = PodRef::of(pod);
+    if tracing::enabled!(tracing::Level::TRACE) {
+        tracing::trace!(current = %serde_json::to_string(&pod.status).unwrap_or_default(), desired = %serde_json::to_string(&desired).unwrap_or_default(), "status differs");
+    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &r.namespace);
     // the UID precondition keeps a status from landing on a recreated pod
     let patch = json!({"metadata": {"uid": r.uid}, "status": desired});

@@ -169,6 +169,11 @@ fn conditions(s: &PodStatus, current: &PodStatus, has_init: bool, now: Timestamp
 }
 
 /// Whether writing `desired` over `current` changes anything a user sees.
+///
+/// Compared as they travel: serialized. Kubernetes stores times at whole
+/// seconds (k8s-openapi serializes `metav1.Time` so too) while backends report
+/// nanoseconds, so comparing the structs would see a change in every Running
+/// pod and write its status again on every reconcile.
 pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
     let Some(cur) = current else { return true };
     let strip = |s: &PodStatus| {
@@ -186,7 +191,14 @@ pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
         if let Some(c) = s.conditions.as_mut() {
             c.sort_by(|a, b| a.type_.cmp(&b.type_));
         }
-        s
+        // the apiserver defaults an absent lastState to {}
+        let statuses = s.container_statuses.iter_mut().chain(s.init_container_statuses.iter_mut()).flatten();
+        for c in statuses {
+            if c.last_state.as_ref() == Some(&ContainerState::default()) {
+                c.last_state = None;
+            }
+        }
+        serde_json::to_value(&s).unwrap_or(serde_json::Value::Null)
     };
     strip(cur) != strip(desired)
 }
@@ -269,6 +281,35 @@ mod tests {
         let later = Timestamp::now() + jiff::SignedDuration::from_secs(60);
         let second = desired(&p, &Observed::Backend(&b), "h", later);
         assert!(!changed(Some(&first), &second), "{first:?}\n{second:?}");
+    }
+
+    #[test]
+    fn sub_second_times_from_the_backend_are_no_change() {
+        // regression (found by hack/bench): the apiserver keeps whole seconds,
+        // the backend reports nanoseconds; that must not rewrite the status
+        let started: Timestamp = "2026-01-01T00:00:05.123456789Z".parse().unwrap();
+        let c = |name: &str| ContainerStatus {
+            name: name.into(),
+            ready: true,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning { started_at: Some(Time(started)) }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let b = PodStatus { phase: Some("Running".into()), container_statuses: Some(vec![c("a"), c("b")]), ..Default::default() };
+        let now: Timestamp = "2026-01-01T00:00:06.987654321Z".parse().unwrap();
+        let first = desired(&pod(), &Observed::Backend(&b), "h", now);
+        // what the apiserver stores and the watch returns: whole seconds,
+        // and lastState defaulted to {}
+        let mut stored: PodStatus = serde_json::from_value(serde_json::to_value(&first).unwrap()).unwrap();
+        for c in stored.container_statuses.iter_mut().flatten() {
+            c.last_state = Some(ContainerState::default());
+        }
+        let mut p = pod();
+        p.status = Some(stored.clone());
+        let again = desired(&p, &Observed::Backend(&b), "h", now + jiff::SignedDuration::from_secs(300));
+        assert!(!changed(Some(&stored), &again), "{stored:?}\n{again:?}");
     }
 
     #[test]
