@@ -97,6 +97,10 @@ def user_totals(r, window):
     return a["by_user"].get(USERS[r["meta"]["contender"]])
 
 
+def usage(r, proc, window, field):
+    return r["processes"].get(proc, {}).get("usage", {}).get(window, {}).get(field)
+
+
 def median_rep(rs):
     """The repetition with the median throughput (for CDF and RSS plots)."""
     ordered = sorted(rs, key=lambda r: r["running"]["pods_per_s"])
@@ -108,9 +112,10 @@ def throughput_table(results, scenario, lines):
     if not cs:
         return
     lines.append(
-        "| contender | reps | all Running | pods/s | p50 ms | p90 ms | p99 ms | max ms | delete s | writes/pod |"
+        "| contender | reps | all Running | pods/s | p50 ms | p90 ms | p99 ms | max ms | delete s | writes/pod "
+        "| contender CPU s | apiserver CPU s | peak RSS MiB |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cs:
         rs = results[(scenario, c)]
         ok = sum(1 for r in rs if r["running"]["all_running"])
@@ -127,8 +132,16 @@ def throughput_table(results, scenario, lines):
             f"| {spread([r['running']['latency_ms']['p99'] for r in rs], 0)} "
             f"| {spread([r['running']['latency_ms']['max'] for r in rs], 0)} "
             f"| {spread([(r.get('delete') or {}).get('seconds') for r in rs], 2)} "
-            f"| {spread(writes, 2)} |"
+            f"| {spread(writes, 2)} "
+            f"| {spread([usage(r, 'contender', 'to_running', 'cpu_s') for r in rs], 2)} "
+            f"| {spread([usage(r, 'apiserver', 'to_running', 'cpu_s') for r in rs], 2)} "
+            f"| {spread([usage(r, 'contender', 'run', 'peak_rss_mib') for r in rs])} |"
         )
+    lines.append("")
+    lines.append(
+        "CPU seconds are those spent from the first create until all pods were Running (the `to_running` window); "
+        "writes/pod counts every non-lease request of the contender over the whole run."
+    )
     lines.append("")
 
 
