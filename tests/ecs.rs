@@ -40,37 +40,19 @@ struct Aws {
 
 impl Aws {
     fn new(m: &Moto) -> Self {
-        let http = aws_smithy_http_client::Builder::new().build_http();
-        let creds = aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "moto");
-        let region = aws_sdk_ecs::config::Region::new(m.region.clone());
-        let bv = aws_sdk_ecs::config::BehaviorVersion::latest();
-        let ecs = aws_sdk_ecs::Client::from_conf(
-            aws_sdk_ecs::Config::builder()
-                .behavior_version(bv)
-                .region(region.clone())
-                .endpoint_url(&m.endpoint)
-                .credentials_provider(creds.clone())
-                .http_client(http.clone())
-                .build(),
-        );
-        let logs = aws_sdk_cloudwatchlogs::Client::from_conf(
-            aws_sdk_cloudwatchlogs::Config::builder()
-                .behavior_version(bv)
-                .region(region.clone())
-                .endpoint_url(&m.endpoint)
-                .credentials_provider(creds.clone())
-                .http_client(http.clone())
-                .build(),
-        );
-        let secrets = aws_sdk_secretsmanager::Client::from_conf(
-            aws_sdk_secretsmanager::Config::builder()
-                .behavior_version(bv)
-                .region(region)
-                .endpoint_url(&m.endpoint)
-                .credentials_provider(creds)
-                .http_client(http)
-                .build(),
-        );
+        // one shared configuration for the three clients, pointed at moto
+        let shared = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(m.region.clone()))
+            .endpoint_url(&m.endpoint)
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "moto"),
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        let ecs = aws_sdk_ecs::Client::new(&shared);
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&shared);
+        let secrets = aws_sdk_secretsmanager::Client::new(&shared);
         Self { ecs, logs, secrets, cluster: m.cluster.clone(), log_group: m.log_group.clone() }
     }
 
