@@ -59,7 +59,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus},
     core::v1::{
-        ConfigMap, Container, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod, PodSpec,
+        CSIVolumeSource, ConfigMap, Container, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod, PodSpec,
         ResourceFieldSelector, ResourceRequirements, Secret, Service, ServiceAccount, ServiceAccountTokenProjection,
         Volume, VolumeProjection,
     },
@@ -370,6 +370,12 @@ impl References {
         for (field, container) in containers(pod) {
             refs.add_container(container, &field);
         }
+        for (i, r) in spec(pod).image_pull_secrets.iter().flatten().enumerate() {
+            note(&mut refs.secrets, &r.name, || Origin {
+                usage: Usage::Volume,
+                field: format!("spec.imagePullSecrets[{i}]"),
+            });
+        }
         refs
     }
 
@@ -380,6 +386,9 @@ impl References {
         }
         if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
             note(&mut self.secrets, name, || at("secret"));
+        }
+        if let Some((name, f)) = volume.csi.as_ref().and_then(csi_secret) {
+            note(&mut self.secrets, name, || at(&format!("csi.{f}")));
         }
         let sources = volume.projected.as_ref().and_then(|p| p.sources.as_deref()).unwrap_or_default();
         for (j, src) in sources.iter().enumerate() {
@@ -647,9 +656,43 @@ fn build(inputs: &Inputs<'_>, services: &[(String, String)]) -> Result<ResolvedP
     for (field, container) in containers(pod) {
         env.insert(container.name.clone(), container_env(inputs, container, &field, services)?);
     }
+    let image_pull_secrets = pull_secrets(inputs);
     let mut pod = pod.clone();
     expand_commands(&mut pod, &env);
-    Ok(ResolvedPod { pod, env, volumes })
+    Ok(ResolvedPod { pod, env, volumes, image_pull_secrets })
+}
+
+/// The Secret a CSI volume names for its driver, and the field naming it:
+/// `nodePublishSecretRef`, or the Azure Files driver's `secretName` attribute
+/// (which reads the Secret from the pod's namespace).
+fn csi_secret(csi: &CSIVolumeSource) -> Option<(&str, &'static str)> {
+    if let Some(r) = &csi.node_publish_secret_ref {
+        return Some((r.name.as_str(), "nodePublishSecretRef"));
+    }
+    let attrs = csi.volume_attributes.as_ref()?;
+    (csi.driver == AZURE_FILE_CSI_DRIVER)
+        .then(|| attrs.get("secretName"))
+        .flatten()
+        .map(|n| (n.as_str(), "volumeAttributes.secretName"))
+}
+
+/// The Azure Files CSI driver, whose inline volumes name their Secret in an attribute.
+const AZURE_FILE_CSI_DRIVER: &str = "file.csi.azure.com";
+
+/// The pod's pull Secrets that exist, with their registry credentials. As
+/// the kubelet does, a missing pull Secret (or one without a docker config
+/// key) is skipped: the image may be public.
+fn pull_secrets(inputs: &Inputs<'_>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for r in spec(inputs.pod).image_pull_secrets.iter().flatten() {
+        let Some(Some(secret)) = inputs.fetched.secrets.get(&r.name) else { continue };
+        let data = secret.data.as_ref();
+        let config = data.and_then(|d| d.get(".dockerconfigjson").or_else(|| d.get(".dockercfg")));
+        if let Some(config) = config {
+            out.push((r.name.clone(), Value::secret(Bytes::copy_from_slice(&config.0))));
+        }
+    }
+    out
 }
 
 /// Expands `$(NAME)` in `command` and `args` with the container's variables,
@@ -1110,6 +1153,12 @@ fn volume_files(inputs: &Inputs<'_>, volume: &Volume, field: &str) -> Result<Opt
         for (j, source) in p.sources.iter().flatten().enumerate() {
             files.projection(inputs, source, mode, &format!("{field}.sources[{j}]"))?;
         }
+    } else if let Some((name, f)) = volume.csi.as_ref().and_then(csi_secret) {
+        // The driver's credentials, for backends that mount the share
+        // themselves (ACI's azureFile volume): every key as a file.
+        let field = format!("{field}.csi.{f}");
+        let object = inputs.object(Kind::Secret, name, None, Usage::Volume, &field)?;
+        files.key_files(inputs, object.as_ref(), None, None, DEFAULT_MODE, &field)?;
     } else {
         return Ok(None);
     }
@@ -1787,6 +1836,55 @@ mod tests {
         assert!(matches!(err, Error::MissingObject { usage: Usage::Volume, .. }), "{err:?}");
         assert_eq!(err.reason(), "FailedMount");
         assert!(err.to_string().starts_with("spec.volumes[0].secret: Secret shop/tls not found"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn pull_secrets_are_resolved_and_missing_ones_skipped() {
+        let fake = Fake::new(json!([
+            {"kind": "Secret", "metadata": {"namespace": "shop", "name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+             "stringData": {".dockerconfigjson": "{\"auths\":{\"r.example\":{\"auth\":\"dTpw\"}}}"}},
+            {"kind": "Secret", "metadata": {"namespace": "shop", "name": "opaque"}, "stringData": {"x": "y"}},
+        ]));
+        let pod = pod(json!({"containers": [{"name": "app"}],
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "gone"}, {"name": "opaque"}]}));
+        let resolved = resolve_with(&fake, &pod).await.unwrap();
+        let pulls = &resolved.pod.image_pull_secrets;
+        assert_eq!(pulls.len(), 1, "{pulls:?}");
+        assert_eq!(pulls[0].0, "regcred");
+        assert!(pulls[0].1.secret);
+        assert!(pulls[0].1.as_str().contains("r.example"));
+    }
+
+    #[tokio::test]
+    async fn csi_volume_secrets_become_files_and_are_required() {
+        let fake = Fake::new(json!([
+            {"kind": "Secret", "metadata": {"namespace": "shop", "name": "azure-files"},
+             "stringData": {"azurestorageaccountname": "acct", "azurestorageaccountkey": "k3y"}},
+        ]));
+        let pod = pod(json!({"containers": [{"name": "app"}], "volumes": [
+            {"name": "share", "csi": {"driver": "file.csi.azure.com",
+                "volumeAttributes": {"shareName": "data", "secretName": "azure-files"}}},
+            {"name": "other", "csi": {"driver": "x.example", "nodePublishSecretRef": {"name": "azure-files"}}},
+            {"name": "plain", "csi": {"driver": "x.example"}}]}));
+        let resolved = resolve_with(&fake, &pod).await.unwrap();
+        for v in ["share", "other"] {
+            assert_eq!(
+                resolved.pod.volumes[v],
+                [
+                    file("azurestorageaccountkey", 0o644, Value::secret("k3y")),
+                    file("azurestorageaccountname", 0o644, Value::secret("acct"))
+                ]
+            );
+        }
+        assert!(!resolved.pod.volumes.contains_key("plain"));
+
+        let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
+            {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "nope"}}}]}));
+        let err = resolve_with(&fake, &pod).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("spec.volumes[0].csi.volumeAttributes.secretName: Secret shop/nope not found"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

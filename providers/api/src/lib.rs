@@ -130,14 +130,20 @@ pub struct ResolvedPod {
     pub env: BTreeMap<String, Vec<(String, Value)>>,
     /// Contents of the configMap, secret, downwardAPI and projected volumes, by
     /// volume name. Volumes of other kinds (emptyDir, CSI, ...) are absent and
-    /// left for the backend to map or refuse.
+    /// left for the backend to map or refuse, except CSI volumes that name a
+    /// Secret (`nodePublishSecretRef`, or the `secretName` volume attribute
+    /// of the Azure Files driver): that Secret's keys are here as files.
     pub volumes: BTreeMap<String, Vec<VolumeFile>>,
+    /// The pod's `imagePullSecrets`, by Secret name: the contents of its
+    /// `.dockerconfigjson` (or legacy `.dockercfg`) key, always secret.
+    /// Missing pull Secrets are skipped, as the kubelet does.
+    pub image_pull_secrets: Vec<(String, Value)>,
 }
 
 impl ResolvedPod {
     /// A pod with nothing resolved (tests, and pods that reference nothing).
     pub fn bare(pod: Pod) -> Self {
-        Self { pod, env: BTreeMap::new(), volumes: BTreeMap::new() }
+        Self { pod, env: BTreeMap::new(), volumes: BTreeMap::new(), image_pull_secrets: Vec::new() }
     }
 
     /// The reference of the pod.
