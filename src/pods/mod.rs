@@ -99,7 +99,36 @@ pub struct Ctx<P> {
     node_info: resolve::NodeInfo,
     /// Per-pod state that is not in Kubernetes or the backend.
     local: Mutex<HashMap<String, Local>>,
+    /// Pods whose object skylet removed: a reconcile of a stale copy (the
+    /// watch has not delivered the removal yet) must not delete it again.
+    removed: Mutex<Recent>,
     trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
+}
+
+/// The last [`Recent::MAX`] UIDs inserted.
+#[derive(Debug, Default)]
+struct Recent {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Recent {
+    const MAX: usize = 4096;
+
+    fn insert(&mut self, uid: &str) {
+        if self.set.insert(uid.to_owned()) {
+            self.order.push_back(uid.to_owned());
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.set.contains(uid)
+    }
 }
 
 /// What skylet remembers of a pod between reconciles.
@@ -158,6 +187,7 @@ impl<P: Provider> PodController<P> {
             recorder,
             node_info,
             local: Mutex::default(),
+            removed: Mutex::default(),
             trigger,
         });
         Self { ctx, controller, triggers, services: (services_store, services_writer) }
@@ -229,6 +259,10 @@ impl<P> Ctx<P> {
 
     fn forget(&self, uid: &str) {
         self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+    }
+
+    fn removed(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.removed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn trigger(&self, pod: &PodRef) {
@@ -500,6 +534,9 @@ async fn refresh_token_if_due<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef) 
 /// period, wait until it is gone (or the grace period is over), then remove
 /// the pod object with a UID precondition.
 async fn delete<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
+    if ctx.removed().contains(&r.uid) {
+        return Ok(Action::await_change());
+    }
     let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0);
     let deadline = pod.metadata.deletion_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
     let local = ctx.local(&r.uid);
@@ -532,6 +569,7 @@ async fn delete<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
         Err(source) => return Err(Error::Delete { pod: r.clone(), source }),
     }
+    ctx.removed().insert(&r.uid);
     ctx.forget(&r.uid);
     Ok(Action::await_change())
 }
@@ -575,6 +613,13 @@ fn error_policy<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Ac
         tracing::info!(error = %err, retry_after = ?d, "backend throttled; waiting as asked");
         return Action::requeue(*d);
     }
+    if let Some(d) = apiserver_retry_after(err) {
+        // kube-rs does not retry a 429 from the API server (priority and
+        // fairness); wait as long as it asks, without escalating the backoff
+        ctx.update_local(&uid, |l| l.failures = l.failures.saturating_sub(1));
+        tracing::debug!(error = %err, retry_after = ?d, "API server throttled; waiting as asked");
+        return Action::requeue(d);
+    }
     // a missing ConfigMap or Secret is looked for again at least every 20 s,
     // so the pod starts soon after someone creates it
     let delay = match err {
@@ -583,6 +628,18 @@ fn error_policy<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Ac
     };
     tracing::warn!(error = %err, cause = ?std::error::Error::source(err).map(ToString::to_string), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// How long the API server asked skylet to wait, for a 429 on a status
+/// write or a delete (`details.retryAfterSeconds`, else 1 s).
+fn apiserver_retry_after(err: &Error) -> Option<Duration> {
+    let (Error::WriteStatus { source: kube::Error::Api(s), .. } | Error::Delete { source: kube::Error::Api(s), .. }) = err else {
+        return None;
+    };
+    (s.code == 429).then(|| {
+        let secs = s.details.as_ref().map_or(0, |d| d.retry_after_seconds);
+        Duration::from_secs(u64::from(secs.clamp(1, 60)))
+    })
 }
 
 /// 1 s, 2 s, 4 s ... capped at 5 minutes, with up to 10% jitter so that
@@ -597,6 +654,31 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apiserver_429_waits_as_asked() {
+        let pod = PodRef::new("ns", "p", "u");
+        let status = |code: u16, retry: Option<u32>| {
+            let mut s = kube::core::Status::failure("slow down", "TooManyRequests").with_code(code);
+            s.details = retry.map(|r| serde_json::from_value(json!({"retryAfterSeconds": r})).unwrap_or_else(|e| panic!("{e}")));
+            kube::Error::Api(s.boxed())
+        };
+        let write = |code, retry| Error::WriteStatus { pod: pod.clone(), source: status(code, retry) };
+        assert_eq!(apiserver_retry_after(&write(429, Some(3))), Some(Duration::from_secs(3)));
+        assert_eq!(apiserver_retry_after(&write(429, None)), Some(Duration::from_secs(1)));
+        assert_eq!(apiserver_retry_after(&Error::Delete { pod: pod.clone(), source: status(429, Some(900)) }), Some(Duration::from_secs(60)));
+        assert_eq!(apiserver_retry_after(&write(500, None)), None);
+    }
+
+    #[test]
+    fn recent_uids_are_bounded() {
+        let mut r = Recent::default();
+        for i in 0..Recent::MAX + 10 {
+            r.insert(&i.to_string());
+        }
+        assert!(!r.contains("0") && r.contains("10") && r.contains(&(Recent::MAX + 9).to_string()));
+        assert_eq!(r.set.len(), Recent::MAX);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
