@@ -22,6 +22,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+pub mod k8s;
 mod moto;
 mod skylet;
 pub use moto::Moto;
