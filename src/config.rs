@@ -14,6 +14,7 @@ use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
+pub mod aci;
 pub mod ecs;
 pub mod kube;
 
@@ -44,6 +45,8 @@ pub enum ProviderKind {
     Kubernetes,
     /// AWS ECS on Fargate (`--ecs-*`).
     AwsEcs,
+    /// Azure Container Instances (`--aci-*`).
+    AzureAci,
 }
 
 /// What to do with the Node object on shutdown.
@@ -181,6 +184,9 @@ pub struct Args {
     /// AWS ECS/Fargate backend.
     #[command(flatten)]
     pub ecs: ecs::EcsArgs,
+    /// Azure Container Instances backend.
+    #[command(flatten)]
+    pub aci: aci::AciArgs,
 }
 
 /// Log output format.
@@ -222,6 +228,7 @@ struct File {
     mock: Option<MockFile>,
     remote: Option<kube::KubeFile>,
     ecs: Option<ecs::EcsFile>,
+    aci: Option<aci::AciFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +262,8 @@ pub struct Config {
     pub kube: Option<kube::KubeConfig>,
     /// AWS ECS backend settings (with `--provider aws-ecs`).
     pub ecs: Option<skylet_ecs::Config>,
+    /// ACI backend settings (with `--provider azure-aci`).
+    pub aci: Option<skylet_aci::Config>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -335,7 +344,11 @@ impl Config {
     /// Parses and validates the command line and environment, and the config
     /// file it names.
     pub fn load() -> Result<Self> {
-        Self::from_args(Args::parse())
+        let mut args = Args::parse();
+        // Read here rather than as a clap `env` so it can never be a flag
+        // (flags show in `ps`) nor appear in `--help`.
+        args.aci.aci_client_secret_env = std::env::var("AZURE_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+        Self::from_args(args)
     }
 
     /// Builds the configuration from parsed arguments (tests call this).
@@ -478,6 +491,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         kube: kube::merge(args.kube, file.remote, provider == ProviderKind::Kubernetes)?,
         ecs: ecs::merge(args.ecs, file.ecs, provider == ProviderKind::AwsEcs, &node_name_for_ecs)?,
+        aci: aci::merge(args.aci, file.aci, provider == ProviderKind::AzureAci, &node_name_for_ecs)?,
     })
 }
 

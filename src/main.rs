@@ -56,6 +56,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 let provider = skylet_ecs::EcsProvider::new(ecs).await.context("cannot start the aws-ecs backend")?;
                 skylet::run(config, client, provider, shutdown.clone()).await?;
             }
+            ProviderKind::AzureAci => {
+                let aci = config.aci.clone().context("azure-aci selected without ACI settings")?;
+                let provider = skylet_aci::AciProvider::new(aci, Some(client.clone()))
+                    .await
+                    .context("cannot start the azure-aci backend")?;
+                skylet::run(config, client, provider, shutdown.clone()).await?;
+            }
         }
         anyhow::Ok(())
     };

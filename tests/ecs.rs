@@ -9,23 +9,20 @@
 //! mapping are unit-tested in `providers/ecs` for the rest.
 
 use std::{
-    io::{Read, Write},
     path::Path,
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Namespace, Node, Pod, Secret},
-};
-use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::{Api, Client, api::PostParams};
 use serde_json::json;
-use skylet_testenv::{ControlPlane, Moto, Skylet, eventually, unique_name as unique};
+use skylet_testenv::{
+    ControlPlane, Moto, Skylet, eventually,
+    k8s::{deployment, kubectl, namespace, node_ready, pods_gone, pods_where, running_with_ip, sample, scrape},
+    unique_name as unique,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
 
@@ -144,23 +141,6 @@ fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {
     Skylet::start_with_env(cp, Path::new(BIN), node, &args, &moto.skylet_env())
 }
 
-async fn namespace(client: &Client, base: &str) -> String {
-    let name = unique(base);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-    name
-}
-
-async fn node_ready(client: &Client, node: &str) -> Node {
-    let nodes: Api<Node> = Api::all(client.clone());
-    eventually(&format!("node {node} Ready"), Duration::from_secs(60), || async {
-        let n = nodes.get(node).await.ok()?;
-        let ready = n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(n)
-    })
-    .await
-}
-
 fn template(node: &str, app: &str) -> serde_json::Value {
     json!({
         "metadata": {"labels": {"app": app}},
@@ -174,62 +154,10 @@ fn template(node: &str, app: &str) -> serde_json::Value {
     })
 }
 
-async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, template: serde_json::Value) {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": template}
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &d).await.unwrap();
-}
-
 /// `n` pods of `app` in phase Running with a pod IP (moto never reports
 /// containers as started, so they are not Ready).
 async fn running_pods(client: &Client, ns: &str, app: &str, n: usize, timeout: Duration) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("{n} pods of {app} Running with an IP"), timeout, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items;
-        let ok = list.len() == n
-            && list.iter().all(|p| {
-                let s = p.status.as_ref();
-                s.and_then(|s| s.phase.as_deref()) == Some("Running") && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-            });
-        ok.then_some(list)
-    })
-    .await
-}
-
-async fn pods_gone(client: &Client, ns: &str, app: &str, timeout: Duration) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("pods of {app} gone"), timeout, || async {
-        pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items.is_empty().then_some(())
-    })
-    .await;
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
-    let out = cp.kubectl().args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// skylet's Prometheus text.
-fn scrape(s: &Skylet) -> String {
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.metrics_port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: skylet\r\n\r\n").unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of the first sample whose line contains every needle.
-fn sample(metrics: &str, needles: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| needles.iter().all(|n| l.contains(n)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    pods_where(client, ns, app, n, timeout, "Running with an IP", running_with_ip).await
 }
 
 #[tokio::test]

@@ -1,0 +1,377 @@
+#![warn(missing_docs)]
+//! skylet's Azure Container Instances backend: every pod bound to the node is
+//! one ACI container group.
+//!
+//! | pod | ACI |
+//! |---|---|
+//! | the pod | a container group named by [`names::group_name`] (unique by pod UID), tagged with the pod's UID, namespace, name and the node |
+//! | containers, init containers, env, probes, resources, volumes | the group's properties ([`translate`]); Secret-derived values only in `secureValue` and secret volumes |
+//! | status | a sweep: ContainersGroups_ListByResourceGroup, all pages, filtered by the node tag ([`status`]); never one GET per pod |
+//! | Events | each instance-view event recorded once on the pod |
+//! | logs | Containers_ListLogs, polled for `-f` ([`logs`]) |
+//! | exec, attach | Containers_ExecuteCommand / Containers_Attach and their WebSocket ([`stream`]) |
+//! | delete | ContainerGroups_Stop, wait up to the grace period, ContainerGroups_Delete |
+//!
+//! # Idempotency and restarts
+//! The group name is a function of the pod UID, so a create repeated after a
+//! crash (even between the PUT and skylet noticing it) is a PUT of the same
+//! resource: ARM answers 200 and nothing is duplicated. A restarted skylet
+//! adopts groups by their `skylet-node` and `skylet-pod-uid` tags; the core's
+//! sweep deletes groups whose pod is gone.
+//!
+//! # Cost
+//! One list call per page (100 groups) per sweep for the resource group, one
+//! PUT per pod, Stop + Delete (+ operation polls) per deleted pod, one usage
+//! call per node ping. virtual-kubelet's azure-aci provider GETs every group
+//! every 5 s instead.
+//!
+//! # Azure RBAC (see `deploy/azure/role.json`)
+//! `Microsoft.ContainerInstance/containerGroups/{read,write,delete}`,
+//! `.../containerGroups/stop/action`, `.../containers/logs/read`,
+//! `.../containers/exec/action`, `.../containers/attach/action`,
+//! `Microsoft.ContainerInstance/locations/usages/read`, and for delegated
+//! subnets `Microsoft.Network/virtualNetworks/subnets/join/action`, for
+//! per-pod identities `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use prometheus_client::metrics::gauge::Gauge;
+use skylet_provider::{
+    AttachIo, BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, Node, PodRef, Provider, ProviderError,
+    ResolvedPod, Result,
+};
+
+pub mod client;
+pub mod config;
+mod events;
+pub mod logs;
+pub mod models;
+pub mod names;
+pub mod status;
+pub mod stream;
+pub mod translate;
+
+pub use config::Config;
+
+use client::ArmClient;
+use models::ContainerGroup;
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The settings are unusable.
+    #[error("invalid ACI settings: {0}")]
+    Config(String),
+    /// The Azure client could not be built (credentials, CA file).
+    #[error("cannot set up the Azure client")]
+    Client(#[source] client::ClientError),
+}
+
+/// The ACI backend. Cheap to clone.
+#[derive(Clone)]
+pub struct AciProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    client: Arc<ArmClient>,
+    settings: translate::Settings,
+    state: Mutex<State>,
+    events: events::Forwarder,
+    /// Serializes sweeps.
+    sweep: tokio::sync::Mutex<()>,
+    /// Groups of this node in the last sweep.
+    sweep_groups: Gauge,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last sweep's view, by pod UID.
+    groups: HashMap<String, Known>,
+    /// Whether a sweep has run.
+    listed: bool,
+    /// Node capacity from the location's quota, refreshed by pings.
+    quota: BTreeMap<String, String>,
+}
+
+/// A group as the last sweep saw it.
+#[derive(Clone, Debug)]
+struct Known {
+    name: String,
+    /// Containers and init containers.
+    containers: Vec<String>,
+}
+
+impl Known {
+    fn of(name: String, g: &ContainerGroup) -> Self {
+        let p = &g.properties;
+        let containers = p.containers.iter().map(|c| c.name.clone()).chain(p.init_containers.iter().map(|c| c.name.clone()));
+        Self { name, containers: containers.collect() }
+    }
+}
+
+impl AciProvider {
+    /// Sets up the ARM client; `home` (the cluster skylet is a node of)
+    /// receives the ACI events as pod Events. No Azure call is made.
+    ///
+    /// # Errors
+    /// Unusable settings, credentials that cannot be set up, an unreadable CA file.
+    pub async fn new(config: Config, home: Option<kube::Client>) -> Result<Self, Error> {
+        config.check().map_err(Error::Config)?;
+        let client = ArmClient::new(client_config(&config)).await.map_err(Error::Client)?;
+        let settings = translate::Settings {
+            node: config.node_name.clone(),
+            location: config.location.clone(),
+            subnet_ids: config.subnet_ids.clone(),
+            dns: (!config.dns_nameservers.is_empty()).then(|| translate::Dns {
+                nameservers: config.dns_nameservers.clone(),
+                search_domains: config.dns_search_domains.clone(),
+                options: config.dns_options.clone(),
+            }),
+            cluster_domain: config.cluster_domain.clone(),
+            zones: config.zones.clone(),
+            ..translate::Settings::default()
+        };
+        let inner = Inner {
+            events: events::Forwarder::new(home, &config.node_name),
+            client: Arc::new(client),
+            settings,
+            config,
+            state: Mutex::default(),
+            sweep: tokio::sync::Mutex::new(()),
+            sweep_groups: Gauge::default(),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rg(&self) -> &str {
+        &self.inner.config.resource_group
+    }
+
+    /// The group of a pod: from the last sweep, else by name (the name is a
+    /// function of the UID, so this is right for groups created by any skylet).
+    fn group_of(&self, pod: &PodRef) -> String {
+        self.state().groups.get(&pod.uid).map_or_else(|| names::group_name(pod), |k| k.name.clone())
+    }
+
+    /// The group of a pod that must exist with `container`: a 404 told at
+    /// once (before exec's upgrade) when the last sweep knows better.
+    fn running_group(&self, pod: &PodRef, container: &str) -> Result<String> {
+        let st = self.state();
+        match st.groups.get(&pod.uid) {
+            Some(k) if k.containers.is_empty() || k.containers.iter().any(|c| c == container) => Ok(k.name.clone()),
+            Some(k) => Err(ProviderError::NotFound(format!("container {container:?} is not in container group {}", k.name))),
+            None if st.listed => Err(ProviderError::NotFound(format!("pod {}/{} has no container group", pod.namespace, pod.name))),
+            None => Ok(names::group_name(pod)),
+        }
+    }
+
+    async fn sweep(&self) -> Result<Vec<BackendPod>> {
+        let _one = self.inner.sweep.lock().await;
+        let metrics = self.inner.client.metrics();
+        let before = metrics.list_page_requests();
+        let groups: Vec<ContainerGroup> = self.inner.client.list_groups(self.rg()).await?;
+        metrics.set_sweep_list_calls(metrics.list_page_requests().saturating_sub(before));
+        let mut pods = Vec::new();
+        let mut view = HashMap::new();
+        for g in &groups {
+            let Some(tags) = g.tags.as_ref() else { continue };
+            if tags.get(names::TAG_NODE).map(String::as_str) != Some(self.inner.config.node_name.as_str()) {
+                continue;
+            }
+            let Some(pod) = names::pod_ref_of(tags) else { continue };
+            let Some(name) = g.name.clone() else { continue };
+            self.inner.events.forward(&pod, status::events(g));
+            view.insert(pod.uid.clone(), Known::of(name, g));
+            pods.push(BackendPod { status: status::pod_status(g), pod });
+        }
+        self.inner.sweep_groups.set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
+        let mut st = self.state();
+        st.groups = view;
+        st.listed = true;
+        Ok(pods)
+    }
+
+    /// Waits until every container of the group has ended, up to `grace`
+    /// (one GET per second: deletes are rare next to sweeps).
+    async fn wait_stopped(&self, group: &str, grace: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let g: Option<ContainerGroup> = self.inner.client.get_group(self.rg(), group).await?;
+            let Some(g) = g else { return Ok(()) };
+            if status::all_terminated(&g) || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now())).await;
+        }
+    }
+}
+
+fn client_config(c: &Config) -> client::ClientConfig {
+    use config::AuthMode;
+    let auth = match c.auth {
+        AuthMode::Default => client::Auth::Default,
+        AuthMode::ClientSecret => client::Auth::ClientSecret {
+            tenant_id: c.tenant_id.clone().unwrap_or_default(),
+            client_id: c.client_id.clone().unwrap_or_default(),
+            client_secret: c.client_secret.clone().unwrap_or_default(),
+        },
+        AuthMode::WorkloadIdentity => client::Auth::WorkloadIdentity { tenant_id: c.tenant_id.clone(), client_id: c.client_id.clone(), token_file: None },
+        AuthMode::ManagedIdentity => client::Auth::ManagedIdentity { client_id: c.client_id.clone() },
+        AuthMode::AzureCli => client::Auth::AzureCli,
+    };
+    let mut cc = client::ClientConfig::new(c.subscription_id.clone(), auth);
+    cc.arm_endpoint = c.arm_endpoint.clone();
+    cc.authority_host = c.authority_host.clone();
+    cc.ca_file = c.ca_file.clone();
+    cc.max_attempts = c.max_attempts;
+    cc
+}
+
+/// Node capacity from the location's quota: what is left of it.
+fn quota_capacity(usages: &[client::Usage]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for u in usages {
+        let left = (u.limit.unwrap_or(0) - u.current_value.unwrap_or(0)).max(0);
+        match u.name.as_ref().and_then(|n| n.value.as_deref()) {
+            Some("StandardCores") => out.insert("cpu".to_owned(), left.to_string()),
+            Some("ContainerGroups") => out.insert("pods".to_owned(), left.to_string()),
+            _ => None,
+        };
+    }
+    if let Some(cpu) = out.get("cpu").and_then(|c| c.parse::<i64>().ok()) {
+        // ACI allows up to 16 GB per core on standard SKUs; 4 GiB per core is what
+        // its default quota pairs with a core.
+        out.insert("memory".to_owned(), format!("{}Gi", cpu * 4));
+    }
+    out
+}
+
+impl Provider for AciProvider {
+    fn name(&self) -> &'static str {
+        "azure-aci"
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.client.register_metrics(registry);
+        registry.register("azure_sweep_groups", "Container groups of this node in the last sweep", self.inner.sweep_groups.clone());
+    }
+
+    fn configure_node(&self, node: &mut Node) {
+        let c = &self.inner.config.capacity;
+        let quota = self.state().quota.clone();
+        let pick = |k: &str, configured: &Option<String>, fallback: &str| {
+            configured.clone().or_else(|| quota.get(k).cloned()).unwrap_or_else(|| fallback.to_owned())
+        };
+        let mut q = BTreeMap::new();
+        q.insert("cpu".to_owned(), Quantity(pick("cpu", &c.cpu, "100")));
+        q.insert("memory".to_owned(), Quantity(pick("memory", &c.memory, "400Gi")));
+        q.insert("pods".to_owned(), Quantity(pick("pods", &c.pods, "100")));
+        if let Some(gpu) = &c.gpu {
+            q.insert("nvidia.com/gpu".to_owned(), Quantity(gpu.clone()));
+        }
+        let status = node.status.get_or_insert_with(Default::default);
+        status.capacity = Some(q.clone());
+        status.allocatable = Some(q);
+        let labels = node.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert("topology.kubernetes.io/region".into(), self.inner.config.location.clone());
+        labels.insert("node.kubernetes.io/instance-type".into(), "aci".into());
+        if let [zone] = self.inner.config.zones.as_slice() {
+            labels.insert("topology.kubernetes.io/zone".into(), format!("{}-{zone}", self.inner.config.location));
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let usages = self.inner.client.usages(&self.inner.config.location).await?;
+        self.state().quota = quota_capacity(&usages);
+        Ok(())
+    }
+
+    async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
+        let pod = rp.pod_ref();
+        let group = translate::container_group(rp, &self.inner.settings)?;
+        let name = names::group_name(&pod);
+        // A PUT of a deterministic name: repeating it (after a crash, a retry)
+        // updates the same group, so nothing is ever duplicated.
+        let put = self.inner.client.put_group(self.rg(), &name, &group).await?;
+        tracing::info!(pod = %pod, group = %name, created = put.created, "container group submitted");
+        let known = Known { name, containers: Vec::new() };
+        self.state().groups.insert(pod.uid.clone(), known);
+        Ok(())
+    }
+
+    async fn delete_pod(&self, pod: &PodRef, grace: Duration) -> Result<Deleted> {
+        let name = self.group_of(pod);
+        if !grace.is_zero() {
+            self.inner.client.stop_group(self.rg(), &name).await?;
+            self.wait_stopped(&name, grace).await?;
+        }
+        let op = self.inner.client.delete_group(self.rg(), &name).await?;
+        if let Some(op) = op
+            && let Err(e) = self.inner.client.wait(&op, Duration::from_secs(60)).await
+        {
+            tracing::info!(pod = %pod, group = %name, error = %e, "deletion still running; the sweep will see it gone");
+            return Ok(Deleted::Stopping);
+        }
+        self.state().groups.remove(&pod.uid);
+        tracing::info!(pod = %pod, group = %name, "container group deleted");
+        Ok(Deleted::Gone)
+    }
+
+    async fn list_pods(&self) -> Result<Vec<BackendPod>> {
+        self.sweep().await
+    }
+
+    async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
+        let group = self.running_group(pod, container)?;
+        logs::logs(self.inner.client.clone(), self.rg(), &group, container, opts, self.inner.config.log_poll_interval).await
+    }
+
+    async fn exec(&self, pod: &PodRef, container: &str, command: Vec<String>, io: ExecIo) -> Result<ExitStatus> {
+        let group = self.running_group(pod, container)?;
+        stream::exec(&self.inner.client, self.rg(), &group, container, &command, io).await
+    }
+
+    async fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
+        let group = self.running_group(pod, container)?;
+        stream::attach(&self.inner.client, self.rg(), &group, container, io).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_documents_every_annotation() {
+        let readme = include_str!("../README.md");
+        for (name, _) in translate::ANNOTATIONS {
+            assert!(readme.contains(&format!("`{name}`")), "providers/aci/README.md lacks {name}");
+        }
+    }
+
+    #[test]
+    fn capacity_is_what_the_quota_leaves() {
+        let usage = |name: &str, current: i32, limit: i32| client::Usage {
+            name: Some(client::UsageName { value: Some(name.into()), localized_value: None }),
+            current_value: Some(current),
+            limit: Some(limit),
+            ..client::Usage::default()
+        };
+        let cap = quota_capacity(&[usage("StandardCores", 10, 100), usage("ContainerGroups", 120, 100), usage("Other", 0, 5)]);
+        assert_eq!(cap.get("cpu").map(String::as_str), Some("90"));
+        assert_eq!(cap.get("memory").map(String::as_str), Some("360Gi"));
+        assert_eq!(cap.get("pods").map(String::as_str), Some("0"), "never negative");
+        assert_eq!(cap.len(), 3);
+    }
+}

@@ -1,0 +1,515 @@
+#![allow(clippy::unwrap_used)]
+//! The ARM client, logs and exec/attach against the ACI emulator
+//! (in-process, HTTPS with its own CA, as contract 1 says).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use skylet_aci::{
+    client::{ArmClient, ArmError, Auth, ClientConfig},
+    logs, stream,
+};
+use skylet_aci_emulator::{Config as EmulatorConfig, Emulator};
+use skylet_provider::{ExecIo, ExitStatus, LogOptions, ProviderError, TermSize};
+use tokio::io::AsyncReadExt;
+
+const RG: &str = "skylet-rg";
+
+struct Env {
+    emulator: Emulator,
+    client: Arc<ArmClient>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env_with(config: EmulatorConfig, secret: Option<&str>) -> Env {
+    let emulator = Emulator::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    emulator.write_ca(&ca).unwrap();
+    let cfg = emulator.config().clone();
+    let mut client_cfg = ClientConfig::new(
+        cfg.subscription_id.clone(),
+        Auth::ClientSecret {
+            tenant_id: cfg.tenant_id.clone(),
+            client_id: cfg.client_id.clone(),
+            client_secret: secret.map_or(cfg.client_secret.clone(), str::to_owned),
+        },
+    );
+    client_cfg.arm_endpoint = emulator.url();
+    client_cfg.authority_host = Some(emulator.url());
+    client_cfg.ca_file = Some(ca);
+    let client = Arc::new(ArmClient::new(client_cfg).await.unwrap());
+    Env {
+        emulator,
+        client,
+        _dir: dir,
+    }
+}
+
+async fn env() -> Env {
+    env_with(EmulatorConfig::default(), None).await
+}
+
+fn group(name: &str, command: &[&str]) -> Value {
+    json!({
+        "location": "westeurope",
+        "tags": {"skylet-pod-name": name},
+        "properties": {
+            "osType": "Linux",
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "properties": {
+                    "image": "busybox:1.36",
+                    "command": command,
+                    "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.5}}
+                }
+            }]
+        }
+    })
+}
+
+async fn create(env: &Env, name: &str, command: &[&str]) {
+    let put = env
+        .client
+        .put_group(RG, name, &group(name, command))
+        .await
+        .unwrap();
+    assert!(put.created);
+    let op = put.operation.expect("an operation to follow");
+    env.client.wait(&op, Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn group_lifecycle() {
+    let env = env().await;
+    let c = &env.client;
+    assert!(c.get_group::<Value>(RG, "g1").await.unwrap().is_none());
+
+    let body = group("g1", &["sh", "-c", "echo hi; sleep infinity"]);
+    let put = c.put_group(RG, "g1", &body).await.unwrap();
+    assert!(put.created);
+    c.wait(&put.operation.unwrap(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    // the same body again: 200, not created
+    let again = c.put_group(RG, "g1", &body).await.unwrap();
+    assert!(!again.created);
+
+    let got: Value = c.get_group(RG, "g1").await.unwrap().unwrap();
+    assert_eq!(got["properties"]["provisioningState"], "Succeeded");
+
+    c.stop_group(RG, "g1").await.unwrap();
+    c.stop_group(RG, "missing").await.unwrap();
+
+    let op = c
+        .delete_group(RG, "g1")
+        .await
+        .unwrap()
+        .expect("a delete operation");
+    c.wait(&op, Duration::from_secs(20)).await.unwrap();
+    assert!(c.get_group::<Value>(RG, "g1").await.unwrap().is_none());
+    assert!(c.delete_group(RG, "g1").await.unwrap().is_none());
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_follows_every_page_and_counts_them() {
+    let env = env_with(
+        EmulatorConfig {
+            page_size: 2,
+            ..EmulatorConfig::default()
+        },
+        None,
+    )
+    .await;
+    for i in 0..5 {
+        let name = format!("g{i}");
+        env.client
+            .put_group(RG, &name, &group(&name, &["sleep", "infinity"]))
+            .await
+            .unwrap();
+    }
+    let before = env.client.metrics().list_page_requests();
+    let groups: Vec<Value> = env.client.list_groups(RG).await.unwrap();
+    let mut names: Vec<_> = groups
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g0", "g1", "g2", "g3", "g4"]);
+    assert_eq!(env.client.metrics().list_page_requests() - before, 3);
+    assert_eq!(
+        env.emulator
+            .stats()
+            .count("ContainerGroups_ListByResourceGroup"),
+        3
+    );
+
+    let e = env
+        .client
+        .list_groups::<Value>("no-such-rg")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404));
+    assert!(matches!(ProviderError::from(e), ProviderError::NotFound(_)));
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_is_retried_after_retry_after() {
+    let env = env().await;
+    env.emulator.throttle(2, Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    assert!(
+        env.client
+            .get_group::<Value>(RG, "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let m = env.client.metrics();
+    assert_eq!(m.throttled("ContainerGroups_Get"), 2);
+    assert_eq!(m.retries("ContainerGroups_Get"), 2);
+    assert_eq!(m.requests("ContainerGroups_Get", "4xx"), 3);
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_past_max_attempts_is_throttled() {
+    let env = env().await;
+    env.emulator.throttle(10, Duration::from_secs(1));
+    // the shared client retries 5 times; with 10 throttled answers it gives up
+    let e = env.client.get_group::<Value>(RG, "nope").await.unwrap_err();
+    assert_eq!(e.status(), Some(429));
+    assert!(matches!(
+        ProviderError::from(e),
+        ProviderError::Throttled {
+            retry_after: Some(_)
+        }
+    ));
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_a_credential_error() {
+    let env = env_with(EmulatorConfig::default(), Some("wrong")).await;
+    let e = env.client.get_group::<Value>(RG, "g").await.unwrap_err();
+    assert!(matches!(e, ArmError::Credential { .. }), "{e:?}");
+    assert!(matches!(
+        ProviderError::from(e),
+        ProviderError::Transient(_)
+    ));
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_bodies_fail_the_pod() {
+    let env = env().await;
+    let mut body = group("bad", &["sleep", "1"]);
+    body["properties"]["containers"][0]["name"] = json!("Not_Valid");
+    let e = env.client.put_group(RG, "bad", &body).await.unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    match ProviderError::from(e) {
+        ProviderError::InvalidPod { reason, message } => {
+            assert_eq!(reason, "AciRejected");
+            assert!(!message.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn usages_are_listed() {
+    let env = env().await;
+    let usages = env.client.usages("westeurope").await.unwrap();
+    assert!(
+        usages
+            .iter()
+            .any(|u| u.name.as_ref().and_then(|n| n.value.as_deref()) == Some("ContainerGroups"))
+    );
+    env.emulator.shutdown().await;
+}
+
+async fn read_all(stream: skylet_provider::LogStream) -> String {
+    let chunks: Vec<_> = stream.collect().await;
+    chunks
+        .into_iter()
+        .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_with_and_without_timestamps() {
+    let env = env().await;
+    create(
+        &env,
+        "logs",
+        &["sh", "-c", "echo one; echo two; echo three; sleep infinity"],
+    )
+    .await;
+    let c = Arc::clone(&env.client);
+    let poll = Duration::from_millis(200);
+    // the container prints right after it starts
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = read_all(
+            logs::logs(
+                Arc::clone(&c),
+                RG,
+                "logs",
+                "main",
+                LogOptions::default(),
+                poll,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        if text.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text, "one\ntwo\nthree\n");
+
+    let opts = LogOptions {
+        tail_lines: Some(1),
+        timestamps: true,
+        ..LogOptions::default()
+    };
+    let tail = read_all(
+        logs::logs(Arc::clone(&c), RG, "logs", "main", opts, poll)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (ts, rest) = tail.trim_end().split_once(' ').unwrap();
+    assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{tail:?}");
+    assert_eq!(rest, "three");
+
+    let opts = LogOptions {
+        limit_bytes: Some(6),
+        ..LogOptions::default()
+    };
+    assert_eq!(
+        read_all(
+            logs::logs(Arc::clone(&c), RG, "logs", "main", opts, poll)
+                .await
+                .unwrap()
+        )
+        .await,
+        "one\ntw"
+    );
+
+    let e = logs::logs(
+        Arc::clone(&c),
+        RG,
+        "nope",
+        "main",
+        LogOptions::default(),
+        poll,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(e, ProviderError::NotFound(_)), "{e:?}");
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn follow_sees_new_lines_once_and_ends_when_the_group_goes() {
+    let env = env().await;
+    create(
+        &env,
+        "ticker",
+        &["sh", "-c", "while true; do echo tick; sleep 0.3; done"],
+    )
+    .await;
+    let c = Arc::clone(&env.client);
+    let opts = LogOptions {
+        follow: true,
+        timestamps: true,
+        ..LogOptions::default()
+    };
+    let mut stream = logs::logs(
+        Arc::clone(&c),
+        RG,
+        "ticker",
+        "main",
+        opts,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    let mut lines = Vec::new();
+    while lines.len() < 6 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        lines.extend(
+            String::from_utf8(chunk.to_vec())
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    // each line once: timestamps strictly increase
+    let times: Vec<jiff::Timestamp> = lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().0.parse().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+    let op = c.delete_group(RG, "ticker").await.unwrap().unwrap();
+    c.wait(&op, Duration::from_secs(20)).await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the follow ends once the group is gone");
+    env.emulator.shutdown().await;
+}
+
+fn exec_io(
+    stdin: Option<&'static [u8]>,
+    tty: bool,
+) -> (
+    ExecIo,
+    tokio::io::DuplexStream,
+    Option<tokio::sync::mpsc::Sender<TermSize>>,
+) {
+    let (out_w, out_r) = tokio::io::duplex(64 * 1024);
+    let (resize_tx, resize_rx) = if tty {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let io = ExecIo {
+        stdin: stdin.map(|b| Box::new(b) as skylet_provider::Reader),
+        stdout: Some(Box::new(out_w)),
+        stderr: None,
+        tty,
+        resize: resize_rx,
+    };
+    (io, out_r, resize_tx)
+}
+
+#[tokio::test]
+async fn exec_keeps_arguments_apart() {
+    let env = env().await;
+    create(&env, "ex", &["sleep", "infinity"]).await;
+    let c = &env.client;
+
+    // plain: sent as it is
+    let (io, mut out, _) = exec_io(None, false);
+    let argv = vec!["echo".to_owned(), "plain".to_owned(), "words".to_owned()];
+    let status = stream::exec(c, RG, "ex", "main", &argv, io).await.unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(text, "plain words\n");
+
+    // an argument with spaces: through /bin/sh and the quoted preamble
+    let (io, mut out, _) = exec_io(None, false);
+    let argv = vec!["echo".to_owned(), "two  spaces".to_owned()];
+    let status = stream::exec(c, RG, "ex", "main", &argv, io).await.unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(text, "two  spaces\n");
+
+    // stdin goes to the command (a shell reading it; `exit` ends the
+    // session, as ACI cannot be told that stdin ended)
+    let (io, mut out, _) = exec_io(Some(b"echo from stdin\nexit\n"), false);
+    let argv = vec!["sh".to_owned()];
+    let (status, text) = tokio::time::timeout(Duration::from_secs(10), async {
+        let status = stream::exec(c, RG, "ex", "main", &argv, io);
+        let read = async {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text).await;
+            text
+        };
+        tokio::join!(status, read)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.unwrap(), ExitStatus::Code(0));
+    assert_eq!(text, "from stdin\n");
+
+    // missing container: NotFound before any socket
+    let (io, _out, _) = exec_io(None, false);
+    let e = stream::exec(c, RG, "ex", "nope", &argv, io)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::NotFound(_)), "{e:?}");
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_with_a_terminal_waits_for_its_size() {
+    let env = env().await;
+    create(&env, "tty", &["sleep", "infinity"]).await;
+    let (io, mut out, resize) = exec_io(None, true);
+    resize
+        .unwrap()
+        .send(TermSize {
+            width: 100,
+            height: 30,
+        })
+        .await
+        .unwrap();
+    let argv = vec!["echo".to_owned(), "hi".to_owned()];
+    let status = stream::exec(&env.client, RG, "tty", "main", &argv, io)
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(text, "hi\r\n");
+    let requests = env.emulator.requests("Containers_ExecuteCommand");
+    assert_eq!(
+        requests.last().unwrap()["terminalSize"],
+        json!({"rows": 30, "cols": 100})
+    );
+    env.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn attach_streams_output_until_the_container_ends() {
+    let env = env().await;
+    create(
+        &env,
+        "att",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    )
+    .await;
+    let (io, mut out, _) = exec_io(Some(b"ignored input"), false);
+    let c = Arc::clone(&env.client);
+    let session = tokio::spawn(async move { stream::attach(&c, RG, "att", "main", io).await });
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), out.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("tick"));
+    env.emulator.set_container_exit(RG, "att", "main", 0);
+    let status = tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    env.emulator.shutdown().await;
+}

@@ -1,0 +1,282 @@
+//! Settings of the Azure Container Instances backend (`--provider azure-aci`):
+//! flags `--aci-*`, environment `SKYLET_ACI_*` and the standard `AZURE_*`
+//! variables, the `aci:` section of the file.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use skylet_aci::config::{AuthMode, Capacity};
+
+use super::{Error, Result};
+
+/// How skylet signs in to Azure (see `skylet_aci::config::AuthMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// Workload identity, else managed identity, else the Azure CLI (default).
+    Default,
+    /// Service principal with a client secret.
+    ClientSecret,
+    /// Workload identity federation.
+    WorkloadIdentity,
+    /// Managed identity.
+    ManagedIdentity,
+    /// Azure CLI.
+    AzureCli,
+}
+
+/// Flags of the ACI backend.
+#[derive(Debug, Default, Args)]
+pub struct AciArgs {
+    /// Azure subscription id.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    pub aci_subscription_id: Option<String>,
+    /// Resource group of the container groups.
+    #[arg(long, env = "SKYLET_ACI_RESOURCE_GROUP")]
+    pub aci_resource_group: Option<String>,
+    /// Azure region (westeurope, eastus, ...).
+    #[arg(long, env = "SKYLET_ACI_LOCATION")]
+    pub aci_location: Option<String>,
+    /// Availability zones (comma-separated; one pins every group to it).
+    #[arg(long, env = "SKYLET_ACI_ZONES", value_delimiter = ',')]
+    pub aci_zones: Vec<String>,
+    /// Azure Resource Manager endpoint (sovereign clouds, the test emulator).
+    #[arg(long, env = "SKYLET_ACI_ARM_ENDPOINT")]
+    pub aci_arm_endpoint: Option<String>,
+    /// Entra ID authority host.
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub aci_authority_host: Option<String>,
+    /// Extra trusted CA certificates (PEM) for ARM and Entra ID.
+    #[arg(long, env = "SKYLET_ACI_CA_FILE")]
+    pub aci_ca_file: Option<PathBuf>,
+    /// How to sign in.
+    #[arg(long, env = "SKYLET_ACI_AUTH")]
+    pub aci_auth: Option<Auth>,
+    /// Entra ID tenant id.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub aci_tenant_id: Option<String>,
+    /// Client id of the app registration or user-assigned identity.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub aci_client_id: Option<String>,
+    /// File holding the client secret (or set AZURE_CLIENT_SECRET).
+    #[arg(long, env = "SKYLET_ACI_CLIENT_SECRET_FILE")]
+    pub aci_client_secret_file: Option<PathBuf>,
+    /// The client secret from the environment only (never a flag: flags show in `ps`).
+    #[arg(skip)]
+    pub aci_client_secret_env: Option<String>,
+    /// Delegated subnets for private IPs (comma-separated resource ids).
+    #[arg(long, env = "SKYLET_ACI_SUBNET_IDS", value_delimiter = ',')]
+    pub aci_subnet_ids: Vec<String>,
+    /// DNS servers of the groups (e.g. the cluster DNS Service IP).
+    #[arg(long, env = "SKYLET_ACI_DNS_NAMESERVERS", value_delimiter = ',')]
+    pub aci_dns_nameservers: Vec<String>,
+    /// DNS search domains (comma-separated).
+    #[arg(long, env = "SKYLET_ACI_DNS_SEARCH_DOMAINS", value_delimiter = ',')]
+    pub aci_dns_search_domains: Vec<String>,
+    /// DNS resolver options (e.g. ndots:5).
+    #[arg(long, env = "SKYLET_ACI_DNS_OPTIONS")]
+    pub aci_dns_options: Option<String>,
+    /// Cluster DNS domain for the search path of ClusterFirst pods (with --aci-dns-nameservers).
+    #[arg(long, env = "SKYLET_ACI_CLUSTER_DOMAIN")]
+    pub aci_cluster_domain: Option<String>,
+    /// Node capacity, e.g. cpu=100,memory=400Gi,pods=100 (default: the location's quota).
+    #[arg(long, env = "SKYLET_ACI_CAPACITY")]
+    pub aci_capacity: Option<String>,
+    /// Seconds between polls of `kubectl logs -f`.
+    #[arg(long, env = "SKYLET_ACI_LOG_POLL_INTERVAL")]
+    pub aci_log_poll_interval: Option<f64>,
+    /// Attempts per ARM call.
+    #[arg(long, env = "SKYLET_ACI_MAX_ATTEMPTS")]
+    pub aci_max_attempts: Option<u32>,
+}
+
+/// The `aci:` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AciFile {
+    subscription_id: Option<String>,
+    resource_group: Option<String>,
+    location: Option<String>,
+    zones: Option<Vec<String>>,
+    arm_endpoint: Option<String>,
+    authority_host: Option<String>,
+    ca_file: Option<PathBuf>,
+    auth: Option<Auth>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    subnet_ids: Option<Vec<String>>,
+    dns_nameservers: Option<Vec<String>>,
+    dns_search_domains: Option<Vec<String>>,
+    dns_options: Option<String>,
+    cluster_domain: Option<String>,
+    capacity: Option<String>,
+    log_poll_interval: Option<f64>,
+    max_attempts: Option<u32>,
+}
+
+fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    if flag.is_empty() { file.unwrap_or_default() } else { flag }
+}
+
+fn required(v: Option<String>, field: &'static str, what: &str) -> Result<String> {
+    v.filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::Invalid { field, message: format!("the azure-aci provider needs {what}") })
+}
+
+/// Merges flags over the file; `None` unless the backend is selected.
+///
+/// # Errors
+/// A missing or malformed setting, an unreadable secret file.
+pub fn merge(args: AciArgs, file: Option<AciFile>, selected: bool, node_name: &str) -> Result<Option<skylet_aci::Config>> {
+    if !selected {
+        return Ok(None);
+    }
+    let f = file.unwrap_or_default();
+    let subscription = required(args.aci_subscription_id.or(f.subscription_id), "aci-subscription-id", "the subscription id")?;
+    let rg = required(args.aci_resource_group.or(f.resource_group), "aci-resource-group", "the resource group")?;
+    let location = required(args.aci_location.or(f.location), "aci-location", "the region (e.g. westeurope)")?;
+    let mut c = skylet_aci::Config::new(node_name, subscription, rg, location);
+    c.zones = or_vec(args.aci_zones, f.zones);
+    if let Some(e) = args.aci_arm_endpoint.or(f.arm_endpoint) {
+        c.arm_endpoint = e.trim_end_matches('/').to_owned();
+    }
+    c.authority_host = args.aci_authority_host.or(f.authority_host);
+    c.ca_file = args.aci_ca_file.or(f.ca_file);
+    if let Some(path) = &c.ca_file {
+        super::ensure_readable("aci-ca-file", path)?;
+    }
+    c.auth = match args.aci_auth.or(f.auth).unwrap_or(Auth::Default) {
+        Auth::Default => AuthMode::Default,
+        Auth::ClientSecret => AuthMode::ClientSecret,
+        Auth::WorkloadIdentity => AuthMode::WorkloadIdentity,
+        Auth::ManagedIdentity => AuthMode::ManagedIdentity,
+        Auth::AzureCli => AuthMode::AzureCli,
+    };
+    c.tenant_id = args.aci_tenant_id.or(f.tenant_id);
+    c.client_id = args.aci_client_id.or(f.client_id);
+    c.client_secret = match args.aci_client_secret_file.or(f.client_secret_file) {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| Error::Invalid { field: "aci-client-secret-file", message: format!("{}: {e}", path.display()) })?
+                .trim()
+                .to_owned(),
+        ),
+        None => args.aci_client_secret_env,
+    };
+    c.subnet_ids = or_vec(args.aci_subnet_ids, f.subnet_ids);
+    c.dns_nameservers = or_vec(args.aci_dns_nameservers, f.dns_nameservers);
+    c.dns_search_domains = or_vec(args.aci_dns_search_domains, f.dns_search_domains);
+    c.dns_options = args.aci_dns_options.or(f.dns_options);
+    c.cluster_domain = args.aci_cluster_domain.or(f.cluster_domain);
+    if let Some(spec) = args.aci_capacity.or(f.capacity) {
+        c.capacity = parse_capacity(&spec)?;
+    }
+    if let Some(s) = args.aci_log_poll_interval.or(f.log_poll_interval) {
+        if !(s.is_finite() && (0.1..=60.0).contains(&s)) {
+            return Err(Error::Invalid { field: "aci-log-poll-interval", message: format!("{s} is not between 0.1 and 60 seconds") });
+        }
+        c.log_poll_interval = Duration::from_secs_f64(s);
+    }
+    if let Some(n) = args.aci_max_attempts.or(f.max_attempts) {
+        c.max_attempts = n;
+    }
+    c.check().map_err(|message| {
+        let (field, rest) = message.split_once(": ").unwrap_or(("aci", message.as_str()));
+        let field = FIELDS.iter().find(|f| **f == field).copied().unwrap_or("aci");
+        Error::Invalid { field, message: rest.to_owned() }
+    })?;
+    Ok(Some(c))
+}
+
+/// Setting names `skylet_aci::Config::check` may name.
+const FIELDS: &[&str] = &[
+    "aci-subscription-id",
+    "aci-resource-group",
+    "aci-location",
+    "aci-subnet-ids",
+    "aci-arm-endpoint",
+    "aci-tenant-id",
+    "aci-client-id",
+    "aci-client-secret-file",
+    "aci-max-attempts",
+];
+
+/// `cpu=100,memory=400Gi,pods=100[,nvidia.com/gpu=4]`: any subset; the rest
+/// comes from the location's quota.
+fn parse_capacity(spec: &str) -> Result<Capacity> {
+    let bad = |message: String| Error::Invalid { field: "aci-capacity", message };
+    let mut c = Capacity::default();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| bad(format!("{part:?} is not resource=quantity")))?;
+        if skylet_provider::quantity::Quantity::parse(v).is_none() {
+            return Err(bad(format!("{v:?} (for {k}) is not a quantity")));
+        }
+        let slot = match k {
+            "cpu" => &mut c.cpu,
+            "memory" => &mut c.memory,
+            "pods" => &mut c.pods,
+            "nvidia.com/gpu" => &mut c.gpu,
+            other => return Err(bad(format!("unknown resource {other:?}; use cpu, memory, pods, nvidia.com/gpu"))),
+        };
+        *slot = Some(v.to_owned());
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use crate::config::{Args, Config, ProviderKind};
+
+    const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn load(flags: &[&str]) -> Result<Config, String> {
+        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied())).map_err(|e| e.to_string())?;
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn aci_settings_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "provider: azure-aci\naci:\n  subscription-id: {SUB}\n  resource-group: burst-rg\n  location: westeurope\n  \
+                 auth: client-secret\n  tenant-id: t\n  client-id: c\n  client-secret-file: {}\n  capacity: cpu=8,pods=40\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let c = load(&["--config", path.to_str().unwrap(), "--aci-location", "northeurope", "--node-name", "aci-1"]).unwrap();
+        assert_eq!(c.provider, ProviderKind::AzureAci);
+        let a = c.aci.unwrap();
+        assert_eq!((a.resource_group.as_str(), a.location.as_str()), ("burst-rg", "northeurope"));
+        assert_eq!(a.client_secret.as_deref(), Some("s3cret"));
+        assert_eq!(a.node_name, "aci-1");
+        assert_eq!((a.capacity.cpu.as_deref(), a.capacity.memory.as_deref()), (Some("8"), None));
+        assert!(!format!("{a:?}").contains("s3cret"), "Debug must not show the secret");
+    }
+
+    #[test]
+    fn aci_errors_name_the_setting() {
+        let base = ["--provider", "azure-aci", "--aci-resource-group", "rg", "--aci-location", "westeurope"];
+        let with = |extra: &[&str]| load(&[&base[..], extra].concat()).unwrap_err();
+        assert!(with(&[]).contains("aci-subscription-id"));
+        assert!(with(&["--aci-subscription-id", "nope"]).contains("aci-subscription-id"));
+        let err = with(&["--aci-subscription-id", SUB, "--aci-auth", "client-secret", "--aci-tenant-id", "t"]);
+        assert!(err.contains("aci-client-id"), "{err}");
+        let err = with(&["--aci-subscription-id", SUB, "--aci-subnet-ids", "subnet-1"]);
+        assert!(err.contains("aci-subnet-ids"), "{err}");
+        let err = with(&["--aci-subscription-id", SUB, "--aci-capacity", "cpu=lots"]);
+        assert!(err.contains("aci-capacity"), "{err}");
+        assert!(load(&["--aci-resource-group", "rg"]).unwrap().aci.is_none(), "ignored unless selected");
+    }
+}
