@@ -364,10 +364,13 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
     for orphan in ctx.backend.pods().into_iter().filter(|p| !known.contains_key(&p.uid)) {
         delete_orphan(ctx, orphan).await;
     }
-    // pods the backend should hold but does not (lost, or a failed create)
+    // pods the backend should hold but does not (lost, or a failed create);
+    // not those waiting out a backoff: a trigger would retry them at once,
+    // every sweep, hammering a backend that refuses (quota, throttling)
     for pod in known.values() {
         let uid = pod.uid().unwrap_or_default();
-        if !status::is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() && !ctx.backend.contains(&uid) {
+        let missing = !status::is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() && !ctx.backend.contains(&uid);
+        if missing && ctx.local(&uid).failures == 0 {
             ctx.trigger(&PodRef::of(pod));
         }
     }
