@@ -191,6 +191,23 @@ async fn aci_deployment_runs_as_container_groups_with_logs_exec_events_and_clean
     let _ = follow.wait();
     assert_eq!(lines, ["first", "after a while"]);
 
+    // attach: the main process's output from now on
+    let tick = "tick";
+    deployment(&client, ns, tick, 1, template(node, tick, "while true; do echo tick; sleep 1; done")).await;
+    let tp = pods_where(&client, ns, tick, 1, Duration::from_secs(60), "Running", running_with_ip).await;
+    let tname = tp[0].metadata.name.clone().unwrap();
+    let mut attach =
+        cp.kubectl().args(["attach", "-n", ns, &tname, "-c", "main"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let first = tokio::task::spawn_blocking({
+        let stdout = attach.stdout.take().unwrap();
+        move || BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l == "tick")
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), first).await.expect("kubectl attach streams output").unwrap();
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert_eq!(first.as_deref(), Some("tick"));
+    Api::<Deployment>::namespaced(client.clone(), ns).delete(tick, &DeleteParams::default()).await.unwrap();
+
     // exec: arguments stay apart (two spaces survive), the output comes back
     let (ok, out, err) = kubectl(cp, &["exec", "-n", ns, &pod, "--", "echo", "a  b", "c"]);
     assert!(ok, "{err}");
