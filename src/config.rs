@@ -152,7 +152,7 @@ pub struct Args {
     /// Seconds between backend sweeps (status of every pod, orphan removal).
     #[arg(long, env = "SKYLET_SWEEP_INTERVAL")]
     pub sweep_interval: Option<u64>,
-    /// How many pods are reconciled at once.
+    /// How many pods are reconciled at once (default 64; 0 = unbounded).
     #[arg(long, env = "SKYLET_CONCURRENCY")]
     pub concurrency: Option<u16>,
     /// Log format.
@@ -468,7 +468,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
             node_ip,
             daemonset_pods: args.daemonset_pods.or(file.daemonset_pods).unwrap_or_default(),
             sweep_interval: Duration::from_secs(sweep),
-            concurrency: args.concurrency.or(file.concurrency).unwrap_or(0),
+            concurrency: args.concurrency.or(file.concurrency).unwrap_or(DEFAULT_CONCURRENCY),
         },
         server: ServerConfig {
             listen,
@@ -494,6 +494,12 @@ fn merge(args: Args, file: File) -> Result<Config> {
         aci: aci::merge(args.aci, file.aci, provider == ProviderKind::AzureAci, &node_name_for_ecs)?,
     })
 }
+
+/// Reconciles at once by default. Unbounded, a burst of pods means as many
+/// status writes in flight, each on its own HTTP/1.1 connection with its
+/// buffers and TLS state: 2,000 pods cost 92 MiB at peak, and 72 MiB with
+/// 64 at a time, at the same throughput (hack/bench, BENCHMARKS.md).
+const DEFAULT_CONCURRENCY: u16 = 64;
 
 fn ensure_readable(field: &'static str, path: &Path) -> Result<()> {
     std::fs::metadata(path)

@@ -157,10 +157,17 @@ impl<P: Provider> PodController<P> {
     pub fn new(client: Client, provider: Arc<P>, config: PodsConfig, metrics: Arc<Metrics>) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-        let controller = Controller::new(pods, wc)
-            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-            .trigger_backoff(crate::watch_backoff());
-        let store = controller.store();
+        // The store keeps every pod of the node; managedFields are often a
+        // third of a pod and skylet never reads them, so they are dropped
+        // before the store sees the pod (as kube-rs's memory guide advises).
+        let (store, writer) = reflector::store();
+        let stream = watcher(pods, wc)
+            .backoff(crate::watch_backoff())
+            .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects();
+        let controller = Controller::for_stream(stream, store.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
         let (trigger, triggers) = mpsc::unbounded_channel();
         let (services_store, services_writer) = reflector::store();
         let recorder = Recorder::new(
