@@ -26,7 +26,7 @@ use serde_json::json;
 use skylet_aci_emulator::{Config as EmulatorConfig, Emulator};
 use skylet_testenv::{
     ControlPlane, Skylet, eventually,
-    k8s::{deployment, kubectl, namespace, node_ready, pods_gone, pods_where, running_with_ip, sample, sample_sum, scrape},
+    k8s::{deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where, running_with_ip, sample, sample_sum, scrape},
     unique_name as unique,
 };
 
@@ -83,18 +83,11 @@ impl Azure {
     }
 }
 
+/// A pod with a port, so ACI gives its group an IP.
 fn template(node: &str, app: &str, script: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": node},
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
-                            "ports": [{"containerPort": 8080}],
-                            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]
-        }
-    })
+    let mut t = node_template(node, app, script);
+    t["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    t
 }
 
 fn running_ready(p: &Pod) -> bool {

@@ -20,7 +20,7 @@ use kube::{Api, Client, api::PostParams};
 use serde_json::json;
 use skylet_testenv::{
     ControlPlane, Moto, Skylet, eventually,
-    k8s::{deployment, kubectl, namespace, node_ready, pods_gone, pods_where, running_with_ip, sample, scrape},
+    k8s::{deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where, running_with_ip, sample, scrape},
     unique_name as unique,
 };
 
@@ -142,16 +142,7 @@ fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {
 }
 
 fn template(node: &str, app: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": node},
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 3600"],
-                            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]
-        }
-    })
+    node_template(node, app, "sleep 3600")
 }
 
 /// `n` pods of `app` in phase Running with a pod IP (moto never reports

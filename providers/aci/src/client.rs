@@ -424,47 +424,33 @@ pub struct ContainerExecRequest {
     pub terminal_size: Option<TerminalSize>,
 }
 
+/// `ContainerExecResponse` and `ContainerAttachResponse`: the spec defines
+/// both as a WebSocket URI and its password (sent first on exec, as the
+/// `Authorization` header on attach); secret, so `Debug` hides it.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketResponse {
+    /// The WebSocket to connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_socket_uri: Option<String>,
+    /// Its password (secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SocketResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketResponse")
+            .field("web_socket_uri", &self.web_socket_uri)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// `ContainerExecResponse`.
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerExecResponse {
-    /// The WebSocket to connect to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_socket_uri: Option<String>,
-    /// The password to send first (secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for ContainerExecResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ContainerExecResponse")
-            .field("web_socket_uri", &self.web_socket_uri)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
+pub type ContainerExecResponse = SocketResponse;
 /// `ContainerAttachResponse`.
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerAttachResponse {
-    /// The WebSocket to connect to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_socket_uri: Option<String>,
-    /// The `Authorization` header value for the WebSocket (secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for ContainerAttachResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ContainerAttachResponse")
-            .field("web_socket_uri", &self.web_socket_uri)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
+pub type ContainerAttachResponse = SocketResponse;
 
 /// `UsageName`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -1699,12 +1685,7 @@ mod tests {
             client_secret: "hunter2".into(),
         };
         assert!(!format!("{a:?}").contains("hunter2"));
-        let r = ContainerExecResponse {
-            web_socket_uri: None,
-            password: Some("hunter2".into()),
-        };
-        assert!(!format!("{r:?}").contains("hunter2"));
-        let r = ContainerAttachResponse {
+        let r = SocketResponse {
             web_socket_uri: None,
             password: Some("hunter2".into()),
         };

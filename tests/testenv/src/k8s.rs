@@ -37,6 +37,22 @@ pub async fn node_ready(client: &Client, node: &str) -> Node {
     .await
 }
 
+/// A pod template for the test node `node`: labels `app`, the nodeSelector
+/// and toleration of a skylet node, one container `main` running `sh -c
+/// script` with small requests.
+pub fn node_template(node: &str, app: &str, script: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]
+        }
+    })
+}
+
 /// A Deployment `name` with `replicas` of `template` (labels `app: name`).
 pub async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, template: serde_json::Value) {
     let d: Deployment = serde_json::from_value(json!({
