@@ -152,7 +152,8 @@ pub struct Args {
     /// Seconds between backend sweeps (status of every pod, orphan removal).
     #[arg(long, env = "SKYLET_SWEEP_INTERVAL")]
     pub sweep_interval: Option<u64>,
-    /// How many pods are reconciled at once (default 64; 0 = unbounded).
+    /// How many pods are reconciled at once in each lane, backend calls and
+    /// status writes (default 64; 0 = unbounded).
     #[arg(long, env = "SKYLET_CONCURRENCY")]
     pub concurrency: Option<u16>,
     /// Log format.
@@ -495,7 +496,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
     })
 }
 
-/// Reconciles at once by default. Unbounded, a burst of pods means as many
+/// Reconciles at once per lane by default. Unbounded, a burst of pods means as many
 /// status writes in flight, each on its own HTTP/1.1 connection with its
 /// buffers and TLS state: 2,000 pods cost 92 MiB at peak, and 72 MiB with
 /// 64 at a time, at the same throughput (hack/bench, BENCHMARKS.md).

@@ -8,12 +8,6 @@ use skylet::{
     config::{self, ProviderKind},
 };
 
-/// mimalloc instead of glibc's malloc: a third of skylet's CPU samples were in
-/// glibc malloc/free; with mimalloc 10,000 pods cost 15.5 CPU-s instead of
-/// 24.4 (BENCHMARKS.md, session 2). RSS stayed the same: it is live data.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for a configuration the user must fix (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

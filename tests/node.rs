@@ -587,3 +587,81 @@ async fn kubelet_api_endpoints_answer_like_a_kubelet() {
     assert_eq!(get(&format!("/containerLogs/{ns}/missing/main")).0, "404");
     assert_eq!(get("/no/such/path").0, "404");
 }
+
+/// Under a backlog, pods start in the order they reached the node: none
+/// waits behind pods that arrived after it (kube-runtime's own concurrency
+/// limit would start held reconciles in hash order, so one pod of a burst
+/// could wait for the whole burst).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_start_in_the_order_they_arrive() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    const N: usize = 150;
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = &unique("vn-fifo");
+    // one reconcile at a time per lane: a burst of creates is a backlog
+    let _s = Skylet::start(cp, bin(), node, &["--concurrency", "1"]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "node-fifo").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+
+    // the namespace's pod events, in the API server's order: ADDED is the
+    // order in which the pods reach skylet's watch too
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = tokio::spawn({
+        let pods = pods.clone();
+        async move {
+            let stream = watcher(pods, watcher::Config::default()).touched_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(p)) = stream.next().await {
+                let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                if tx.send((p.metadata.name.unwrap_or_default(), running)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    futures::stream::iter(0..N)
+        .for_each_concurrent(30, |i| {
+            let pods = pods.clone();
+            async move {
+                let p: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p-{i:03}"), "labels": {"app": "fifo"}},
+                    "spec": {
+                        "nodeName": node,
+                        "automountServiceAccountToken": false,
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [{"name": "main", "image": "busybox"}]
+                    }
+                }))
+                .unwrap();
+                pods.create(&PostParams::default(), &p).await.unwrap();
+            }
+        })
+        .await;
+
+    let mut arrived: Vec<String> = Vec::new();
+    let mut started: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while started.len() < N {
+        let (name, running) = tokio::time::timeout_at(deadline, rx.recv()).await.expect("all pods Running in 90 s").unwrap();
+        if !arrived.contains(&name) {
+            arrived.push(name.clone());
+        }
+        if running && !started.contains(&name) {
+            started.push(name);
+        }
+    }
+    watch.abort();
+    // every pod of the first third to arrive was Running before any pod of
+    // the last third
+    let rank = |name: &String| started.iter().position(|s| s == name).unwrap();
+    let first = arrived[..N / 3].iter().map(rank).max().unwrap();
+    let last = arrived[N - N / 3..].iter().map(rank).min().unwrap();
+    assert!(
+        first < last,
+        "a pod of the first third to arrive became Running as number {first}, after a pod of the last third (number {last}); order: {started:?}"
+    );
+}

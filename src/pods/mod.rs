@@ -103,6 +103,31 @@ pub struct Ctx<P> {
     /// watch has not delivered the removal yet) must not delete it again.
     removed: Mutex<Recent>,
     trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    lanes: Lanes,
+}
+
+/// Where reconciles wait for their turn, first come first served.
+///
+/// kube-runtime's own concurrency limit holds the reconciles beyond it in a
+/// hash set and starts them in no particular order, so under a burst a pod
+/// could wait for the whole burst (p99 24.5 s at 10,000 pods, p50 1.9 s;
+/// BENCHMARKS.md). skylet lets the controller start every reconcile and
+/// queues them here on fair semaphores instead, in two lanes: reconciles
+/// that call the backend (create, delete) and those that only write a status
+/// the backend already reported. A slow cloud create then never holds up the
+/// status of a pod that is already running, and each lane bounds the HTTP
+/// connections it can open.
+struct Lanes {
+    backend: Option<tokio::sync::Semaphore>,
+    status: Option<tokio::sync::Semaphore>,
+}
+
+impl Lanes {
+    /// `per_lane` reconciles at once in each lane; 0 = unbounded.
+    fn new(per_lane: u16) -> Self {
+        let lane = || (per_lane > 0).then(|| tokio::sync::Semaphore::new(usize::from(per_lane)));
+        Self { backend: lane(), status: lane() }
+    }
 }
 
 /// The last [`Recent::MAX`] UIDs inserted.
@@ -167,7 +192,8 @@ impl<P: Provider> PodController<P> {
             .reflect(writer)
             .applied_objects();
         let controller = Controller::for_stream(stream, store.clone())
-            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+            // unbounded here: `Lanes` limits and orders them
+            .with_config(kube::runtime::controller::Config::default().concurrency(0));
         let (trigger, triggers) = mpsc::unbounded_channel();
         let (services_store, services_writer) = reflector::store();
         let recorder = Recorder::new(
@@ -187,7 +213,6 @@ impl<P: Provider> PodController<P> {
             source: resolve::KubeSource::new(client.clone(), services_store.clone()),
             client,
             provider,
-            config,
             metrics,
             store,
             backend: BackendView::default(),
@@ -196,6 +221,8 @@ impl<P: Provider> PodController<P> {
             local: Mutex::default(),
             removed: Mutex::default(),
             trigger,
+            lanes: Lanes::new(config.concurrency),
+            config,
         });
         Self { ctx, controller, triggers, services: (services_store, services_writer) }
     }
@@ -418,11 +445,39 @@ fn is_daemonset_pod(pod: &Pod) -> bool {
 }
 
 async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+    ctx.metrics.reconcile_queue.inc();
+    let out = queued(pod, &ctx).await;
+    ctx.metrics.reconcile_queue.dec();
+    out
+}
+
+/// Waits for the pod's turn in its lane, then reconciles the pod as it is
+/// then. While it waits, this future holds two pointers and the semaphore's
+/// waiter, not a whole reconcile: thousands may wait during a burst.
+async fn queued<P: Provider>(pod: Arc<Pod>, ctx: &Arc<Ctx<P>>) -> Result<Action> {
+    let uid = pod.uid().unwrap_or_default();
+    let status_only = pod.metadata.deletion_timestamp.is_none() && ctx.backend.contains(&uid);
+    let lane = if status_only { &ctx.lanes.status } else { &ctx.lanes.backend };
+    let _permit = match lane {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
+    // the pod may have changed, or gone, while it waited
+    let pod = if lane.is_some() {
+        match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
+            Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p,
+            _ => return Ok(Action::await_change()),
+        }
+    } else {
+        pod
+    };
+    Box::pin(run_reconcile(pod, ctx.clone())).await
+}
+
+async fn run_reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
     let r = PodRef::of(&pod);
     let span = tracing::info_span!("reconcile", pod.namespace = %r.namespace, pod.name = %r.name, pod.uid = %r.uid, provider = ctx.provider.name());
-    ctx.metrics.reconcile_queue.inc();
     let out = reconcile_inner(&pod, &ctx, &r).instrument(span).await;
-    ctx.metrics.reconcile_queue.dec();
     ctx.metrics.reconciles.inc();
     if out.is_ok() {
         ctx.update_local(&r.uid, |l| l.failures = 0);
@@ -488,15 +543,11 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         l.refresh_at = resolved.refresh_at;
     });
     match timed(&ctx.metrics, "create", ctx.provider.create_pod(&resolved.pod)).await {
-        Ok(()) => {
-            // usually the backend reports at once (push); if not, say
-            // ContainerCreating after REPORT_WAIT
-            if let Some(b) = ctx.backend.get(&r.uid) {
-                write_status(ctx, pod, &Observed::Backend(&b)).await?;
-                return Ok(Action::requeue(RESYNC));
-            }
-            Ok(Action::requeue(REPORT_WAIT))
-        }
+        // The backend's report (a push, or the next sweep) triggers the
+        // status write, in the status lane: writing it here would let this
+        // pod overtake the pods queued there. Without a report by
+        // REPORT_WAIT, the pod is said to be ContainerCreating.
+        Ok(()) => Ok(Action::requeue(REPORT_WAIT)),
         Err(e) => {
             ctx.update_local(&r.uid, |l| l.created = None);
             fail(ctx, pod, r, "create", e).await
