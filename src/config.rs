@@ -152,10 +152,14 @@ pub struct Args {
     /// Seconds between backend sweeps (status of every pod, orphan removal).
     #[arg(long, env = "SKYLET_SWEEP_INTERVAL")]
     pub sweep_interval: Option<u64>,
-    /// How many pods are reconciled at once in each lane, backend calls and
-    /// status writes (default 64; 0 = unbounded).
+    /// How many pods are reconciled at once with calls to the backend:
+    /// creates, deletes (default 64; 0 = unbounded).
     #[arg(long, env = "SKYLET_CONCURRENCY")]
     pub concurrency: Option<u16>,
+    /// How many pod status writes to the API server are in flight at once
+    /// (default 256; 0 = unbounded).
+    #[arg(long, env = "SKYLET_STATUS_CONCURRENCY")]
+    pub status_concurrency: Option<u16>,
     /// Log format.
     #[arg(long, env = "SKYLET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -224,6 +228,7 @@ struct File {
     daemonset_pods: Option<DaemonSetPods>,
     sweep_interval: Option<u64>,
     concurrency: Option<u16>,
+    status_concurrency: Option<u16>,
     log_format: Option<LogFormat>,
     websocket_to_kubelet: Option<bool>,
     mock: Option<MockFile>,
@@ -303,8 +308,10 @@ pub struct PodsConfig {
     pub daemonset_pods: DaemonSetPods,
     /// Sweep interval.
     pub sweep_interval: Duration,
-    /// Reconcile concurrency (0 = unbounded).
+    /// Reconciles at once that call the backend (0 = unbounded).
     pub concurrency: u16,
+    /// Status writes in flight at once (0 = unbounded).
+    pub status_concurrency: u16,
 }
 
 /// Settings of the kubelet API server.
@@ -470,6 +477,7 @@ fn merge(args: Args, file: File) -> Result<Config> {
             daemonset_pods: args.daemonset_pods.or(file.daemonset_pods).unwrap_or_default(),
             sweep_interval: Duration::from_secs(sweep),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(DEFAULT_CONCURRENCY),
+            status_concurrency: args.status_concurrency.or(file.status_concurrency).unwrap_or(DEFAULT_STATUS_CONCURRENCY),
         },
         server: ServerConfig {
             listen,
@@ -496,11 +504,17 @@ fn merge(args: Args, file: File) -> Result<Config> {
     })
 }
 
-/// Reconciles at once per lane by default. Unbounded, a burst of pods means as many
-/// status writes in flight, each on its own HTTP/1.1 connection with its
-/// buffers and TLS state: 2,000 pods cost 92 MiB at peak, and 72 MiB with
-/// 64 at a time, at the same throughput (hack/bench, BENCHMARKS.md).
+/// Reconciles that call the backend at once by default: cloud APIs throttle
+/// long before this (ECS, ARM), and a simulated backend answers at once.
 const DEFAULT_CONCURRENCY: u16 = 64;
+
+/// Status writes in flight by default. Unbounded, a burst of pods means as
+/// many writes in flight, each on its own HTTP/1.1 connection with its
+/// buffers and TLS state (2,000 pods: 92 MiB peak RSS unbounded, 72 MiB at
+/// 64). Too few, and the node falls behind the creates: 10,000 pods started
+/// with p50 6.8 s / p99 9.0 s at 64 and 1.9 s / 5.2 s at 256, for 220 and
+/// 228 MiB (hack/bench, BENCHMARKS.md session 3).
+const DEFAULT_STATUS_CONCURRENCY: u16 = 256;
 
 fn ensure_readable(field: &'static str, path: &Path) -> Result<()> {
     std::fs::metadata(path)

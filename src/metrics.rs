@@ -82,7 +82,7 @@ impl Metrics {
         let provider_errors = Family::<ErrorLabels, Counter>::default();
         registry.register("provider_errors", "Provider call failures, by class", provider_errors.clone());
         let reconcile_queue = Gauge::default();
-        registry.register("reconcile_queue_depth", "Pod reconciles in flight", reconcile_queue.clone());
+        registry.register("reconcile_queue_depth", "Pod reconciles running or waiting for their turn in a lane", reconcile_queue.clone());
         let reconciles = Counter::default();
         registry.register("reconciles", "Pod reconciles done", reconciles.clone());
         let throttles = Counter::default();

@@ -601,7 +601,7 @@ async fn pods_start_in_the_order_they_arrive() {
     let client = cp.client().await.unwrap();
     let node = &unique("vn-fifo");
     // one reconcile at a time per lane: a burst of creates is a backlog
-    let _s = Skylet::start(cp, bin(), node, &["--concurrency", "1"]);
+    let _s = Skylet::start(cp, bin(), node, &["--concurrency", "1", "--status-concurrency", "1"]);
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-fifo").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);

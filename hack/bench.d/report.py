@@ -242,11 +242,18 @@ def targets(results, lines):
         rows.append(
             (f"(a) skylet / faster peer at defaults ({NAMES[fastest]}), pods/s", fmt(r_peer, 2), "≥ 5", verdict(None if r_peer is None else r_peer >= 5))
         )
+        if "ceiling" in burst:
+            # what any node agent could reach against that peer here: the
+            # ceiling does nothing but the writes every node must do
+            rows.append((f"(a) ceiling / faster peer ({NAMES[fastest]}), pods/s: the most any agent reaches here", fmt(ratio(burst["ceiling"], peers[fastest]), 2), "", ""))
     for c in PEERS:
         if c in burst:
             rows.append((f"(a) skylet / {NAMES[c]}, pods/s", fmt(ratio(sk, burst[c]), 2), "", ""))
     if "skylet" in p99:
         rows.append(("(a) skylet p99 creation → Running", f"{p99['skylet']:.0f} ms", "< 1000 ms", verdict(p99["skylet"] < 1000)))
+        if "ceiling" in p99:
+            rows.append(("(a) ceiling p99 creation → Running: the floor here", f"{p99['ceiling']:.0f} ms", "", ""))
+            rows.append(("(a) skylet p99 / ceiling p99", fmt(ratio(p99["skylet"], p99["ceiling"]), 2), "", ""))
     if ("steady", "skylet") in results:
         def rss(c):
             return med(
@@ -368,6 +375,8 @@ def main():
 
     lines = [BEGIN, ""]
     lines.append(f"Run of `{run.get('command', 'hack/bench full')}`, {run.get('started')} to {run.get('finished')}.")
+    for more in run.get("more_commands", []):
+        lines.append(f"Then, into the same directory: `{more}`.")
     lines.append("")
     lines.append(
         f"Machine: {run.get('cpu')}, {run.get('cores')} cores, {run.get('memory')}, Linux {run.get('kernel')}; "

@@ -114,19 +114,19 @@ pub struct Ctx<P> {
 /// BENCHMARKS.md). skylet lets the controller start every reconcile and
 /// queues them here on fair semaphores instead, in two lanes: reconciles
 /// that call the backend (create, delete) and those that only write a status
-/// the backend already reported. A slow cloud create then never holds up the
-/// status of a pod that is already running, and each lane bounds the HTTP
-/// connections it can open.
+/// the backend already reported (`--concurrency`, `--status-concurrency`).
+/// A slow cloud create then never holds up the status of a pod that is
+/// already running, and each lane bounds the connections it can open.
 struct Lanes {
     backend: Option<tokio::sync::Semaphore>,
     status: Option<tokio::sync::Semaphore>,
 }
 
 impl Lanes {
-    /// `per_lane` reconciles at once in each lane; 0 = unbounded.
-    fn new(per_lane: u16) -> Self {
-        let lane = || (per_lane > 0).then(|| tokio::sync::Semaphore::new(usize::from(per_lane)));
-        Self { backend: lane(), status: lane() }
+    /// Lanes of `backend` and `status` reconciles at once; 0 = unbounded.
+    fn new(backend: u16, status: u16) -> Self {
+        let lane = |n: u16| (n > 0).then(|| tokio::sync::Semaphore::new(usize::from(n)));
+        Self { backend: lane(backend), status: lane(status) }
     }
 }
 
@@ -221,7 +221,7 @@ impl<P: Provider> PodController<P> {
             local: Mutex::default(),
             removed: Mutex::default(),
             trigger,
-            lanes: Lanes::new(config.concurrency),
+            lanes: Lanes::new(config.concurrency, config.status_concurrency),
             config,
         });
         Self { ctx, controller, triggers, services: (services_store, services_writer) }
@@ -545,8 +545,10 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
     match timed(&ctx.metrics, "create", ctx.provider.create_pod(&resolved.pod)).await {
         // The backend's report (a push, or the next sweep) triggers the
         // status write, in the status lane: writing it here would let this
-        // pod overtake the pods queued there. Without a report by
-        // REPORT_WAIT, the pod is said to be ContainerCreating.
+        // pod overtake the pods queued there. If it has reported already,
+        // that reconcile is on its way; without a report by REPORT_WAIT,
+        // the pod is said to be ContainerCreating.
+        Ok(()) if ctx.backend.contains(&r.uid) => Ok(Action::await_change()),
         Ok(()) => Ok(Action::requeue(REPORT_WAIT)),
         Err(e) => {
             ctx.update_local(&r.uid, |l| l.created = None);
