@@ -444,17 +444,11 @@ fn is_daemonset_pod(pod: &Pod) -> bool {
     pod.owner_references().iter().any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
 }
 
-async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
-    ctx.metrics.reconcile_queue.inc();
-    let out = queued(pod, &ctx).await;
-    ctx.metrics.reconcile_queue.dec();
-    out
-}
-
 /// Waits for the pod's turn in its lane, then reconciles the pod as it is
 /// then. While it waits, this future holds two pointers and the semaphore's
 /// waiter, not a whole reconcile: thousands may wait during a burst.
-async fn queued<P: Provider>(pod: Arc<Pod>, ctx: &Arc<Ctx<P>>) -> Result<Action> {
+async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+    ctx.metrics.reconcile_queue.inc();
     let uid = pod.uid().unwrap_or_default();
     let status_only = pod.metadata.deletion_timestamp.is_none() && ctx.backend.contains(&uid);
     let lane = if status_only { &ctx.lanes.status } else { &ctx.lanes.backend };
@@ -463,15 +457,12 @@ async fn queued<P: Provider>(pod: Arc<Pod>, ctx: &Arc<Ctx<P>>) -> Result<Action>
         None => None,
     };
     // the pod may have changed, or gone, while it waited
-    let pod = if lane.is_some() {
-        match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
-            Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p,
-            _ => return Ok(Action::await_change()),
-        }
-    } else {
-        pod
+    let out = match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
+        Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => Box::pin(run_reconcile(p, ctx.clone())).await,
+        _ => Ok(Action::await_change()),
     };
-    Box::pin(run_reconcile(pod, ctx.clone())).await
+    ctx.metrics.reconcile_queue.dec();
+    out
 }
 
 async fn run_reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
