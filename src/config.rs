@@ -23,13 +23,22 @@ pub mod kube;
 pub enum Error {
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The config file is not valid YAML of the expected shape.
     #[error("config file {path} is invalid: {source}")]
-    ParseFile { path: PathBuf, source: serde_yaml::Error },
+    ParseFile {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     /// A value is out of range or malformed.
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// `Result` with this module's [`Error`].
@@ -92,7 +101,11 @@ pub enum ServingCert {
 /// Command line and environment. Every option may also come from the YAML
 /// file named by `--config`, under the same name in kebab-case.
 #[derive(Debug, Default, Parser)]
-#[command(name = "skylet", version, about = "A virtual kubelet: a Kubernetes Node whose pods run elsewhere")]
+#[command(
+    name = "skylet",
+    version,
+    about = "A virtual kubelet: a Kubernetes Node whose pods run elsewhere"
+)]
 pub struct Args {
     /// YAML config file; flags and environment variables override it.
     #[arg(long, env = "SKYLET_CONFIG")]
@@ -355,7 +368,9 @@ impl Config {
         let mut args = Args::parse();
         // Read here rather than as a clap `env` so it can never be a flag
         // (flags show in `ps`) nor appear in `--help`.
-        args.aci.aci_client_secret_env = std::env::var("AZURE_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+        args.aci.aci_client_secret_env = std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
         Self::from_args(args)
     }
 
@@ -370,16 +385,28 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<File> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        path: path.into(),
+        source,
+    })?;
     if text.trim().is_empty() {
         return Ok(File::default());
     }
-    serde_yaml::from_str(&text).map_err(|source| Error::ParseFile { path: path.into(), source })
+    serde_yaml::from_str(&text).map_err(|source| Error::ParseFile {
+        path: path.into(),
+        source,
+    })
 }
 
 fn merge(args: Args, file: File) -> Result<Config> {
-    let provider = args.provider.or(file.provider).unwrap_or(ProviderKind::Mock);
-    let node_name = args.node_name.or(file.node_name).unwrap_or_else(|| "skylet".into());
+    let provider = args
+        .provider
+        .or(file.provider)
+        .unwrap_or(ProviderKind::Mock);
+    let node_name = args
+        .node_name
+        .or(file.node_name)
+        .unwrap_or_else(|| "skylet".into());
     let node_name_for_ecs = node_name.clone();
     validate_dns_subdomain("node-name", &node_name)?;
 
@@ -396,20 +423,40 @@ fn merge(args: Args, file: File) -> Result<Config> {
     }
 
     let no_taint = args.no_taint || file.no_taint.unwrap_or(false);
-    let taint_specs = if args.node_taints.is_empty() { file.node_taints } else { Some(args.node_taints) };
+    let taint_specs = if args.node_taints.is_empty() {
+        file.node_taints
+    } else {
+        Some(args.node_taints)
+    };
     let taints = match (no_taint, taint_specs) {
         (true, _) => Some(Vec::new()),
-        (false, Some(specs)) => Some(specs.iter().map(|s| parse_taint(s)).collect::<Result<_>>()?),
+        (false, Some(specs)) => Some(
+            specs
+                .iter()
+                .map(|s| parse_taint(s))
+                .collect::<Result<_>>()?,
+        ),
         (false, None) => None,
     };
 
-    let listen = args.listen.or(file.listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10250)));
-    let node_ip = args.node_ip.or(file.node_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let metrics_listen = args.metrics_listen.or(file.metrics_listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10255)));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10250)));
+    let node_ip = args
+        .node_ip
+        .or(file.node_ip)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let metrics_listen = args
+        .metrics_listen
+        .or(file.metrics_listen)
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10255)));
     if metrics_listen == listen && listen.port() != 0 {
         return Err(Error::Invalid {
             field: "metrics-listen",
-            message: format!("{metrics_listen} is also the kubelet API address; metrics are served on a port of their own"),
+            message: format!(
+                "{metrics_listen} is also the kubelet API address; metrics are served on a port of their own"
+            ),
         });
     }
 
@@ -427,12 +474,19 @@ fn merge(args: Args, file: File) -> Result<Config> {
         (_, Some(c), Some(k)) => {
             return Err(Error::Invalid {
                 field: "tls-cert-file",
-                message: format!("{} and {} are given but serving-cert is not `files`", c.display(), k.display()),
+                message: format!(
+                    "{} and {} are given but serving-cert is not `files`",
+                    c.display(),
+                    k.display()
+                ),
             });
         }
         _ => None,
     };
-    for (field, path) in [("tls-cert-file", tls_files.as_ref().map(|f| &f.0)), ("tls-key-file", tls_files.as_ref().map(|f| &f.1))] {
+    for (field, path) in [
+        ("tls-cert-file", tls_files.as_ref().map(|f| &f.0)),
+        ("tls-key-file", tls_files.as_ref().map(|f| &f.1)),
+    ] {
         if let Some(p) = path {
             ensure_readable(field, p)?;
         }
@@ -444,19 +498,39 @@ fn merge(args: Args, file: File) -> Result<Config> {
 
     let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(10);
     if sweep == 0 {
-        return Err(Error::Invalid { field: "sweep-interval", message: "must be at least 1 second".into() });
+        return Err(Error::Invalid {
+            field: "sweep-interval",
+            message: "must be at least 1 second".into(),
+        });
     }
 
     let mock_file = file.mock.unwrap_or_default();
-    let start_latency = args.mock_start_latency.or(mock_file.start_latency).unwrap_or(0.0);
+    let start_latency = args
+        .mock_start_latency
+        .or(mock_file.start_latency)
+        .unwrap_or(0.0);
     if !(0.0..=3600.0).contains(&start_latency) {
-        return Err(Error::Invalid { field: "mock-start-latency", message: format!("{start_latency} is not within 0..3600 seconds") });
+        return Err(Error::Invalid {
+            field: "mock-start-latency",
+            message: format!("{start_latency} is not within 0..3600 seconds"),
+        });
     }
-    let failure_rate = args.mock_failure_rate.or(mock_file.failure_rate).unwrap_or(0.0);
+    let failure_rate = args
+        .mock_failure_rate
+        .or(mock_file.failure_rate)
+        .unwrap_or(0.0);
     if !(0.0..=1.0).contains(&failure_rate) {
-        return Err(Error::Invalid { field: "mock-failure-rate", message: format!("{failure_rate} is not within 0..1") });
+        return Err(Error::Invalid {
+            field: "mock-failure-rate",
+            message: format!("{failure_rate} is not within 0..1"),
+        });
     }
-    let capacity = parse_capacity(args.mock_capacity.or(mock_file.capacity).as_deref().unwrap_or("cpu=1000,memory=4Ti,pods=10000"))?;
+    let capacity = parse_capacity(
+        args.mock_capacity
+            .or(mock_file.capacity)
+            .as_deref()
+            .unwrap_or("cpu=1000,memory=4Ti,pods=10000"),
+    )?;
 
     Ok(Config {
         kubeconfig: args.kubeconfig.or(file.kubeconfig),
@@ -466,18 +540,33 @@ fn merge(args: Args, file: File) -> Result<Config> {
             taints,
             ip: node_ip,
             port: listen.port(),
-            on_shutdown: args.node_on_shutdown.or(file.node_on_shutdown).unwrap_or_default(),
+            on_shutdown: args
+                .node_on_shutdown
+                .or(file.node_on_shutdown)
+                .unwrap_or_default(),
             lease_duration: Duration::from_secs(40),
             ping_interval: Duration::from_secs(10),
-            websocket_to_kubelet: args.websocket_to_kubelet.or(file.websocket_to_kubelet).unwrap_or(true),
+            websocket_to_kubelet: args
+                .websocket_to_kubelet
+                .or(file.websocket_to_kubelet)
+                .unwrap_or(true),
         },
         pods: PodsConfig {
             node_name: node_name.clone(),
             node_ip,
-            daemonset_pods: args.daemonset_pods.or(file.daemonset_pods).unwrap_or_default(),
+            daemonset_pods: args
+                .daemonset_pods
+                .or(file.daemonset_pods)
+                .unwrap_or_default(),
             sweep_interval: Duration::from_secs(sweep),
-            concurrency: args.concurrency.or(file.concurrency).unwrap_or(DEFAULT_CONCURRENCY),
-            status_concurrency: args.status_concurrency.or(file.status_concurrency).unwrap_or(DEFAULT_STATUS_CONCURRENCY),
+            concurrency: args
+                .concurrency
+                .or(file.concurrency)
+                .unwrap_or(DEFAULT_CONCURRENCY),
+            status_concurrency: args
+                .status_concurrency
+                .or(file.status_concurrency)
+                .unwrap_or(DEFAULT_STATUS_CONCURRENCY),
         },
         server: ServerConfig {
             listen,
@@ -499,8 +588,18 @@ fn merge(args: Args, file: File) -> Result<Config> {
         },
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         kube: kube::merge(args.kube, file.remote, provider == ProviderKind::Kubernetes)?,
-        ecs: ecs::merge(args.ecs, file.ecs, provider == ProviderKind::AwsEcs, &node_name_for_ecs)?,
-        aci: aci::merge(args.aci, file.aci, provider == ProviderKind::AzureAci, &node_name_for_ecs)?,
+        ecs: ecs::merge(
+            args.ecs,
+            file.ecs,
+            provider == ProviderKind::AwsEcs,
+            &node_name_for_ecs,
+        )?,
+        aci: aci::merge(
+            args.aci,
+            file.aci,
+            provider == ProviderKind::AzureAci,
+            &node_name_for_ecs,
+        )?,
     })
 }
 
@@ -519,7 +618,10 @@ const DEFAULT_STATUS_CONCURRENCY: u16 = 256;
 fn ensure_readable(field: &'static str, path: &Path) -> Result<()> {
     std::fs::metadata(path)
         .map(|_| ())
-        .map_err(|e| Error::Invalid { field, message: format!("{}: {e}", path.display()) })
+        .map_err(|e| Error::Invalid {
+            field,
+            message: format!("{}: {e}", path.display()),
+        })
 }
 
 fn validate_dns_subdomain(field: &'static str, s: &str) -> Result<()> {
@@ -527,14 +629,19 @@ fn validate_dns_subdomain(field: &'static str, s: &str) -> Result<()> {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid { field, message: format!("{s:?} is not a lowercase DNS subdomain (RFC 1123)") })
+        Err(Error::Invalid {
+            field,
+            message: format!("{s:?} is not a lowercase DNS subdomain (RFC 1123)"),
+        })
     }
 }
 
@@ -542,36 +649,55 @@ fn validate_label(key: &str, value: &str) -> Result<()> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.len() <= 63
-            && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && n.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
             && n.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
     };
     let key_ok = match key.split_once('/') {
-        Some((prefix, name)) => validate_dns_subdomain("node-label", prefix).is_ok() && name_ok(name),
+        Some((prefix, name)) => {
+            validate_dns_subdomain("node-label", prefix).is_ok() && name_ok(name)
+        }
         None => name_ok(key),
     };
     if !key_ok {
-        return Err(Error::Invalid { field: "node-label", message: format!("{key:?} is not a valid label key") });
+        return Err(Error::Invalid {
+            field: "node-label",
+            message: format!("{key:?} is not a valid label key"),
+        });
     }
     if !(value.is_empty() || name_ok(value)) {
-        return Err(Error::Invalid { field: "node-label", message: format!("{value:?} (for {key}) is not a valid label value") });
+        return Err(Error::Invalid {
+            field: "node-label",
+            message: format!("{value:?} (for {key}) is not a valid label value"),
+        });
     }
     Ok(())
 }
 
 /// Parses `key[=value]:Effect`.
 fn parse_taint(spec: &str) -> Result<Taint> {
-    let bad = |why: &str| Error::Invalid { field: "node-taint", message: format!("{spec:?}: {why}; expected key[=value]:Effect") };
+    let bad = |why: &str| Error::Invalid {
+        field: "node-taint",
+        message: format!("{spec:?}: {why}; expected key[=value]:Effect"),
+    };
     let (kv, effect) = spec.rsplit_once(':').ok_or_else(|| bad("no effect"))?;
     if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-        return Err(bad("effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+        return Err(bad(
+            "effect must be NoSchedule, PreferNoSchedule or NoExecute",
+        ));
     }
     let (key, value) = match kv.split_once('=') {
         Some((k, v)) => (k, Some(v.to_owned())),
         None => (kv, None),
     };
     validate_label(key, value.as_deref().unwrap_or("")).map_err(|_| bad("invalid key or value"))?;
-    Ok(Taint { key: key.into(), value, effect: effect.into(), time_added: None })
+    Ok(Taint {
+        key: key.into(),
+        value,
+        effect: effect.into(),
+        time_added: None,
+    })
 }
 
 /// Parses `cpu=100,memory=512Gi,pods=1000` into quantities.
@@ -582,15 +708,24 @@ fn parse_capacity(spec: &str) -> Result<BTreeMap<String, String>> {
             field: "mock-capacity",
             message: format!("{part:?} is not resource=quantity"),
         })?;
-        let valid = v.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>().is_ok();
+        let valid = v
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .parse::<f64>()
+            .is_ok();
         if !valid {
-            return Err(Error::Invalid { field: "mock-capacity", message: format!("{v:?} (for {k}) is not a quantity") });
+            return Err(Error::Invalid {
+                field: "mock-capacity",
+                message: format!("{v:?} (for {k}) is not a quantity"),
+            });
         }
         out.insert(k.to_owned(), v.to_owned());
     }
     for required in ["cpu", "memory", "pods"] {
         if !out.contains_key(required) {
-            return Err(Error::Invalid { field: "mock-capacity", message: format!("{required} is missing") });
+            return Err(Error::Invalid {
+                field: "mock-capacity",
+                message: format!("{required} is missing"),
+            });
         }
     }
     Ok(out)
@@ -609,7 +744,10 @@ mod tests {
         let c = Config::from_args(Args::default()).unwrap();
         assert_eq!(c.node.name, "skylet");
         assert_eq!(c.server.listen.port(), 10250);
-        assert!(c.node.taints.is_none(), "default taint comes from the provider");
+        assert!(
+            c.node.taints.is_none(),
+            "default taint comes from the provider"
+        );
         assert_eq!(c.server.serving_cert, ServingCert::SelfSigned);
     }
 
@@ -617,8 +755,18 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "node-name: from-file\nnode-labels: {tier: burst}\nmock: {start-latency: 2}\n").unwrap();
-        let c = Config::from_args(args(&["--config", path.to_str().unwrap(), "--node-name", "from-flag"])).unwrap();
+        std::fs::write(
+            &path,
+            "node-name: from-file\nnode-labels: {tier: burst}\nmock: {start-latency: 2}\n",
+        )
+        .unwrap();
+        let c = Config::from_args(args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--node-name",
+            "from-flag",
+        ]))
+        .unwrap();
         assert_eq!(c.node.name, "from-flag");
         assert_eq!(c.node.labels["tier"], "burst");
         assert_eq!(c.mock.start_latency, Duration::from_secs(2));
@@ -629,17 +777,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "node-nmae: typo\n").unwrap();
-        let err = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+        let err = Config::from_args(args(&["--config", path.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("node-nmae"), "{err}");
     }
 
     #[test]
     fn taints_parse_and_bad_ones_are_refused() {
-        let c = Config::from_args(args(&["--node-taint", "a.io/x=y:NoExecute,b:NoSchedule"])).unwrap();
+        let c =
+            Config::from_args(args(&["--node-taint", "a.io/x=y:NoExecute,b:NoSchedule"])).unwrap();
         let t = c.node.taints.unwrap();
-        assert_eq!((t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()), ("a.io/x", Some("y"), "NoExecute"));
+        assert_eq!(
+            (
+                t[0].key.as_str(),
+                t[0].value.as_deref(),
+                t[0].effect.as_str()
+            ),
+            ("a.io/x", Some("y"), "NoExecute")
+        );
         assert_eq!((t[1].key.as_str(), t[1].value.as_deref()), ("b", None));
-        let err = Config::from_args(args(&["--node-taint", "a=b:Sometimes"])).unwrap_err().to_string();
+        let err = Config::from_args(args(&["--node-taint", "a=b:Sometimes"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("effect must be"), "{err}");
     }
 
@@ -652,7 +812,15 @@ mod tests {
             (vec!["--mock-failure-rate", "2"], "mock-failure-rate"),
             (vec!["--mock-capacity", "cpu=1,pods=1"], "memory is missing"),
             (vec!["--sweep-interval", "0"], "sweep-interval"),
-            (vec!["--listen", "0.0.0.0:9000", "--metrics-listen", "0.0.0.0:9000"], "metrics-listen"),
+            (
+                vec![
+                    "--listen",
+                    "0.0.0.0:9000",
+                    "--metrics-listen",
+                    "0.0.0.0:9000",
+                ],
+                "metrics-listen",
+            ),
         ] {
             let err = Config::from_args(args(&flags)).unwrap_err().to_string();
             assert!(err.contains(needle), "{flags:?}: {err}");

@@ -32,7 +32,10 @@ pub enum Error {
     Server(#[source] server::Error),
     /// The metrics server could not start.
     #[error("failed to start the metrics server on {addr}")]
-    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Backoff for every watch skylet keeps: 0.5 s doubling to at most 5 s with
@@ -49,7 +52,9 @@ impl WatchBackoff {
 }
 
 pub(crate) fn watch_backoff() -> WatchBackoff {
-    WatchBackoff { next: WatchBackoff::MIN }
+    WatchBackoff {
+        next: WatchBackoff::MIN,
+    }
 }
 
 impl Iterator for WatchBackoff {
@@ -58,7 +63,9 @@ impl Iterator for WatchBackoff {
     fn next(&mut self) -> Option<Self::Item> {
         let base = self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
         Some(base + jitter)
     }
@@ -71,7 +78,10 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Registers the Node, retrying while the apiserver is unreachable.
-async fn register<P: Provider>(node: &node::NodeController<P>, shutdown: &CancellationToken) -> Result<()> {
+async fn register<P: Provider>(
+    node: &node::NodeController<P>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let mut delay = node::REGISTER_RETRY;
     loop {
         match node.register().await {
@@ -98,7 +108,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Only for failures at start (the Node cannot be registered, a port cannot
 /// be bound). Once running, transient failures are retried and logged, never
 /// returned.
-pub async fn run<P: Provider>(mut config: Config, client: Client, provider: P, shutdown: CancellationToken) -> Result<()> {
+pub async fn run<P: Provider>(
+    mut config: Config,
+    client: Client,
+    provider: P,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let provider = Arc::new(provider);
     let mut metrics = metrics::Metrics::new(provider.name());
     provider.register_metrics(metrics.registry_mut());
@@ -106,16 +121,41 @@ pub async fn run<P: Provider>(mut config: Config, client: Client, provider: P, s
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
-        .map_err(|source| Error::Metrics { addr: config.metrics_listen, source })?;
-    let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), shutdown.clone()));
+        .map_err(|source| Error::Metrics {
+            addr: config.metrics_listen,
+            source,
+        })?;
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
-    let pods = pods::PodController::new(client.clone(), provider.clone(), config.pods.clone(), metrics.clone());
-    let state = server::State::new(client.clone(), provider.clone(), pods.store(), config.server.clone(), metrics.clone());
-    let server = server::Server::bind(state, &config.server).await.map_err(Error::Server)?;
+    let pods = pods::PodController::new(
+        client.clone(),
+        provider.clone(),
+        config.pods.clone(),
+        metrics.clone(),
+    );
+    let state = server::State::new(
+        client.clone(),
+        provider.clone(),
+        pods.store(),
+        config.server.clone(),
+        metrics.clone(),
+    );
+    let server = server::Server::bind(state, &config.server)
+        .await
+        .map_err(Error::Server)?;
     // the node publishes the port actually bound (`--listen :0` picks one)
     config.node.port = server.local_addr().port();
 
-    let node = node::NodeController::new(client.clone(), provider.clone(), config.node.clone(), metrics.clone());
+    let node = node::NodeController::new(
+        client.clone(),
+        provider.clone(),
+        config.node.clone(),
+        metrics.clone(),
+    );
     register(&node, &shutdown).await?;
     tracing::info!(node = %config.node.name, provider = provider.name(), addr = %server.local_addr(), "skylet running");
 

@@ -52,12 +52,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 skylet::run(config, client, provider, shutdown.clone()).await?;
             }
             ProviderKind::AwsEcs => {
-                let ecs = config.ecs.clone().context("aws-ecs selected without ECS settings")?;
-                let provider = skylet_ecs::EcsProvider::new(ecs).await.context("cannot start the aws-ecs backend")?;
+                let ecs = config
+                    .ecs
+                    .clone()
+                    .context("aws-ecs selected without ECS settings")?;
+                let provider = skylet_ecs::EcsProvider::new(ecs)
+                    .await
+                    .context("cannot start the aws-ecs backend")?;
                 skylet::run(config, client, provider, shutdown.clone()).await?;
             }
             ProviderKind::AzureAci => {
-                let aci = config.aci.clone().context("azure-aci selected without ACI settings")?;
+                let aci = config
+                    .aci
+                    .clone()
+                    .context("azure-aci selected without ACI settings")?;
                 let provider = skylet_aci::AciProvider::new(aci, Some(client.clone()))
                     .await
                     .context("cannot start the azure-aci backend")?;
@@ -92,16 +100,26 @@ fn mock_config(c: &config::MockConfig) -> skylet_mock::Config {
 
 /// The remote-Kubernetes backend: a client for the remote cluster, and the
 /// translation settings.
-async fn kube_provider(config: &Config, home: kube::Client) -> anyhow::Result<skylet_kube::KubeProvider> {
+async fn kube_provider(
+    config: &Config,
+    home: kube::Client,
+) -> anyhow::Result<skylet_kube::KubeProvider> {
     use skylet::config::kube::{NamespaceMode, Rule};
-    let k = config.kube.as_ref().context("the kubernetes provider needs --remote-kubeconfig")?;
+    let k = config
+        .kube
+        .as_ref()
+        .context("the kubernetes provider needs --remote-kubeconfig")?;
     let kc = kube::config::Kubeconfig::read_from(&k.kubeconfig)
         .with_context(|| format!("cannot read remote kubeconfig {}", k.kubeconfig.display()))?;
-    let opts = kube::config::KubeConfigOptions { context: k.context.clone(), ..Default::default() };
+    let opts = kube::config::KubeConfigOptions {
+        context: k.context.clone(),
+        ..Default::default()
+    };
     let remote_config = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
         .with_context(|| format!("invalid remote kubeconfig {}", k.kubeconfig.display()))?;
-    let remote = kube::Client::try_from(remote_config).context("cannot build the remote cluster's client")?;
+    let remote = kube::Client::try_from(remote_config)
+        .context("cannot build the remote cluster's client")?;
     let rule = |r: Rule| match r {
         Rule::Pass => skylet_kube::Rule::Pass,
         Rule::Drop => skylet_kube::Rule::Drop,
@@ -124,11 +142,19 @@ async fn kube_provider(config: &Config, home: kube::Client) -> anyhow::Result<sk
             pod_affinity: rule(k.pod_affinity),
         },
         service_account: match k.service_account {
-            skylet::config::kube::ServiceAccount::Remote => skylet_kube::ServiceAccountPolicy::Remote,
-            skylet::config::kube::ServiceAccount::HomeToken => skylet_kube::ServiceAccountPolicy::HomeToken,
+            skylet::config::kube::ServiceAccount::Remote => {
+                skylet_kube::ServiceAccountPolicy::Remote
+            }
+            skylet::config::kube::ServiceAccount::HomeToken => {
+                skylet_kube::ServiceAccountPolicy::HomeToken
+            }
         },
     };
-    Ok(skylet_kube::KubeProvider::new(home, remote, skylet_kube::Config { context }))
+    Ok(skylet_kube::KubeProvider::new(
+        home,
+        remote,
+        skylet_kube::Config { context },
+    ))
 }
 
 async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
@@ -140,7 +166,9 @@ async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
                 .await
                 .with_context(|| format!("invalid kubeconfig {}", path.display()))?
         }
-        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
     };
     kube::Client::try_from(kc).context("cannot build a Kubernetes client")
 }

@@ -71,26 +71,56 @@ impl Metrics {
     pub fn new(provider: &str) -> Self {
         let mut registry = Registry::with_prefix_and_labels(
             "skylet",
-            [(std::borrow::Cow::Borrowed("provider"), std::borrow::Cow::Owned(provider.to_owned()))].into_iter(),
+            [(
+                std::borrow::Cow::Borrowed("provider"),
+                std::borrow::Cow::Owned(provider.to_owned()),
+            )]
+            .into_iter(),
         );
         let pods = Family::<PhaseLabels, Gauge>::default();
         registry.register("pods", "Pods bound to this node, by phase", pods.clone());
         let provider_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
-        registry.register("provider_call_duration_seconds", "Latency of provider calls", provider_latency.clone());
+        registry.register(
+            "provider_call_duration_seconds",
+            "Latency of provider calls",
+            provider_latency.clone(),
+        );
         let provider_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("provider_errors", "Provider call failures, by class", provider_errors.clone());
+        registry.register(
+            "provider_errors",
+            "Provider call failures, by class",
+            provider_errors.clone(),
+        );
         let reconcile_queue = Gauge::default();
-        registry.register("reconcile_queue_depth", "Pod reconciles running or waiting for their turn in a lane", reconcile_queue.clone());
+        registry.register(
+            "reconcile_queue_depth",
+            "Pod reconciles running or waiting for their turn in a lane",
+            reconcile_queue.clone(),
+        );
         let reconciles = Counter::default();
         registry.register("reconciles", "Pod reconciles done", reconciles.clone());
         let throttles = Counter::default();
-        registry.register("provider_throttles", "Times the backend asked skylet to slow down", throttles.clone());
+        registry.register(
+            "provider_throttles",
+            "Times the backend asked skylet to slow down",
+            throttles.clone(),
+        );
         let status_writes = Counter::default();
-        registry.register("pod_status_writes", "Pod status writes to the apiserver", status_writes.clone());
+        registry.register(
+            "pod_status_writes",
+            "Pod status writes to the apiserver",
+            status_writes.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("kubelet_api_requests", "Kubelet API requests by route and status", requests.clone());
+        registry.register(
+            "kubelet_api_requests",
+            "Kubelet API requests by route and status",
+            requests.clone(),
+        );
         Self {
             registry,
             pods,
@@ -112,9 +142,16 @@ impl Metrics {
 
     /// Records the outcome of a provider call that took `secs`.
     pub fn provider_call(&self, op: &'static str, secs: f64, err: Option<ErrorClass>) {
-        self.provider_latency.get_or_create(&OpLabels { op }).observe(secs);
+        self.provider_latency
+            .get_or_create(&OpLabels { op })
+            .observe(secs);
         if let Some(class) = err {
-            self.provider_errors.get_or_create(&ErrorLabels { op, class: class.as_str() }).inc();
+            self.provider_errors
+                .get_or_create(&ErrorLabels {
+                    op,
+                    class: class.as_str(),
+                })
+                .inc();
             if class == ErrorClass::Throttled {
                 self.throttles.inc();
             }
@@ -138,19 +175,33 @@ pub async fn timed<T>(
 ) -> skylet_provider::Result<T> {
     let start = std::time::Instant::now();
     let r = fut.await;
-    metrics.provider_call(op, start.elapsed().as_secs_f64(), r.as_ref().err().map(|e| e.class()));
+    metrics.provider_call(
+        op,
+        start.elapsed().as_secs_f64(),
+        r.as_ref().err().map(|e| e.class()),
+    );
     r
 }
 
 /// Serves `/metrics` until `shutdown`.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let app = Router::new().route("/metrics", get(render)).with_state(metrics);
-    let r = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .with_state(metrics);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
     if let Err(e) = r {
         tracing::warn!(error = %e, "metrics server stopped");
     }
 }
 
 async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
 }

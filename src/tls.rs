@@ -21,7 +21,9 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -41,7 +43,11 @@ use crate::config::{ServerConfig as Settings, ServingCert};
 pub enum Error {
     /// A PEM file could not be read or parsed.
     #[error("cannot read {what} from {path}")]
-    Pem { what: &'static str, path: String, source: rustls::pki_types::pem::Error },
+    Pem {
+        what: &'static str,
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     /// The file held no usable certificate or key.
     #[error("{0}")]
     Invalid(String),
@@ -67,26 +73,43 @@ pub struct CertStore {
 
 impl CertStore {
     fn new(key: CertifiedKey) -> Arc<Self> {
-        Arc::new(Self { current: RwLock::new(Arc::new(key)) })
+        Arc::new(Self {
+            current: RwLock::new(Arc::new(key)),
+        })
     }
 
     fn set(&self, key: CertifiedKey) {
-        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
     }
 
     /// The certificate chain being served (tests).
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).cert.clone()
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cert
+            .clone()
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
-fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey> {
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey> {
     let provider = rustls::crypto::ring::default_provider();
     Ok(CertifiedKey::from_der(chain, key, &provider)?)
 }
@@ -94,22 +117,38 @@ fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -
 fn self_signed(settings: &Settings) -> Result<CertifiedKey> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec![settings.node_name.clone()])?;
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(settings.node_ip));
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{}@skylet", settings.node_name));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(settings.node_ip));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{}@skylet", settings.node_name),
+    );
     let cert = params.self_signed(&key)?;
-    let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::Invalid(e.to_owned()))?;
+    let der =
+        PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::Invalid(e.to_owned()))?;
     certified(vec![cert.der().clone()], der)
 }
 
 fn from_files(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|source| Error::Pem { what: "certificates", path: cert.display().to_string(), source })?;
+        .map_err(|source| Error::Pem {
+            what: "certificates",
+            path: cert.display().to_string(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(Error::Invalid(format!("{} holds no certificate", cert.display())));
+        return Err(Error::Invalid(format!(
+            "{} holds no certificate",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|source| Error::Pem { what: "a private key", path: key.display().to_string(), source })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| Error::Pem {
+        what: "a private key",
+        path: key.display().to_string(),
+        source,
+    })?;
     certified(chain, key)
 }
 
@@ -127,10 +166,16 @@ pub fn server_config(settings: &Settings) -> Result<(Arc<ServerConfig>, Arc<Cert
     let builder = match &settings.client_ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|source| Error::Pem { what: "client CA", path: path.display().to_string(), source })?
-            {
-                let cert = cert.map_err(|source| Error::Pem { what: "client CA", path: path.display().to_string(), source })?;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|source| Error::Pem {
+                what: "client CA",
+                path: path.display().to_string(),
+                source,
+            })? {
+                let cert = cert.map_err(|source| Error::Pem {
+                    what: "client CA",
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 roots.add(cert)?;
             }
             // a client without a certificate may still use a bearer token
@@ -149,7 +194,12 @@ pub fn server_config(settings: &Settings) -> Result<(Arc<ServerConfig>, Arc<Cert
 
 /// CSR mode: obtains a cluster-signed serving certificate and renews it at
 /// 80% of its lifetime, until `shutdown`. Errors are logged and retried.
-pub async fn csr_loop(client: Client, settings: Settings, store: Arc<CertStore>, shutdown: CancellationToken) {
+pub async fn csr_loop(
+    client: Client,
+    settings: Settings,
+    store: Arc<CertStore>,
+    shutdown: CancellationToken,
+) {
     loop {
         let wait = match request_certificate(&client, &settings, &shutdown).await {
             Ok(Some((key, lifetime))) => {
@@ -178,15 +228,23 @@ async fn request_certificate(
 ) -> Result<Option<(CertifiedKey, Duration)>, Box<dyn std::error::Error + Send + Sync>> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec![settings.node_name.clone()])?;
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(settings.node_ip));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(settings.node_ip));
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-    dn.push(rcgen::DnType::CommonName, format!("system:node:{}", settings.node_name));
+    dn.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{}", settings.node_name),
+    );
     params.distinguished_name = dn;
     let csr_pem = params.serialize_request(&key)?.pem()?;
     let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
-        metadata: ObjectMeta { generate_name: Some(format!("skylet-serving-{}-", settings.node_name)), ..Default::default() },
+        metadata: ObjectMeta {
+            generate_name: Some(format!("skylet-serving-{}-", settings.node_name)),
+            ..Default::default()
+        },
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(csr_pem.into_bytes()),
             signer_name: "kubernetes.io/kubelet-serving".into(),
@@ -204,7 +262,12 @@ async fn request_certificate(
         }
         let current = csrs.get(&name).await?;
         let status = current.status.unwrap_or_default();
-        if status.conditions.iter().flatten().any(|c| c.type_ == "Denied" || c.type_ == "Failed") {
+        if status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
+        {
             return Err(format!("CSR {name} was denied or failed").into());
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
@@ -215,7 +278,8 @@ async fn request_certificate(
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>()?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>()?;
     let lifetime = chain
         .first()
         .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())

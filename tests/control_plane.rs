@@ -8,7 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
     certificates::v1::{
-        CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+        CertificateSigningRequest, CertificateSigningRequestCondition,
+        CertificateSigningRequestStatus,
     },
     core::v1::{Node, Pod},
     rbac::v1::RoleBinding,
@@ -51,30 +52,61 @@ async fn deployment_gets_a_replicaset_and_pending_pods() {
     deploys.create(&PostParams::default(), &d).await.unwrap();
 
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let rs = eventually("a ReplicaSet owned by the Deployment", Duration::from_secs(30), || async {
-        rs_api.list(&ListParams::default()).await.ok()?.items.into_iter().find(|rs| {
-            rs.metadata.owner_references.iter().flatten().any(|o| o.kind == "Deployment" && o.name == "web")
-        })
-    })
+    let rs = eventually(
+        "a ReplicaSet owned by the Deployment",
+        Duration::from_secs(30),
+        || async {
+            rs_api
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|rs| {
+                    rs.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.kind == "Deployment" && o.name == "web")
+                })
+        },
+    )
     .await;
     let rs_name = rs.metadata.name.unwrap();
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pending = eventually("2 Pending, unschedulable pods", Duration::from_secs(30), || async {
-        let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?.items;
-        let unschedulable = list.iter().filter(|p| {
-            let status = p.status.as_ref();
-            status.and_then(|s| s.phase.as_deref()) == Some("Pending")
-                && status.and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| {
-                    c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-                })
-        });
-        (unschedulable.count() == 2).then_some(list)
-    })
+    let pending = eventually(
+        "2 Pending, unschedulable pods",
+        Duration::from_secs(30),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?
+                .items;
+            let unschedulable = list.iter().filter(|p| {
+                let status = p.status.as_ref();
+                status.and_then(|s| s.phase.as_deref()) == Some("Pending")
+                    && status
+                        .and_then(|s| s.conditions.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+            });
+            (unschedulable.count() == 2).then_some(list)
+        },
+    )
     .await;
     for p in &pending {
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs_name.as_str()));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs_name.as_str())
+        );
     }
 }
 
@@ -87,12 +119,24 @@ async fn node_without_kubelet_is_marked_unreachable() {
     nodes.create(&PostParams::default(), &node).await.unwrap();
     // The node lifecycle controller (not an admission plugin) sets Ready=Unknown
     // and the unreachable taint once the startup grace period has passed.
-    eventually("Ready=Unknown and the unreachable taint", Duration::from_secs(90), || async {
-        let n = nodes.get(&name).await.ok()?;
-        let ready = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-        let tainted = n.spec?.taints?.iter().any(|t| t.key == "node.kubernetes.io/unreachable");
-        (ready.status == "Unknown" && tainted).then_some(())
-    })
+    eventually(
+        "Ready=Unknown and the unreachable taint",
+        Duration::from_secs(90),
+        || async {
+            let n = nodes.get(&name).await.ok()?;
+            let ready = n
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            let tainted = n
+                .spec?
+                .taints?
+                .iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable");
+            (ready.status == "Unknown" && tainted).then_some(())
+        },
+    )
     .await;
     nodes.delete(&name, &Default::default()).await.unwrap();
 }
@@ -116,7 +160,10 @@ async fn user_without_binding_is_forbidden_and_allowed_with_one() {
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
     }))
     .unwrap();
-    Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &rb).await.unwrap();
+    Api::<RoleBinding>::namespaced(admin, ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
     eventually("alice may list pods", Duration::from_secs(10), || async {
         pods.list(&ListParams::default()).await.ok()
     })
@@ -129,7 +176,9 @@ async fn csr_is_approved_and_signed() {
     let csr_name = unique_name("cp-csr-test");
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "csr-test-user");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "csr-test-user");
     let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
     let csr: CertificateSigningRequest = serde_json::from_value(json!({
         "metadata": {"name": csr_name},
@@ -156,9 +205,13 @@ async fn csr_is_approved_and_signed() {
         }),
         ..Default::default()
     };
-    csrs.patch_approval(&csr_name, &Default::default(), &kube::api::Patch::Merge(&approval))
-        .await
-        .unwrap();
+    csrs.patch_approval(
+        &csr_name,
+        &Default::default(),
+        &kube::api::Patch::Merge(&approval),
+    )
+    .await
+    .unwrap();
     let cert = eventually("a signed certificate", Duration::from_secs(30), || async {
         csrs.get(&csr_name).await.ok()?.status?.certificate
     })
@@ -167,13 +220,20 @@ async fn csr_is_approved_and_signed() {
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
     let x509 = parsed.parse_x509().unwrap();
-    assert!(x509.subject().to_string().contains("csr-test-user"), "{}", x509.subject());
+    assert!(
+        x509.subject().to_string().contains("csr-test-user"),
+        "{}",
+        x509.subject()
+    );
 }
 
 async fn create_namespace(client: &kube::Client, base: &str) -> String {
     use k8s_openapi::api::core::v1::Namespace;
     let name = unique_name(base);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     name
 }

@@ -13,10 +13,15 @@ fn rules_of(yaml: &str) -> serde_yaml::Value {
 fn helm_chart_grants_the_tested_rbac_rules() {
     let manifest = std::fs::read_to_string(repo_root().join("deploy/manifests/rbac.yaml")).unwrap();
     let tested = rules_of(&manifest)["rules"].clone();
-    let template = std::fs::read_to_string(repo_root().join("deploy/helm/skylet/templates/rbac.yaml")).unwrap();
+    let template =
+        std::fs::read_to_string(repo_root().join("deploy/helm/skylet/templates/rbac.yaml"))
+            .unwrap();
     // the rules block of the template is plain YAML (no template actions)
     let start = template.find("rules:\n").unwrap();
     let end = start + template[start..].find("---").unwrap();
     let chart = rules_of(&template[start..end])["rules"].clone();
-    assert_eq!(chart, tested, "deploy/helm/skylet/templates/rbac.yaml and deploy/manifests/rbac.yaml disagree");
+    assert_eq!(
+        chart, tested,
+        "deploy/helm/skylet/templates/rbac.yaml and deploy/manifests/rbac.yaml disagree"
+    );
 }

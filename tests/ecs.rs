@@ -20,7 +20,10 @@ use kube::{Api, Client, api::PostParams};
 use serde_json::json;
 use skylet_testenv::{
     ControlPlane, Moto, Skylet, eventually,
-    k8s::{deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where, running_with_ip, sample, scrape},
+    k8s::{
+        deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where,
+        running_with_ip, sample, scrape,
+    },
     unique_name as unique,
 };
 
@@ -50,7 +53,13 @@ impl Aws {
         let ecs = aws_sdk_ecs::Client::new(&shared);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&shared);
         let secrets = aws_sdk_secretsmanager::Client::new(&shared);
-        Self { ecs, logs, secrets, cluster: m.cluster.clone(), log_group: m.log_group.clone() }
+        Self {
+            ecs,
+            logs,
+            secrets,
+            cluster: m.cluster.clone(),
+            log_group: m.log_group.clone(),
+        }
     }
 
     /// Every task the node started (RUNNING and STOPPED), described with tags.
@@ -88,7 +97,11 @@ impl Aws {
     }
 
     async fn live_tasks(&self, node: &str) -> Vec<Task> {
-        self.tasks(node).await.into_iter().filter(|t| t.desired_status() == Some("RUNNING")).collect()
+        self.tasks(node)
+            .await
+            .into_iter()
+            .filter(|t| t.desired_status() == Some("RUNNING"))
+            .collect()
     }
 
     async fn secret_names(&self, node: &str) -> Vec<String> {
@@ -104,13 +117,28 @@ impl Aws {
             .send()
             .await
             .unwrap();
-        r.secret_list().iter().filter_map(|s| s.name().map(str::to_owned)).collect()
+        r.secret_list()
+            .iter()
+            .filter_map(|s| s.name().map(str::to_owned))
+            .collect()
     }
 
     /// Puts lines into a container's log stream, as the awslogs driver would.
     async fn put_logs(&self, stream: &str, lines: &[&str]) {
-        let _ = self.logs.create_log_stream().log_group_name(&self.log_group).log_stream_name(stream).send().await;
-        let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        let _ = self
+            .logs
+            .create_log_stream()
+            .log_group_name(&self.log_group)
+            .log_stream_name(stream)
+            .send()
+            .await;
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
         let n = i64::try_from(lines.len()).unwrap();
         let events = lines.iter().enumerate().map(|(i, l)| {
             aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
@@ -131,7 +159,10 @@ impl Aws {
 }
 
 fn tag<'a>(t: &'a Task, key: &str) -> Option<&'a str> {
-    t.tags().iter().find(|x| x.key() == Some(key)).and_then(|x| x.value())
+    t.tags()
+        .iter()
+        .find(|x| x.key() == Some(key))
+        .and_then(|x| x.value())
 }
 
 fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {
@@ -147,8 +178,23 @@ fn template(node: &str, app: &str) -> serde_json::Value {
 
 /// `n` pods of `app` in phase Running with a pod IP (moto never reports
 /// containers as started, so they are not Ready).
-async fn running_pods(client: &Client, ns: &str, app: &str, n: usize, timeout: Duration) -> Vec<Pod> {
-    pods_where(client, ns, app, n, timeout, "Running with an IP", running_with_ip).await
+async fn running_pods(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Pod> {
+    pods_where(
+        client,
+        ns,
+        app,
+        n,
+        timeout,
+        "Running with an IP",
+        running_with_ip,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -167,10 +213,21 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
 
     let ns = &namespace(&client, "ecs-deploy").await;
     let password = format!("hunter2-{}", unique("pw"));
-    let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"pw": password}})).unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &sec).await.unwrap();
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "conf"}, "data": {"app.yaml": "port: 80\n"}})).unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    let sec: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "stringData": {"pw": password}}))
+            .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sec)
+        .await
+        .unwrap();
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "conf"}, "data": {"app.yaml": "port: 80\n"}}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
     let mut t = template(node, "web");
     t["spec"]["containers"][0]["env"] = json!([
         {"name": "MODE", "value": "prod"},
@@ -187,48 +244,129 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     for p in &pods {
         let uid = p.metadata.uid.as_deref().unwrap();
-        let task = tasks.iter().find(|t| tag(t, "skylet.io/pod-uid") == Some(uid)).expect("a task for the pod");
+        let task = tasks
+            .iter()
+            .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid))
+            .expect("a task for the pod");
         assert_eq!(tag(task, "skylet.io/pod-name"), p.metadata.name.as_deref());
         assert_eq!(tag(task, "skylet.io/pod-namespace"), Some(ns.as_str()));
         assert_eq!(tag(task, "skylet.io/node"), Some(node.as_str()));
         let ip = skylet_ecs::status::pod_ip(task);
-        assert_eq!(p.status.as_ref().unwrap().pod_ip, ip, "the pod IP is the task's ENI address");
+        assert_eq!(
+            p.status.as_ref().unwrap().pod_ip,
+            ip,
+            "the pod IP is the task's ENI address"
+        );
     }
-    assert_eq!(tasks[0].task_definition_arn(), tasks[1].task_definition_arn(), "replicas share a task definition");
+    assert_eq!(
+        tasks[0].task_definition_arn(),
+        tasks[1].task_definition_arn(),
+        "replicas share a task definition"
+    );
     let td_arn = tasks[0].task_definition_arn().unwrap().to_owned();
-    let td = aws.ecs.describe_task_definition().task_definition(&td_arn).send().await.unwrap();
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(&td_arn)
+        .send()
+        .await
+        .unwrap();
     let td = td.task_definition().unwrap();
     assert!(td.family().unwrap().starts_with("skylet-"));
-    assert_eq!((td.cpu(), td.memory()), (Some("256"), Some("512")), "250m/256Mi rounds to the smallest Fargate size");
+    assert_eq!(
+        (td.cpu(), td.memory()),
+        (Some("256"), Some("512")),
+        "250m/256Mi rounds to the smallest Fargate size"
+    );
     let text = format!("{td:?}");
-    assert!(!text.contains(&password), "the Secret value is not in the task definition");
-    let main = td.container_definitions().iter().find(|c| c.name() == Some("main")).unwrap();
-    assert!(main.environment().iter().any(|e| e.name() == Some("MODE") && e.value() == Some("prod")));
-    assert!(!main.environment().iter().any(|e| e.name() == Some("POD_NAME")), "per-pod values travel in overrides");
-    let secret_ref = main.secrets().iter().find(|x| x.name() == "PASSWORD").expect("PASSWORD from Secrets Manager");
-    assert!(secret_ref.value_from().starts_with("arn:aws:secretsmanager:"), "{}", secret_ref.value_from());
-    assert!(td.container_definitions().iter().any(|c| c.name() == Some(skylet_ecs::names::FILES_CONTAINER)));
+    assert!(
+        !text.contains(&password),
+        "the Secret value is not in the task definition"
+    );
+    let main = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .unwrap();
+    assert!(
+        main.environment()
+            .iter()
+            .any(|e| e.name() == Some("MODE") && e.value() == Some("prod"))
+    );
+    assert!(
+        !main
+            .environment()
+            .iter()
+            .any(|e| e.name() == Some("POD_NAME")),
+        "per-pod values travel in overrides"
+    );
+    let secret_ref = main
+        .secrets()
+        .iter()
+        .find(|x| x.name() == "PASSWORD")
+        .expect("PASSWORD from Secrets Manager");
+    assert!(
+        secret_ref
+            .value_from()
+            .starts_with("arn:aws:secretsmanager:"),
+        "{}",
+        secret_ref.value_from()
+    );
+    assert!(
+        td.container_definitions()
+            .iter()
+            .any(|c| c.name() == Some(skylet_ecs::names::FILES_CONTAINER))
+    );
     let secret_arn = secret_ref.value_from().split(":e.").next().unwrap();
-    let stored = aws.secrets.get_secret_value().secret_id(secret_arn).send().await.unwrap();
-    assert!(stored.secret_string().unwrap().contains(&password), "the value is in Secrets Manager");
-    assert_eq!(aws.secret_names(node).await.len(), 1, "one secret for the template");
+    let stored = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(secret_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        stored.secret_string().unwrap().contains(&password),
+        "the value is in Secrets Manager"
+    );
+    assert_eq!(
+        aws.secret_names(node).await.len(),
+        1,
+        "one secret for the template"
+    );
 
     // logs: what the awslogs driver would have written
     let pod = pods[0].metadata.name.clone().unwrap();
     let uid = pods[0].metadata.uid.clone().unwrap();
-    let task = tasks.iter().find(|t| tag(t, "skylet.io/pod-uid") == Some(uid.as_str())).unwrap();
+    let task = tasks
+        .iter()
+        .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid.as_str()))
+        .unwrap();
     let stream = skylet_ecs::names::log_stream(ns, "main", task.task_arn().unwrap());
     aws.put_logs(&stream, &["line-1", "line-2", "line-3"]).await;
     let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod]);
     assert!(ok, "{err}");
     assert_eq!(out, "line-1\nline-2\nline-3\n");
     let (_, out, _) = kubectl(cp, &["logs", "-n", ns, &pod, "--tail", "1", "--timestamps"]);
-    assert!(out.ends_with(" line-3\n") && out.starts_with("20"), "{out:?}");
+    assert!(
+        out.ends_with(" line-3\n") && out.starts_with("20"),
+        "{out:?}"
+    );
     let (_, out, _) = kubectl(cp, &["logs", "-n", ns, &pod, "--limit-bytes", "9"]);
     assert_eq!(out, "line-1\nli");
     // follow: a line written while the client waits arrives
     let follow = Command::new("timeout")
-        .args(["6", cp.kubectl().get_program().to_str().unwrap(), "logs", "-f", "-n", ns, &pod, "--tail", "0"])
+        .args([
+            "6",
+            cp.kubectl().get_program().to_str().unwrap(),
+            "logs",
+            "-f",
+            "-n",
+            ns,
+            &pod,
+            "--tail",
+            "0",
+        ])
         .env("KUBECONFIG", &cp.kubeconfig)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -243,8 +381,20 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
     assert!(!ok && err.contains("SSM"), "{err}");
 
     let m = scrape(&s);
-    assert!(sample(&m, &["skylet_aws_api_calls_total", "operation=\"RunTask\""]) >= 2.0, "{m}");
-    assert!(sample(&m, &["skylet_aws_api_calls_total", "operation=\"RegisterTaskDefinition\""]) == 1.0, "{m}");
+    assert!(
+        sample(&m, &["skylet_aws_api_calls_total", "operation=\"RunTask\""]) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            &[
+                "skylet_aws_api_calls_total",
+                "operation=\"RegisterTaskDefinition\""
+            ]
+        ) == 1.0,
+        "{m}"
+    );
 
     // delete: tasks stopped, pods gone, task definition and secret removed
     let (ok, _, err) = kubectl(cp, &["delete", "deployment", "web", "-n", ns]);
@@ -254,15 +404,37 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
     assert_eq!(all.len(), 2);
     for t in &all {
         assert_eq!(t.last_status(), Some("STOPPED"));
-        assert!(t.stopped_reason().unwrap_or_default().starts_with("Deleted by skylet (pod "), "{:?}", t.stopped_reason());
+        assert!(
+            t.stopped_reason()
+                .unwrap_or_default()
+                .starts_with("Deleted by skylet (pod "),
+            "{:?}",
+            t.stopped_reason()
+        );
     }
-    eventually("task definition and secret removed", Duration::from_secs(60), || async {
-        let td = aws.ecs.describe_task_definition().task_definition(&td_arn).send().await;
-        let td_gone = td.map_or(true, |o| o.task_definition().and_then(|t| t.status()).is_some_and(|s| s.as_str() != "ACTIVE"));
-        (td_gone && aws.secret_names(node).await.is_empty()).then_some(())
-    })
+    eventually(
+        "task definition and secret removed",
+        Duration::from_secs(60),
+        || async {
+            let td = aws
+                .ecs
+                .describe_task_definition()
+                .task_definition(&td_arn)
+                .send()
+                .await;
+            let td_gone = td.map_or(true, |o| {
+                o.task_definition()
+                    .and_then(|t| t.status())
+                    .is_some_and(|s| s.as_str() != "ACTIVE")
+            });
+            (td_gone && aws.secret_names(node).await.is_empty()).then_some(())
+        },
+    )
     .await;
-    assert!(!s.log_text().contains(&password), "skylet never logs a Secret value");
+    assert!(
+        !s.log_text().contains(&password),
+        "skylet never logs a Secret value"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +449,10 @@ async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod_and_orphans_are
     let ns = &namespace(&client, "ecs-restart").await;
     deployment(&client, ns, "api", 3, template(node, "api")).await;
     // crash as soon as the first task exists, before skylet saw it in a sweep
-    eventually("a first task", Duration::from_secs(60), || async { (!aws.live_tasks(node).await.is_empty()).then_some(()) }).await;
+    eventually("a first task", Duration::from_secs(60), || async {
+        (!aws.live_tasks(node).await.is_empty()).then_some(())
+    })
+    .await;
     s.kill();
     let before = aws.live_tasks(node).await.len();
     s.start_again();
@@ -285,24 +460,59 @@ async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod_and_orphans_are
     // a few sweeps later, still exactly one task per pod
     tokio::time::sleep(Duration::from_secs(5)).await;
     let tasks = aws.live_tasks(node).await;
-    let mut uids: Vec<&str> = tasks.iter().filter_map(|t| tag(t, "skylet.io/pod-uid")).collect();
+    let mut uids: Vec<&str> = tasks
+        .iter()
+        .filter_map(|t| tag(t, "skylet.io/pod-uid"))
+        .collect();
     uids.sort_unstable();
-    let mut want: Vec<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+    let mut want: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
     want.sort_unstable();
-    assert_eq!(uids, want, "exactly one task per pod ({before} existed at the crash)");
+    assert_eq!(
+        uids, want,
+        "exactly one task per pod ({before} existed at the crash)"
+    );
 
     // orphans: pods deleted while skylet is down; their tasks are found by
     // the pod UID tag and stopped by the sweep after the restart
     s.kill();
-    let (ok, _, err) = kubectl(cp, &["delete", "deployment", "api", "-n", ns, "--wait=false"]);
+    let (ok, _, err) = kubectl(
+        cp,
+        &["delete", "deployment", "api", "-n", ns, "--wait=false"],
+    );
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(cp, &["delete", "pods", "-n", ns, "-l", "app=api", "--force", "--grace-period=0"]);
+    let (ok, _, err) = kubectl(
+        cp,
+        &[
+            "delete",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            "app=api",
+            "--force",
+            "--grace-period=0",
+        ],
+    );
     assert!(ok, "{err}");
     pods_gone(&client, ns, "api", Duration::from_secs(30)).await;
     s.start_again();
-    eventually("orphaned tasks stopped", Duration::from_secs(60), || async { aws.live_tasks(node).await.is_empty().then_some(()) }).await;
+    eventually(
+        "orphaned tasks stopped",
+        Duration::from_secs(60),
+        || async { aws.live_tasks(node).await.is_empty().then_some(()) },
+    )
+    .await;
     for t in aws.tasks(node).await {
-        assert!(t.stopped_reason().unwrap_or_default().starts_with("Deleted by skylet"), "{:?}", t.stopped_reason());
+        assert!(
+            t.stopped_reason()
+                .unwrap_or_default()
+                .starts_with("Deleted by skylet"),
+            "{:?}",
+            t.stopped_reason()
+        );
     }
 }
 
@@ -312,7 +522,12 @@ async fn ecs_pod_larger_than_any_fargate_size_fails_with_the_valid_sizes() {
     let moto = Moto::shared();
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-big");
-    let _s = start(cp, moto, node, &["--ecs-capacity", "cpu=64,memory=1Ti,pods=100"]);
+    let _s = start(
+        cp,
+        moto,
+        node,
+        &["--ecs-capacity", "cpu=64,memory=1Ti,pods=100"],
+    );
     node_ready(&client, node).await;
     let ns = &namespace(&client, "ecs-big").await;
     let mut t = template(node, "big");
@@ -327,7 +542,12 @@ async fn ecs_pod_larger_than_any_fargate_size_fails_with_the_valid_sizes() {
     })
     .await;
     assert_eq!(status.reason.as_deref(), Some("ResourcesTooLarge"));
-    assert!(status.message.unwrap_or_default().contains("16 vCPU with 32-120 GiB"));
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("16 vCPU with 32-120 GiB")
+    );
 }
 
 #[tokio::test]
@@ -342,13 +562,24 @@ async fn ecs_annotations_choose_spot_capacity_and_the_task_role() {
     let ns = &namespace(&client, "ecs-spot").await;
     let role = "arn:aws:iam::123456789012:role/skylet-task-reports";
     let mut t = template(node, "spot");
-    t["metadata"]["annotations"] = json!({"skylet.io/aws-capacity": "spot", "skylet.io/aws-task-role-arn": role});
+    t["metadata"]["annotations"] =
+        json!({"skylet.io/aws-capacity": "spot", "skylet.io/aws-task-role-arn": role});
     deployment(&client, ns, "spot", 1, t).await;
     running_pods(&client, ns, "spot", 1, Duration::from_secs(60)).await;
     let task = aws.live_tasks(node).await.pop().unwrap();
     assert_eq!(task.capacity_provider_name(), Some("FARGATE_SPOT"));
-    assert_ne!(task.launch_type(), Some(&aws_sdk_ecs::types::LaunchType::Fargate), "a capacity provider strategy, not a launch type");
-    let td = aws.ecs.describe_task_definition().task_definition(task.task_definition_arn().unwrap()).send().await.unwrap();
+    assert_ne!(
+        task.launch_type(),
+        Some(&aws_sdk_ecs::types::LaunchType::Fargate),
+        "a capacity provider strategy, not a launch type"
+    );
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(td.task_definition().unwrap().task_role_arn(), Some(role));
 }
 
@@ -359,7 +590,12 @@ async fn ecs_sweep_of_300_pods_costs_at_most_3_describe_tasks() {
     let aws = Aws::new(moto);
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-300");
-    let s = start(cp, moto, node, &["--ecs-capacity", "cpu=1000,memory=4Ti,pods=1000"]);
+    let s = start(
+        cp,
+        moto,
+        node,
+        &["--ecs-capacity", "cpu=1000,memory=4Ti,pods=1000"],
+    );
     node_ready(&client, node).await;
     let ns = &namespace(&client, "ecs-300").await;
     let started = std::time::Instant::now();
@@ -375,14 +611,22 @@ async fn ecs_sweep_of_300_pods_costs_at_most_3_describe_tasks() {
     let sweeps = delta(&["skylet_provider_call_duration_seconds_count", "op=\"list\""]);
     let describes = delta(&["skylet_aws_api_calls_total", "operation=\"DescribeTasks\""]);
     let lists = delta(&["skylet_aws_api_calls_total", "operation=\"ListTasks\""]);
-    eprintln!("300 pods Running in {up:?}; {sweeps} sweeps cost {describes} DescribeTasks and {lists} ListTasks");
+    eprintln!(
+        "300 pods Running in {up:?}; {sweeps} sweeps cost {describes} DescribeTasks and {lists} ListTasks"
+    );
     assert!(sweeps >= 2.0, "sweeps ran: {sweeps}");
     // the last sweep's own account, and the counters (a sweep may straddle
     // either scrape, hence one sweep of slack)
     assert_eq!(sample(&after, &["skylet_aws_sweep_tasks"]), 300.0);
     assert_eq!(sample(&after, &["skylet_aws_sweep_describe_calls"]), 3.0);
-    assert!(describes <= 3.0 * (sweeps + 1.0), "{describes} DescribeTasks in {sweeps} sweeps");
-    assert!(lists <= 2.0 * (sweeps + 1.0), "{lists} ListTasks in {sweeps} sweeps (one page each for RUNNING and STOPPED)");
+    assert!(
+        describes <= 3.0 * (sweeps + 1.0),
+        "{describes} DescribeTasks in {sweeps} sweeps"
+    );
+    assert!(
+        lists <= 2.0 * (sweeps + 1.0),
+        "{lists} ListTasks in {sweeps} sweeps (one page each for RUNNING and STOPPED)"
+    );
 
     let (ok, _, err) = kubectl(cp, &["delete", "deployment", "wide", "-n", ns]);
     assert!(ok, "{err}");

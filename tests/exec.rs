@@ -55,17 +55,22 @@ impl Fixture {
         let node = unique(&format!("vn-{base}"));
         let skylet = Skylet::start_with_env(cp, Path::new(BIN), &node, &[], env);
         let nodes: Api<Node> = Api::all(client.clone());
-        eventually(&format!("node {node} Ready"), Duration::from_secs(30), || async {
-            let n = nodes.get(&node).await.ok()?;
-            n.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
-        })
+        eventually(
+            &format!("node {node} Ready"),
+            Duration::from_secs(30),
+            || async {
+                let n = nodes.get(&node).await.ok()?;
+                n.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            },
+        )
         .await;
         let ns = unique(base);
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
@@ -106,19 +111,25 @@ impl Fixture {
     /// `kubectl -n NS ARGS` with `env`, feeding `stdin`.
     fn kubectl(&self, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Out {
         let mut cmd = self.cp.kubectl();
-        cmd.args(["-n", &self.ns]).args(args).envs(env.iter().copied());
+        cmd.args(["-n", &self.ns])
+            .args(args)
+            .envs(env.iter().copied());
         run(cmd, stdin)
     }
 
     /// Waits until skylet logged a line containing all of `parts`.
     async fn logged(&self, parts: &[&str]) {
-        eventually(&format!("skylet to log {parts:?}"), Duration::from_secs(10), || async {
-            self.skylet
-                .log_text()
-                .lines()
-                .any(|l| parts.iter().all(|p| l.contains(p)))
-                .then_some(())
-        })
+        eventually(
+            &format!("skylet to log {parts:?}"),
+            Duration::from_secs(10),
+            || async {
+                self.skylet
+                    .log_text()
+                    .lines()
+                    .any(|l| parts.iter().all(|p| l.contains(p)))
+                    .then_some(())
+            },
+        )
         .await;
     }
 }
@@ -155,9 +166,18 @@ fn run(mut cmd: Command, stdin: &[u8]) -> Out {
 async fn exec_basics(f: &Fixture, env: &[(&str, &str)], transport: &str) {
     let pod = f.pod.as_str();
     let out = f.kubectl(&["exec", pod, "--", "echo", "hi"], env, b"");
-    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "hi\n"), "{}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "hi\n"),
+        "{}",
+        out.stderr
+    );
 
-    let out = f.kubectl(&["exec", "-i", pod, "--", "cat"], env, b"piped\nthrough cat\n");
+    let out = f.kubectl(
+        &["exec", "-i", pod, "--", "cat"],
+        env,
+        b"piped\nthrough cat\n",
+    );
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (Some(0), "piped\nthrough cat\n"),
@@ -170,11 +190,26 @@ async fn exec_basics(f: &Fixture, env: &[(&str, &str)], transport: &str) {
         .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[(i % 27) as usize])
         .collect();
     let out = f.kubectl(&["exec", "-i", pod, "--", "cat"], env, &big);
-    assert_eq!((out.code, out.stdout.len()), (Some(0), big.len()), "{}", out.stderr);
-    assert!(out.stdout.as_bytes() == big.as_slice(), "3 MB came back unchanged");
+    assert_eq!(
+        (out.code, out.stdout.len()),
+        (Some(0), big.len()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.as_bytes() == big.as_slice(),
+        "3 MB came back unchanged"
+    );
 
     let out = f.kubectl(
-        &["exec", pod, "--", "sh", "-c", "echo out; stderr err; exit 3"],
+        &[
+            "exec",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "echo out; stderr err; exit 3",
+        ],
         env,
         b"",
     );
@@ -205,7 +240,11 @@ async fn exec_basics(f: &Fixture, env: &[(&str, &str)], transport: &str) {
 
     let out = f.kubectl(&["exec", pod, "--", "no-such-tool"], env, b"");
     assert_eq!(out.code, Some(127));
-    assert!(out.stderr.contains("sh: no-such-tool: not found"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sh: no-such-tool: not found"),
+        "{}",
+        out.stderr
+    );
 
     f.logged(&["session ended", "kind=\"exec\"", transport, "Code(3)"])
         .await;
@@ -214,7 +253,12 @@ async fn exec_basics(f: &Fixture, env: &[(&str, &str)], transport: &str) {
 #[tokio::test]
 async fn exec_over_websocket_straight_to_skylet() {
     let f = Fixture::start("exec-ws", &[]).await;
-    exec_basics(&f, &[], "transport=\"websocket\" protocol=\"v5.channel.k8s.io\"").await;
+    exec_basics(
+        &f,
+        &[],
+        "transport=\"websocket\" protocol=\"v5.channel.k8s.io\"",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -295,7 +339,11 @@ fn tty_session(f: &Fixture, env: &[(&str, &str)]) {
         out.stdout,
         out.stderr
     );
-    assert!(out.stdout.contains("$ stty size\r\n24 80\r\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("$ stty size\r\n24 80\r\n"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("$ stty size\r\n40 120\r\n"),
         "the resize reached the shell: {}",
@@ -308,8 +356,13 @@ async fn exec_tty_shell_sees_the_terminal_size_and_its_resize() {
     let f = Fixture::start("exec-tty", &[]).await;
     tty_session(&f, &[]);
     tty_session(&f, &[SPDY_EXEC]);
-    f.logged(&["session ended", "transport=\"websocket\"", "tty=true", "Code(7)"])
-        .await;
+    f.logged(&[
+        "session ended",
+        "transport=\"websocket\"",
+        "tty=true",
+        "Code(7)",
+    ])
+    .await;
     f.logged(&["session ended", "transport=\"spdy\"", "tty=true", "Code(7)"])
         .await;
 }
@@ -323,9 +376,14 @@ async fn attach_streams_the_containers_output_and_feeds_stdin_to_it() {
         cmd.args(["3"])
             .arg(f.cp.kubectl().get_program())
             .args(["-n", &f.ns, "attach", &f.pod]);
-        cmd.env("KUBECONFIG", &f.cp.kubeconfig).envs(env.iter().copied());
+        cmd.env("KUBECONFIG", &f.cp.kubeconfig)
+            .envs(env.iter().copied());
         let out = run(cmd, b"");
-        let ticks = out.stdout.lines().filter(|l| l.starts_with("tick ")).count();
+        let ticks = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("tick "))
+            .count();
         assert!(
             ticks >= 3,
             "attach streams new log lines: {:?} {}",
@@ -336,7 +394,11 @@ async fn attach_streams_the_containers_output_and_feeds_stdin_to_it() {
         // With stdin: each line goes into the container's log; end of
         // input detaches.
         let marker = unique("typed-into-attach");
-        let out = f.kubectl(&["attach", "-i", &f.pod], env, format!("{marker}\n").as_bytes());
+        let out = f.kubectl(
+            &["attach", "-i", &f.pod],
+            env,
+            format!("{marker}\n").as_bytes(),
+        );
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert!(
             out.stdout.lines().any(|l| l == marker),
@@ -344,10 +406,17 @@ async fn attach_streams_the_containers_output_and_feeds_stdin_to_it() {
             out.stdout
         );
         let logs = f.kubectl(&["logs", &f.pod], &[], b"");
-        assert!(logs.stdout.lines().any(|l| l == marker), "and is in the container log");
+        assert!(
+            logs.stdout.lines().any(|l| l == marker),
+            "and is in the container log"
+        );
     }
-    f.logged(&["session ended", "kind=\"attach\"", "transport=\"websocket\""])
-        .await;
+    f.logged(&[
+        "session ended",
+        "kind=\"attach\"",
+        "transport=\"websocket\"",
+    ])
+    .await;
     f.logged(&["session ended", "kind=\"attach\"", "transport=\"spdy\""])
         .await;
 }
@@ -402,7 +471,8 @@ async fn port_forward_round_trips(f: &Fixture, env: &[(&str, &str)], transport: 
     assert_eq!(echo_round_trip(local, &big), big);
     let _ = child.kill();
     let _ = child.wait();
-    f.logged(&["port-forward connection open", transport, "port=80"]).await;
+    f.logged(&["port-forward connection open", transport, "port=80"])
+        .await;
 }
 
 #[tokio::test]
@@ -423,16 +493,26 @@ async fn port_forward_round_trips_tcp_over_every_transport() {
 
     // An error of the backend reaches kubectl through the error stream.
     let (mut child, local) = port_forward(&f, skylet_mock::REFUSED_PORT, &[]);
-    assert_eq!(echo_round_trip(local, b"x"), b"", "the connection is closed");
+    assert_eq!(
+        echo_round_trip(local, b"x"),
+        b"",
+        "the connection is closed"
+    );
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(
-        stderr.contains("error forwarding port 1 to pod shell") && stderr.contains("connection refused"),
+        stderr.contains("error forwarding port 1 to pod shell")
+            && stderr.contains("connection refused"),
         "{stderr}"
     );
 }
@@ -441,7 +521,12 @@ async fn port_forward_round_trips_tcp_over_every_transport() {
 async fn translated_port_forward_when_websockets_are_not_declared() {
     let f = Fixture::start("pf-spdy", &[NO_WEBSOCKET]).await;
     // kubectl tunnels SPDY through a WebSocket; the apiserver unwraps it.
-    port_forward_round_trips(&f, &[], "transport=\"spdy\" protocol=\"portforward.k8s.io\"").await;
+    port_forward_round_trips(
+        &f,
+        &[],
+        "transport=\"spdy\" protocol=\"portforward.k8s.io\"",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -449,7 +534,10 @@ async fn kube_rs_exec_and_port_forward_over_websocket_channels() {
     let f = Fixture::start("kube-rs", &[]).await;
     let pods: Api<Pod> = Api::namespaced(f.client.clone(), &f.ns);
     let params = AttachParams::default().stdin(true).stderr(false);
-    let mut attached = pods.exec(&f.pod, ["sh", "-c", "cat; exit 4"], &params).await.unwrap();
+    let mut attached = pods
+        .exec(&f.pod, ["sh", "-c", "cat; exit 4"], &params)
+        .await
+        .unwrap();
     let mut stdin = attached.stdin().unwrap();
     let mut stdout = attached.stdout().unwrap();
     let status = attached.take_status().unwrap();
@@ -513,9 +601,18 @@ async fn users_need_pods_exec_and_the_kubelet_port_needs_credentials() {
     let kubeconfig = f.cp.kubeconfig_for(&user, &[]).unwrap();
     let kc = kubeconfig.to_str().unwrap();
     let out = f.kubectl(&["--kubeconfig", kc, "get", "pod", &f.pod], &[], b"");
-    assert_eq!(out.code, Some(0), "the user can read the pod: {}", out.stderr);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the user can read the pod: {}",
+        out.stderr
+    );
     for env in [&[][..], &[SPDY_EXEC][..]] {
-        let out = f.kubectl(&["--kubeconfig", kc, "exec", &f.pod, "--", "echo", "hi"], env, b"");
+        let out = f.kubectl(
+            &["--kubeconfig", kc, "exec", &f.pod, "--", "echo", "hi"],
+            env,
+            b"",
+        );
         assert_ne!(out.code, Some(0));
         assert!(
             out.stderr.contains("forbidden") && out.stderr.contains("pods/exec"),
@@ -533,13 +630,25 @@ async fn users_need_pods_exec_and_the_kubelet_port_needs_credentials() {
     let out = run(
         {
             let mut c = Command::new("curl");
-            c.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &url]);
+            c.args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                &url,
+            ]);
             c
         },
         b"",
     );
     assert_eq!(out.stdout, "401", "{}", out.stderr);
-    assert!(!f.skylet.log_text().contains("kind=\"exec\""), "no session started");
+    assert!(
+        !f.skylet.log_text().contains("kind=\"exec\""),
+        "no session started"
+    );
 }
 
 /// `curl` to skylet's port as kube-apiserver (its kubelet client
@@ -569,19 +678,29 @@ async fn kubelet_port_refuses_bad_streaming_requests_before_upgrading() {
         "X-Stream-Protocol-Version: v4.channel.k8s.io",
     ];
     let ns = &f.ns;
-    let r = curl_as_apiserver(&f, &format!("/exec/{ns}/shell/nope?command=echo&output=1"), &spdy);
+    let r = curl_as_apiserver(
+        &f,
+        &format!("/exec/{ns}/shell/nope?command=echo&output=1"),
+        &spdy,
+    );
     assert!(
         r.starts_with("HTTP/1.1 404") && r.contains("container \"nope\" is not in pod"),
         "{r}"
     );
-    let r = curl_as_apiserver(&f, &format!("/exec/{ns}/ghost/main?command=echo&output=1"), &spdy);
+    let r = curl_as_apiserver(
+        &f,
+        &format!("/exec/{ns}/ghost/main?command=echo&output=1"),
+        &spdy,
+    );
     assert!(
         r.starts_with("HTTP/1.1 404") && r.contains("is not on this node"),
         "{r}"
     );
     let r = curl_as_apiserver(
         &f,
-        &format!("/exec/{ns}/shell/00000000-0000-0000-0000-000000000000/main?command=echo&output=1"),
+        &format!(
+            "/exec/{ns}/shell/00000000-0000-0000-0000-000000000000/main?command=echo&output=1"
+        ),
         &spdy,
     );
     assert!(r.starts_with("HTTP/1.1 404"), "another UID: {r}");
@@ -590,7 +709,11 @@ async fn kubelet_port_refuses_bad_streaming_requests_before_upgrading() {
         r.starts_with("HTTP/1.1 400") && r.contains("at least 1 of stdin, stdout, stderr"),
         "{r}"
     );
-    let r = curl_as_apiserver(&f, &format!("/exec/{ns}/shell/main?command=echo&output=1"), &[]);
+    let r = curl_as_apiserver(
+        &f,
+        &format!("/exec/{ns}/shell/main?command=echo&output=1"),
+        &[],
+    );
     assert!(
         r.starts_with("HTTP/1.1 400") && r.contains("Upgrade request required"),
         "{r}"
@@ -600,7 +723,11 @@ async fn kubelet_port_refuses_bad_streaming_requests_before_upgrading() {
         "Upgrade: SPDY/3.1",
         "X-Stream-Protocol-Version: v9.channel.k8s.io",
     ];
-    let r = curl_as_apiserver(&f, &format!("/exec/{ns}/shell/main?command=echo&output=1"), &old);
+    let r = curl_as_apiserver(
+        &f,
+        &format!("/exec/{ns}/shell/main?command=echo&output=1"),
+        &old,
+    );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     assert!(
         r.to_ascii_lowercase()

@@ -24,7 +24,10 @@ fn bin() -> &'static Path {
 async fn namespace(client: &Client, base: &str) -> String {
     let name = unique(base);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     name
 }
 
@@ -42,13 +45,23 @@ fn template(node: &str, app: &str, command: &[&str]) -> serde_json::Value {
     })
 }
 
-async fn deployment(client: &Client, ns: &str, node: &str, app: &str, replicas: i32, command: &[&str]) {
+async fn deployment(
+    client: &Client,
+    ns: &str,
+    node: &str,
+    app: &str,
+    replicas: i32,
+    command: &[&str],
+) {
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": app},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template(node, app, command)}
     }))
     .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &d).await.unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
 }
 
 fn is_running_ready(p: &Pod) -> bool {
@@ -63,26 +76,48 @@ fn is_running_ready(p: &Pod) -> bool {
 
 async fn running_pods(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("{n} pods of {app} Running and Ready"), Duration::from_secs(60), || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items;
-        (list.len() == n && list.iter().all(is_running_ready)).then_some(list)
-    })
+    eventually(
+        &format!("{n} pods of {app} Running and Ready"),
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?
+                .items;
+            (list.len() == n && list.iter().all(is_running_ready)).then_some(list)
+        },
+    )
     .await
 }
 
 async fn node_ready(client: &Client, node: &str) -> Node {
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually(&format!("node {node} Ready"), Duration::from_secs(30), || async {
-        let n = nodes.get(node).await.ok()?;
-        let ready = n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(n)
-    })
+    eventually(
+        &format!("node {node} Ready"),
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let ready = n
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(n)
+        },
+    )
     .await
 }
 
 fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
     let out = cp.kubectl().args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -99,17 +134,34 @@ async fn node_registers_with_labels_taint_capacity_and_lease() {
     assert_eq!(labels["tier"], "burst");
     let taints = n.spec.unwrap().taints.unwrap();
     assert!(
-        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider" && t.value.as_deref() == Some("mock") && t.effect == "NoSchedule"),
+        taints.iter().any(|t| t.key == "virtual-kubelet.io/provider"
+            && t.value.as_deref() == Some("mock")
+            && t.effect == "NoSchedule"),
         "{taints:?}"
     );
     let status = n.status.unwrap();
     assert!(status.capacity.unwrap().contains_key("pods"));
     assert_eq!(status.addresses.unwrap()[0].type_, "InternalIP");
-    assert!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
+    assert!(
+        status
+            .daemon_endpoints
+            .unwrap()
+            .kubelet_endpoint
+            .unwrap()
+            .port
+            > 0
+    );
     assert!(status.node_info.unwrap().kubelet_version.contains("skylet"));
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "kube-node-lease");
-    let lease = eventually("the node's Lease", Duration::from_secs(10), || async { leases.get(node).await.ok() }).await;
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(node.as_str()));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, "kube-node-lease");
+    let lease = eventually("the node's Lease", Duration::from_secs(10), || async {
+        leases.get(node).await.ok()
+    })
+    .await;
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(node.as_str())
+    );
 }
 
 #[tokio::test]
@@ -120,10 +172,21 @@ async fn scheduler_places_deployment_and_logs_and_delete_work() {
     let s = Skylet::start(cp, bin(), node, &[]);
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-deploy").await;
-    deployment(&client, ns, node, "web", 3, &["sh", "-c", "echo line-1; echo line-2; log-every 0.5 tick"]).await;
+    deployment(
+        &client,
+        ns,
+        node,
+        "web",
+        3,
+        &["sh", "-c", "echo line-1; echo line-2; log-every 0.5 tick"],
+    )
+    .await;
     let pods = running_pods(&client, ns, "web", 3).await;
     for p in &pods {
-        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some(node.as_str()));
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(node.as_str())
+        );
     }
     assert_eq!(s.backend_uids(ns).len(), 3, "the backend runs the 3 pods");
 
@@ -137,21 +200,47 @@ async fn scheduler_places_deployment_and_logs_and_delete_work() {
     assert!(out.starts_with("tick "), "{out}");
     // follow: new lines keep arriving until the client leaves
     let out = Command::new("timeout")
-        .args(["3", cp.kubectl().get_program().to_str().unwrap(), "logs", "-f", "-n", ns, &pod, "--tail", "0"])
+        .args([
+            "3",
+            cp.kubectl().get_program().to_str().unwrap(),
+            "logs",
+            "-f",
+            "-n",
+            ns,
+            &pod,
+            "--tail",
+            "0",
+        ])
         .env("KUBECONFIG", &cp.kubeconfig)
         .output()
         .unwrap();
     let followed = String::from_utf8_lossy(&out.stdout);
-    assert!(followed.lines().filter(|l| l.starts_with("tick ")).count() >= 3, "follow streamed: {followed:?}");
+    assert!(
+        followed.lines().filter(|l| l.starts_with("tick ")).count() >= 3,
+        "follow streamed: {followed:?}"
+    );
 
-    let (ok, _, err) = kubectl(cp, &["delete", "deployment", "web", "-n", ns, "--wait=true"]);
+    let (ok, _, err) = kubectl(
+        cp,
+        &["delete", "deployment", "web", "-n", ns, "--wait=true"],
+    );
     assert!(ok, "{err}");
     let podapi: Api<Pod> = Api::namespaced(client.clone(), ns);
     eventually("all pods gone", Duration::from_secs(30), || async {
-        podapi.list(&ListParams::default().labels("app=web")).await.ok()?.items.is_empty().then_some(())
+        podapi
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
-    assert!(s.backend_uids(ns).is_empty(), "the backend holds nothing after delete: {:?}", s.backend_uids(ns));
+    assert!(
+        s.backend_uids(ns).is_empty(),
+        "the backend holds nothing after delete: {:?}",
+        s.backend_uids(ns)
+    );
 }
 
 #[tokio::test]
@@ -168,16 +257,38 @@ async fn pod_without_toleration_is_not_placed() {
     let pod: Pod = serde_json::from_value(t).unwrap();
     let pods: Api<Pod> = Api::namespaced(client, ns);
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let p = eventually("the scheduler to refuse the pod", Duration::from_secs(30), || async {
-        let p = pods.get("untolerated").await.ok()?;
-        let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?.clone();
-        (c.status == "False").then_some(c)
-    })
+    let p = eventually(
+        "the scheduler to refuse the pod",
+        Duration::from_secs(30),
+        || async {
+            let p = pods.get("untolerated").await.ok()?;
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled")?
+                .clone();
+            (c.status == "False").then_some(c)
+        },
+    )
     .await;
     assert_eq!(p.reason.as_deref(), Some("Unschedulable"));
-    assert!(p.message.unwrap_or_default().contains("untolerated taint"), "the scheduler names the taint");
+    assert!(
+        p.message.unwrap_or_default().contains("untolerated taint"),
+        "the scheduler names the taint"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(pods.get("untolerated").await.unwrap().spec.unwrap().node_name.is_none());
+    assert!(
+        pods.get("untolerated")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -188,14 +299,31 @@ async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
     let _s = Skylet::start(cp, bin(), node, &[]);
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-env").await;
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "color": "blue"}})).unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
-    let sec: Secret = serde_json::from_value(json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t-value"}})).unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &sec).await.unwrap();
-    let mut t = template(node, "envpod", &["sh", "-c", "env; cat /etc/cfg/greeting; log-every 5 alive"]);
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "color": "blue"}}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let sec: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t-value"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sec)
+        .await
+        .unwrap();
+    let mut t = template(
+        node,
+        "envpod",
+        &["sh", "-c", "env; cat /etc/cfg/greeting; log-every 5 alive"],
+    );
     t["metadata"]["name"] = json!("envpod");
     t["metadata"]["labels"]["tier"] = json!("gold");
-    t["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}]);
+    t["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}]);
     t["spec"]["containers"][0]["env"] = json!([
         {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
         {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
@@ -211,12 +339,19 @@ async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
     t["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "cfg", "mountPath": "/etc/cfg"}]);
     t["spec"]["volumes"] = json!([{"name": "cfg", "configMap": {"name": "cfg"}}]);
     let pod: Pod = serde_json::from_value(t).unwrap();
-    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
     running_pods(&client, ns, "envpod", 1).await;
-    let out = eventually("the env dump in the logs", Duration::from_secs(20), || async {
-        let (ok, out, _) = kubectl(cp, &["logs", "-n", ns, "envpod"]);
-        (ok && out.contains("alive")).then_some(out)
-    })
+    let out = eventually(
+        "the env dump in the logs",
+        Duration::from_secs(20),
+        || async {
+            let (ok, out, _) = kubectl(cp, &["logs", "-n", ns, "envpod"]);
+            (ok && out.contains("alive")).then_some(out)
+        },
+    )
     .await;
     let my_ns = format!("MY_NS={ns}");
     let my_node = format!("MY_NODE={node}");
@@ -233,9 +368,15 @@ async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
         "MY_MEM=64",
         "COMPOSED=hello-envpod",
     ] {
-        assert!(out.lines().any(|l| l == want), "{want} missing from:\n{out}");
+        assert!(
+            out.lines().any(|l| l == want),
+            "{want} missing from:\n{out}"
+        );
     }
-    assert!(out.lines().any(|l| l == "hello"), "the configMap volume file reached the backend:\n{out}");
+    assert!(
+        out.lines().any(|l| l == "hello"),
+        "the configMap volume file reached the backend:\n{out}"
+    );
 }
 
 #[tokio::test]
@@ -248,23 +389,55 @@ async fn missing_configmap_keeps_pod_pending_with_event_until_it_appears() {
     let ns = &namespace(&client, "node-missing").await;
     let mut t = template(node, "waits", &[]);
     t["metadata"]["name"] = json!("waits");
-    t["spec"]["containers"][0]["env"] = json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}]);
+    t["spec"]["containers"][0]["env"] =
+        json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}]);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.create(&PostParams::default(), &serde_json::from_value(t).unwrap()).await.unwrap();
-    eventually("a CreateContainerConfigError status", Duration::from_secs(30), || async {
-        let p = pods.get("waits").await.ok()?;
-        let w = p.status?.container_statuses?.first()?.state.clone()?.waiting?;
-        (w.reason.as_deref() == Some("CreateContainerConfigError") && w.message.unwrap_or_default().contains("later")).then_some(())
-    })
+    pods.create(&PostParams::default(), &serde_json::from_value(t).unwrap())
+        .await
+        .unwrap();
+    eventually(
+        "a CreateContainerConfigError status",
+        Duration::from_secs(30),
+        || async {
+            let p = pods.get("waits").await.ok()?;
+            let w = p
+                .status?
+                .container_statuses?
+                .first()?
+                .state
+                .clone()?
+                .waiting?;
+            (w.reason.as_deref() == Some("CreateContainerConfigError")
+                && w.message.unwrap_or_default().contains("later"))
+            .then_some(())
+        },
+    )
     .await;
     let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    eventually("a Warning event that names the ConfigMap", Duration::from_secs(10), || async {
-        let list = events.list(&ListParams::default().fields("involvedObject.name=waits")).await.ok()?;
-        list.items.iter().any(|e| e.type_.as_deref() == Some("Warning") && e.message.as_deref().unwrap_or("").contains("later")).then_some(())
-    })
+    eventually(
+        "a Warning event that names the ConfigMap",
+        Duration::from_secs(10),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=waits"))
+                .await
+                .ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.message.as_deref().unwrap_or("").contains("later")
+                })
+                .then_some(())
+        },
+    )
     .await;
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"x": "1"}})).unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "later"}, "data": {"x": "1"}})).unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
     running_pods(&client, ns, "waits", 1).await;
 }
 
@@ -281,24 +454,48 @@ async fn daemonset_pods_are_refused_with_an_event() {
         "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template(node, "agent", &[])}
     }))
     .unwrap();
-    Api::<DaemonSet>::namespaced(client.clone(), ns).create(&PostParams::default(), &ds).await.unwrap();
+    Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let failed = eventually("the DaemonSet pod Failed with DaemonSetPodNotSupported", Duration::from_secs(60), || async {
-        let list = pods.list(&ListParams::default().labels("app=agent")).await.ok()?.items;
-        list.into_iter().find(|p| {
-            let s = p.status.as_ref();
-            s.and_then(|s| s.phase.as_deref()) == Some("Failed") && s.and_then(|s| s.reason.as_deref()) == Some("DaemonSetPodNotSupported")
-        })
-    })
+    let failed = eventually(
+        "the DaemonSet pod Failed with DaemonSetPodNotSupported",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app=agent"))
+                .await
+                .ok()?
+                .items;
+            list.into_iter().find(|p| {
+                let s = p.status.as_ref();
+                s.and_then(|s| s.phase.as_deref()) == Some("Failed")
+                    && s.and_then(|s| s.reason.as_deref()) == Some("DaemonSetPodNotSupported")
+            })
+        },
+    )
     .await;
     let name = failed.metadata.name.unwrap();
     let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    eventually("the DaemonSetPodNotSupported event", Duration::from_secs(10), || async {
-        let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={name}"))).await.ok()?;
-        list.items.iter().any(|e| e.reason.as_deref() == Some("DaemonSetPodNotSupported")).then_some(())
-    })
+    eventually(
+        "the DaemonSetPodNotSupported event",
+        Duration::from_secs(10),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+                .await
+                .ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("DaemonSetPodNotSupported"))
+                .then_some(())
+        },
+    )
     .await;
-    let _ = Api::<DaemonSet>::namespaced(client, ns).delete("agent", &DeleteParams::default()).await;
+    let _ = Api::<DaemonSet>::namespaced(client, ns)
+        .delete("agent", &DeleteParams::default())
+        .await;
 }
 
 #[tokio::test]
@@ -317,12 +514,24 @@ async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
     // a crash: no goodbye; the node lifecycle controller notices the lease expire
     s.kill();
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually("the node NotReady and tainted by the node lifecycle controller", Duration::from_secs(90), || async {
-        let n = nodes.get(node).await.ok()?;
-        let ready = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-        let taint = n.spec?.taints?.into_iter().any(|t| t.key == "node.kubernetes.io/unreachable");
-        (ready.status != "True" && taint).then_some(())
-    })
+    eventually(
+        "the node NotReady and tainted by the node lifecycle controller",
+        Duration::from_secs(90),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let ready = n
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            let taint = n
+                .spec?
+                .taints?
+                .into_iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable");
+            (ready.status != "True" && taint).then_some(())
+        },
+    )
     .await;
 
     s.start_again();
@@ -335,14 +544,28 @@ async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
     };
     assert_eq!(uids(&before), uids(&after), "the same pods");
     tokio::time::sleep(Duration::from_secs(3)).await; // a sweep or two
-    assert_eq!(s.backend_creates(), creates, "restart adopted the pods without creating them again");
+    assert_eq!(
+        s.backend_creates(),
+        creates,
+        "restart adopted the pods without creating them again"
+    );
     assert_eq!(s.backend_uids(ns), uids(&after));
 
     // a graceful stop marks the node NotReady at once
     s.stop();
     let n = nodes.get(node).await.unwrap();
-    let ready = n.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("KubeletStopped")));
+    let ready = n
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("KubeletStopped"))
+    );
 }
 
 #[tokio::test]
@@ -358,20 +581,37 @@ async fn orphans_are_swept_and_missing_pods_created_at_start() {
     s.kill();
     // while skylet is down, one pod is force-deleted: its backend pod is an orphan
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels("app=o")).await.unwrap().items;
-    let gone = list[0].metadata.uid.clone().unwrap();
-    pods.delete(list[0].metadata.name.as_deref().unwrap(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+    let list = pods
+        .list(&ListParams::default().labels("app=o"))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
+    let gone = list[0].metadata.uid.clone().unwrap();
+    pods.delete(
+        list[0].metadata.name.as_deref().unwrap(),
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     s.start_again();
     // the ReplicaSet's replacement is created, the orphan deleted
     let now = running_pods(&client, ns, "o", 2).await;
-    eventually("the orphan swept from the backend", Duration::from_secs(30), || async {
-        let b = s.backend_uids(ns);
-        (!b.contains(&gone) && b.len() == 2).then_some(())
-    })
+    eventually(
+        "the orphan swept from the backend",
+        Duration::from_secs(30),
+        || async {
+            let b = s.backend_uids(ns);
+            (!b.contains(&gone) && b.len() == 2).then_some(())
+        },
+    )
     .await;
-    let mut want: Vec<String> = now.iter().map(|p| p.metadata.uid.clone().unwrap()).collect();
+    let mut want: Vec<String> = now
+        .iter()
+        .map(|p| p.metadata.uid.clone().unwrap())
+        .collect();
     want.sort();
     assert_eq!(want, s.backend_uids(ns));
 }
@@ -387,23 +627,61 @@ async fn kubelet_api_authenticates_and_authorizes() {
     let url = format!("https://127.0.0.1:{}/pods", s.port);
     let pki = cp.dir().join("pki");
     let curl = |extra: &[&str]| -> String {
-        let out = Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"]).args(extra).arg(&url).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(curl(&[]), "401", "anonymous");
-    assert_eq!(curl(&["-H", "Authorization: Bearer not-a-token"]), "401", "bad token");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer not-a-token"]),
+        "401",
+        "bad token"
+    );
     // a user the client CA vouches for, without RBAC on nodes/proxy
     let kc = cp.kubeconfig_for("mallory", &[]).unwrap();
     let _ = kc;
     let (crt, key) = (pki.join("user-mallory.crt"), pki.join("user-mallory.key"));
-    assert_eq!(curl(&["--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]), "403", "no nodes/proxy");
+    assert_eq!(
+        curl(&[
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap()
+        ]),
+        "403",
+        "no nodes/proxy"
+    );
     // what kube-apiserver presents
-    let (crt, key) = (pki.join("apiserver-kubelet-client.crt"), pki.join("apiserver-kubelet-client.key"));
-    assert_eq!(curl(&["--cert", crt.to_str().unwrap(), "--key", key.to_str().unwrap()]), "200");
+    let (crt, key) = (
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    );
+    assert_eq!(
+        curl(&[
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap()
+        ]),
+        "200"
+    );
     // a service-account token with the right role passes TokenReview and SAR
     let (ok, _, err) = kubectl(cp, &["create", "serviceaccount", "scraper", "-n", ns]);
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(cp, &["create", "clusterrolebinding", ns, "--clusterrole=system:kubelet-api-admin", &format!("--serviceaccount={ns}:scraper")]);
+    let (ok, _, err) = kubectl(
+        cp,
+        &[
+            "create",
+            "clusterrolebinding",
+            ns,
+            "--clusterrole=system:kubelet-api-admin",
+            &format!("--serviceaccount={ns}:scraper"),
+        ],
+    );
     assert!(ok, "{err}");
     let (ok, token, err) = kubectl(cp, &["create", "token", "scraper", "-n", ns]);
     assert!(ok, "{err}");
@@ -416,12 +694,21 @@ async fn bad_config_exits_64_with_a_readable_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("skylet.yaml");
     std::fs::write(&cfg, "node-name: ok\nnode-taints: [\"x=y:Sometimes\"]\n").unwrap();
-    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("node-taint") && err.contains("NoSchedule, PreferNoSchedule or NoExecute"), "{err}");
+    assert!(
+        err.contains("node-taint") && err.contains("NoSchedule, PreferNoSchedule or NoExecute"),
+        "{err}"
+    );
     std::fs::write(&cfg, "nodename: typo\n").unwrap();
-    let out = Command::new(BIN).args(["--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nodename"));
 }
@@ -436,12 +723,20 @@ async fn kubectl_top_reports_backend_usage_through_metrics_server() {
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-top").await;
     deployment(&client, ns, node, "busy", 1, &[]).await;
-    let pod = running_pods(&client, ns, "busy", 1).await[0].metadata.name.clone().unwrap();
+    let pod = running_pods(&client, ns, "busy", 1).await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
     // metrics-server needs two scrapes (10 s apart) before it reports a pod
-    let out = eventually("kubectl top pod to report usage", Duration::from_secs(90), || async {
-        let (ok, out, _) = kubectl(cp, &["top", "pod", "-n", ns, "--no-headers"]);
-        (ok && out.contains(&pod)).then_some(out)
-    })
+    let out = eventually(
+        "kubectl top pod to report usage",
+        Duration::from_secs(90),
+        || async {
+            let (ok, out, _) = kubectl(cp, &["top", "pod", "-n", ns, "--no-headers"]);
+            (ok && out.contains(&pod)).then_some(out)
+        },
+    )
     .await;
     // the simulated backend reports 5 millicores and 20 MiB per container
     let fields: Vec<&str> = out.split_whitespace().collect();
@@ -462,13 +757,25 @@ async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
     node_ready(&client, node).await;
     s.set_backend_outage(true);
     let nodes: Api<Node> = Api::all(client.clone());
-    let cond = eventually("Ready=False with ProviderUnreachable", Duration::from_secs(40), || async {
-        let n = nodes.get(node).await.ok()?;
-        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-        (c.status == "False" && c.reason.as_deref() == Some("ProviderUnreachable")).then_some(c)
-    })
+    let cond = eventually(
+        "Ready=False with ProviderUnreachable",
+        Duration::from_secs(40),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let c = n
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.reason.as_deref() == Some("ProviderUnreachable")).then_some(c)
+        },
+    )
     .await;
-    assert!(cond.message.unwrap_or_default().contains("simulated outage"));
+    assert!(
+        cond.message
+            .unwrap_or_default()
+            .contains("simulated outage")
+    );
     s.set_backend_outage(false);
     node_ready(&client, node).await;
 }
@@ -486,25 +793,42 @@ async fn serving_certificate_comes_from_an_approved_csr() {
     let verified = || {
         Command::new("curl")
             .args(["-sf", "--cacert", ca.to_str().unwrap()])
-            .args(["--cert", pki.join("apiserver-kubelet-client.crt").to_str().unwrap()])
-            .args(["--key", pki.join("apiserver-kubelet-client.key").to_str().unwrap()])
+            .args([
+                "--cert",
+                pki.join("apiserver-kubelet-client.crt").to_str().unwrap(),
+            ])
+            .args([
+                "--key",
+                pki.join("apiserver-kubelet-client.key").to_str().unwrap(),
+            ])
             .arg(&url)
             .status()
             .is_ok_and(|st| st.success())
     };
-    assert!(!verified(), "before approval the certificate is self-signed");
-    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(client.clone());
+    assert!(
+        !verified(),
+        "before approval the certificate is self-signed"
+    );
+    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
+        Api::all(client.clone());
     let prefix = format!("skylet-serving-{node}-");
     let name = eventually("skylet's CSR", Duration::from_secs(20), || async {
         let list = csrs.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find_map(|c| c.metadata.name.filter(|n| n.starts_with(&prefix)))
+        list.items
+            .into_iter()
+            .find_map(|c| c.metadata.name.filter(|n| n.starts_with(&prefix)))
     })
     .await;
     let csr = csrs.get(&name).await.unwrap();
     assert_eq!(csr.spec.signer_name, "kubernetes.io/kubelet-serving");
     let (ok, _, err) = kubectl(cp, &["certificate", "approve", &name]);
     assert!(ok, "{err}");
-    eventually("the cluster-signed certificate served", Duration::from_secs(30), || async { verified().then_some(()) }).await;
+    eventually(
+        "the cluster-signed certificate served",
+        Duration::from_secs(30),
+        || async { verified().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -537,15 +861,29 @@ async fn kubelet_api_endpoints_answer_like_a_kubelet() {
     let s = Skylet::start(cp, bin(), node, &[]);
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-api").await;
-    deployment(&client, ns, node, "api", 1, &["sh", "-c", "echo first; echo second; log-every 1 tick"]).await;
+    deployment(
+        &client,
+        ns,
+        node,
+        "api",
+        1,
+        &["sh", "-c", "echo first; echo second; log-every 1 tick"],
+    )
+    .await;
     let pod = running_pods(&client, ns, "api", 1).await.remove(0);
     let name = pod.metadata.name.clone().unwrap();
     let pki = cp.dir().join("pki");
     let get = |path: &str| -> (String, String) {
         let out = Command::new("curl")
             .args(["-sk", "-w", "\n%{http_code}"])
-            .args(["--cert", pki.join("apiserver-kubelet-client.crt").to_str().unwrap()])
-            .args(["--key", pki.join("apiserver-kubelet-client.key").to_str().unwrap()])
+            .args([
+                "--cert",
+                pki.join("apiserver-kubelet-client.crt").to_str().unwrap(),
+            ])
+            .args([
+                "--key",
+                pki.join("apiserver-kubelet-client.key").to_str().unwrap(),
+            ])
             .arg(format!("https://127.0.0.1:{}{path}", s.port))
             .output()
             .unwrap();
@@ -557,7 +895,13 @@ async fn kubelet_api_endpoints_answer_like_a_kubelet() {
     assert_eq!(code, "200");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["kind"], "PodList");
-    assert!(list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["name"] == name.as_str()));
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["metadata"]["name"] == name.as_str())
+    );
     let (code, body) = get("/runningpods/");
     assert_eq!(code, "200");
     assert!(body.contains(&name));
@@ -565,7 +909,12 @@ async fn kubelet_api_endpoints_answer_like_a_kubelet() {
     assert_eq!(code, "200");
     let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["node"]["nodeName"], node.as_str());
-    let p = summary["pods"].as_array().unwrap().iter().find(|p| p["podRef"]["name"] == name.as_str()).unwrap();
+    let p = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == name.as_str())
+        .unwrap();
     assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 20 << 20);
     let (code, body) = get("/metrics/resource");
     assert_eq!(code, "200");
@@ -582,7 +931,10 @@ async fn kubelet_api_endpoints_answer_like_a_kubelet() {
     let (code, body) = get(&format!("{logs}?sinceTime={future}"));
     assert_eq!((code.as_str(), body.as_str()), ("200", ""));
     assert_eq!(get(&format!("{logs}?tailLines=abc")).0, "400");
-    assert_eq!(get(&format!("{logs}?sinceSeconds=5&sinceTime={future}")).0, "400");
+    assert_eq!(
+        get(&format!("{logs}?sinceSeconds=5&sinceTime={future}")).0,
+        "400"
+    );
     assert_eq!(get(&format!("/containerLogs/{ns}/{name}/nope")).0, "404");
     assert_eq!(get(&format!("/containerLogs/{ns}/missing/main")).0, "404");
     assert_eq!(get("/no/such/path").0, "404");
@@ -601,7 +953,12 @@ async fn pods_start_in_the_order_they_arrive() {
     let client = cp.client().await.unwrap();
     let node = &unique("vn-fifo");
     // one reconcile at a time per lane: a burst of creates is a backlog
-    let _s = Skylet::start(cp, bin(), node, &["--concurrency", "1", "--status-concurrency", "1"]);
+    let _s = Skylet::start(
+        cp,
+        bin(),
+        node,
+        &["--concurrency", "1", "--status-concurrency", "1"],
+    );
     node_ready(&client, node).await;
     let ns = &namespace(&client, "node-fifo").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -616,7 +973,10 @@ async fn pods_start_in_the_order_they_arrive() {
             futures::pin_mut!(stream);
             while let Some(Ok(p)) = stream.next().await {
                 let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                if tx.send((p.metadata.name.unwrap_or_default(), running)).is_err() {
+                if tx
+                    .send((p.metadata.name.unwrap_or_default(), running))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -646,7 +1006,10 @@ async fn pods_start_in_the_order_they_arrive() {
     let mut started: Vec<String> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while started.len() < N {
-        let (name, running) = tokio::time::timeout_at(deadline, rx.recv()).await.expect("all pods Running in 90 s").unwrap();
+        let (name, running) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("all pods Running in 90 s")
+            .unwrap();
         if !arrived.contains(&name) {
             arrived.push(name.clone());
         }

@@ -36,10 +36,18 @@ impl Drop for Kwok {
 fn kwok_bin() -> std::path::PathBuf {
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("source {}/hack/lib.sh && {}/hack/tools/build.sh kwok >&2 && echo $KWOK_BIN", repo_root().display(), repo_root().display()))
+        .arg(format!(
+            "source {}/hack/lib.sh && {}/hack/tools/build.sh kwok >&2 && echo $KWOK_BIN",
+            repo_root().display(),
+            repo_root().display()
+        ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "building kwok: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building kwok: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("kwok")
 }
 
@@ -58,9 +66,19 @@ async fn kwok_nodes(cp: &ControlPlane) -> Kwok {
     }
     let child = Command::new(kwok_bin())
         .args(["--kubeconfig", cp.kubeconfig.to_str().unwrap()])
-        .args(["--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"])
-        .args(["--cidr=10.88.0.0/16", "--node-ip=10.88.0.1", "--node-lease-duration-seconds=40"])
-        .args(["-c", repo_root().join("hack/kwok/stages.yaml").to_str().unwrap()])
+        .args([
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        ])
+        .args([
+            "--cidr=10.88.0.0/16",
+            "--node-ip=10.88.0.1",
+            "--node-lease-duration-seconds=40",
+        ])
+        .args([
+            "-c",
+            repo_root().join("hack/kwok/stages.yaml").to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -71,23 +89,44 @@ async fn kwok_nodes(cp: &ControlPlane) -> Kwok {
 async fn namespace(client: &Client, base: &str) -> String {
     let name = unique_name(base);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     name
 }
 
 async fn node_ready(client: &Client, node: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually(&format!("node {node} Ready"), Duration::from_secs(60), || async {
-        let n = nodes.get(node).await.ok()?;
-        n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-    })
+    eventually(
+        &format!("node {node} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            n.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
     .await;
 }
 
-fn deployment(node: &str, app: &str, replicas: i32, tolerate_kwok: bool, volume_cm: Option<&str>) -> Deployment {
-    let mut tolerations = vec![json!({"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"})];
+fn deployment(
+    node: &str,
+    app: &str,
+    replicas: i32,
+    tolerate_kwok: bool,
+    volume_cm: Option<&str>,
+) -> Deployment {
+    let mut tolerations = vec![
+        json!({"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}),
+    ];
     if tolerate_kwok {
-        tolerations.push(json!({"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}));
+        tolerations.push(
+            json!({"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}),
+        );
     }
     let mut spec = json!({
         "nodeSelector": {"type": "virtual-kubelet", "skylet-test": node},
@@ -109,13 +148,18 @@ fn deployment(node: &str, app: &str, replicas: i32, tolerate_kwok: bool, volume_
 
 fn running(p: &Pod) -> bool {
     let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running") && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
 }
 
 async fn running_pods(client: &Client, ns: &str, selector: &str, n: usize, what: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     eventually(what, Duration::from_secs(90), || async {
-        let l = pods.list(&ListParams::default().labels(selector)).await.ok()?.items;
+        let l = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?
+            .items;
         (l.len() == n && l.iter().all(running)).then_some(l)
     })
     .await
@@ -135,108 +179,243 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
 
     let node = &unique_name("vn-remote");
     let remote_kc = remote.kubeconfig.to_str().unwrap().to_owned();
-    let s = Skylet::start(home, Path::new(BIN), node, &["--provider", "kubernetes", "--remote-kubeconfig", &remote_kc, "--cluster-id", "home", "--remote-service-account", "home-token"]);
+    let s = Skylet::start(
+        home,
+        Path::new(BIN),
+        node,
+        &[
+            "--provider",
+            "kubernetes",
+            "--remote-kubeconfig",
+            &remote_kc,
+            "--cluster-id",
+            "home",
+            "--remote-service-account",
+            "home-token",
+        ],
+    );
     node_ready(&home_client, node).await;
     // capacity is the remote cluster's: 2 kwok nodes of 32 cores, plus the remote skylet
-    let n = Api::<Node>::all(home_client.clone()).get(node).await.unwrap();
-    let cpu = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["cpu"].0.clone();
+    let n = Api::<Node>::all(home_client.clone())
+        .get(node)
+        .await
+        .unwrap();
+    let cpu = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["cpu"]
+        .0
+        .clone();
     let cores = match cpu.strip_suffix('m') {
         Some(milli) => milli.parse::<f64>().unwrap() / 1000.0,
         None => cpu.parse::<f64>().unwrap(),
     };
     assert!(cores >= 64.0, "remote capacity {cpu}");
-    let pods_before: u64 = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["pods"].0.parse().unwrap();
+    let pods_before: u64 = n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["pods"]
+        .0
+        .parse()
+        .unwrap();
 
     let ns = &namespace(&home_client, "remote").await;
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"mode": "v1"}})).unwrap();
-    Api::<ConfigMap>::namespaced(home_client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"mode": "v1"}}))
+            .unwrap();
+    Api::<ConfigMap>::namespaced(home_client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
     let deploys: Api<Deployment> = Api::namespaced(home_client.clone(), ns);
-    deploys.create(&PostParams::default(), &deployment(node, "burst", 2, true, Some("settings"))).await.unwrap();
-    deploys.create(&PostParams::default(), &deployment(node, "logs", 1, false, None)).await.unwrap();
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment(node, "burst", 2, true, Some("settings")),
+        )
+        .await
+        .unwrap();
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment(node, "logs", 1, false, None),
+        )
+        .await
+        .unwrap();
 
     // remote pods Running (kwok or the remote skylet), home pods Running with their IPs
-    let remote_pods = running_pods(&remote_client, ns, "app=burst", 2, "2 remote pods Running").await;
+    let remote_pods =
+        running_pods(&remote_client, ns, "app=burst", 2, "2 remote pods Running").await;
     for p in &remote_pods {
         let l = p.metadata.labels.as_ref().unwrap();
         assert_eq!(l["skylet.io/cluster-id"], "home");
-        assert!(p.spec.as_ref().unwrap().node_name.as_deref().is_some_and(|n| n != node.as_str()));
+        assert!(
+            p.spec
+                .as_ref()
+                .unwrap()
+                .node_name
+                .as_deref()
+                .is_some_and(|n| n != node.as_str())
+        );
     }
     let home_pods = running_pods(&home_client, ns, "app=burst", 2, "2 home pods Running").await;
     for hp in &home_pods {
         let uid = hp.metadata.uid.clone().unwrap();
-        let rp = remote_pods.iter().find(|p| p.metadata.labels.as_ref().unwrap()["skylet.io/origin-uid"] == uid).unwrap();
-        assert_eq!(hp.status.as_ref().unwrap().pod_ip, rp.status.as_ref().unwrap().pod_ip, "home pod shows the remote IP");
+        let rp = remote_pods
+            .iter()
+            .find(|p| p.metadata.labels.as_ref().unwrap()["skylet.io/origin-uid"] == uid)
+            .unwrap();
+        assert_eq!(
+            hp.status.as_ref().unwrap().pod_ip,
+            rp.status.as_ref().unwrap().pod_ip,
+            "home pod shows the remote IP"
+        );
     }
 
     // the node's capacity shrinks by what now runs remotely
     let home_nodes: Api<Node> = Api::all(home_client.clone());
-    eventually("allocatable pods to drop by the 3 remote pods", Duration::from_secs(40), || async {
-        let n = home_nodes.get(node).await.ok()?;
-        let pods: u64 = n.status?.allocatable?.get("pods")?.0.parse().ok()?;
-        (pods + 3 <= pods_before).then_some(())
-    })
+    eventually(
+        "allocatable pods to drop by the 3 remote pods",
+        Duration::from_secs(40),
+        || async {
+            let n = home_nodes.get(node).await.ok()?;
+            let pods: u64 = n.status?.allocatable?.get("pods")?.0.parse().ok()?;
+            (pods + 3 <= pods_before).then_some(())
+        },
+    )
     .await;
 
     // the home service-account token travels as a Secret mounted in its place
-    let remote_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(remote_client.clone(), ns);
+    let remote_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(remote_client.clone(), ns);
     for rp in &remote_pods {
         let name = rp.metadata.name.clone().unwrap();
-        let secret = remote_secrets.get(&format!("{name}-home-token")).await.unwrap();
+        let secret = remote_secrets
+            .get(&format!("{name}-home-token"))
+            .await
+            .unwrap();
         let data = secret.data.unwrap();
-        assert!(!data["token"].0.is_empty() && data.contains_key("ca.crt") && data["namespace"].0 == ns.as_bytes());
-        let vol = rp.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().find(|v| v.name.starts_with("kube-api-access-")).unwrap();
-        assert_eq!(vol.secret.as_ref().unwrap().secret_name.as_deref(), Some(format!("{name}-home-token").as_str()));
+        assert!(
+            !data["token"].0.is_empty()
+                && data.contains_key("ca.crt")
+                && data["namespace"].0 == ns.as_bytes()
+        );
+        let vol = rp
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name.starts_with("kube-api-access-"))
+            .unwrap();
+        assert_eq!(
+            vol.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some(format!("{name}-home-token").as_str())
+        );
     }
 
     // the remote scheduler's Event reaches the home pod
-    let home_events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(home_client.clone(), ns);
+    let home_events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(home_client.clone(), ns);
     let first = home_pods[0].metadata.name.clone().unwrap();
-    eventually("the remote Scheduled event on the home pod", Duration::from_secs(20), || async {
-        let l = home_events.list(&ListParams::default().fields(&format!("involvedObject.name={first}"))).await.ok()?;
-        l.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Scheduled") && e.message.as_deref().unwrap_or("").starts_with("remote: "))
-            .then_some(())
-    })
+    eventually(
+        "the remote Scheduled event on the home pod",
+        Duration::from_secs(20),
+        || async {
+            let l = home_events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={first}")))
+                .await
+                .ok()?;
+            l.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Scheduled")
+                        && e.message.as_deref().unwrap_or("").starts_with("remote: ")
+                })
+                .then_some(())
+        },
+    )
     .await;
 
     // the referenced ConfigMap is reflected and kept in sync
     let remote_cms: Api<ConfigMap> = Api::namespaced(remote_client.clone(), ns);
-    let copy = eventually("the reflected ConfigMap", Duration::from_secs(20), || async { remote_cms.get_opt("settings").await.ok()? }).await;
+    let copy = eventually(
+        "the reflected ConfigMap",
+        Duration::from_secs(20),
+        || async { remote_cms.get_opt("settings").await.ok()? },
+    )
+    .await;
     assert_eq!(copy.data.unwrap()["mode"], "v1");
-    assert_eq!(copy.metadata.owner_references.unwrap().len(), 2, "owned by both remote pods");
+    assert_eq!(
+        copy.metadata.owner_references.unwrap().len(),
+        2,
+        "owned by both remote pods"
+    );
     let patch = json!({"data": {"mode": "v2"}});
-    Api::<ConfigMap>::namespaced(home_client.clone(), ns).patch("settings", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    eventually("the change to reach the remote copy", Duration::from_secs(20), || async {
-        (remote_cms.get("settings").await.ok()?.data?.get("mode")? == "v2").then_some(())
-    })
+    Api::<ConfigMap>::namespaced(home_client.clone(), ns)
+        .patch("settings", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(
+        "the change to reach the remote copy",
+        Duration::from_secs(20),
+        || async {
+            (remote_cms.get("settings").await.ok()?.data?.get("mode")? == "v2").then_some(())
+        },
+    )
     .await;
 
     // logs through home kubectl -> skylet -> remote apiserver -> remote skylet
-    let logs_pod = running_pods(&home_client, ns, "app=logs", 1, "the logs pod Running").await.remove(0);
+    let logs_pod = running_pods(&home_client, ns, "app=logs", 1, "the logs pod Running")
+        .await
+        .remove(0);
     let name = logs_pod.metadata.name.unwrap();
     let out = eventually("remote logs at home", Duration::from_secs(20), || async {
-        let o = home.kubectl().args(["logs", "-n", ns, &name]).output().ok()?;
+        let o = home
+            .kubectl()
+            .args(["logs", "-n", ns, &name])
+            .output()
+            .ok()?;
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         text.starts_with("remote-hello\n").then_some(text)
     })
     .await;
     assert!(out.contains("tick"), "{out}");
     // exec through home kubectl -> skylet -> remote apiserver -> remote skylet
-    let o = home.kubectl().args(["exec", "-n", ns, &name, "--", "echo", "from", "afar"]).output().unwrap();
+    let o = home
+        .kubectl()
+        .args(["exec", "-n", ns, &name, "--", "echo", "from", "afar"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from afar\n");
-    let o = home.kubectl().args(["exec", "-n", ns, &name, "--", "sh", "-c", "exit 4"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(4), "the remote exit code reaches kubectl");
+    let o = home
+        .kubectl()
+        .args(["exec", "-n", ns, &name, "--", "sh", "-c", "exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "the remote exit code reaches kubectl"
+    );
     // logs -f keeps streaming from the remote pod
     let kubectl = skylet_testenv::k8s_bin().join("kubectl");
     let o = Command::new("timeout")
-        .args(["3", kubectl.to_str().unwrap(), "logs", "-f", "--tail=0", "-n", ns, &name])
+        .args([
+            "3",
+            kubectl.to_str().unwrap(),
+            "logs",
+            "-f",
+            "--tail=0",
+            "-n",
+            ns,
+            &name,
+        ])
         .env("KUBECONFIG", &home.kubeconfig)
         .output()
         .unwrap();
     let followed = String::from_utf8_lossy(&o.stdout);
-    assert!(followed.lines().filter(|l| l.starts_with("tick")).count() >= 2, "followed: {followed:?}");
+    assert!(
+        followed.lines().filter(|l| l.starts_with("tick")).count() >= 2,
+        "followed: {followed:?}"
+    );
     // port-forward at home reaches the remote pod's port (the remote skylet echoes)
     let mut pf = home
         .kubectl()
@@ -268,38 +447,82 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     // without a duplicate remote pod
     remote.stop_component("kube-apiserver").unwrap();
     let nodes: Api<Node> = Api::all(home_client.clone());
-    eventually("the home node NotReady", Duration::from_secs(40), || async {
-        let n = nodes.get(node).await.ok()?;
-        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-        (c.status == "False").then_some(())
-    })
+    eventually(
+        "the home node NotReady",
+        Duration::from_secs(40),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let c = n
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False").then_some(())
+        },
+    )
     .await;
     remote.start_component("kube-apiserver").unwrap();
     node_ready(&home_client, node).await;
     let remote_client = remote.client().await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let all: Api<Pod> = Api::namespaced(remote_client.clone(), ns);
-    assert_eq!(all.list(&ListParams::default().labels("app=burst")).await.unwrap().items.len(), 2, "no duplicates");
+    assert_eq!(
+        all.list(&ListParams::default().labels("app=burst"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2,
+        "no duplicates"
+    );
 
     // delete at home -> remote pods and the reflected ConfigMap are gone
     let (ok, _, err) = {
-        let o = home.kubectl().args(["delete", "deployment", "burst", "-n", ns, "--wait=true"]).output().unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        let o = home
+            .kubectl()
+            .args(["delete", "deployment", "burst", "-n", ns, "--wait=true"])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     assert!(ok, "{err}");
     eventually("remote pods gone", Duration::from_secs(60), || async {
-        all.list(&ListParams::default().labels("app=burst")).await.ok()?.items.is_empty().then_some(())
+        all.list(&ListParams::default().labels("app=burst"))
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
     let home_pods: Api<Pod> = Api::namespaced(home_client.clone(), ns);
     eventually("home pods gone", Duration::from_secs(30), || async {
-        home_pods.list(&ListParams::default().labels("app=burst")).await.ok()?.items.is_empty().then_some(())
+        home_pods
+            .list(&ListParams::default().labels("app=burst"))
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
     let remote_cms: Api<ConfigMap> = Api::namespaced(remote_client, ns);
-    eventually("the reflected ConfigMap garbage-collected", Duration::from_secs(60), || async {
-        remote_cms.get_opt("settings").await.ok()?.is_none().then_some(())
-    })
+    eventually(
+        "the reflected ConfigMap garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            remote_cms
+                .get_opt("settings")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     drop(s);
     drop(remote_vn);

@@ -119,7 +119,8 @@ pub struct WindowCounts {
 
 /// Counts the requests of the log at `path` in each of `windows`.
 pub fn count(path: &Path, windows: &[Window]) -> anyhow::Result<Vec<WindowCounts>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open audit log {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open audit log {}", path.display()))?;
     count_lines(BufReader::new(file), windows)
 }
 
@@ -140,23 +141,40 @@ pub fn count_lines(reader: impl BufRead, windows: &[Window]) -> anyhow::Result<V
         if ev.stage != "ResponseComplete" && ev.stage != "Panic" {
             continue;
         }
-        let Ok(ts) = ev.request_received_timestamp.parse::<jiff::Timestamp>() else { continue };
+        let Ok(ts) = ev.request_received_timestamp.parse::<jiff::Timestamp>() else {
+            continue;
+        };
         let t = ts.as_microsecond() as f64 / 1e6;
         let resource = match &ev.object_ref {
             Some(o) if !o.resource.is_empty() => {
-                let group = if o.api_group.is_empty() { String::new() } else { format!("{}/", o.api_group) };
+                let group = if o.api_group.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", o.api_group)
+                };
                 if o.subresource.is_empty() {
                     format!("{group}{}", o.resource)
                 } else {
                     format!("{group}{}/{}", o.resource, o.subresource)
                 }
             }
-            _ => ev.request_u_r_i.split('?').next().unwrap_or_default().to_owned(),
+            _ => ev
+                .request_u_r_i
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         };
         for (i, w) in windows.iter().enumerate() {
             if t >= w.from && t <= w.to {
                 let code = ev.response_status.as_ref().map_or(0, |r| r.code);
-                let key = (ev.user.username.clone(), ev.user_agent.clone(), ev.verb.clone(), resource.clone(), code);
+                let key = (
+                    ev.user.username.clone(),
+                    ev.user_agent.clone(),
+                    ev.verb.clone(),
+                    resource.clone(),
+                    code,
+                );
                 *counts[i].entry(key).or_default() += 1;
             }
         }
@@ -193,7 +211,12 @@ pub fn count_lines(reader: impl BufRead, windows: &[Window]) -> anyhow::Result<V
                 u.per_s = u.total as f64 / seconds;
                 u.other_per_s = u.other as f64 / seconds;
             }
-            WindowCounts { window: w.clone(), seconds, rows, by_user }
+            WindowCounts {
+                window: w.clone(),
+                seconds,
+                rows,
+                by_user,
+            }
         })
         .collect())
 }
@@ -202,7 +225,15 @@ pub fn count_lines(reader: impl BufRead, windows: &[Window]) -> anyhow::Result<V
 mod tests {
     use super::*;
 
-    fn line(stage: &str, ts: &str, user: &str, verb: &str, resource: &str, sub: &str, group: &str) -> String {
+    fn line(
+        stage: &str,
+        ts: &str,
+        user: &str,
+        verb: &str,
+        resource: &str,
+        sub: &str,
+        group: &str,
+    ) -> String {
         serde_json::json!({
             "kind": "Event", "level": "Metadata", "stage": stage, "requestReceivedTimestamp": ts,
             "user": {"username": user}, "userAgent": "ua", "verb": verb, "requestURI": "/x?y",
@@ -215,17 +246,60 @@ mod tests {
     #[test]
     fn counts_complete_requests_per_window_and_separates_leases() {
         let log = [
-            line("ResponseComplete", "2026-01-01T00:00:01.000000Z", "skylet", "patch", "pods", "status", ""),
-            line("ResponseStarted", "2026-01-01T00:00:01.500000Z", "skylet", "watch", "pods", "", ""),
-            line("ResponseComplete", "2026-01-01T00:00:02.000000Z", "skylet", "update", "leases", "", "coordination.k8s.io"),
-            line("ResponseComplete", "2026-01-01T00:00:12.000000Z", "skylet", "patch", "pods", "status", ""),
+            line(
+                "ResponseComplete",
+                "2026-01-01T00:00:01.000000Z",
+                "skylet",
+                "patch",
+                "pods",
+                "status",
+                "",
+            ),
+            line(
+                "ResponseStarted",
+                "2026-01-01T00:00:01.500000Z",
+                "skylet",
+                "watch",
+                "pods",
+                "",
+                "",
+            ),
+            line(
+                "ResponseComplete",
+                "2026-01-01T00:00:02.000000Z",
+                "skylet",
+                "update",
+                "leases",
+                "",
+                "coordination.k8s.io",
+            ),
+            line(
+                "ResponseComplete",
+                "2026-01-01T00:00:12.000000Z",
+                "skylet",
+                "patch",
+                "pods",
+                "status",
+                "",
+            ),
             "{truncated".to_owned(),
         ]
         .join("\n");
-        let t0 = "2026-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second() as f64;
+        let t0 = "2026-01-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_second() as f64;
         let windows = [
-            Window { name: "first".into(), from: t0, to: t0 + 10.0 },
-            Window { name: "all".into(), from: t0, to: t0 + 20.0 },
+            Window {
+                name: "first".into(),
+                from: t0,
+                to: t0 + 10.0,
+            },
+            Window {
+                name: "all".into(),
+                from: t0,
+                to: t0 + 20.0,
+            },
         ];
         let c = count_lines(log.as_bytes(), &windows).unwrap();
         let first = &c[0].by_user["skylet"];

@@ -34,7 +34,8 @@ pub mod stats;
 /// has none).
 pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let kc = Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("invalid kubeconfig {}", path.display()))?;
@@ -44,18 +45,25 @@ pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
 /// Wall-clock time in seconds since the Unix epoch, the clock the apiserver's
 /// audit log uses, so that windows of a run can be matched against it.
 pub fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Splits `key=value`.
 pub fn key_value(s: &str) -> anyhow::Result<(String, String)> {
-    let (k, v) = s.split_once('=').with_context(|| format!("{s:?} is not key=value"))?;
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{s:?} is not key=value"))?;
     Ok((k.to_owned(), v.to_owned()))
 }

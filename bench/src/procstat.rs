@@ -29,7 +29,12 @@ pub fn read(pid: u32, clk_tck: f64) -> Option<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (rss_kib, hwm_kib) = parse_status(&status);
-    Some(Sample { t: now_unix(), rss_kib, hwm_kib, cpu_s: parse_cpu_ticks(&stat)? as f64 / clk_tck })
+    Some(Sample {
+        t: now_unix(),
+        rss_kib,
+        hwm_kib,
+        cpu_s: parse_cpu_ticks(&stat)? as f64 / clk_tck,
+    })
 }
 
 /// VmRSS and VmHWM in KiB.
@@ -68,15 +73,18 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling `(name, pid)` pairs.
     pub fn start(procs: Vec<(String, u32)>, clk_tck: f64, interval: Duration) -> Self {
-        let series: Arc<Mutex<Series>> =
-            Arc::new(Mutex::new(procs.iter().map(|(n, _)| (n.clone(), Vec::new())).collect()));
+        let series: Arc<Mutex<Series>> = Arc::new(Mutex::new(
+            procs.iter().map(|(n, _)| (n.clone(), Vec::new())).collect(),
+        ));
         let s = series.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                let readings: Vec<(String, Sample)> =
-                    procs.iter().filter_map(|(n, pid)| read(*pid, clk_tck).map(|r| (n.clone(), r))).collect();
+                let readings: Vec<(String, Sample)> = procs
+                    .iter()
+                    .filter_map(|(n, pid)| read(*pid, clk_tck).map(|r| (n.clone(), r)))
+                    .collect();
                 let mut m = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (n, r) in readings {
                     m.entry(n).or_default().push(r);
@@ -89,7 +97,11 @@ impl Sampler {
     /// Takes one more reading of every process now, stops, returns the series.
     pub fn finish(self, procs: &[(String, u32)], clk_tck: f64) -> Series {
         self.task.abort();
-        let mut m = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut m = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         for (n, pid) in procs {
             if let Some(r) = read(*pid, clk_tck) {
                 m.entry(n.clone()).or_default().push(r);
@@ -112,8 +124,13 @@ pub struct Usage {
 
 /// Usage within `[from, to]` (Unix seconds).
 pub fn usage(series: &[Sample], from: f64, to: f64) -> Usage {
-    let inside: Vec<&Sample> = series.iter().filter(|s| s.t >= from - 0.5 && s.t <= to + 0.5).collect();
-    let (Some(first), Some(last)) = (inside.first(), inside.last()) else { return Usage::default() };
+    let inside: Vec<&Sample> = series
+        .iter()
+        .filter(|s| s.t >= from - 0.5 && s.t <= to + 0.5)
+        .collect();
+    let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
+        return Usage::default();
+    };
     Usage {
         peak_rss_mib: inside.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         cpu_s: last.cpu_s - first.cpu_s,
@@ -141,8 +158,18 @@ mod tests {
 
     #[test]
     fn usage_in_a_window() {
-        let s = |t: f64, rss: u64, cpu: f64| Sample { t, rss_kib: rss, hwm_kib: rss, cpu_s: cpu };
-        let series = [s(0.0, 1024, 0.0), s(1.0, 4096, 1.0), s(2.0, 2048, 1.5), s(10.0, 9999, 9.0)];
+        let s = |t: f64, rss: u64, cpu: f64| Sample {
+            t,
+            rss_kib: rss,
+            hwm_kib: rss,
+            cpu_s: cpu,
+        };
+        let series = [
+            s(0.0, 1024, 0.0),
+            s(1.0, 4096, 1.0),
+            s(2.0, 2048, 1.5),
+            s(10.0, 9999, 9.0),
+        ];
         let u = usage(&series, 0.0, 2.0);
         assert_eq!((u.peak_rss_mib, u.cpu_s, u.samples), (4.0, 1.5, 3));
     }

@@ -55,7 +55,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         let s = summarize(&mut v);
-        assert_eq!((s.min, s.p50, s.p90, s.p99, s.max), (1.0, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (s.min, s.p50, s.p90, s.p99, s.max),
+            (1.0, 50.0, 90.0, 99.0, 100.0)
+        );
         assert!((s.mean - 50.5).abs() < 1e-9);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
         assert_eq!(summarize(&mut []), Summary::default());

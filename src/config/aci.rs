@@ -117,26 +117,49 @@ pub struct AciFile {
 }
 
 fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
-    if flag.is_empty() { file.unwrap_or_default() } else { flag }
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag
+    }
 }
 
 fn required(v: Option<String>, field: &'static str, what: &str) -> Result<String> {
-    v.filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::Invalid { field, message: format!("the azure-aci provider needs {what}") })
+    v.filter(|s| !s.is_empty()).ok_or_else(|| Error::Invalid {
+        field,
+        message: format!("the azure-aci provider needs {what}"),
+    })
 }
 
 /// Merges flags over the file; `None` unless the backend is selected.
 ///
 /// # Errors
 /// A missing or malformed setting, an unreadable secret file.
-pub fn merge(args: AciArgs, file: Option<AciFile>, selected: bool, node_name: &str) -> Result<Option<skylet_aci::Config>> {
+pub fn merge(
+    args: AciArgs,
+    file: Option<AciFile>,
+    selected: bool,
+    node_name: &str,
+) -> Result<Option<skylet_aci::Config>> {
     if !selected {
         return Ok(None);
     }
     let f = file.unwrap_or_default();
-    let subscription = required(args.aci_subscription_id.or(f.subscription_id), "aci-subscription-id", "the subscription id")?;
-    let rg = required(args.aci_resource_group.or(f.resource_group), "aci-resource-group", "the resource group")?;
-    let location = required(args.aci_location.or(f.location), "aci-location", "the region (e.g. westeurope)")?;
+    let subscription = required(
+        args.aci_subscription_id.or(f.subscription_id),
+        "aci-subscription-id",
+        "the subscription id",
+    )?;
+    let rg = required(
+        args.aci_resource_group.or(f.resource_group),
+        "aci-resource-group",
+        "the resource group",
+    )?;
+    let location = required(
+        args.aci_location.or(f.location),
+        "aci-location",
+        "the region (e.g. westeurope)",
+    )?;
     let mut c = skylet_aci::Config::new(node_name, subscription, rg, location);
     c.zones = or_vec(args.aci_zones, f.zones);
     if let Some(e) = args.aci_arm_endpoint.or(f.arm_endpoint) {
@@ -159,7 +182,10 @@ pub fn merge(args: AciArgs, file: Option<AciFile>, selected: bool, node_name: &s
     c.client_secret = match args.aci_client_secret_file.or(f.client_secret_file) {
         Some(path) => Some(
             std::fs::read_to_string(&path)
-                .map_err(|e| Error::Invalid { field: "aci-client-secret-file", message: format!("{}: {e}", path.display()) })?
+                .map_err(|e| Error::Invalid {
+                    field: "aci-client-secret-file",
+                    message: format!("{}: {e}", path.display()),
+                })?
                 .trim()
                 .to_owned(),
         ),
@@ -175,7 +201,10 @@ pub fn merge(args: AciArgs, file: Option<AciFile>, selected: bool, node_name: &s
     }
     if let Some(s) = args.aci_log_poll_interval.or(f.log_poll_interval) {
         if !(s.is_finite() && (0.1..=60.0).contains(&s)) {
-            return Err(Error::Invalid { field: "aci-log-poll-interval", message: format!("{s} is not between 0.1 and 60 seconds") });
+            return Err(Error::Invalid {
+                field: "aci-log-poll-interval",
+                message: format!("{s} is not between 0.1 and 60 seconds"),
+            });
         }
         c.log_poll_interval = Duration::from_secs_f64(s);
     }
@@ -183,9 +212,18 @@ pub fn merge(args: AciArgs, file: Option<AciFile>, selected: bool, node_name: &s
         c.max_attempts = n;
     }
     c.check().map_err(|message| {
-        let (field, rest) = message.split_once(": ").unwrap_or(("aci", message.as_str()));
-        let field = FIELDS.iter().find(|f| **f == field).copied().unwrap_or("aci");
-        Error::Invalid { field, message: rest.to_owned() }
+        let (field, rest) = message
+            .split_once(": ")
+            .unwrap_or(("aci", message.as_str()));
+        let field = FIELDS
+            .iter()
+            .find(|f| **f == field)
+            .copied()
+            .unwrap_or("aci");
+        Error::Invalid {
+            field,
+            message: rest.to_owned(),
+        }
     })?;
     Ok(Some(c))
 }
@@ -206,10 +244,15 @@ const FIELDS: &[&str] = &[
 /// `cpu=100,memory=400Gi,pods=100[,nvidia.com/gpu=4]`: any subset; the rest
 /// comes from the location's quota.
 fn parse_capacity(spec: &str) -> Result<Capacity> {
-    let bad = |message: String| Error::Invalid { field: "aci-capacity", message };
+    let bad = |message: String| Error::Invalid {
+        field: "aci-capacity",
+        message,
+    };
     let mut c = Capacity::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| bad(format!("{part:?} is not resource=quantity")))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{part:?} is not resource=quantity")))?;
         if skylet_provider::quantity::Quantity::parse(v).is_none() {
             return Err(bad(format!("{v:?} (for {k}) is not a quantity")));
         }
@@ -218,7 +261,11 @@ fn parse_capacity(spec: &str) -> Result<Capacity> {
             "memory" => &mut c.memory,
             "pods" => &mut c.pods,
             "nvidia.com/gpu" => &mut c.gpu,
-            other => return Err(bad(format!("unknown resource {other:?}; use cpu, memory, pods, nvidia.com/gpu"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown resource {other:?}; use cpu, memory, pods, nvidia.com/gpu"
+                )));
+            }
         };
         *slot = Some(v.to_owned());
     }
@@ -236,7 +283,8 @@ mod tests {
     const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
     fn load(flags: &[&str]) -> Result<Config, String> {
-        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied())).map_err(|e| e.to_string())?;
+        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
         Config::from_args(args).map_err(|e| e.to_string())
     }
 
@@ -255,28 +303,62 @@ mod tests {
             ),
         )
         .unwrap();
-        let c = load(&["--config", path.to_str().unwrap(), "--aci-location", "northeurope", "--node-name", "aci-1"]).unwrap();
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--aci-location",
+            "northeurope",
+            "--node-name",
+            "aci-1",
+        ])
+        .unwrap();
         assert_eq!(c.provider, ProviderKind::AzureAci);
         let a = c.aci.unwrap();
-        assert_eq!((a.resource_group.as_str(), a.location.as_str()), ("burst-rg", "northeurope"));
+        assert_eq!(
+            (a.resource_group.as_str(), a.location.as_str()),
+            ("burst-rg", "northeurope")
+        );
         assert_eq!(a.client_secret.as_deref(), Some("s3cret"));
         assert_eq!(a.node_name, "aci-1");
-        assert_eq!((a.capacity.cpu.as_deref(), a.capacity.memory.as_deref()), (Some("8"), None));
-        assert!(!format!("{a:?}").contains("s3cret"), "Debug must not show the secret");
+        assert_eq!(
+            (a.capacity.cpu.as_deref(), a.capacity.memory.as_deref()),
+            (Some("8"), None)
+        );
+        assert!(
+            !format!("{a:?}").contains("s3cret"),
+            "Debug must not show the secret"
+        );
     }
 
     #[test]
     fn aci_errors_name_the_setting() {
-        let base = ["--provider", "azure-aci", "--aci-resource-group", "rg", "--aci-location", "westeurope"];
+        let base = [
+            "--provider",
+            "azure-aci",
+            "--aci-resource-group",
+            "rg",
+            "--aci-location",
+            "westeurope",
+        ];
         let with = |extra: &[&str]| load(&[&base[..], extra].concat()).unwrap_err();
         assert!(with(&[]).contains("aci-subscription-id"));
         assert!(with(&["--aci-subscription-id", "nope"]).contains("aci-subscription-id"));
-        let err = with(&["--aci-subscription-id", SUB, "--aci-auth", "client-secret", "--aci-tenant-id", "t"]);
+        let err = with(&[
+            "--aci-subscription-id",
+            SUB,
+            "--aci-auth",
+            "client-secret",
+            "--aci-tenant-id",
+            "t",
+        ]);
         assert!(err.contains("aci-client-id"), "{err}");
         let err = with(&["--aci-subscription-id", SUB, "--aci-subnet-ids", "subnet-1"]);
         assert!(err.contains("aci-subnet-ids"), "{err}");
         let err = with(&["--aci-subscription-id", SUB, "--aci-capacity", "cpu=lots"]);
         assert!(err.contains("aci-capacity"), "{err}");
-        assert!(load(&["--aci-resource-group", "rg"]).unwrap().aci.is_none(), "ignored unless selected");
+        assert!(
+            load(&["--aci-resource-group", "rg"]).unwrap().aci.is_none(),
+            "ignored unless selected"
+        );
     }
 }

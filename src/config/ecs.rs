@@ -94,14 +94,23 @@ pub struct EcsFile {
 }
 
 fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
-    if flag.is_empty() { file.unwrap_or_default() } else { flag }
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag
+    }
 }
 
 /// Merges flags over the file; `None` unless the backend is selected.
 ///
 /// # Errors
 /// A missing cluster or subnet, an invalid ARN or capacity.
-pub fn merge(args: EcsArgs, file: Option<EcsFile>, selected: bool, node_name: &str) -> Result<Option<skylet_ecs::Config>> {
+pub fn merge(
+    args: EcsArgs,
+    file: Option<EcsFile>,
+    selected: bool,
+    node_name: &str,
+) -> Result<Option<skylet_ecs::Config>> {
     if !selected {
         return Ok(None);
     }
@@ -115,7 +124,10 @@ pub fn merge(args: EcsArgs, file: Option<EcsFile>, selected: bool, node_name: &s
     c.endpoint_url = args.ecs_endpoint_url.or(f.endpoint_url);
     c.security_groups = or_vec(args.ecs_security_groups, f.security_groups);
     c.zones = or_vec(args.ecs_zones, f.zones);
-    c.assign_public_ip = args.ecs_assign_public_ip.or(f.assign_public_ip).unwrap_or(false);
+    c.assign_public_ip = args
+        .ecs_assign_public_ip
+        .or(f.assign_public_ip)
+        .unwrap_or(false);
     c.execution_role_arn = args.ecs_execution_role_arn.or(f.execution_role_arn);
     c.task_role_arn = args.ecs_task_role_arn.or(f.task_role_arn);
     if let Some(g) = args.ecs_log_group.or(f.log_group) {
@@ -131,10 +143,17 @@ pub fn merge(args: EcsArgs, file: Option<EcsFile>, selected: bool, node_name: &s
     };
     if let Some(spec) = args.ecs_capacity.or(f.capacity) {
         let cap = super::parse_capacity(&spec).map_err(|e| match e {
-            Error::Invalid { message, .. } => Error::Invalid { field: "ecs-capacity", message },
+            Error::Invalid { message, .. } => Error::Invalid {
+                field: "ecs-capacity",
+                message,
+            },
             other => other,
         })?;
-        c.capacity = skylet_ecs::config::Capacity { cpu: cap["cpu"].clone(), memory: cap["memory"].clone(), pods: cap["pods"].clone() };
+        c.capacity = skylet_ecs::config::Capacity {
+            cpu: cap["cpu"].clone(),
+            memory: cap["memory"].clone(),
+            pods: cap["pods"].clone(),
+        };
     }
     if let Some(g) = args.ecs_gc_grace.or(f.gc_grace) {
         c.gc_grace = Duration::from_secs(g);
@@ -150,7 +169,12 @@ pub fn merge(args: EcsArgs, file: Option<EcsFile>, selected: bool, node_name: &s
             Some(("ecs-max-attempts", _)) => "ecs-max-attempts",
             _ => "ecs",
         };
-        Error::Invalid { field, message: message.split_once(": ").map_or(message.clone(), |(_, m)| m.to_owned()) }
+        Error::Invalid {
+            field,
+            message: message
+                .split_once(": ")
+                .map_or(message.clone(), |(_, m)| m.to_owned()),
+        }
     })?;
     Ok(Some(c))
 }
@@ -162,7 +186,8 @@ mod tests {
     use crate::config::{Args, Config, ProviderKind};
 
     fn load(flags: &[&str]) -> Result<Config, String> {
-        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied())).map_err(|e| e.to_string())?;
+        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
         Config::from_args(args).map_err(|e| e.to_string())
     }
 
@@ -175,10 +200,21 @@ mod tests {
             "provider: aws-ecs\necs:\n  cluster: burst\n  subnets: [subnet-a, subnet-b]\n  zones: [us-east-1a]\n  capacity: cpu=8,memory=32Gi,pods=40\n",
         )
         .unwrap();
-        let c = load(&["--config", path.to_str().unwrap(), "--ecs-region", "eu-west-1", "--node-name", "fargate-1"]).unwrap();
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--ecs-region",
+            "eu-west-1",
+            "--node-name",
+            "fargate-1",
+        ])
+        .unwrap();
         assert_eq!(c.provider, ProviderKind::AwsEcs);
         let e = c.ecs.unwrap();
-        assert_eq!((e.cluster.as_str(), e.region.as_deref()), ("burst", Some("eu-west-1")));
+        assert_eq!(
+            (e.cluster.as_str(), e.region.as_deref()),
+            ("burst", Some("eu-west-1"))
+        );
         assert_eq!(e.subnets, ["subnet-a", "subnet-b"]);
         assert_eq!(e.log_group, "/skylet/burst");
         assert_eq!(e.node_name, "fargate-1");
@@ -191,8 +227,21 @@ mod tests {
         assert!(err.contains("ecs-cluster"), "{err}");
         let err = load(&["--provider", "aws-ecs", "--ecs-cluster", "c"]).unwrap_err();
         assert!(err.contains("ecs-subnets"), "{err}");
-        let err = load(&["--provider", "aws-ecs", "--ecs-cluster", "c", "--ecs-subnets", "s", "--ecs-task-role-arn", "x"]).unwrap_err();
+        let err = load(&[
+            "--provider",
+            "aws-ecs",
+            "--ecs-cluster",
+            "c",
+            "--ecs-subnets",
+            "s",
+            "--ecs-task-role-arn",
+            "x",
+        ])
+        .unwrap_err();
         assert!(err.contains("ecs-task-role-arn"), "{err}");
-        assert!(load(&["--ecs-cluster", "c"]).unwrap().ecs.is_none(), "ignored unless selected");
+        assert!(
+            load(&["--ecs-cluster", "c"]).unwrap().ecs.is_none(),
+            "ignored unless selected"
+        );
     }
 }

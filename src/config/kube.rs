@@ -116,7 +116,11 @@ pub struct KubeConfig {
 }
 
 /// Merges flags over the file section; `required` when the provider is selected.
-pub(super) fn merge(args: KubeArgs, file: Option<KubeFile>, required: bool) -> Result<Option<KubeConfig>> {
+pub(super) fn merge(
+    args: KubeArgs,
+    file: Option<KubeFile>,
+    required: bool,
+) -> Result<Option<KubeConfig>> {
     let file = file.unwrap_or_default();
     let Some(kubeconfig) = args.remote_kubeconfig.or(file.kubeconfig) else {
         if required {
@@ -128,23 +132,39 @@ pub(super) fn merge(args: KubeArgs, file: Option<KubeFile>, required: bool) -> R
         return Ok(None);
     };
     if required && std::fs::metadata(&kubeconfig).is_err() {
-        return Err(Error::Invalid { field: "remote-kubeconfig", message: format!("{} cannot be read", kubeconfig.display()) });
+        return Err(Error::Invalid {
+            field: "remote-kubeconfig",
+            message: format!("{} cannot be read", kubeconfig.display()),
+        });
     }
-    let cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or_else(|| "home".into());
+    let cluster_id = args
+        .cluster_id
+        .or(file.cluster_id)
+        .unwrap_or_else(|| "home".into());
     let valid = !cluster_id.is_empty()
         && cluster_id.len() <= 40
-        && cluster_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && cluster_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !cluster_id.starts_with('-')
         && !cluster_id.ends_with('-');
     if !valid {
         return Err(Error::Invalid {
             field: "cluster-id",
-            message: format!("{cluster_id:?} must be 1-40 lowercase letters, digits or '-' (it prefixes namespaces and labels)"),
+            message: format!(
+                "{cluster_id:?} must be 1-40 lowercase letters, digits or '-' (it prefixes namespaces and labels)"
+            ),
         });
     }
-    let namespace_mode = args.remote_namespace_mode.or(file.namespace_mode).unwrap_or_default();
+    let namespace_mode = args
+        .remote_namespace_mode
+        .or(file.namespace_mode)
+        .unwrap_or_default();
     if namespace_mode == NamespaceMode::Map && file.namespace_map.is_empty() {
-        return Err(Error::Invalid { field: "remote.namespace-map", message: "mode `map` needs a namespace-map in the config file".into() });
+        return Err(Error::Invalid {
+            field: "remote.namespace-map",
+            message: "mode `map` needs a namespace-map in the config file".into(),
+        });
     }
     Ok(Some(KubeConfig {
         kubeconfig,
@@ -152,10 +172,25 @@ pub(super) fn merge(args: KubeArgs, file: Option<KubeFile>, required: bool) -> R
         cluster_id,
         namespace_mode,
         namespace_map: file.namespace_map,
-        node_selector: args.remote_node_selector.or(file.node_selector).unwrap_or(Rule::Pass),
-        node_affinity: args.remote_node_affinity.or(file.node_affinity).unwrap_or(Rule::Drop),
-        tolerations: args.remote_tolerations.or(file.tolerations).unwrap_or(Rule::Pass),
-        pod_affinity: args.remote_pod_affinity.or(file.pod_affinity).unwrap_or(Rule::Pass),
-        service_account: args.remote_service_account.or(file.service_account).unwrap_or_default(),
+        node_selector: args
+            .remote_node_selector
+            .or(file.node_selector)
+            .unwrap_or(Rule::Pass),
+        node_affinity: args
+            .remote_node_affinity
+            .or(file.node_affinity)
+            .unwrap_or(Rule::Drop),
+        tolerations: args
+            .remote_tolerations
+            .or(file.tolerations)
+            .unwrap_or(Rule::Pass),
+        pod_affinity: args
+            .remote_pod_affinity
+            .or(file.pod_affinity)
+            .unwrap_or(Rule::Pass),
+        service_account: args
+            .remote_service_account
+            .or(file.service_account)
+            .unwrap_or_default(),
     }))
 }

@@ -21,8 +21,8 @@ use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
         core::v1::{
-            DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
-            Taint,
+            DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec,
+            NodeStatus, NodeSystemInfo, Taint,
         },
     },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time},
@@ -66,7 +66,10 @@ pub fn base_labels(node: &str, provider: &str) -> BTreeMap<String, String> {
         ("kubernetes.io/role", "agent"),
         ("kubernetes.io/os", "linux"),
         ("kubernetes.io/arch", "amd64"),
-        ("node.kubernetes.io/exclude-from-external-load-balancers", "true"),
+        (
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "true",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -93,8 +96,20 @@ pub struct NodeController<P> {
 
 impl<P: Provider> NodeController<P> {
     /// A controller for the Node described by `config`.
-    pub fn new(client: Client, provider: Arc<P>, config: NodeConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { client, provider, config, metrics, health: Mutex::new(None), uid: Mutex::new(None) })
+    pub fn new(
+        client: Client,
+        provider: Arc<P>,
+        config: NodeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            provider,
+            config,
+            metrics,
+            health: Mutex::new(None),
+            uid: Mutex::new(None),
+        })
     }
 
     fn nodes(&self) -> Api<Node> {
@@ -117,18 +132,34 @@ impl<P: Provider> NodeController<P> {
     pub fn desired(&self) -> Node {
         let labels = base_labels(&self.config.name, self.provider.name());
         let mut node = Node {
-            metadata: ObjectMeta { name: Some(self.config.name.clone()), labels: Some(labels), ..Default::default() },
-            spec: Some(NodeSpec { taints: Some(self.taints()), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(self.config.name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: Some(self.taints()),
+                ..Default::default()
+            }),
             status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: self.config.ip.to_string() }]),
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: self.config.ip.to_string(),
+                }]),
                 daemon_endpoints: Some(NodeDaemonEndpoints {
-                    kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(self.config.port) }),
+                    kubelet_endpoint: Some(DaemonEndpoint {
+                        port: i32::from(self.config.port),
+                    }),
                 }),
                 node_info: Some(NodeSystemInfo {
                     architecture: "amd64".into(),
                     operating_system: "linux".into(),
                     kubelet_version: KUBELET_VERSION.into(),
-                    container_runtime_version: format!("skylet://{} ({})", env!("CARGO_PKG_VERSION"), self.provider.name()),
+                    container_runtime_version: format!(
+                        "skylet://{} ({})",
+                        env!("CARGO_PKG_VERSION"),
+                        self.provider.name()
+                    ),
                     os_image: format!("skylet {} provider", self.provider.name()),
                     kernel_version: String::new(),
                     machine_id: String::new(),
@@ -140,7 +171,10 @@ impl<P: Provider> NodeController<P> {
                 conditions: Some(self.conditions()),
                 // kube-apiserver 1.36 sends WebSocket streams straight to a kubelet
                 // that declares this; skylet serves them (server::streaming)
-                declared_features: self.config.websocket_to_kubelet.then(|| vec!["ExtendWebSocketsToKubelet".to_owned()]),
+                declared_features: self
+                    .config
+                    .websocket_to_kubelet
+                    .then(|| vec!["ExtendWebSocketsToKubelet".to_owned()]),
                 ..Default::default()
             }),
         };
@@ -154,7 +188,11 @@ impl<P: Provider> NodeController<P> {
 
     fn conditions(&self) -> Vec<NodeCondition> {
         let now = Time(Timestamp::now());
-        let health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let cond = |type_: &str, status: &str, reason: &str, message: String| NodeCondition {
             type_: type_.into(),
             status: status.into(),
@@ -164,15 +202,48 @@ impl<P: Provider> NodeController<P> {
             last_transition_time: Some(now.clone()),
         };
         let ready = match &health {
-            None => cond("Ready", "True", "KubeletReady", format!("skylet is posting ready status; backend {} reachable", self.provider.name())),
-            Some(e) => cond("Ready", "False", "ProviderUnreachable", format!("backend {} does not answer: {e}", self.provider.name())),
+            None => cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                format!(
+                    "skylet is posting ready status; backend {} reachable",
+                    self.provider.name()
+                ),
+            ),
+            Some(e) => cond(
+                "Ready",
+                "False",
+                "ProviderUnreachable",
+                format!("backend {} does not answer: {e}", self.provider.name()),
+            ),
         };
         vec![
             ready,
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "the backend manages memory".into()),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "the backend manages disk".into()),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "the backend manages processes".into()),
-            cond("NetworkUnavailable", "False", "RouteCreated", "the backend provides pod networking".into()),
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "the backend manages memory".into(),
+            ),
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "the backend manages disk".into(),
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "the backend manages processes".into(),
+            ),
+            cond(
+                "NetworkUnavailable",
+                "False",
+                "RouteCreated",
+                "the backend provides pod networking".into(),
+            ),
         ]
     }
 
@@ -188,11 +259,21 @@ impl<P: Provider> NodeController<P> {
                 n
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = nodes.get(&name).await.map_err(|source| Error::Register { node: name.clone(), source })?;
+                let existing = nodes.get(&name).await.map_err(|source| Error::Register {
+                    node: name.clone(),
+                    source,
+                })?;
                 // keep taints that others (the node lifecycle controller) manage
                 let mut taints = self.taints();
-                for t in existing.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default() {
-                    if t.key.starts_with("node.kubernetes.io/") && !taints.iter().any(|o| o.key == t.key) {
+                for t in existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default()
+                {
+                    if t.key.starts_with("node.kubernetes.io/")
+                        && !taints.iter().any(|o| o.key == t.key)
+                    {
                         taints.push(t);
                     }
                 }
@@ -203,31 +284,50 @@ impl<P: Provider> NodeController<P> {
                 let n = nodes
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|source| Error::Update { node: name.clone(), source })?;
+                    .map_err(|source| Error::Update {
+                        node: name.clone(),
+                        source,
+                    })?;
                 tracing::info!(node = %name, "node exists; updated it");
                 n
             }
             Err(source) => return Err(Error::Register { node: name, source }),
         };
-        *self.uid.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = node.metadata.uid.clone();
+        *self
+            .uid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = node.metadata.uid.clone();
         // the Lease first: a node that reports Ready has a fresh heartbeat
         if let Err(e) = self.renew_lease().await {
             tracing::warn!(error = %e, "first lease renewal failed; retrying in the loop");
         }
-        self.write_status().await.map_err(|source| Error::Update { node: self.config.name.clone(), source })?;
+        self.write_status().await.map_err(|source| Error::Update {
+            node: self.config.name.clone(),
+            source,
+        })?;
         Ok(())
     }
 
     async fn ping_once(&self) -> skylet_provider::Result<()> {
         let r = self.provider.ping().await;
-        *self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = r.as_ref().err().map(ToString::to_string);
+        *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            r.as_ref().err().map(ToString::to_string);
         r
     }
 
     async fn write_status(&self) -> Result<(), kube::Error> {
         let desired = self.desired();
         let patch = json!({"status": desired.status});
-        self.nodes().patch_status(&self.config.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        self.nodes()
+            .patch_status(
+                &self.config.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         Ok(())
     }
 
@@ -237,10 +337,17 @@ impl<P: Provider> NodeController<P> {
         let now = MicroTime(Timestamp::now());
         let duration = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(40);
         let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": now}});
-        match leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match leases
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                let uid = self.uid.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let uid = self
+                    .uid
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
@@ -264,7 +371,10 @@ impl<P: Provider> NodeController<P> {
                         ..Default::default()
                     }),
                 };
-                leases.create(&PostParams::default(), &lease).await.map(|_| ())
+                leases
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
             }
             Err(e) => Err(e),
         }
@@ -278,18 +388,24 @@ impl<P: Provider> NodeController<P> {
     /// apiserver outage), the status is written again at once instead of at
     /// the next periodic report. A watch costs no requests while idle.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let wc = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", self.config.name));
-        let own = kube::runtime::WatchStreamExt::applied_objects(kube::runtime::WatchStreamExt::backoff(
-            kube::runtime::watcher(self.nodes(), wc),
-            crate::watch_backoff(),
-        ));
+        let wc = kube::runtime::watcher::Config::default()
+            .fields(&format!("metadata.name={}", self.config.name));
+        let own =
+            kube::runtime::WatchStreamExt::applied_objects(kube::runtime::WatchStreamExt::backoff(
+                kube::runtime::watcher(self.nodes(), wc),
+                crate::watch_backoff(),
+            ));
         futures::pin_mut!(own);
         let mut lease_tick = tokio::time::interval(self.config.lease_duration / 4);
         let mut ping_tick = tokio::time::interval(self.config.ping_interval);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_report = tokio::time::Instant::now();
-        let mut last_ready = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none();
+        let mut last_ready = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none();
         let mut status_dirty = false;
         let mut last_capacity = self.desired().status.and_then(|s| s.allocatable);
         loop {
@@ -346,23 +462,33 @@ impl<P: Provider> NodeController<P> {
                 Err(e) => tracing::warn!(node = %name, error = %e, "failed to delete node"),
             },
             NodeOnShutdown::Keep => {
-                *self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some("skylet stopped".into());
+                *self
+                    .health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some("skylet stopped".into());
                 let mut conds = self.conditions();
                 if let Some(ready) = conds.first_mut() {
                     ready.reason = Some("KubeletStopped".into());
-                    ready.message = Some("skylet was stopped; pods keep running in the backend until deleted".into());
+                    ready.message = Some(
+                        "skylet was stopped; pods keep running in the backend until deleted".into(),
+                    );
                 }
                 let patch = json!({"status": {"conditions": conds}});
-                let r = self.nodes().patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                let r = self
+                    .nodes()
+                    .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
                 match r {
                     Ok(_) => tracing::info!(node = %name, "marked node NotReady"),
-                    Err(e) => tracing::warn!(node = %name, error = %e, "failed to mark node NotReady"),
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %e, "failed to mark node NotReady")
+                    }
                 }
             }
         }
     }
 }
-
 
 /// How long to wait between retries of a failed registration.
 pub const REGISTER_RETRY: Duration = Duration::from_secs(2);

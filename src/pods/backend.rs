@@ -4,11 +4,7 @@
 //! Reconciles read it instead of asking the backend, so a pod costs no
 //! backend call per status check: one list per sweep serves them all.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use k8s_openapi::api::core::v1::PodStatus;
 use skylet_provider::{BackendPod, PodRef};
@@ -28,7 +24,9 @@ pub struct BackendView {
 
 impl BackendView {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The last status the backend reported for `uid`.
@@ -45,7 +43,14 @@ impl BackendView {
     pub fn upsert(&self, bp: BackendPod) -> bool {
         let mut pods = self.lock();
         let changed = pods.get(&bp.pod.uid).is_none_or(|e| e.status != bp.status);
-        pods.insert(bp.pod.uid.clone(), Entry { pod: bp.pod, status: bp.status, seen: Instant::now() });
+        pods.insert(
+            bp.pod.uid.clone(),
+            Entry {
+                pod: bp.pod,
+                status: bp.status,
+                seen: Instant::now(),
+            },
+        );
         changed
     }
 
@@ -67,7 +72,14 @@ impl BackendView {
             if pods.get(&bp.pod.uid).is_none_or(|e| e.status != bp.status) {
                 changed.push(bp.pod.clone());
             }
-            pods.insert(bp.pod.uid.clone(), Entry { pod: bp.pod, status: bp.status, seen: Instant::now() });
+            pods.insert(
+                bp.pod.uid.clone(),
+                Entry {
+                    pod: bp.pod,
+                    status: bp.status,
+                    seen: Instant::now(),
+                },
+            );
         }
         pods.retain(|uid, e| {
             let keep = listed.contains(uid) || e.seen >= started;
@@ -102,7 +114,10 @@ mod tests {
     fn bp(uid: &str, phase: &str) -> BackendPod {
         BackendPod {
             pod: PodRef::new("ns", uid, uid),
-            status: PodStatus { phase: Some(phase.into()), ..Default::default() },
+            status: PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            },
         }
     }
 
@@ -118,7 +133,10 @@ mod tests {
         let mut names: Vec<_> = changed.into_iter().map(|p| p.uid).collect();
         names.sort();
         assert_eq!(names, ["b", "d"], "b disappeared, d appeared, a unchanged");
-        assert!(view.contains("c"), "a pod pushed during the listing is kept");
+        assert!(
+            view.contains("c"),
+            "a pod pushed during the listing is kept"
+        );
         assert!(!view.contains("b"));
         assert_eq!(view.len(), 3);
     }

@@ -63,7 +63,11 @@ use status::Observed;
 pub enum Error {
     /// A provider call failed.
     #[error("provider {op} failed for pod {pod}")]
-    Provider { op: &'static str, pod: PodRef, source: ProviderError },
+    Provider {
+        op: &'static str,
+        pod: PodRef,
+        source: ProviderError,
+    },
     /// Writing the pod status failed.
     #[error("failed to write the status of pod {pod}")]
     WriteStatus { pod: PodRef, source: kube::Error },
@@ -126,7 +130,10 @@ impl Lanes {
     /// Lanes of `backend` and `status` reconciles at once; 0 = unbounded.
     fn new(backend: u16, status: u16) -> Self {
         let lane = |n: u16| (n > 0).then(|| tokio::sync::Semaphore::new(usize::from(n)));
-        Self { backend: lane(backend), status: lane(status) }
+        Self {
+            backend: lane(backend),
+            status: lane(status),
+        }
     }
 }
 
@@ -179,7 +186,12 @@ pub struct PodController<P> {
 
 impl<P: Provider> PodController<P> {
     /// A controller for the pods with `spec.nodeName` = the configured node.
-    pub fn new(client: Client, provider: Arc<P>, config: PodsConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        provider: Arc<P>,
+        config: PodsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
         // The store keeps every pod of the node; managedFields are often a
@@ -198,7 +210,10 @@ impl<P: Provider> PodController<P> {
         let (services_store, services_writer) = reflector::store();
         let recorder = Recorder::new(
             client.clone(),
-            Reporter { controller: "skylet".into(), instance: Some(config.node_name.clone()) },
+            Reporter {
+                controller: "skylet".into(),
+                instance: Some(config.node_name.clone()),
+            },
         );
         let mut node = k8s_openapi::api::core::v1::Node::default();
         provider.configure_node(&mut node);
@@ -207,7 +222,9 @@ impl<P: Provider> PodController<P> {
             name: config.node_name.clone(),
             ip: config.node_ip.to_string(),
             allocatable_cpu: alloc.get("cpu").map_or_else(|| "1".into(), |q| q.0.clone()),
-            allocatable_memory: alloc.get("memory").map_or_else(|| "1Gi".into(), |q| q.0.clone()),
+            allocatable_memory: alloc
+                .get("memory")
+                .map_or_else(|| "1Gi".into(), |q| q.0.clone()),
         };
         let ctx = Arc::new(Ctx {
             source: resolve::KubeSource::new(client.clone(), services_store.clone()),
@@ -224,7 +241,12 @@ impl<P: Provider> PodController<P> {
             lanes: Lanes::new(config.concurrency, config.status_concurrency),
             config,
         });
-        Self { ctx, controller, triggers, services: (services_store, services_writer) }
+        Self {
+            ctx,
+            controller,
+            triggers,
+            services: (services_store, services_writer),
+        }
     }
 
     /// The pods bound to this node, as the watch sees them.
@@ -234,12 +256,20 @@ impl<P: Provider> PodController<P> {
 
     /// Runs until `shutdown`: the reconcile loop, the sweep, the push stream.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Self { ctx, controller, triggers, services } = self;
+        let Self {
+            ctx,
+            controller,
+            triggers,
+            services,
+        } = self;
 
         // Service links need every Service; one watch serves all pods.
         let (services_store, writer) = services;
         let svc_api: Api<Service> = Api::all(ctx.client.clone());
-        let svc_stream = watcher(svc_api, watcher::Config::default()).backoff(crate::watch_backoff()).reflect(writer).applied_objects();
+        let svc_stream = watcher(svc_api, watcher::Config::default())
+            .backoff(crate::watch_backoff())
+            .reflect(writer)
+            .applied_objects();
         let svc_task = tokio::spawn(
             async move {
                 futures::pin_mut!(svc_stream);
@@ -257,8 +287,13 @@ impl<P: Provider> PodController<P> {
         initial_listing(&ctx).await;
         // service-link variables need the Services; do not wait forever if
         // they cannot be listed (the watch logs why and keeps retrying)
-        if tokio::time::timeout(Duration::from_secs(10), services_store.wait_until_ready()).await.is_err() {
-            tracing::warn!("Services not listed after 10s; pods created now get no service-link variables");
+        if tokio::time::timeout(Duration::from_secs(10), services_store.wait_until_ready())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Services not listed after 10s; pods created now get no service-link variables"
+            );
         }
 
         if let Some(stream) = ctx.provider.status_updates() {
@@ -283,24 +318,39 @@ impl<P: Provider> PodController<P> {
 
 impl<P> Ctx<P> {
     fn local(&self, uid: &str) -> Local {
-        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned().unwrap_or_default()
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn update_local(&self, uid: &str, f: impl FnOnce(&mut Local)) {
-        let mut m = self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(m.entry(uid.to_owned()).or_default());
     }
 
     fn forget(&self, uid: &str) {
-        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid);
     }
 
     fn removed(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.removed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn trigger(&self, pod: &PodRef) {
-        let _ = self.trigger.send(ObjectRef::new(&pod.name).within(&pod.namespace));
+        let _ = self
+            .trigger
+            .send(ObjectRef::new(&pod.name).within(&pod.namespace));
     }
 }
 
@@ -319,7 +369,9 @@ async fn initial_listing<P: Provider>(ctx: &Ctx<P>) {
             }
         }
     }
-    tracing::warn!("starting without a backend listing; creates are idempotent, the next sweep catches up");
+    tracing::warn!(
+        "starting without a backend listing; creates are idempotent, the next sweep catches up"
+    );
 }
 
 async fn push_loop<P: Provider>(
@@ -392,10 +444,23 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
             return;
         }
     }
-    let known: HashMap<String, Arc<Pod>> =
-        ctx.store.state().into_iter().filter_map(|p| p.metadata.uid.clone().map(|u| (u, p))).collect();
-    tracing::debug!(backend = ctx.backend.len(), kubernetes = known.len(), "sweep");
-    for orphan in ctx.backend.pods().into_iter().filter(|p| !known.contains_key(&p.uid)) {
+    let known: HashMap<String, Arc<Pod>> = ctx
+        .store
+        .state()
+        .into_iter()
+        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+        .collect();
+    tracing::debug!(
+        backend = ctx.backend.len(),
+        kubernetes = known.len(),
+        "sweep"
+    );
+    for orphan in ctx
+        .backend
+        .pods()
+        .into_iter()
+        .filter(|p| !known.contains_key(&p.uid))
+    {
         delete_orphan(ctx, orphan).await;
     }
     // pods the backend should hold but does not (lost, or a failed create);
@@ -403,17 +468,31 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
     // every sweep, hammering a backend that refuses (quota, throttling)
     for pod in known.values() {
         let uid = pod.uid().unwrap_or_default();
-        let missing = !status::is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() && !ctx.backend.contains(&uid);
+        let missing = !status::is_terminal(pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && !ctx.backend.contains(&uid);
         if missing && ctx.local(&uid).failures == 0 {
             ctx.trigger(&PodRef::of(pod));
         }
     }
     let mut phases: HashMap<String, i64> = HashMap::new();
     for p in known.values() {
-        *phases.entry(p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into())).or_default() += 1;
+        *phases
+            .entry(
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| "Pending".into()),
+            )
+            .or_default() += 1;
     }
     for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
-        ctx.metrics.pods.get_or_create(&PhaseLabels { phase: phase.into() }).set(phases.get(phase).copied().unwrap_or(0));
+        ctx.metrics
+            .pods
+            .get_or_create(&PhaseLabels {
+                phase: phase.into(),
+            })
+            .set(phases.get(phase).copied().unwrap_or(0));
     }
 }
 
@@ -430,18 +509,28 @@ async fn delete_orphan<P: Provider>(ctx: &Ctx<P>, orphan: PodRef) {
         }
     }
     tracing::info!(pod = %orphan, "deleting backend pod that no Kubernetes pod owns");
-    match timed(&ctx.metrics, "delete", ctx.provider.delete_pod(&orphan, Duration::from_secs(30))).await {
+    match timed(
+        &ctx.metrics,
+        "delete",
+        ctx.provider.delete_pod(&orphan, Duration::from_secs(30)),
+    )
+    .await
+    {
         Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
             ctx.backend.remove(&orphan.uid);
             ctx.forget(&orphan.uid);
         }
         Ok(Deleted::Stopping) => {}
-        Err(e) => tracing::warn!(pod = %orphan, error = %e, "failed to delete orphan; retrying next sweep"),
+        Err(e) => {
+            tracing::warn!(pod = %orphan, error = %e, "failed to delete orphan; retrying next sweep")
+        }
     }
 }
 
 fn is_daemonset_pod(pod: &Pod) -> bool {
-    pod.owner_references().iter().any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+    pod.owner_references()
+        .iter()
+        .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
 }
 
 /// Waits for the pod's turn in its lane, then reconciles the pod as it is
@@ -451,14 +540,20 @@ async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Actio
     ctx.metrics.reconcile_queue.inc();
     let uid = pod.uid().unwrap_or_default();
     let status_only = pod.metadata.deletion_timestamp.is_none() && ctx.backend.contains(&uid);
-    let lane = if status_only { &ctx.lanes.status } else { &ctx.lanes.backend };
+    let lane = if status_only {
+        &ctx.lanes.status
+    } else {
+        &ctx.lanes.backend
+    };
     let _permit = match lane {
         Some(s) => s.acquire().await.ok(),
         None => None,
     };
     // the pod may have changed, or gone, while it waited
     let out = match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
-        Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => Box::pin(run_reconcile(p, ctx.clone())).await,
+        Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => {
+            Box::pin(run_reconcile(p, ctx.clone())).await
+        }
         _ => Ok(Action::await_change()),
     };
     ctx.metrics.reconcile_queue.dec();
@@ -485,9 +580,24 @@ async fn reconcile_inner<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Re
                    Add a nodeAffinity to the DaemonSet that excludes nodes labelled type=virtual-kubelet, \
                    or start skylet with --daemonset-pods run";
         if !status::is_terminal(pod) {
-            event(ctx, pod, EventType::Warning, "DaemonSetPodNotSupported", msg).await;
+            event(
+                ctx,
+                pod,
+                EventType::Warning,
+                "DaemonSetPodNotSupported",
+                msg,
+            )
+            .await;
         }
-        write_status(ctx, pod, &Observed::Failed { reason: "DaemonSetPodNotSupported", message: msg }).await?;
+        write_status(
+            ctx,
+            pod,
+            &Observed::Failed {
+                reason: "DaemonSetPodNotSupported",
+                message: msg,
+            },
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     if let Some(b) = ctx.backend.get(&r.uid) {
@@ -505,12 +615,22 @@ async fn reconcile_inner<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Re
             return Ok(Action::requeue(REPORT_WAIT - waited));
         }
         if waited < 2 * ctx.config.sweep_interval + REPORT_WAIT {
-            write_status(ctx, pod, &Observed::Waiting { reason: "ContainerCreating", message: None }).await?;
+            write_status(
+                ctx,
+                pod,
+                &Observed::Waiting {
+                    reason: "ContainerCreating",
+                    message: None,
+                },
+            )
+            .await?;
             return Ok(Action::requeue(ctx.config.sweep_interval));
         }
         // created long ago and no sweep has seen it since: create again
         // (idempotent), as the kubelet restarts a container that vanished
-        tracing::info!("the backend does not report the pod it was asked to create; creating again");
+        tracing::info!(
+            "the backend does not report the pod it was asked to create; creating again"
+        );
     }
     create(pod, ctx, r).await
 }
@@ -522,10 +642,29 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
             let msg = e.to_string();
             event(ctx, pod, EventType::Warning, e.reason(), &msg).await;
             if e.retriable() {
-                write_status(ctx, pod, &Observed::Waiting { reason: e.reason(), message: Some(&msg) }).await?;
-                return Err(Error::Resolve { pod: r.clone(), source: e });
+                write_status(
+                    ctx,
+                    pod,
+                    &Observed::Waiting {
+                        reason: e.reason(),
+                        message: Some(&msg),
+                    },
+                )
+                .await?;
+                return Err(Error::Resolve {
+                    pod: r.clone(),
+                    source: e,
+                });
             }
-            write_status(ctx, pod, &Observed::Failed { reason: e.reason(), message: &msg }).await?;
+            write_status(
+                ctx,
+                pod,
+                &Observed::Failed {
+                    reason: e.reason(),
+                    message: &msg,
+                },
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
@@ -533,7 +672,13 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         l.created = Some(Instant::now());
         l.refresh_at = resolved.refresh_at;
     });
-    match timed(&ctx.metrics, "create", ctx.provider.create_pod(&resolved.pod)).await {
+    match timed(
+        &ctx.metrics,
+        "create",
+        ctx.provider.create_pod(&resolved.pod),
+    )
+    .await
+    {
         // The backend's report (a push, or the next sweep) triggers the
         // status write, in the status lane: writing it here would let this
         // pod overtake the pods queued there. If it has reported already,
@@ -549,7 +694,13 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
 }
 
 /// Applies the failure policy of the module docs.
-async fn fail<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef, op: &'static str, e: ProviderError) -> Result<Action> {
+async fn fail<P: Provider>(
+    ctx: &Ctx<P>,
+    pod: &Pod,
+    r: &PodRef,
+    op: &'static str,
+    e: ProviderError,
+) -> Result<Action> {
     match &e {
         ProviderError::InvalidPod { reason, message } => {
             event(ctx, pod, EventType::Warning, reason, message).await;
@@ -558,30 +709,63 @@ async fn fail<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef, op: &'static str
         }
         ProviderError::Unsupported(message) => {
             event(ctx, pod, EventType::Warning, "ProviderUnsupported", message).await;
-            write_status(ctx, pod, &Observed::Failed { reason: "ProviderUnsupported", message }).await?;
+            write_status(
+                ctx,
+                pod,
+                &Observed::Failed {
+                    reason: "ProviderUnsupported",
+                    message,
+                },
+            )
+            .await?;
             Ok(Action::await_change())
         }
-        ProviderError::Throttled { .. } => Err(Error::Provider { op, pod: r.clone(), source: e }),
+        ProviderError::Throttled { .. } => Err(Error::Provider {
+            op,
+            pod: r.clone(),
+            source: e,
+        }),
         ProviderError::Transient(_) | ProviderError::NotFound(_) => {
-            let msg = format!("{op} in backend {} failed, will retry: {e}", ctx.provider.name());
+            let msg = format!(
+                "{op} in backend {} failed, will retry: {e}",
+                ctx.provider.name()
+            );
             event(ctx, pod, EventType::Warning, "ProviderCreateFailed", &msg).await;
-            Err(Error::Provider { op, pod: r.clone(), source: e })
+            Err(Error::Provider {
+                op,
+                pod: r.clone(),
+                source: e,
+            })
         }
     }
 }
 
 async fn refresh_token_if_due<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef) -> Result<()> {
-    let due = ctx.local(&r.uid).refresh_at.is_some_and(|t| t <= Timestamp::now());
+    let due = ctx
+        .local(&r.uid)
+        .refresh_at
+        .is_some_and(|t| t <= Timestamp::now());
     if !due {
         return Ok(());
     }
     let resolved = resolve::resolve(&ctx.source, &ctx.node_info, pod)
         .await
-        .map_err(|source| Error::Resolve { pod: r.clone(), source })?;
+        .map_err(|source| Error::Resolve {
+            pod: r.clone(),
+            source,
+        })?;
     ctx.update_local(&r.uid, |l| l.refresh_at = resolved.refresh_at);
-    timed(&ctx.metrics, "update", ctx.provider.update_pod(&resolved.pod))
-        .await
-        .map_err(|source| Error::Provider { op: "update", pod: r.clone(), source })
+    timed(
+        &ctx.metrics,
+        "update",
+        ctx.provider.update_pod(&resolved.pod),
+    )
+    .await
+    .map_err(|source| Error::Provider {
+        op: "update",
+        pod: r.clone(),
+        source,
+    })
 }
 
 /// Graceful deletion: ask the backend to stop the pod within the grace
@@ -591,8 +775,16 @@ async fn delete<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
     if ctx.removed().contains(&r.uid) {
         return Ok(Action::await_change());
     }
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0);
-    let deadline = pod.metadata.deletion_timestamp.as_ref().map_or_else(Timestamp::now, |t| t.0);
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(30)
+        .max(0);
+    let deadline = pod
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0);
     let local = ctx.local(&r.uid);
     if ctx.backend.contains(&r.uid) && local.delete_requested.is_none() {
         let grace_d = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
@@ -600,28 +792,48 @@ async fn delete<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
             Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
                 ctx.backend.remove(&r.uid);
             }
-            Ok(Deleted::Stopping) => ctx.update_local(&r.uid, |l| l.delete_requested = Some(Instant::now())),
-            Err(e) => return Err(Error::Provider { op: "delete", pod: r.clone(), source: e }),
+            Ok(Deleted::Stopping) => {
+                ctx.update_local(&r.uid, |l| l.delete_requested = Some(Instant::now()))
+            }
+            Err(e) => {
+                return Err(Error::Provider {
+                    op: "delete",
+                    pod: r.clone(),
+                    source: e,
+                });
+            }
         }
     }
     let now = Timestamp::now();
     if ctx.backend.contains(&r.uid) && now < deadline {
         let left = (deadline - now).get_milliseconds().clamp(100, 1000);
-        return Ok(Action::requeue(Duration::from_millis(u64::try_from(left).unwrap_or(1000))));
+        return Ok(Action::requeue(Duration::from_millis(
+            u64::try_from(left).unwrap_or(1000),
+        )));
     }
     if ctx.backend.contains(&r.uid) {
-        tracing::warn!("grace period over and the backend still reports the pod; removing it anyway");
+        tracing::warn!(
+            "grace period over and the backend still reports the pod; removing it anyway"
+        );
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &r.namespace);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: Some(r.uid.clone()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(r.uid.clone()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(&r.name, &dp).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-        Err(source) => return Err(Error::Delete { pod: r.clone(), source }),
+        Err(source) => {
+            return Err(Error::Delete {
+                pod: r.clone(),
+                source,
+            });
+        }
     }
     ctx.removed().insert(&r.uid);
     ctx.forget(&r.uid);
@@ -642,7 +854,10 @@ async fn write_status<P: Provider>(ctx: &Ctx<P>, pod: &Pod, observed: &Observed<
     // the UID precondition keeps a status from landing on a recreated pod
     let patch = json!({"metadata": {"uid": r.uid}, "status": desired});
     ctx.metrics.status_writes.inc();
-    match api.patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => Ok(()), // gone or replaced
         Err(source) => Err(Error::WriteStatus { pod: r, source }),
@@ -650,7 +865,13 @@ async fn write_status<P: Provider>(ctx: &Ctx<P>, pod: &Pod, observed: &Observed<
 }
 
 async fn event<P>(ctx: &Ctx<P>, pod: &Pod, type_: EventType, reason: &str, note: &str) {
-    let ev = Event { type_, reason: reason.into(), note: Some(note.into()), action: "Reconcile".into(), secondary: None };
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&ev, &pod.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "failed to publish event");
     }
@@ -663,7 +884,13 @@ fn error_policy<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Ac
         l.failures = l.failures.saturating_add(1);
         failures = l.failures;
     });
-    if let Error::Provider { source: ProviderError::Throttled { retry_after: Some(d) }, .. } = err {
+    if let Error::Provider {
+        source: ProviderError::Throttled {
+            retry_after: Some(d),
+        },
+        ..
+    } = err
+    {
         tracing::info!(error = %err, retry_after = ?d, "backend throttled; waiting as asked");
         return Action::requeue(*d);
     }
@@ -687,7 +914,15 @@ fn error_policy<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Ac
 /// How long the API server asked skylet to wait, for a 429 on a status
 /// write or a delete (`details.retryAfterSeconds`, else 1 s).
 fn apiserver_retry_after(err: &Error) -> Option<Duration> {
-    let (Error::WriteStatus { source: kube::Error::Api(s), .. } | Error::Delete { source: kube::Error::Api(s), .. }) = err else {
+    let (Error::WriteStatus {
+        source: kube::Error::Api(s),
+        ..
+    }
+    | Error::Delete {
+        source: kube::Error::Api(s),
+        ..
+    }) = err
+    else {
         return None;
     };
     (s.code == 429).then(|| {
@@ -699,9 +934,14 @@ fn apiserver_retry_after(err: &Error) -> Option<Duration> {
 /// 1 s, 2 s, 4 s ... capped at 5 minutes, with up to 10% jitter so that
 /// failures of many pods at once do not retry in lockstep.
 fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300));
+    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9))
+        .min(Duration::from_secs(300));
     let jitter = base.as_millis() as u64 / 10;
-    let nanos = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
+    let nanos = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
     base + Duration::from_millis(if jitter == 0 { 0 } else { nanos % jitter })
 }
 
@@ -714,13 +954,31 @@ mod tests {
         let pod = PodRef::new("ns", "p", "u");
         let status = |code: u16, retry: Option<u32>| {
             let mut s = kube::core::Status::failure("slow down", "TooManyRequests").with_code(code);
-            s.details = retry.map(|r| serde_json::from_value(json!({"retryAfterSeconds": r})).unwrap_or_else(|e| panic!("{e}")));
+            s.details = retry.map(|r| {
+                serde_json::from_value(json!({"retryAfterSeconds": r}))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            });
             kube::Error::Api(s.boxed())
         };
-        let write = |code, retry| Error::WriteStatus { pod: pod.clone(), source: status(code, retry) };
-        assert_eq!(apiserver_retry_after(&write(429, Some(3))), Some(Duration::from_secs(3)));
-        assert_eq!(apiserver_retry_after(&write(429, None)), Some(Duration::from_secs(1)));
-        assert_eq!(apiserver_retry_after(&Error::Delete { pod: pod.clone(), source: status(429, Some(900)) }), Some(Duration::from_secs(60)));
+        let write = |code, retry| Error::WriteStatus {
+            pod: pod.clone(),
+            source: status(code, retry),
+        };
+        assert_eq!(
+            apiserver_retry_after(&write(429, Some(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            apiserver_retry_after(&write(429, None)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            apiserver_retry_after(&Error::Delete {
+                pod: pod.clone(),
+                source: status(429, Some(900))
+            }),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(apiserver_retry_after(&write(500, None)), None);
     }
 

@@ -57,11 +57,13 @@ use bytes::Bytes;
 use futures::future::{try_join_all, try_join3};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::{
-    authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus},
+    authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec, TokenRequestStatus,
+    },
     core::v1::{
-        CSIVolumeSource, ConfigMap, Container, DownwardAPIVolumeFile, EnvVar, KeyToPath, ObjectFieldSelector, Pod, PodSpec,
-        ResourceFieldSelector, ResourceRequirements, Secret, Service, ServiceAccount, ServiceAccountTokenProjection,
-        Volume, VolumeProjection,
+        CSIVolumeSource, ConfigMap, Container, DownwardAPIVolumeFile, EnvVar, KeyToPath,
+        ObjectFieldSelector, Pod, PodSpec, ResourceFieldSelector, ResourceRequirements, Secret,
+        Service, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeProjection,
     },
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
@@ -84,10 +86,18 @@ const MAX_TOKEN_AGE: SignedDuration = SignedDuration::from_hours(24);
 /// file ([`KubeSource`]), and by an in-memory fake in the unit tests.
 pub trait Source: Send + Sync {
     /// A ConfigMap, `None` when it does not exist.
-    fn config_map(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<ConfigMap>, kube::Error>> + Send;
+    fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ConfigMap>, kube::Error>> + Send;
 
     /// A Secret, `None` when it does not exist.
-    fn secret(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Secret>, kube::Error>> + Send;
+    fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, kube::Error>> + Send;
 
     /// Services of a namespace (for service-link env vars); the real impl
     /// reads a reflector store, no API call.
@@ -126,11 +136,15 @@ impl KubeSource {
 
 impl Source for KubeSource {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, kube::Error> {
-        Api::<ConfigMap>::namespaced(self.client.clone(), ns).get_opt(name).await
+        Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
     }
 
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
-        Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await
+        Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
     }
 
     fn services(&self, ns: &str) -> Vec<Service> {
@@ -213,14 +227,27 @@ pub enum Error {
         "{field}: {kind} {namespace}/{name} not found; create it in namespace {namespace}, \
          or set `optional: true` on the reference"
     )]
-    MissingObject { usage: Usage, field: String, kind: &'static str, namespace: String, name: String },
+    MissingObject {
+        usage: Usage,
+        field: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
 
     /// A ConfigMap or Secret the pod needs lacks a key.
     #[error(
         "{field}: {kind} {namespace}/{name} has no key {key:?}; add the key to the {kind}, \
          or set `optional: true` on the reference"
     )]
-    MissingKey { usage: Usage, field: String, kind: &'static str, namespace: String, name: String, key: String },
+    MissingKey {
+        usage: Usage,
+        field: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+    },
 
     /// Reading a ConfigMap or Secret failed.
     #[error("{field}: reading {kind} {namespace}/{name} failed: {}{hint}", describe(.cause))]
@@ -252,16 +279,30 @@ pub enum Error {
     },
 
     /// The API server answered a TokenRequest without a token.
-    #[error("{field}: the API server returned no token for service account {namespace}/{service_account}")]
-    EmptyToken { field: String, namespace: String, service_account: String },
+    #[error(
+        "{field}: the API server returned no token for service account {namespace}/{service_account}"
+    )]
+    EmptyToken {
+        field: String,
+        namespace: String,
+        service_account: String,
+    },
 
     /// The pod uses something skylet cannot provide.
     #[error("{field}: {what} is not supported by skylet; remove it from the pod spec")]
-    Unsupported { usage: Usage, field: String, what: &'static str },
+    Unsupported {
+        usage: Usage,
+        field: String,
+        what: &'static str,
+    },
 
     /// The pod spec is invalid in a way the API server did not catch.
     #[error("{field}: {problem}")]
-    Invalid { usage: Usage, field: String, problem: String },
+    Invalid {
+        usage: Usage,
+        field: String,
+        problem: String,
+    },
 }
 
 impl Error {
@@ -296,7 +337,9 @@ impl Error {
 /// includes the whole `Status` debug output).
 fn describe(err: &kube::Error) -> String {
     match err {
-        kube::Error::Api(status) => format!("{} ({} {})", status.message, status.code, status.reason),
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
         other => other.to_string(),
     }
 }
@@ -319,11 +362,29 @@ pub async fn resolve<S: Source>(source: &S, node: &NodeInfo, pod: &Pod) -> Resul
     let fetched = fetch(source, pod, &refs).await?;
     let ns = namespace(pod);
     let links = spec(pod).enable_service_links.unwrap_or(true);
-    let ns_services = if links { source.services(ns) } else { Vec::new() };
-    let default_services = if ns == "default" && links { ns_services.clone() } else { source.services("default") };
+    let ns_services = if links {
+        source.services(ns)
+    } else {
+        Vec::new()
+    };
+    let default_services = if ns == "default" && links {
+        ns_services.clone()
+    } else {
+        source.services("default")
+    };
     let services = service_env(links, &ns_services, &default_services);
-    let resolved = build(&Inputs { pod, node, fetched: &fetched }, &services)?;
-    Ok(Resolved { pod: resolved, refresh_at: refresh_at(&fetched.tokens, Timestamp::now()) })
+    let resolved = build(
+        &Inputs {
+            pod,
+            node,
+            fetched: &fetched,
+        },
+        &services,
+    )?;
+    Ok(Resolved {
+        pod: resolved,
+        refresh_at: refresh_at(&fetched.tokens, Timestamp::now()),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -380,17 +441,28 @@ impl References {
     }
 
     fn add_volume(&mut self, volume: &Volume, field: &str) {
-        let at = |f: &str| Origin { usage: Usage::Volume, field: format!("{field}.{f}") };
+        let at = |f: &str| Origin {
+            usage: Usage::Volume,
+            field: format!("{field}.{f}"),
+        };
         if let Some(cm) = &volume.config_map {
             note(&mut self.config_maps, &cm.name, || at("configMap"));
         }
-        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+        if let Some(name) = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+        {
             note(&mut self.secrets, name, || at("secret"));
         }
         if let Some((name, f)) = volume.csi.as_ref().and_then(csi_secret) {
             note(&mut self.secrets, name, || at(&format!("csi.{f}")));
         }
-        let sources = volume.projected.as_ref().and_then(|p| p.sources.as_deref()).unwrap_or_default();
+        let sources = volume
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_deref())
+            .unwrap_or_default();
         for (j, src) in sources.iter().enumerate() {
             let at = |f: &str| at(&format!("projected.sources[{j}].{f}"));
             if let Some(cm) = &src.config_map {
@@ -400,28 +472,43 @@ impl References {
                 note(&mut self.secrets, &s.name, || at("secret"));
             }
             if let Some(t) = &src.service_account_token {
-                self.tokens.entry(TokenKey::of(t)).or_insert_with(|| at("serviceAccountToken"));
+                self.tokens
+                    .entry(TokenKey::of(t))
+                    .or_insert_with(|| at("serviceAccountToken"));
             }
         }
     }
 
     fn add_container(&mut self, container: &Container, field: &str) {
-        let at = |f: String| Origin { usage: Usage::Env, field: format!("{field}.{f}") };
+        let at = |f: String| Origin {
+            usage: Usage::Env,
+            field: format!("{field}.{f}"),
+        };
         for (j, from) in container.env_from.iter().flatten().enumerate() {
             if let Some(cm) = &from.config_map_ref {
-                note(&mut self.config_maps, &cm.name, || at(format!("envFrom[{j}].configMapRef")));
+                note(&mut self.config_maps, &cm.name, || {
+                    at(format!("envFrom[{j}].configMapRef"))
+                });
             }
             if let Some(s) = &from.secret_ref {
-                note(&mut self.secrets, &s.name, || at(format!("envFrom[{j}].secretRef")));
+                note(&mut self.secrets, &s.name, || {
+                    at(format!("envFrom[{j}].secretRef"))
+                });
             }
         }
         for (j, var) in container.env.iter().flatten().enumerate() {
-            let Some(from) = &var.value_from else { continue };
+            let Some(from) = &var.value_from else {
+                continue;
+            };
             if let Some(r) = &from.config_map_key_ref {
-                note(&mut self.config_maps, &r.name, || at(format!("env[{j}].valueFrom.configMapKeyRef")));
+                note(&mut self.config_maps, &r.name, || {
+                    at(format!("env[{j}].valueFrom.configMapKeyRef"))
+                });
             }
             if let Some(r) = &from.secret_key_ref {
-                note(&mut self.secrets, &r.name, || at(format!("env[{j}].valueFrom.secretKeyRef")));
+                note(&mut self.secrets, &r.name, || {
+                    at(format!("env[{j}].valueFrom.secretKeyRef"))
+                });
             }
         }
     }
@@ -454,7 +541,14 @@ async fn fetch<S: Source>(source: &S, pod: &Pod, refs: &References) -> Result<Fe
     let config_maps = refs.config_maps.iter().map(|(name, origin)| async move {
         match source.config_map(ns, name).await {
             Ok(cm) => Ok((name.clone(), cm)),
-            Err(cause) => Err(fetch_error(origin, "ConfigMap", "configmaps", ns, name, cause)),
+            Err(cause) => Err(fetch_error(
+                origin,
+                "ConfigMap",
+                "configmaps",
+                ns,
+                name,
+                cause,
+            )),
         }
     });
     let secrets = refs.secrets.iter().map(|(name, origin)| async move {
@@ -466,7 +560,13 @@ async fn fetch<S: Source>(source: &S, pod: &Pod, refs: &References) -> Result<Fe
     let pod_ref = &pod_ref;
     let tokens = refs.tokens.iter().map(|(key, origin)| async move {
         let status = source
-            .token(ns, sa, key.audience.as_deref(), key.expiration_seconds, pod_ref)
+            .token(
+                ns,
+                sa,
+                key.audience.as_deref(),
+                key.expiration_seconds,
+                pod_ref,
+            )
             .await
             .map_err(|cause| token_error(origin, ns, sa, cause))?;
         if status.token.as_deref().is_none_or(str::is_empty) {
@@ -478,8 +578,12 @@ async fn fetch<S: Source>(source: &S, pod: &Pod, refs: &References) -> Result<Fe
         }
         Ok((key.clone(), status))
     });
-    let (config_maps, secrets, tokens) =
-        try_join3(try_join_all(config_maps), try_join_all(secrets), try_join_all(tokens)).await?;
+    let (config_maps, secrets, tokens) = try_join3(
+        try_join_all(config_maps),
+        try_join_all(secrets),
+        try_join_all(tokens),
+    )
+    .await?;
     Ok(Fetched {
         config_maps: config_maps.into_iter().collect(),
         secrets: secrets.into_iter().collect(),
@@ -487,9 +591,18 @@ async fn fetch<S: Source>(source: &S, pod: &Pod, refs: &References) -> Result<Fe
     })
 }
 
-fn fetch_error(origin: &Origin, kind: &'static str, plural: &str, ns: &str, name: &str, cause: kube::Error) -> Error {
+fn fetch_error(
+    origin: &Origin,
+    kind: &'static str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    cause: kube::Error,
+) -> Error {
     let hint = match api_status(&cause) {
-        Some(s) if s.is_forbidden() => format!("; grant skylet `get` on {plural} in namespace {ns}"),
+        Some(s) if s.is_forbidden() => {
+            format!("; grant skylet `get` on {plural} in namespace {ns}")
+        }
         _ => String::new(),
     };
     Error::Fetch {
@@ -505,7 +618,9 @@ fn fetch_error(origin: &Origin, kind: &'static str, plural: &str, ns: &str, name
 
 fn token_error(origin: &Origin, ns: &str, sa: &str, cause: kube::Error) -> Error {
     let hint = match api_status(&cause) {
-        Some(s) if s.is_forbidden() => "; grant skylet `create` on serviceaccounts/token".to_owned(),
+        Some(s) if s.is_forbidden() => {
+            "; grant skylet `create` on serviceaccounts/token".to_owned()
+        }
         Some(s) if s.is_not_found() => format!(
             "; create service account {sa} in namespace {ns}, or set spec.serviceAccountName to one that exists"
         ),
@@ -528,9 +643,13 @@ fn refresh_at(tokens: &HashMap<TokenKey, TokenRequestStatus>, now: Timestamp) ->
         .iter()
         .map(|(key, status)| {
             let ttl = SignedDuration::from_secs(key.expiration_seconds.max(0));
-            let expires = status.expiration_timestamp.as_ref().map_or_else(|| saturating_add(now, ttl), |t| t.0);
+            let expires = status
+                .expiration_timestamp
+                .as_ref()
+                .map_or_else(|| saturating_add(now, ttl), |t| t.0);
             let issued = expires.saturating_sub(ttl).unwrap_or(expires);
-            let age = SignedDuration::from_millis(key.expiration_seconds.max(0).saturating_mul(800));
+            let age =
+                SignedDuration::from_millis(key.expiration_seconds.max(0).saturating_mul(800));
             saturating_add(issued, age.min(MAX_TOKEN_AGE))
         })
         .min()
@@ -562,17 +681,26 @@ struct Object<'a> {
 
 impl Object<'_> {
     fn value(&self, data: &[u8]) -> Value {
-        Value { data: Bytes::copy_from_slice(data), secret: matches!(self.kind, Kind::Secret) }
+        Value {
+            data: Bytes::copy_from_slice(data),
+            secret: matches!(self.kind, Kind::Secret),
+        }
     }
 
     /// A key as a volume sees it: `data`, else `binaryData`.
     fn file(&self, key: &str) -> Option<&[u8]> {
-        self.entries.get(key).or_else(|| self.binary.get(key)).copied()
+        self.entries
+            .get(key)
+            .or_else(|| self.binary.get(key))
+            .copied()
     }
 
     /// Every key as a volume sees it.
     fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().chain(&self.binary).map(|(k, v)| (*k, *v))
+        self.entries
+            .iter()
+            .chain(&self.binary)
+            .map(|(k, v)| (*k, *v))
     }
 }
 
@@ -606,18 +734,43 @@ impl Inputs<'_> {
         field: &str,
     ) -> Result<Option<Object<'a>>, Error> {
         let found = match kind {
-            Kind::ConfigMap => self.fetched.config_maps.get(name).and_then(Option::as_ref).map(|cm| Object {
-                kind,
-                name,
-                entries: cm.data.iter().flatten().map(|(k, v)| (k.as_str(), v.as_bytes())).collect(),
-                binary: cm.binary_data.iter().flatten().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect(),
-            }),
-            Kind::Secret => self.fetched.secrets.get(name).and_then(Option::as_ref).map(|s| Object {
-                kind,
-                name,
-                entries: s.data.iter().flatten().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect(),
-                binary: BTreeMap::new(),
-            }),
+            Kind::ConfigMap => self
+                .fetched
+                .config_maps
+                .get(name)
+                .and_then(Option::as_ref)
+                .map(|cm| Object {
+                    kind,
+                    name,
+                    entries: cm
+                        .data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                        .collect(),
+                    binary: cm
+                        .binary_data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+                        .collect(),
+                }),
+            Kind::Secret => self
+                .fetched
+                .secrets
+                .get(name)
+                .and_then(Option::as_ref)
+                .map(|s| Object {
+                    kind,
+                    name,
+                    entries: s
+                        .data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+                        .collect(),
+                    binary: BTreeMap::new(),
+                }),
         };
         match found {
             Some(object) => Ok(Some(object)),
@@ -654,12 +807,20 @@ fn build(inputs: &Inputs<'_>, services: &[(String, String)]) -> Result<ResolvedP
     }
     let mut env = BTreeMap::new();
     for (field, container) in containers(pod) {
-        env.insert(container.name.clone(), container_env(inputs, container, &field, services)?);
+        env.insert(
+            container.name.clone(),
+            container_env(inputs, container, &field, services)?,
+        );
     }
     let image_pull_secrets = pull_secrets(inputs);
     let mut pod = pod.clone();
     expand_commands(&mut pod, &env);
-    Ok(ResolvedPod { pod, env, volumes, image_pull_secrets })
+    Ok(ResolvedPod {
+        pod,
+        env,
+        volumes,
+        image_pull_secrets,
+    })
 }
 
 /// The Secret a CSI volume names for its driver, and the field naming it:
@@ -685,11 +846,16 @@ const AZURE_FILE_CSI_DRIVER: &str = "file.csi.azure.com";
 fn pull_secrets(inputs: &Inputs<'_>) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for r in spec(inputs.pod).image_pull_secrets.iter().flatten() {
-        let Some(Some(secret)) = inputs.fetched.secrets.get(&r.name) else { continue };
+        let Some(Some(secret)) = inputs.fetched.secrets.get(&r.name) else {
+            continue;
+        };
         let data = secret.data.as_ref();
         let config = data.and_then(|d| d.get(".dockerconfigjson").or_else(|| d.get(".dockercfg")));
         if let Some(config) = config {
-            out.push((r.name.clone(), Value::secret(Bytes::copy_from_slice(&config.0))));
+            out.push((
+                r.name.clone(),
+                Value::secret(Bytes::copy_from_slice(&config.0)),
+            ));
         }
     }
     out
@@ -701,11 +867,24 @@ fn pull_secrets(inputs: &Inputs<'_>) -> Vec<(String, Value)> {
 /// definition, an ACI container group), so `$(SECRET)` stays as written; a
 /// shell can read the variable from the environment instead.
 fn expand_commands(pod: &mut Pod, env: &BTreeMap<String, Vec<(String, Value)>>) {
-    let Some(spec) = pod.spec.as_mut() else { return };
-    let all = spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut());
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let all = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut());
     for c in all {
-        let Some(vars) = env.get(&c.name) else { continue };
-        let lookup = |name: &str| vars.iter().rev().find(|(n, v)| n == name && !v.secret).map(|(_, v)| v);
+        let Some(vars) = env.get(&c.name) else {
+            continue;
+        };
+        let lookup = |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(n, v)| n == name && !v.secret)
+                .map(|(_, v)| v)
+        };
         for words in [c.command.as_mut(), c.args.as_mut()].into_iter().flatten() {
             for w in words.iter_mut() {
                 if w.contains("$(") || w.contains("$$") {
@@ -761,7 +940,9 @@ fn container_env(
             (None, None) => continue,
         };
         let field = format!("{field}.envFrom[{j}].{what}");
-        let Some(object) = inputs.object(kind, name, optional, Usage::Env, &field)? else { continue };
+        let Some(object) = inputs.object(kind, name, optional, Usage::Env, &field)? else {
+            continue;
+        };
         let prefix = from.prefix.as_deref().unwrap_or_default();
         for (key, data) in &object.entries {
             let var = format!("{prefix}{key}");
@@ -795,14 +976,24 @@ fn env_value(
 ) -> Result<Option<Value>, Error> {
     if let Some(text) = var.value.as_deref().filter(|v| !v.is_empty()) {
         let (data, secret) = expand(text, |name| env.get(name));
-        return Ok(Some(Value { data: data.into(), secret }));
+        return Ok(Some(Value {
+            data: data.into(),
+            secret,
+        }));
     }
-    let Some(from) = &var.value_from else { return Ok(Some(Value::plain(""))) };
+    let Some(from) = &var.value_from else {
+        return Ok(Some(Value::plain("")));
+    };
     let field = format!("{field}.valueFrom");
-    let invalid =
-        |f: &str, problem: String| Error::Invalid { usage: Usage::Env, field: format!("{field}.{f}"), problem };
+    let invalid = |f: &str, problem: String| Error::Invalid {
+        usage: Usage::Env,
+        field: format!("{field}.{f}"),
+        problem,
+    };
     if let Some(r) = &from.field_ref {
-        return field_value(inputs, r).map(|v| Some(Value::plain(v))).map_err(|p| invalid("fieldRef", p));
+        return field_value(inputs, r)
+            .map(|v| Some(Value::plain(v)))
+            .map_err(|p| invalid("fieldRef", p));
     }
     if let Some(r) = &from.resource_field_ref {
         return resource_value(inputs, r, Some(container))
@@ -810,7 +1001,13 @@ fn env_value(
             .map_err(|p| invalid("resourceFieldRef", p));
     }
     let (kind, name, key, optional, what) = match (&from.config_map_key_ref, &from.secret_key_ref) {
-        (Some(r), _) => (Kind::ConfigMap, &r.name, &r.key, r.optional, "configMapKeyRef"),
+        (Some(r), _) => (
+            Kind::ConfigMap,
+            &r.name,
+            &r.key,
+            r.optional,
+            "configMapKeyRef",
+        ),
         (None, Some(r)) => (Kind::Secret, &r.name, &r.key, r.optional, "secretKeyRef"),
         (None, None) if from.file_key_ref.is_some() => {
             return Err(Error::Unsupported {
@@ -822,7 +1019,9 @@ fn env_value(
         (None, None) => return Ok(Some(Value::plain(""))),
     };
     let field = format!("{field}.{what}");
-    let Some(object) = inputs.object(kind, name, optional, Usage::Env, &field)? else { return Ok(None) };
+    let Some(object) = inputs.object(kind, name, optional, Usage::Env, &field)? else {
+        return Ok(None);
+    };
     match object.entries.get(key.as_str()) {
         Some(data) => Ok(Some(object.value(data))),
         None if optional == Some(true) => Ok(None),
@@ -833,7 +1032,10 @@ fn env_value(
 /// Whether `name` is a valid environment variable name: printable ASCII
 /// except `=` (the API server's rule since RelaxedEnvironmentVariableValidation).
 fn is_env_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
 }
 
 /// Expands `$(NAME)` like the kubelet (third_party/forked/golang/expansion):
@@ -888,40 +1090,68 @@ fn expand<'v>(input: &str, lookup: impl Fn(&str) -> Option<&'v Value>) -> (Vec<u
 /// clients find the API server, so `enableServiceLinks: false` keeps it), and
 /// with links enabled every service of the pod's namespace with a cluster IP,
 /// which wins over the former on a name clash. Ordered by service name.
-fn service_env(links: bool, namespace_services: &[Service], default_services: &[Service]) -> Vec<(String, String)> {
+fn service_env(
+    links: bool,
+    namespace_services: &[Service],
+    default_services: &[Service],
+) -> Vec<(String, String)> {
     let mut by_name: BTreeMap<&str, &Service> = BTreeMap::new();
-    if let Some(master) =
-        default_services.iter().find(|s| s.metadata.name.as_deref() == Some("kubernetes") && cluster_ip(s).is_some())
+    if let Some(master) = default_services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("kubernetes") && cluster_ip(s).is_some())
     {
         by_name.insert("kubernetes", master);
     }
     if links {
-        for s in namespace_services.iter().filter(|s| cluster_ip(s).is_some()) {
+        for s in namespace_services
+            .iter()
+            .filter(|s| cluster_ip(s).is_some())
+        {
             by_name.insert(s.metadata.name.as_deref().unwrap_or_default(), s);
         }
     }
-    by_name.into_iter().flat_map(|(name, s)| service_vars(name, s)).collect()
+    by_name
+        .into_iter()
+        .flat_map(|(name, s)| service_vars(name, s))
+        .collect()
 }
 
 fn cluster_ip(s: &Service) -> Option<&str> {
-    s.spec.as_ref()?.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None")
+    s.spec
+        .as_ref()?
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
 }
 
 /// The variables of one service (envvars.FromServices).
 fn service_vars(name: &str, s: &Service) -> Vec<(String, String)> {
     let prefix = env_var_name(name);
     let ip = cluster_ip(s).unwrap_or_default();
-    let ports = s.spec.as_ref().and_then(|spec| spec.ports.as_deref()).unwrap_or_default();
+    let ports = s
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_deref())
+        .unwrap_or_default();
     let mut vars = vec![(format!("{prefix}_SERVICE_HOST"), ip.to_owned())];
-    let Some(first) = ports.first() else { return vars };
+    let Some(first) = ports.first() else {
+        return vars;
+    };
     vars.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
     for p in ports {
         if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
-            vars.push((format!("{prefix}_SERVICE_PORT_{}", env_var_name(port_name)), p.port.to_string()));
+            vars.push((
+                format!("{prefix}_SERVICE_PORT_{}", env_var_name(port_name)),
+                p.port.to_string(),
+            ));
         }
     }
     for (i, p) in ports.iter().enumerate() {
-        let protocol = p.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("TCP");
+        let protocol = p
+            .protocol
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("TCP");
         let (lower, upper) = (protocol.to_lowercase(), protocol.to_uppercase());
         let url = format!("{lower}://{ip}:{}", p.port);
         if i == 0 {
@@ -939,8 +1169,21 @@ fn service_vars(name: &str, s: &Service) -> Vec<(String, String)> {
 /// A service or port name as a variable name: upper case, `-` and `.` as `_`,
 /// `_` before a leading digit.
 fn env_var_name(name: &str) -> String {
-    let upper: String = name.chars().map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_uppercase() }).collect();
-    if upper.starts_with(|c: char| c.is_ascii_digit()) { format!("_{upper}") } else { upper }
+    let upper: String = name
+        .chars()
+        .map(|c| {
+            if c == '-' || c == '.' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    if upper.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{upper}")
+    } else {
+        upper
+    }
 }
 
 // --- downward API ----------------------------------------------------------
@@ -956,7 +1199,11 @@ fn field_value(inputs: &Inputs<'_>, selector: &ObjectFieldSelector) -> Result<St
             "metadata.annotations" => &meta.annotations,
             _ => return Err(unsupported_field(path)),
         };
-        return Ok(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default());
+        return Ok(map
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default());
     }
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     Ok(match path {
@@ -965,7 +1212,10 @@ fn field_value(inputs: &Inputs<'_>, selector: &ObjectFieldSelector) -> Result<St
         "metadata.uid" => text(&meta.uid),
         "metadata.labels" => format_map(meta.labels.as_ref()),
         "metadata.annotations" => format_map(meta.annotations.as_ref()),
-        "spec.nodeName" => spec(pod).node_name.clone().unwrap_or_else(|| inputs.node.name.clone()),
+        "spec.nodeName" => spec(pod)
+            .node_name
+            .clone()
+            .unwrap_or_else(|| inputs.node.name.clone()),
         "spec.serviceAccountName" => text(&spec(pod).service_account_name),
         "status.hostIP" | "status.hostIPs" => inputs.node.ip.clone(),
         "status.podIP" => pod_ips(pod).first().cloned().unwrap_or_default(),
@@ -990,15 +1240,36 @@ fn subscript(path: &str) -> Option<(&str, &str)> {
 
 /// The pod's IPs, primary first; empty until the backend reports them.
 fn pod_ips(pod: &Pod) -> Vec<String> {
-    let Some(status) = &pod.status else { return Vec::new() };
-    let ips: Vec<String> = status.pod_ips.iter().flatten().map(|p| p.ip.clone()).filter(|ip| !ip.is_empty()).collect();
-    if ips.is_empty() { status.pod_ip.iter().filter(|ip| !ip.is_empty()).cloned().collect() } else { ips }
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let ips: Vec<String> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    if ips.is_empty() {
+        status
+            .pod_ip
+            .iter()
+            .filter(|ip| !ip.is_empty())
+            .cloned()
+            .collect()
+    } else {
+        ips
+    }
 }
 
 /// Labels or annotations as the kubelet writes them (fieldpath.FormatMap):
 /// `key="value"` lines sorted by key, values quoted like Go's `%q`.
 fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter().flatten().map(|(k, v)| format!("{k}={}", go_quote(v))).collect::<Vec<_>>().join("\n")
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `s` quoted like Go's `strconv.Quote`.
@@ -1055,10 +1326,15 @@ fn resource_value(
         None => default_container.ok_or("containerName is required")?,
     };
     let divisor = match &selector.divisor {
-        Some(q) => Quantity::parse(&q.0).ok_or_else(|| format!("divisor {:?} is not a valid quantity", q.0))?,
+        Some(q) => Quantity::parse(&q.0)
+            .ok_or_else(|| format!("divisor {:?} is not a valid quantity", q.0))?,
         None => Quantity::ONE,
     };
-    let divisor = if divisor.is_zero() { Quantity::ONE } else { divisor };
+    let divisor = if divisor.is_zero() {
+        Quantity::ONE
+    } else {
+        divisor
+    };
     let unsupported = || {
         format!(
             "resource {:?} is not supported; use limits.cpu, limits.memory, limits.ephemeral-storage, \
@@ -1075,27 +1351,38 @@ fn resource_value(
     };
     let amount = match kind {
         "limits" => limit(inputs, container, resource)?,
-        "requests" => quantity_of(container.resources.as_ref().and_then(|r| r.requests.as_ref()), resource)?
-            .unwrap_or(Quantity::ZERO),
+        "requests" => quantity_of(
+            container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref()),
+            resource,
+        )?
+        .unwrap_or(Quantity::ZERO),
         _ => return Err(unsupported()),
     };
     let scale = if cpu { 1000 } else { 1 };
     let overflow = || format!("{} is too large", selector.resource);
     let amount = amount.scaled_ceil(scale).ok_or_else(overflow)?;
     let divisor = divisor.scaled_ceil(scale).ok_or_else(overflow)?;
-    ceil_div(amount, divisor).map(|v| v.to_string()).ok_or_else(|| "divisor must not be zero".to_owned())
+    ceil_div(amount, divisor)
+        .map(|v| v.to_string())
+        .ok_or_else(|| "divisor must not be zero".to_owned())
 }
 
 /// A container's limit, defaulted like the kubelet's
 /// `defaultPodLimitsForDownwardAPI`: the pod-level limit, else the node's
 /// allocatable.
 fn limit(inputs: &Inputs<'_>, container: &Container, resource: &str) -> Result<Quantity, String> {
-    if let Some(q) = quantity_of(limits(container.resources.as_ref()), resource)?.filter(|q| !q.is_zero()) {
+    if let Some(q) =
+        quantity_of(limits(container.resources.as_ref()), resource)?.filter(|q| !q.is_zero())
+    {
         return Ok(q);
     }
     let pod_level = matches!(resource, "cpu" | "memory");
     if pod_level
-        && let Some(q) = quantity_of(limits(spec(inputs.pod).resources.as_ref()), resource)?.filter(|q| !q.is_zero())
+        && let Some(q) = quantity_of(limits(spec(inputs.pod).resources.as_ref()), resource)?
+            .filter(|q| !q.is_zero())
     {
         return Ok(q);
     }
@@ -1111,45 +1398,90 @@ fn limit(inputs: &Inputs<'_>, container: &Container, resource: &str) -> Result<Q
         }
         _ => return Ok(Quantity::ZERO),
     };
-    Quantity::parse(node).ok_or_else(|| format!("the node's allocatable {resource} {node:?} is not a valid quantity"))
+    Quantity::parse(node).ok_or_else(|| {
+        format!("the node's allocatable {resource} {node:?} is not a valid quantity")
+    })
 }
 
 fn limits(r: Option<&ResourceRequirements>) -> Option<&BTreeMap<String, ApiQuantity>> {
     r.and_then(|r| r.limits.as_ref())
 }
 
-fn quantity_of(list: Option<&BTreeMap<String, ApiQuantity>>, resource: &str) -> Result<Option<Quantity>, String> {
+fn quantity_of(
+    list: Option<&BTreeMap<String, ApiQuantity>>,
+    resource: &str,
+) -> Result<Option<Quantity>, String> {
     match list.and_then(|l| l.get(resource)) {
         None => Ok(None),
-        Some(q) => {
-            Quantity::parse(&q.0).map(Some).ok_or_else(|| format!("{resource} {:?} is not a valid quantity", q.0))
-        }
+        Some(q) => Quantity::parse(&q.0)
+            .map(Some)
+            .ok_or_else(|| format!("{resource} {:?} is not a valid quantity", q.0)),
     }
 }
 
 // --- volumes -----------------------------------------------------------------
 
 /// The files of a volume skylet resolves; `None` for other kinds.
-fn volume_files(inputs: &Inputs<'_>, volume: &Volume, field: &str) -> Result<Option<Vec<VolumeFile>>, Error> {
+fn volume_files(
+    inputs: &Inputs<'_>,
+    volume: &Volume,
+    field: &str,
+) -> Result<Option<Vec<VolumeFile>>, Error> {
     let mut files = Files::default();
     if let Some(cm) = &volume.config_map {
         let field = format!("{field}.configMap");
-        let mode = file_mode(cm.default_mode, DEFAULT_MODE, &format!("{field}.defaultMode"))?;
-        let object = inputs.object(Kind::ConfigMap, &cm.name, cm.optional, Usage::Volume, &field)?;
-        files.key_files(inputs, object.as_ref(), cm.items.as_deref(), cm.optional, mode, &field)?;
+        let mode = file_mode(
+            cm.default_mode,
+            DEFAULT_MODE,
+            &format!("{field}.defaultMode"),
+        )?;
+        let object = inputs.object(
+            Kind::ConfigMap,
+            &cm.name,
+            cm.optional,
+            Usage::Volume,
+            &field,
+        )?;
+        files.key_files(
+            inputs,
+            object.as_ref(),
+            cm.items.as_deref(),
+            cm.optional,
+            mode,
+            &field,
+        )?;
     } else if let Some(s) = &volume.secret {
         let field = format!("{field}.secret");
-        let mode = file_mode(s.default_mode, DEFAULT_MODE, &format!("{field}.defaultMode"))?;
+        let mode = file_mode(
+            s.default_mode,
+            DEFAULT_MODE,
+            &format!("{field}.defaultMode"),
+        )?;
         let name = s.secret_name.as_deref().unwrap_or_default();
         let object = inputs.object(Kind::Secret, name, s.optional, Usage::Volume, &field)?;
-        files.key_files(inputs, object.as_ref(), s.items.as_deref(), s.optional, mode, &field)?;
+        files.key_files(
+            inputs,
+            object.as_ref(),
+            s.items.as_deref(),
+            s.optional,
+            mode,
+            &field,
+        )?;
     } else if let Some(d) = &volume.downward_api {
         let field = format!("{field}.downwardAPI");
-        let mode = file_mode(d.default_mode, DEFAULT_MODE, &format!("{field}.defaultMode"))?;
+        let mode = file_mode(
+            d.default_mode,
+            DEFAULT_MODE,
+            &format!("{field}.defaultMode"),
+        )?;
         files.downward_files(inputs, d.items.as_deref().unwrap_or_default(), mode, &field)?;
     } else if let Some(p) = &volume.projected {
         let field = format!("{field}.projected");
-        let mode = file_mode(p.default_mode, DEFAULT_MODE, &format!("{field}.defaultMode"))?;
+        let mode = file_mode(
+            p.default_mode,
+            DEFAULT_MODE,
+            &format!("{field}.defaultMode"),
+        )?;
         for (j, source) in p.sources.iter().flatten().enumerate() {
             files.projection(inputs, source, mode, &format!("{field}.sources[{j}]"))?;
         }
@@ -1177,7 +1509,8 @@ impl Files {
             field: field.to_owned(),
             problem: format!("path {path:?} must be relative and must not contain '..'"),
         })?;
-        self.0.insert(path.clone(), VolumeFile { path, mode, value });
+        self.0
+            .insert(path.clone(), VolumeFile { path, mode, value });
         Ok(())
     }
 
@@ -1224,8 +1557,11 @@ impl Files {
     ) -> Result<(), Error> {
         for (i, item) in items.iter().enumerate() {
             let field = format!("{field}.items[{i}]");
-            let invalid =
-                |f: &str, problem| Error::Invalid { usage: Usage::Volume, field: format!("{field}.{f}"), problem };
+            let invalid = |f: &str, problem| Error::Invalid {
+                usage: Usage::Volume,
+                field: format!("{field}.{f}"),
+                problem,
+            };
             let value = if let Some(r) = &item.field_ref {
                 field_value(inputs, r).map_err(|p| invalid("fieldRef", p))?
             } else if let Some(r) = &item.resource_field_ref {
@@ -1247,23 +1583,49 @@ impl Files {
         default_mode: u32,
         field: &str,
     ) -> Result<(), Error> {
-        let unsupported =
-            |f: &str, what| Error::Unsupported { usage: Usage::Volume, field: format!("{field}.{f}"), what };
+        let unsupported = |f: &str, what| Error::Unsupported {
+            usage: Usage::Volume,
+            field: format!("{field}.{f}"),
+            what,
+        };
         if source.cluster_trust_bundle.is_some() {
-            return Err(unsupported("clusterTrustBundle", "a clusterTrustBundle projection"));
+            return Err(unsupported(
+                "clusterTrustBundle",
+                "a clusterTrustBundle projection",
+            ));
         }
         if source.pod_certificate.is_some() {
             return Err(unsupported("podCertificate", "a podCertificate projection"));
         }
         if let Some(cm) = &source.config_map {
             let field = format!("{field}.configMap");
-            let object = inputs.object(Kind::ConfigMap, &cm.name, cm.optional, Usage::Volume, &field)?;
-            self.key_files(inputs, object.as_ref(), cm.items.as_deref(), cm.optional, default_mode, &field)?;
+            let object = inputs.object(
+                Kind::ConfigMap,
+                &cm.name,
+                cm.optional,
+                Usage::Volume,
+                &field,
+            )?;
+            self.key_files(
+                inputs,
+                object.as_ref(),
+                cm.items.as_deref(),
+                cm.optional,
+                default_mode,
+                &field,
+            )?;
         }
         if let Some(s) = &source.secret {
             let field = format!("{field}.secret");
             let object = inputs.object(Kind::Secret, &s.name, s.optional, Usage::Volume, &field)?;
-            self.key_files(inputs, object.as_ref(), s.items.as_deref(), s.optional, default_mode, &field)?;
+            self.key_files(
+                inputs,
+                object.as_ref(),
+                s.items.as_deref(),
+                s.optional,
+                default_mode,
+                &field,
+            )?;
         }
         if let Some(d) = &source.downward_api {
             let items = d.items.as_deref().unwrap_or_default();
@@ -1271,7 +1633,11 @@ impl Files {
         }
         if let Some(t) = &source.service_account_token {
             let field = format!("{field}.serviceAccountToken");
-            let token = inputs.fetched.tokens.get(&TokenKey::of(t)).and_then(|s| s.token.clone());
+            let token = inputs
+                .fetched
+                .tokens
+                .get(&TokenKey::of(t))
+                .and_then(|s| s.token.clone());
             let token = token.ok_or_else(|| Error::EmptyToken {
                 field: field.clone(),
                 namespace: inputs.namespace().to_owned(),
@@ -1286,11 +1652,14 @@ impl Files {
 /// A file mode, `default` when unset; the API server allows 0 to 0777.
 fn file_mode(mode: Option<i32>, default: u32, field: &str) -> Result<u32, Error> {
     let Some(mode) = mode else { return Ok(default) };
-    u32::try_from(mode).ok().filter(|m| *m <= 0o777).ok_or_else(|| Error::Invalid {
-        usage: Usage::Volume,
-        field: field.to_owned(),
-        problem: format!("mode {mode} is not between 0 and 0777 (511)"),
-    })
+    u32::try_from(mode)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| Error::Invalid {
+            usage: Usage::Volume,
+            field: field.to_owned(),
+            problem: format!("mode {mode} is not between 0 and 0777 (511)"),
+        })
 }
 
 /// A relative path without `.` and empty components; `None` when absolute,
@@ -1299,7 +1668,10 @@ fn clean_path(path: &str) -> Option<String> {
     if path.starts_with('/') {
         return None;
     }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     (!parts.is_empty() && !parts.contains(&"..")).then(|| parts.join("/"))
 }
 
@@ -1307,7 +1679,9 @@ fn clean_path(path: &str) -> Option<String> {
 
 fn spec(pod: &Pod) -> &PodSpec {
     static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
-    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+    pod.spec
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
 }
 
 fn namespace(pod: &Pod) -> &str {
@@ -1320,14 +1694,27 @@ fn service_account(pod: &Pod) -> &str {
     let spec = spec(pod);
     #[allow(deprecated)]
     let legacy = spec.service_account.as_deref();
-    spec.service_account_name.as_deref().or(legacy).filter(|s| !s.is_empty()).unwrap_or("default")
+    spec.service_account_name
+        .as_deref()
+        .or(legacy)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
 }
 
 /// Init containers then containers, with their field paths.
 fn containers(pod: &Pod) -> impl Iterator<Item = (String, &Container)> {
     let spec = spec(pod);
-    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
-    let main = spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
+    let main = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.containers[{i}]"), c));
     init.chain(main)
 }
 
@@ -1362,12 +1749,19 @@ mod tests {
             let mut fake = Self::default();
             for object in objects.as_array().unwrap() {
                 match object["kind"].as_str().unwrap() {
-                    "ConfigMap" => fake.config_maps.push(serde_json::from_value(object.clone()).unwrap()),
-                    "Service" => fake.services.push(serde_json::from_value(object.clone()).unwrap()),
+                    "ConfigMap" => fake
+                        .config_maps
+                        .push(serde_json::from_value(object.clone()).unwrap()),
+                    "Service" => fake
+                        .services
+                        .push(serde_json::from_value(object.clone()).unwrap()),
                     "Secret" => {
                         let mut secret: Secret = serde_json::from_value(object.clone()).unwrap();
                         for (k, v) in secret.string_data.take().unwrap_or_default() {
-                            secret.data.get_or_insert_default().insert(k, ByteString(v.into_bytes()));
+                            secret
+                                .data
+                                .get_or_insert_default()
+                                .insert(k, ByteString(v.into_bytes()));
                         }
                         fake.secrets.push(secret);
                     }
@@ -1389,7 +1783,9 @@ mod tests {
     fn find<K: kube::Resource + Clone>(objects: &[K], ns: &str, name: &str) -> Option<K> {
         objects
             .iter()
-            .find(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name))
+            .find(|o| {
+                o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name)
+            })
             .cloned()
     }
 
@@ -1402,14 +1798,21 @@ mod tests {
         async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
             self.record(format!("secret {ns}/{name}"));
             if self.forbid_secrets {
-                let status = kube::core::Status::failure(&format!("secrets \"{name}\" is forbidden"), "Forbidden");
+                let status = kube::core::Status::failure(
+                    &format!("secrets \"{name}\" is forbidden"),
+                    "Forbidden",
+                );
                 return Err(kube::Error::Api(status.with_code(403).boxed()));
             }
             Ok(find(&self.secrets, ns, name))
         }
 
         fn services(&self, ns: &str) -> Vec<Service> {
-            self.services.iter().filter(|s| s.metadata.namespace.as_deref() == Some(ns)).cloned().collect()
+            self.services
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                .cloned()
+                .collect()
         }
 
         async fn token(
@@ -1420,10 +1823,18 @@ mod tests {
             expiration_seconds: i64,
             pod: &PodRef,
         ) -> Result<TokenRequestStatus, kube::Error> {
-            self.record(format!("token {ns}/{service_account} {audience:?} {expiration_seconds} {}", pod.uid));
+            self.record(format!(
+                "token {ns}/{service_account} {audience:?} {expiration_seconds} {}",
+                pod.uid
+            ));
             Ok(TokenRequestStatus {
-                token: Some(format!("token:{service_account}:{}", audience.unwrap_or("api"))),
-                expiration_timestamp: Some(Time(Timestamp::from_second(ISSUED + expiration_seconds).unwrap())),
+                token: Some(format!(
+                    "token:{service_account}:{}",
+                    audience.unwrap_or("api")
+                )),
+                expiration_timestamp: Some(Time(
+                    Timestamp::from_second(ISSUED + expiration_seconds).unwrap(),
+                )),
             })
         }
     }
@@ -1459,15 +1870,25 @@ mod tests {
     }
 
     fn env(resolved: &Resolved, container: &str) -> Vec<(String, String)> {
-        resolved.pod.env[container].iter().map(|(k, v)| (k.clone(), v.as_str().into_owned())).collect()
+        resolved.pod.env[container]
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().into_owned()))
+            .collect()
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn secret_flag(resolved: &Resolved, container: &str, name: &str) -> bool {
-        resolved.pod.env[container].iter().find(|(k, _)| k == name).unwrap().1.secret
+        resolved.pod.env[container]
+            .iter()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+            .secret
     }
 
     async fn resolve_with(fake: &Fake, pod: &Pod) -> Result<Resolved, Error> {
@@ -1578,11 +1999,17 @@ mod tests {
              create it in namespace shop, or set `optional: true` on the reference"
         );
 
-        let pod =
-            env_pod(json!([]), json!([{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "b"}}}]));
+        let pod = env_pod(
+            json!([]),
+            json!([{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "b"}}}]),
+        );
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(err.retriable());
-        assert!(err.to_string().contains("ConfigMap shop/app has no key \"b\"; add the key"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ConfigMap shop/app has no key \"b\"; add the key"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -1602,7 +2029,10 @@ mod tests {
             ("POD_IP", "status.podIP"),
             ("POD_IPS", "status.podIPs"),
         ];
-        let env_json: Vec<_> = paths.iter().map(|(n, p)| json!({"name": n, "valueFrom": field(p)})).collect();
+        let env_json: Vec<_> = paths
+            .iter()
+            .map(|(n, p)| json!({"name": n, "valueFrom": field(p)}))
+            .collect();
         let mut pod = pod(json!({
             "enableServiceLinks": false,
             "nodeName": "skylet",
@@ -1631,15 +2061,23 @@ mod tests {
 
         // re-resolved once the backend reported addresses
         pod.status = Some(
-            serde_json::from_value(json!({"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00::3"}]}))
-                .unwrap(),
+            serde_json::from_value(
+                json!({"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00::3"}]}),
+            )
+            .unwrap(),
         );
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         let vars = env(&resolved, "app");
         assert_eq!(vars[10], ("POD_IP".to_owned(), "10.1.2.3".to_owned()));
-        assert_eq!(vars[11], ("POD_IPS".to_owned(), "10.1.2.3,fd00::3".to_owned()));
+        assert_eq!(
+            vars[11],
+            ("POD_IPS".to_owned(), "10.1.2.3,fd00::3".to_owned())
+        );
 
-        let bad = env_pod(json!([]), json!([{"name": "H", "valueFrom": field("spec.hostname")}]));
+        let bad = env_pod(
+            json!([]),
+            json!([{"name": "H", "valueFrom": field("spec.hostname")}]),
+        );
         let err = resolve_with(&fake, &bad).await.unwrap_err();
         assert!(!err.retriable());
         assert_eq!(err.reason(), "CreateContainerConfigError");
@@ -1652,7 +2090,11 @@ mod tests {
 
     #[tokio::test]
     async fn resource_field_refs_round_up_and_default_to_node_allocatable() {
-        fn res(resource: &str, divisor: Option<&str>, container: Option<&str>) -> serde_json::Value {
+        fn res(
+            resource: &str,
+            divisor: Option<&str>,
+            container: Option<&str>,
+        ) -> serde_json::Value {
             json!({"resourceFieldRef": {"resource": resource, "divisor": divisor, "containerName": container}})
         }
         let pod = pod(json!({
@@ -1698,11 +2140,17 @@ mod tests {
         let resolved = resolve_with(&Fake::default(), &pod_level).await.unwrap();
         assert_eq!(env(&resolved, "app"), pairs(&[("CPU", "2")]));
 
-        let no_limit =
-            env_pod(json!([]), json!([{"name": "E", "valueFrom": res("limits.ephemeral-storage", None, None)}]));
+        let no_limit = env_pod(
+            json!([]),
+            json!([{"name": "E", "valueFrom": res("limits.ephemeral-storage", None, None)}]),
+        );
         let err = resolve_with(&Fake::default(), &no_limit).await.unwrap_err();
         assert!(!err.retriable());
-        assert!(err.to_string().contains("set resources.limits.ephemeral-storage"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("set resources.limits.ephemeral-storage"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -1751,18 +2199,30 @@ mod tests {
             ("DB_MAIN_PORT_9187_UDP_PORT", "9187"),
             ("DB_MAIN_PORT_9187_UDP_ADDR", "10.96.0.10"),
         ];
-        let expected: Vec<_> = db.iter().chain(&kubernetes).chain(&[("DB", "10.96.0.10:5432")]).copied().collect();
+        let expected: Vec<_> = db
+            .iter()
+            .chain(&kubernetes)
+            .chain(&[("DB", "10.96.0.10:5432")])
+            .copied()
+            .collect();
         assert_eq!(env(&resolved, "app"), pairs(&expected));
 
         // disabled: only the API server's service, which the kubelet always sets
         let resolved = resolve_with(&fake, &pod(spec(Some(false)))).await.unwrap();
-        let expected: Vec<_> =
-            kubernetes.iter().chain(&[("DB", "$(DB_MAIN_SERVICE_HOST):$(DB_MAIN_SERVICE_PORT_PG)")]).copied().collect();
+        let expected: Vec<_> = kubernetes
+            .iter()
+            .chain(&[("DB", "$(DB_MAIN_SERVICE_HOST):$(DB_MAIN_SERVICE_PORT_PG)")])
+            .copied()
+            .collect();
         assert_eq!(env(&resolved, "app"), pairs(&expected));
     }
 
     fn file(path: &str, mode: u32, value: Value) -> VolumeFile {
-        VolumeFile { path: path.into(), mode, value }
+        VolumeFile {
+            path: path.into(),
+            mode,
+            value,
+        }
     }
 
     #[tokio::test]
@@ -1788,7 +2248,10 @@ mod tests {
         let png = || Value::plain(vec![0x89, 0x50, 0x4e]);
         assert_eq!(
             volumes["conf"],
-            [file("etc/nginx.conf", 0o400, Value::plain("conf")), file("img/logo.png", 0o600, png())]
+            [
+                file("etc/nginx.conf", 0o400, Value::plain("conf")),
+                file("img/logo.png", 0o600, png())
+            ]
         );
         assert_eq!(
             volumes["all"],
@@ -1800,7 +2263,13 @@ mod tests {
         );
         assert_eq!(volumes["maybe"], []);
         assert!(!volumes.contains_key("scratch"));
-        assert_eq!(fake.calls().iter().filter(|c| *c == "configmap shop/web").count(), 1);
+        assert_eq!(
+            fake.calls()
+                .iter()
+                .filter(|c| *c == "configmap shop/web")
+                .count(),
+            1
+        );
 
         let missing_key = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
             {"name": "conf", "configMap": {"name": "web", "items": [{"key": "missing", "path": "m"}]}}]}));
@@ -1808,8 +2277,9 @@ mod tests {
         assert!(err.retriable());
         assert_eq!(err.reason(), "FailedMount");
         assert!(
-            err.to_string()
-                .starts_with("spec.volumes[0].configMap.items[0]: ConfigMap shop/web has no key \"missing\""),
+            err.to_string().starts_with(
+                "spec.volumes[0].configMap.items[0]: ConfigMap shop/web has no key \"missing\""
+            ),
             "{err}"
         );
     }
@@ -1826,16 +2296,32 @@ mod tests {
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         assert_eq!(
             resolved.pod.volumes["creds"],
-            [file("password", 0o644, Value::secret("hunter2")), file("user", 0o644, Value::secret("bob"))]
+            [
+                file("password", 0o644, Value::secret("hunter2")),
+                file("user", 0o644, Value::secret("bob"))
+            ]
         );
         assert_eq!(resolved.pod.volumes["tls"], []);
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
             {"name": "tls", "secret": {"secretName": "tls"}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
-        assert!(matches!(err, Error::MissingObject { usage: Usage::Volume, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::MissingObject {
+                    usage: Usage::Volume,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(err.reason(), "FailedMount");
-        assert!(err.to_string().starts_with("spec.volumes[0].secret: Secret shop/tls not found"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.volumes[0].secret: Secret shop/tls not found"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -1882,7 +2368,9 @@ mod tests {
             {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "nope"}}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(
-            err.to_string().starts_with("spec.volumes[0].csi.volumeAttributes.secretName: Secret shop/nope not found"),
+            err.to_string().starts_with(
+                "spec.volumes[0].csi.volumeAttributes.secretName: Secret shop/nope not found"
+            ),
             "{err}"
         );
     }
@@ -1910,11 +2398,16 @@ mod tests {
             ]
         );
 
-        let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [{"name": "info", "downwardAPI": {
-            "items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]}));
+        let pod = self::pod(
+            json!({"containers": [{"name": "app"}], "volumes": [{"name": "info", "downwardAPI": {
+            "items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]}),
+        );
         let err = resolve_with(&Fake::default(), &pod).await.unwrap_err();
         assert!(!err.retriable());
-        assert_eq!(err.to_string(), "spec.volumes[0].downwardAPI.items[0].resourceFieldRef: containerName is required");
+        assert_eq!(
+            err.to_string(),
+            "spec.volumes[0].downwardAPI.items[0].resourceFieldRef: containerName is required"
+        );
     }
 
     /// The volume the ServiceAccount admission plugin adds to every pod.
@@ -1949,10 +2442,19 @@ mod tests {
         );
         let issued = Timestamp::from_second(ISSUED).unwrap();
         // 80% of 3607 s
-        assert_eq!(resolved.refresh_at, Some(issued + SignedDuration::from_millis(2_885_600)));
+        assert_eq!(
+            resolved.refresh_at,
+            Some(issued + SignedDuration::from_millis(2_885_600))
+        );
         let mut calls = fake.calls();
         calls.sort();
-        assert_eq!(calls, ["configmap shop/kube-root-ca.crt", "token shop/default None 3607 uid-1"]);
+        assert_eq!(
+            calls,
+            [
+                "configmap shop/kube-root-ca.crt",
+                "token shop/default None 3607 uid-1"
+            ]
+        );
 
         // a second, shorter-lived token comes due first
         let pod = self::pod(json!({
@@ -1965,23 +2467,42 @@ mod tests {
             ],
         }));
         let resolved = resolve_with(&fake, &pod).await.unwrap();
-        assert_eq!(resolved.pod.volumes["vault"], [file("vault-token", 0o644, Value::secret("token:builder:vault"))]);
-        assert_eq!(resolved.refresh_at, Some(issued + SignedDuration::from_secs(480)));
+        assert_eq!(
+            resolved.pod.volumes["vault"],
+            [file(
+                "vault-token",
+                0o644,
+                Value::secret("token:builder:vault")
+            )]
+        );
+        assert_eq!(
+            resolved.refresh_at,
+            Some(issued + SignedDuration::from_secs(480))
+        );
     }
 
     #[test]
     fn refresh_at_caps_at_a_day_and_tolerates_a_missing_expiration() {
         let now = Timestamp::from_second(ISSUED).unwrap();
-        let key = |s| TokenKey { audience: None, expiration_seconds: s };
+        let key = |s| TokenKey {
+            audience: None,
+            expiration_seconds: s,
+        };
         let status = |exp: Option<i64>| TokenRequestStatus {
             token: Some("t".into()),
             expiration_timestamp: exp.map(|e| Time(Timestamp::from_second(e).unwrap())),
         };
         let two_days = 48 * 3600;
         let tokens = HashMap::from([(key(two_days), status(Some(ISSUED + two_days)))]);
-        assert_eq!(refresh_at(&tokens, now), Some(now + SignedDuration::from_hours(24)));
+        assert_eq!(
+            refresh_at(&tokens, now),
+            Some(now + SignedDuration::from_hours(24))
+        );
         let tokens = HashMap::from([(key(1000), status(None))]);
-        assert_eq!(refresh_at(&tokens, now), Some(now + SignedDuration::from_secs(800)));
+        assert_eq!(
+            refresh_at(&tokens, now),
+            Some(now + SignedDuration::from_secs(800))
+        );
         assert_eq!(refresh_at(&HashMap::new(), now), None);
     }
 
@@ -2004,12 +2525,18 @@ mod tests {
              supported by skylet; remove it from the pod spec"
         );
 
-        let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [{"name": "cert", "projected": {
+        let pod = self::pod(
+            json!({"containers": [{"name": "app"}], "volumes": [{"name": "cert", "projected": {
             "sources": [{"podCertificate": {
-                "signerName": "example.com/signer", "keyType": "ED25519", "credentialBundlePath": "c"}}]}}]}));
+                "signerName": "example.com/signer", "keyType": "ED25519", "credentialBundlePath": "c"}}]}}]}),
+        );
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(!err.retriable());
-        assert!(err.to_string().starts_with("spec.volumes[0].projected.sources[0].podCertificate: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.volumes[0].projected.sources[0].podCertificate: "),
+            "{err}"
+        );
 
         let pod = env_pod(
             json!([]),
@@ -2019,7 +2546,11 @@ mod tests {
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(!err.retriable());
         assert_eq!(err.reason(), "CreateContainerConfigError");
-        assert!(err.to_string().starts_with("spec.containers[0].env[0].valueFrom.fileKeyRef: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.containers[0].env[0].valueFrom.fileKeyRef: "),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -2042,7 +2573,10 @@ mod tests {
         }));
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         assert_eq!(fake.calls(), ["configmap shop/app"]);
-        assert_eq!(resolved.pod.env.keys().collect::<Vec<_>>(), ["app", "init", "sidecar"]);
+        assert_eq!(
+            resolved.pod.env.keys().collect::<Vec<_>>(),
+            ["app", "init", "sidecar"]
+        );
         assert_eq!(env(&resolved, "init"), pairs(&[("A", "1"), ("B", "1")]));
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
@@ -2082,7 +2616,12 @@ mod tests {
         assert_eq!(go_quote("tab\there é"), r#""tab\there é""#);
         assert_eq!(go_quote("\u{7f}\u{a0}\\"), r#""\x7f\u00a0\\""#);
         assert_eq!(env_var_name("9-lives.svc"), "_9_LIVES_SVC");
-        assert!(is_env_name("my.var-1 x") && !is_env_name("a=b") && !is_env_name("") && !is_env_name("é"));
+        assert!(
+            is_env_name("my.var-1 x")
+                && !is_env_name("a=b")
+                && !is_env_name("")
+                && !is_env_name("é")
+        );
         assert_eq!(clean_path("./a//b/"), Some("a/b".into()));
         assert_eq!(clean_path("/etc/passwd"), None);
         assert_eq!(clean_path("a/../../b"), None);
@@ -2106,7 +2645,10 @@ mod tests {
         .unwrap();
         let r = resolve(&source, &node(), &pod).await.unwrap();
         let c = &r.pod.pod.spec.unwrap().containers[0];
-        assert_eq!(c.command.as_ref().unwrap()[2], "echo hi $(PW) $(GREETING) $(NOPE)");
+        assert_eq!(
+            c.command.as_ref().unwrap()[2],
+            "echo hi $(PW) $(GREETING) $(NOPE)"
+        );
         assert_eq!(c.args.as_ref().unwrap()[0], "hi");
     }
 }

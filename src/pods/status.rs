@@ -8,8 +8,8 @@
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition,
-        PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
+        Pod, PodCondition, PodStatus,
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
@@ -21,7 +21,10 @@ pub enum Observed<'a> {
     Backend(&'a PodStatus),
     /// Not in the backend yet: waiting for it to be created, with a reason
     /// and message when something blocks it (a missing ConfigMap).
-    Waiting { reason: &'a str, message: Option<&'a str> },
+    Waiting {
+        reason: &'a str,
+        message: Option<&'a str>,
+    },
     /// Will never run: failed with reason and message.
     Failed { reason: &'a str, message: &'a str },
 }
@@ -32,25 +35,31 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
     let spec = pod.spec.clone().unwrap_or_default();
     let mut s = PodStatus {
         host_ip: Some(host_ip.to_owned()),
-        host_ips: Some(vec![HostIP { ip: host_ip.to_owned() }]),
+        host_ips: Some(vec![HostIP {
+            ip: host_ip.to_owned(),
+        }]),
         qos_class: current.qos_class.clone(),
         start_time: current.start_time.clone().or(Some(Time(now))),
         observed_generation: pod.metadata.generation,
         ..Default::default()
     };
-    let waiting = |name: &str, image: Option<&String>, reason: &str, message: Option<&str>| ContainerStatus {
-        name: name.to_owned(),
-        image: image.cloned().unwrap_or_default(),
-        image_id: String::new(),
-        ready: false,
-        started: Some(false),
-        restart_count: 0,
-        state: Some(ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.to_owned()), message: message.map(str::to_owned) }),
+    let waiting =
+        |name: &str, image: Option<&String>, reason: &str, message: Option<&str>| ContainerStatus {
+            name: name.to_owned(),
+            image: image.cloned().unwrap_or_default(),
+            image_id: String::new(),
+            ready: false,
+            started: Some(false),
+            restart_count: 0,
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.to_owned()),
+                    message: message.map(str::to_owned),
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        };
     match observed {
         Observed::Backend(b) => {
             s.phase = b.phase.clone().or(Some("Pending".into()));
@@ -58,10 +67,16 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
             s.pod_ips = b.pod_ips.clone();
             s.reason = b.reason.clone();
             s.message = b.message.clone();
-            s.start_time = current.start_time.clone().or(b.start_time.clone()).or(Some(Time(now)));
-            s.container_statuses = Some(complete(&spec.containers, b.container_statuses.as_deref()));
+            s.start_time = current
+                .start_time
+                .clone()
+                .or(b.start_time.clone())
+                .or(Some(Time(now)));
+            s.container_statuses =
+                Some(complete(&spec.containers, b.container_statuses.as_deref()));
             if let Some(init) = spec.init_containers.as_ref().filter(|i| !i.is_empty()) {
-                s.init_container_statuses = Some(complete(init, b.init_container_statuses.as_deref()));
+                s.init_container_statuses =
+                    Some(complete(init, b.init_container_statuses.as_deref()));
             }
         }
         Observed::Waiting { reason, message } => {
@@ -69,11 +84,17 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
             s.pod_ip = current.pod_ip.clone();
             s.pod_ips = current.pod_ips.clone();
             s.container_statuses = Some(
-                spec.containers.iter().map(|c| waiting(&c.name, c.image.as_ref(), reason, *message)).collect(),
+                spec.containers
+                    .iter()
+                    .map(|c| waiting(&c.name, c.image.as_ref(), reason, *message))
+                    .collect(),
             );
             if let Some(init) = spec.init_containers.as_ref().filter(|i| !i.is_empty()) {
-                s.init_container_statuses =
-                    Some(init.iter().map(|c| waiting(&c.name, c.image.as_ref(), reason, *message)).collect());
+                s.init_container_statuses = Some(
+                    init.iter()
+                        .map(|c| waiting(&c.name, c.image.as_ref(), reason, *message))
+                        .collect(),
+                );
             }
         }
         Observed::Failed { reason, message } => {
@@ -92,40 +113,69 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
                 }),
                 ..waiting(name, image, reason, None)
             };
-            s.container_statuses = Some(spec.containers.iter().map(|c| terminated(&c.name, c.image.as_ref())).collect());
+            s.container_statuses = Some(
+                spec.containers
+                    .iter()
+                    .map(|c| terminated(&c.name, c.image.as_ref()))
+                    .collect(),
+            );
         }
     }
-    s.conditions = Some(conditions(&s, &current, spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()), now));
+    s.conditions = Some(conditions(
+        &s,
+        &current,
+        spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()),
+        now,
+    ));
     s
 }
 
 /// Container statuses in spec order, one per container, with a waiting
 /// status for any the backend did not report.
-fn complete(spec: &[k8s_openapi::api::core::v1::Container], reported: Option<&[ContainerStatus]>) -> Vec<ContainerStatus> {
+fn complete(
+    spec: &[k8s_openapi::api::core::v1::Container],
+    reported: Option<&[ContainerStatus]>,
+) -> Vec<ContainerStatus> {
     spec.iter()
         .map(|c| {
-            reported.into_iter().flatten().find(|s| s.name == c.name).cloned().unwrap_or_else(|| ContainerStatus {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                started: Some(false),
-                state: Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+            reported
+                .into_iter()
+                .flatten()
+                .find(|s| s.name == c.name)
+                .cloned()
+                .unwrap_or_else(|| ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    started: Some(false),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some("ContainerCreating".into()),
+                            message: None,
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })
+                })
         })
         .collect()
 }
 
-fn conditions(s: &PodStatus, current: &PodStatus, has_init: bool, now: Timestamp) -> Vec<PodCondition> {
+fn conditions(
+    s: &PodStatus,
+    current: &PodStatus,
+    has_init: bool,
+    now: Timestamp,
+) -> Vec<PodCondition> {
     let phase = s.phase.as_deref().unwrap_or("Pending");
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let containers = s.container_statuses.as_deref().unwrap_or_default();
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
     let initialized = !has_init
         || s.init_container_statuses.iter().flatten().all(|c| {
-            c.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)
+            c.state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
         });
     let sandbox = s.pod_ip.is_some() || matches!(phase, "Running" | "Succeeded");
     let (ready, ready_reason) = if terminal {
@@ -137,7 +187,11 @@ fn conditions(s: &PodStatus, current: &PodStatus, has_init: bool, now: Timestamp
     };
     let not_ready_msg = |ready: bool| {
         (!ready && !terminal).then(|| {
-            let names: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = containers
+                .iter()
+                .filter(|c| !c.ready)
+                .map(|c| c.name.as_str())
+                .collect();
             format!("containers with unready status: [{}]", names.join(" "))
         })
     };
@@ -145,8 +199,14 @@ fn conditions(s: &PodStatus, current: &PodStatus, has_init: bool, now: Timestamp
     let mut push = |type_: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
         let status = if ok { "True" } else { "False" };
         // keep the transition time while the status stays the same
-        let prev = current.conditions.iter().flatten().find(|c| c.type_ == type_);
-        let since = prev.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone());
+        let prev = current
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_);
+        let since = prev
+            .filter(|p| p.status == status)
+            .and_then(|p| p.last_transition_time.clone());
         out.push(PodCondition {
             type_: type_.into(),
             status: status.into(),
@@ -158,11 +218,21 @@ fn conditions(s: &PodStatus, current: &PodStatus, has_init: bool, now: Timestamp
         });
     };
     push("PodReadyToStartContainers", sandbox, None, None);
-    push("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized"), None);
+    push(
+        "Initialized",
+        initialized,
+        (!initialized).then_some("ContainersNotInitialized"),
+        None,
+    );
     push("Ready", ready, ready_reason, not_ready_msg(ready));
     push("ContainersReady", ready, ready_reason, not_ready_msg(ready));
     // the scheduler's condition stays as it wrote it
-    if let Some(sched) = current.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled") {
+    if let Some(sched) = current
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")
+    {
         out.push(sched.clone());
     }
     out
@@ -192,7 +262,11 @@ pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
             c.sort_by(|a, b| a.type_.cmp(&b.type_));
         }
         // the apiserver defaults an absent lastState to {}
-        let statuses = s.container_statuses.iter_mut().chain(s.init_container_statuses.iter_mut()).flatten();
+        let statuses = s
+            .container_statuses
+            .iter_mut()
+            .chain(s.init_container_statuses.iter_mut())
+            .flatten();
         for c in statuses {
             if c.last_state.as_ref() == Some(&ContainerState::default()) {
                 c.last_state = None;
@@ -205,7 +279,10 @@ pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
 
 /// Whether a pod has finished for good.
 pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 #[cfg(test)]
@@ -229,13 +306,20 @@ mod tests {
         ContainerStatus {
             name: name.into(),
             ready,
-            state: Some(ContainerState { running: Some(ContainerStateRunning { started_at: None }), ..Default::default() }),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning { started_at: None }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
-        s.conditions.iter().flatten().find(|c| c.type_ == t).unwrap()
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .unwrap()
     }
 
     #[test]
@@ -243,18 +327,34 @@ mod tests {
         let b = PodStatus {
             phase: Some("Running".into()),
             pod_ip: Some("10.1.2.3".into()),
-            pod_ips: Some(vec![PodIP { ip: "10.1.2.3".into() }]),
+            pod_ips: Some(vec![PodIP {
+                ip: "10.1.2.3".into(),
+            }]),
             container_statuses: Some(vec![running("b", true), running("a", true)]),
             ..Default::default()
         };
-        let s = desired(&pod(), &Observed::Backend(&b), "192.0.2.1", Timestamp::now());
+        let s = desired(
+            &pod(),
+            &Observed::Backend(&b),
+            "192.0.2.1",
+            Timestamp::now(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.1.2.3"));
         assert_eq!(s.host_ip.as_deref(), Some("192.0.2.1"));
         assert_eq!(cond(&s, "Ready").status, "True");
         assert_eq!(cond(&s, "ContainersReady").status, "True");
-        assert_eq!(cond(&s, "PodScheduled").status, "True", "the scheduler's condition is kept");
-        let names: Vec<_> = s.container_statuses.unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            cond(&s, "PodScheduled").status,
+            "True",
+            "the scheduler's condition is kept"
+        );
+        let names: Vec<_> = s
+            .container_statuses
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["a", "b"], "statuses follow the spec order");
     }
 
@@ -267,14 +367,32 @@ mod tests {
         };
         let s = desired(&pod(), &Observed::Backend(&b), "h", Timestamp::now());
         assert_eq!(cond(&s, "Ready").status, "False");
-        assert_eq!(cond(&s, "Ready").message.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
         let b_status = &s.container_statuses.unwrap()[1];
-        assert_eq!(b_status.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("ContainerCreating"));
+        assert_eq!(
+            b_status
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("ContainerCreating")
+        );
     }
 
     #[test]
     fn same_inputs_give_no_change_and_keep_transition_times() {
-        let b = PodStatus { phase: Some("Running".into()), container_statuses: Some(vec![running("a", true), running("b", true)]), ..Default::default() };
+        let b = PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![running("a", true), running("b", true)]),
+            ..Default::default()
+        };
         let mut p = pod();
         let first = desired(&p, &Observed::Backend(&b), "h", Timestamp::now());
         p.status = Some(first.clone());
@@ -292,34 +410,70 @@ mod tests {
             name: name.into(),
             ready: true,
             state: Some(ContainerState {
-                running: Some(ContainerStateRunning { started_at: Some(Time(started)) }),
+                running: Some(ContainerStateRunning {
+                    started_at: Some(Time(started)),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let b = PodStatus { phase: Some("Running".into()), container_statuses: Some(vec![c("a"), c("b")]), ..Default::default() };
+        let b = PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![c("a"), c("b")]),
+            ..Default::default()
+        };
         let now: Timestamp = "2026-01-01T00:00:06.987654321Z".parse().unwrap();
         let first = desired(&pod(), &Observed::Backend(&b), "h", now);
         // what the apiserver stores and the watch returns: whole seconds,
         // and lastState defaulted to {}
-        let mut stored: PodStatus = serde_json::from_value(serde_json::to_value(&first).unwrap()).unwrap();
+        let mut stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&first).unwrap()).unwrap();
         for c in stored.container_statuses.iter_mut().flatten() {
             c.last_state = Some(ContainerState::default());
         }
         let mut p = pod();
         p.status = Some(stored.clone());
-        let again = desired(&p, &Observed::Backend(&b), "h", now + jiff::SignedDuration::from_secs(300));
+        let again = desired(
+            &p,
+            &Observed::Backend(&b),
+            "h",
+            now + jiff::SignedDuration::from_secs(300),
+        );
         assert!(!changed(Some(&stored), &again), "{stored:?}\n{again:?}");
     }
 
     #[test]
     fn waiting_and_failed_are_explained() {
-        let s = desired(&pod(), &Observed::Waiting { reason: "CreateContainerConfigError", message: Some("configmap \"x\" not found") }, "h", Timestamp::now());
+        let s = desired(
+            &pod(),
+            &Observed::Waiting {
+                reason: "CreateContainerConfigError",
+                message: Some("configmap \"x\" not found"),
+            },
+            "h",
+            Timestamp::now(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Pending"));
-        let w = s.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+        let w = s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
         assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
-        let f = desired(&pod(), &Observed::Failed { reason: "DaemonSetPodNotSupported", message: "no" }, "h", Timestamp::now());
-        assert_eq!((f.phase.as_deref(), f.reason.as_deref()), (Some("Failed"), Some("DaemonSetPodNotSupported")));
+        let f = desired(
+            &pod(),
+            &Observed::Failed {
+                reason: "DaemonSetPodNotSupported",
+                message: "no",
+            },
+            "h",
+            Timestamp::now(),
+        );
+        assert_eq!(
+            (f.phase.as_deref(), f.reason.as_deref()),
+            (Some("Failed"), Some("DaemonSetPodNotSupported"))
+        );
         assert_eq!(cond(&f, "Ready").reason.as_deref(), Some("PodCompleted"));
     }
 }

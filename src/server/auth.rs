@@ -62,8 +62,15 @@ pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Option<Identity> {
     let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = x.subject();
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_owned)).collect();
-    Some(Identity { user, groups, uid: None })
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    Some(Identity {
+        user,
+        groups,
+        uid: None,
+    })
 }
 
 type Cache<K, V> = Mutex<HashMap<K, (V, Instant)>>;
@@ -83,12 +90,18 @@ const DENY_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 
 fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(cache: &Cache<K, V>, key: &K) -> Option<V> {
-    let c = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    c.get(key).filter(|(_, exp)| *exp > Instant::now()).map(|(v, _)| v.clone())
+    let c = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    c.get(key)
+        .filter(|(_, exp)| *exp > Instant::now())
+        .map(|(v, _)| v.clone())
 }
 
 fn remember<K: std::hash::Hash + Eq, V>(cache: &Cache<K, V>, key: K, value: V, ttl: Duration) {
-    let mut c = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut c = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if c.len() >= CACHE_MAX {
         let now = Instant::now();
         c.retain(|_, (_, exp)| *exp > now);
@@ -110,7 +123,13 @@ pub struct CheckError {
 impl Authenticator {
     /// An authenticator for node `node`.
     pub fn new(client: Client, node: String, anonymous: bool) -> Self {
-        Self { client, node, anonymous, tokens: Mutex::default(), decisions: Mutex::default() }
+        Self {
+            client,
+            node,
+            anonymous,
+            tokens: Mutex::default(),
+            decisions: Mutex::default(),
+        }
     }
 
     /// The user behind a bearer token, by TokenReview; `None` if invalid.
@@ -122,14 +141,20 @@ impl Authenticator {
             return Ok(hit);
         }
         let review = TokenReview {
-            spec: TokenReviewSpec { token: token.to_owned(), audiences: None },
+            spec: TokenReviewSpec {
+                token: token.to_owned(),
+                audiences: None,
+            },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let out = api
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|source| CheckError { what: "review a token", source })?;
+            .map_err(|source| CheckError {
+                what: "review a token",
+                source,
+            })?;
         let status = out.status.unwrap_or_default();
         let id = if status.authenticated == Some(true) {
             status.user.map(|u| Identity {
@@ -145,7 +170,12 @@ impl Authenticator {
     }
 
     /// Whether `who` may `verb` `nodes/<subresource>` of this node.
-    pub async fn authorize(&self, who: &Identity, verb: &'static str, subresource: &'static str) -> Result<bool, CheckError> {
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        verb: &'static str,
+        subresource: &'static str,
+    ) -> Result<bool, CheckError> {
         let key = (who.clone(), verb, subresource);
         if let Some(hit) = cached(&self.decisions, &key) {
             return Ok(hit);
@@ -170,9 +200,17 @@ impl Authenticator {
         let out = api
             .create(&PostParams::default(), &sar)
             .await
-            .map_err(|source| CheckError { what: "review access", source })?;
+            .map_err(|source| CheckError {
+                what: "review access",
+                source,
+            })?;
         let allowed = out.status.is_some_and(|s| s.allowed);
-        remember(&self.decisions, key, allowed, if allowed { ALLOW_TTL } else { DENY_TTL });
+        remember(
+            &self.decisions,
+            key,
+            allowed,
+            if allowed { ALLOW_TTL } else { DENY_TTL },
+        );
         Ok(allowed)
     }
 }
@@ -207,7 +245,11 @@ fn subresource(path: &str) -> (&'static str, &'static str) {
 }
 
 /// Authenticates and authorizes every request before its handler runs.
-pub async fn middleware<P: Provider>(AxState(state): AxState<Arc<State<P>>>, mut req: Request, next: Next) -> Response {
+pub async fn middleware<P: Provider>(
+    AxState(state): AxState<Arc<State<P>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let (sub, route) = subresource(req.uri().path());
     let verb = verb(req.method());
     let from_cert = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
@@ -225,7 +267,14 @@ pub async fn middleware<P: Provider>(AxState(state): AxState<Arc<State<P>>>, mut
         }
         Err(resp) => resp,
     };
-    state.metrics.requests.get_or_create(&RequestLabels { route, code: response.status().as_u16() }).inc();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            code: response.status().as_u16(),
+        })
+        .inc();
     response
 }
 
@@ -241,21 +290,31 @@ async fn check<P: Provider>(
         (Some(id), _) => id,
         (None, Some(token)) => match auth.review_token(token).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Err(ApiError::unauthorized("the bearer token is not valid").into_response()),
+            Ok(None) => {
+                return Err(ApiError::unauthorized("the bearer token is not valid").into_response());
+            }
             Err(e) => return Err(ApiError::internal(e).into_response()),
         },
-        (None, None) if auth.anonymous => {
-            Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], uid: None }
-        }
+        (None, None) if auth.anonymous => Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            uid: None,
+        },
         (None, None) => {
-            return Err(ApiError::unauthorized("a client certificate or a bearer token is required").into_response());
+            return Err(ApiError::unauthorized(
+                "a client certificate or a bearer token is required",
+            )
+            .into_response());
         }
     };
     match auth.authorize(&identity, verb, sub).await {
         Ok(true) => Ok(identity),
         Ok(false) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("Forbidden (user={}, verb={verb}, resource=nodes, subresource={sub})", identity.user),
+            format!(
+                "Forbidden (user={}, verb={verb}, resource=nodes, subresource={sub})",
+                identity.user
+            ),
         )
         .into_response()),
         Err(e) => Err(ApiError::internal(e).into_response()),
@@ -281,8 +340,10 @@ mod tests {
     fn certificate_subject_gives_user_and_groups() {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
-        p.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:masters");
         let cert = p.self_signed(&key).unwrap();
         let id = identity_from_cert(cert.der()).unwrap();
         assert_eq!(id.user, "kube-apiserver-kubelet-client");

@@ -19,7 +19,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// 400: the request is malformed.
@@ -29,7 +33,10 @@ impl ApiError {
 
     /// 401: who is asking is unknown.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, format!("Unauthorized: {}", message.into()))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized: {}", message.into()),
+        )
     }
 
     /// 404.
@@ -65,18 +72,30 @@ impl From<ProviderError> for ApiError {
             ProviderError::Transient(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let retry_after = match &e {
-            ProviderError::Throttled { retry_after } => Some(retry_after.map_or(1, |d| d.as_secs().max(1))),
+            ProviderError::Throttled { retry_after } => {
+                Some(retry_after.map_or(1, |d| d.as_secs().max(1)))
+            }
             _ => None,
         };
-        Self { status, message: e.to_string(), retry_after }
+        Self {
+            status,
+            message: e.to_string(),
+            retry_after,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.message).into_response();
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.message,
+        )
+            .into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -99,7 +118,12 @@ mod tests {
             (ProviderError::NotFound("x".into()), 404),
             (ProviderError::invalid("R", "m"), 400),
             (ProviderError::Unsupported("u".into()), 501),
-            (ProviderError::Throttled { retry_after: Some(Duration::from_secs(7)) }, 429),
+            (
+                ProviderError::Throttled {
+                    retry_after: Some(Duration::from_secs(7)),
+                },
+                429,
+            ),
             (ProviderError::transient("t"), 503),
         ];
         for (e, code) in cases {

@@ -22,17 +22,24 @@ pub(crate) fn parse_options(q: &HashMap<String, String>) -> Result<LogOptions, A
         match q.get(name).map(String::as_str) {
             None | Some("" | "false" | "0") => Ok(false),
             Some("true" | "1") => Ok(true),
-            Some(v) => Err(ApiError::bad_request(format!("{name}={v:?} is not a boolean"))),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "{name}={v:?} is not a boolean"
+            ))),
         }
     };
     let number = |name: &str| -> Result<Option<i64>, ApiError> {
         q.get(name)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("{name}={v:?} is not an integer"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("{name}={v:?} is not an integer")))
+            })
             .transpose()
     };
     let positive = |name: &str, v: Option<i64>, min: i64| -> Result<Option<u64>, ApiError> {
         match v {
-            Some(n) if n < min => Err(ApiError::bad_request(format!("{name} must be at least {min}, got {n}"))),
+            Some(n) if n < min => Err(ApiError::bad_request(format!(
+                "{name} must be at least {min}, got {n}"
+            ))),
             Some(n) => Ok(u64::try_from(n).ok()),
             None => Ok(None),
         }
@@ -42,13 +49,22 @@ pub(crate) fn parse_options(q: &HashMap<String, String>) -> Result<LogOptions, A
     let limit_bytes = positive("limitBytes", number("limitBytes")?, 1)?;
     let since_time = q
         .get("sinceTime")
-        .map(|v| v.parse::<jiff::Timestamp>().map_err(|e| ApiError::bad_request(format!("sinceTime={v:?} is not RFC 3339: {e}"))))
+        .map(|v| {
+            v.parse::<jiff::Timestamp>()
+                .map_err(|e| ApiError::bad_request(format!("sinceTime={v:?} is not RFC 3339: {e}")))
+        })
         .transpose()?;
     if since_seconds.is_some() && since_time.is_some() {
-        return Err(ApiError::bad_request("at most one of sinceTime or sinceSeconds may be specified"));
+        return Err(ApiError::bad_request(
+            "at most one of sinceTime or sinceSeconds may be specified",
+        ));
     }
     let since = match (since_seconds, since_time) {
-        (Some(s), _) => jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(i64::try_from(s).unwrap_or(i64::MAX))).ok(),
+        (Some(s), _) => jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(
+                i64::try_from(s).unwrap_or(i64::MAX),
+            ))
+            .ok(),
         (None, t) => t,
     };
     Ok(LogOptions {
@@ -67,15 +83,35 @@ pub(crate) async fn logs<P: Provider>(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let opts = parse_options(&q)?;
-    let pod = state.pod(&ns, &name).ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} is not on this node")))?;
+    let pod = state
+        .pod(&ns, &name)
+        .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} is not on this node")))?;
     let spec = pod.spec.as_ref();
-    let known = spec.into_iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten())).any(|c| c.name == container);
+    let known = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .any(|c| c.name == container);
     if !known {
-        return Err(ApiError::not_found(format!("container {container:?} is not in pod {ns}/{name}")));
+        return Err(ApiError::not_found(format!(
+            "container {container:?} is not in pod {ns}/{name}"
+        )));
     }
     let r = PodRef::of(&pod);
-    let stream = timed(&state.metrics, "logs", state.provider.logs(&r, &container, opts)).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    let stream = timed(
+        &state.metrics,
+        "logs",
+        state.provider.logs(&r, &container, opts),
+    )
+    .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -83,26 +119,53 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn options_parse_like_the_kubelets() {
-        let o = parse_options(&q(&[("follow", "true"), ("tailLines", "5"), ("timestamps", "1"), ("limitBytes", "100")])).unwrap();
+        let o = parse_options(&q(&[
+            ("follow", "true"),
+            ("tailLines", "5"),
+            ("timestamps", "1"),
+            ("limitBytes", "100"),
+        ]))
+        .unwrap();
         assert!(o.follow && o.timestamps && !o.previous);
         assert_eq!((o.tail_lines, o.limit_bytes), (Some(5), Some(100)));
         let o = parse_options(&q(&[("sinceTime", "2026-01-02T03:04:05Z")])).unwrap();
         assert_eq!(o.since.unwrap().to_string(), "2026-01-02T03:04:05Z");
-        assert!(parse_options(&q(&[("sinceSeconds", "10")])).unwrap().since.is_some());
+        assert!(
+            parse_options(&q(&[("sinceSeconds", "10")]))
+                .unwrap()
+                .since
+                .is_some()
+        );
     }
 
     #[test]
     fn malformed_options_are_400_naming_the_parameter() {
-        for (k, v) in [("tailLines", "x"), ("tailLines", "-1"), ("sinceSeconds", "0"), ("sinceTime", "yesterday"), ("follow", "maybe"), ("limitBytes", "0")] {
+        for (k, v) in [
+            ("tailLines", "x"),
+            ("tailLines", "-1"),
+            ("sinceSeconds", "0"),
+            ("sinceTime", "yesterday"),
+            ("follow", "maybe"),
+            ("limitBytes", "0"),
+        ] {
             let e = parse_options(&q(&[(k, v)])).unwrap_err();
             assert_eq!(e.status().as_u16(), 400, "{k}={v}");
             assert!(format!("{e:?}").contains(k), "{k}: {e:?}");
         }
-        assert!(parse_options(&q(&[("sinceTime", "2026-01-02T03:04:05Z"), ("sinceSeconds", "5")])).is_err());
+        assert!(
+            parse_options(&q(&[
+                ("sinceTime", "2026-01-02T03:04:05Z"),
+                ("sinceSeconds", "5")
+            ]))
+            .is_err()
+        );
     }
 }

@@ -15,12 +15,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{
-    Extension, Router,
-    extract::Request,
-    middleware,
-    routing::get,
-};
+use axum::{Extension, Router, extract::Request, middleware, routing::get};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -54,7 +49,10 @@ pub enum Error {
     Tls(#[from] tls::Error),
     /// The port could not be bound.
     #[error("cannot listen on {addr}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What handlers share.
@@ -70,14 +68,33 @@ pub struct State<P> {
 
 impl<P: Provider> State<P> {
     /// State over a client, the provider and the pod store.
-    pub fn new(client: Client, provider: Arc<P>, pods: Store<Pod>, config: ServerConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        let auth = auth::Authenticator::new(client.clone(), config.node_name.clone(), config.anonymous_auth);
-        Arc::new(Self { client, provider, pods, config, metrics, auth, started: jiff::Timestamp::now() })
+    pub fn new(
+        client: Client,
+        provider: Arc<P>,
+        pods: Store<Pod>,
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let auth = auth::Authenticator::new(
+            client.clone(),
+            config.node_name.clone(),
+            config.anonymous_auth,
+        );
+        Arc::new(Self {
+            client,
+            provider,
+            pods,
+            config,
+            metrics,
+            auth,
+            started: jiff::Timestamp::now(),
+        })
     }
 
     /// The pod `ns/name` if it is bound to this node.
     pub(crate) fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
-        self.pods.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+        self.pods
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
     }
 }
 
@@ -89,14 +106,29 @@ pub fn router<P: Provider>(state: Arc<State<P>>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods::pods::<P>))
         .route("/runningpods/", get(pods::running::<P>))
-        .route("/containerLogs/{ns}/{pod}/{container}", get(logs::logs::<P>))
+        .route(
+            "/containerLogs/{ns}/{pod}/{container}",
+            get(logs::logs::<P>),
+        )
         .route("/stats/summary", get(stats::summary::<P>))
         .route("/metrics/resource", get(stats::resource_metrics::<P>))
-        .route("/exec/{*rest}", get(streaming::exec::<P>).post(streaming::exec::<P>))
-        .route("/attach/{*rest}", get(streaming::attach::<P>).post(streaming::attach::<P>))
-        .route("/portForward/{*rest}", get(streaming::port_forward::<P>).post(streaming::port_forward::<P>))
+        .route(
+            "/exec/{*rest}",
+            get(streaming::exec::<P>).post(streaming::exec::<P>),
+        )
+        .route(
+            "/attach/{*rest}",
+            get(streaming::attach::<P>).post(streaming::attach::<P>),
+        )
+        .route(
+            "/portForward/{*rest}",
+            get(streaming::port_forward::<P>).post(streaming::port_forward::<P>),
+        )
         .fallback(error::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::middleware::<P>))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware::<P>,
+        ))
         .with_state(state)
 }
 
@@ -110,24 +142,40 @@ pub struct Server {
 
 impl Server {
     /// Binds the listen address and prepares TLS.
-    pub async fn bind<P: Provider>(state: Arc<State<P>>, config: &ServerConfig) -> Result<Self, Error> {
+    pub async fn bind<P: Provider>(
+        state: Arc<State<P>>,
+        config: &ServerConfig,
+    ) -> Result<Self, Error> {
         let (tls, store) = tls::server_config(config)?;
-        let listener =
-            TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let csr = (config.serving_cert == crate::config::ServingCert::Csr)
             .then(|| (state.client.clone(), config.clone(), store));
-        Ok(Self { listener, acceptor: TlsAcceptor::from(tls), app: router(state), csr })
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+            app: router(state),
+            csr,
+        })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until `shutdown`, then gives open connections a few seconds.
     pub async fn serve(self, shutdown: CancellationToken) {
         if let Some((client, settings, store)) = self.csr {
-            tokio::spawn(tls::csr_loop(client, settings, store, shutdown.clone()).in_current_span());
+            tokio::spawn(
+                tls::csr_loop(client, settings, store, shutdown.clone()).in_current_span(),
+            );
         }
         let conns = tokio_util::task::TaskTracker::new();
         loop {

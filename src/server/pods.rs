@@ -18,7 +18,9 @@ fn list(items: Vec<Pod>) -> Json<Value> {
 
 pub(crate) async fn pods<P: Provider>(AxState(state): AxState<Arc<State<P>>>) -> Json<Value> {
     let mut items: Vec<Pod> = state.pods.state().iter().map(|p| (**p).clone()).collect();
-    items.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+    items.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
     list(items)
 }
 
@@ -36,10 +38,15 @@ pub(crate) async fn running<P: Provider>(AxState(state): AxState<Arc<State<P>>>)
                 uid: p.metadata.uid.clone(),
                 ..Default::default()
             },
-            spec: p.spec.as_ref().map(|s| PodSpec { containers: s.containers.clone(), ..Default::default() }),
+            spec: p.spec.as_ref().map(|s| PodSpec {
+                containers: s.containers.clone(),
+                ..Default::default()
+            }),
             status: None,
         })
         .collect();
-    items.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+    items.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
     list(items)
 }

@@ -20,10 +20,16 @@ use crate::metrics::timed;
 
 fn usage_nano_cores(cumulative_ns: u64, start: Option<Timestamp>, now: Timestamp) -> u64 {
     let secs = start.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
-    if secs <= 0.0 { 0 } else { (cumulative_ns as f64 / secs) as u64 }
+    if secs <= 0.0 {
+        0
+    } else {
+        (cumulative_ns as f64 / secs) as u64
+    }
 }
 
-pub(crate) async fn summary<P: Provider>(AxState(state): AxState<Arc<State<P>>>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn summary<P: Provider>(
+    AxState(state): AxState<Arc<State<P>>>,
+) -> Result<Json<Value>, ApiError> {
     let stats = timed(&state.metrics, "stats", state.provider.stats()).await?;
     let now = Timestamp::now();
     let (mut node_cpu, mut node_mem) = (0u64, 0u64);
@@ -70,51 +76,130 @@ pub(crate) fn render_resource_metrics(stats: &[PodStats], now: Timestamp) -> Str
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(&mut out, "container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the container in core-seconds");
+    family(
+        &mut out,
+        "container_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the container in core-seconds",
+    );
     for p in stats {
         for c in &p.containers {
             node_cpu += c.cpu_usage_core_nanoseconds;
-            let _ = writeln!(out, "container_cpu_usage_seconds_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
-                c.name, p.pod.namespace, p.pod.name, c.cpu_usage_core_nanoseconds as f64 / 1e9);
+            let _ = writeln!(
+                out,
+                "container_cpu_usage_seconds_total{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
+                c.name,
+                p.pod.namespace,
+                p.pod.name,
+                c.cpu_usage_core_nanoseconds as f64 / 1e9
+            );
         }
     }
-    family(&mut out, "container_memory_working_set_bytes", "gauge", "Current working set of the container in bytes");
+    family(
+        &mut out,
+        "container_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the container in bytes",
+    );
     for p in stats {
         for c in &p.containers {
             node_mem += c.memory_working_set_bytes;
-            let _ = writeln!(out, "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
-                c.name, p.pod.namespace, p.pod.name, c.memory_working_set_bytes);
+            let _ = writeln!(
+                out,
+                "container_memory_working_set_bytes{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
+                c.name, p.pod.namespace, p.pod.name, c.memory_working_set_bytes
+            );
         }
     }
-    family(&mut out, "container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds");
+    family(
+        &mut out,
+        "container_start_time_seconds",
+        "gauge",
+        "Start time of the container since unix epoch in seconds",
+    );
     for p in stats {
         for c in &p.containers {
             if let Some(start) = c.start_time {
-                let _ = writeln!(out, "container_start_time_seconds{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
-                    c.name, p.pod.namespace, p.pod.name, start.as_second());
+                let _ = writeln!(
+                    out,
+                    "container_start_time_seconds{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}} {} {ts}",
+                    c.name,
+                    p.pod.namespace,
+                    p.pod.name,
+                    start.as_second()
+                );
             }
         }
     }
-    family(&mut out, "pod_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the pod in core-seconds");
+    family(
+        &mut out,
+        "pod_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the pod in core-seconds",
+    );
     for p in stats {
-        let cpu: u64 = p.containers.iter().map(|c| c.cpu_usage_core_nanoseconds).sum();
-        let _ = writeln!(out, "pod_cpu_usage_seconds_total{{namespace=\"{}\",pod=\"{}\"}} {} {ts}", p.pod.namespace, p.pod.name, cpu as f64 / 1e9);
+        let cpu: u64 = p
+            .containers
+            .iter()
+            .map(|c| c.cpu_usage_core_nanoseconds)
+            .sum();
+        let _ = writeln!(
+            out,
+            "pod_cpu_usage_seconds_total{{namespace=\"{}\",pod=\"{}\"}} {} {ts}",
+            p.pod.namespace,
+            p.pod.name,
+            cpu as f64 / 1e9
+        );
     }
-    family(&mut out, "pod_memory_working_set_bytes", "gauge", "Current working set of the pod in bytes");
+    family(
+        &mut out,
+        "pod_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the pod in bytes",
+    );
     for p in stats {
-        let mem: u64 = p.containers.iter().map(|c| c.memory_working_set_bytes).sum();
-        let _ = writeln!(out, "pod_memory_working_set_bytes{{namespace=\"{}\",pod=\"{}\"}} {mem} {ts}", p.pod.namespace, p.pod.name);
+        let mem: u64 = p
+            .containers
+            .iter()
+            .map(|c| c.memory_working_set_bytes)
+            .sum();
+        let _ = writeln!(
+            out,
+            "pod_memory_working_set_bytes{{namespace=\"{}\",pod=\"{}\"}} {mem} {ts}",
+            p.pod.namespace, p.pod.name
+        );
     }
-    family(&mut out, "node_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the node in core-seconds");
-    let _ = writeln!(out, "node_cpu_usage_seconds_total {} {ts}", node_cpu as f64 / 1e9);
-    family(&mut out, "node_memory_working_set_bytes", "gauge", "Current working set of the node in bytes");
+    family(
+        &mut out,
+        "node_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the node in core-seconds",
+    );
+    let _ = writeln!(
+        out,
+        "node_cpu_usage_seconds_total {} {ts}",
+        node_cpu as f64 / 1e9
+    );
+    family(
+        &mut out,
+        "node_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the node in bytes",
+    );
     let _ = writeln!(out, "node_memory_working_set_bytes {node_mem} {ts}");
-    family(&mut out, "scrape_error", "gauge", "1 if there was an error while getting container metrics, 0 otherwise");
+    family(
+        &mut out,
+        "scrape_error",
+        "gauge",
+        "1 if there was an error while getting container metrics, 0 otherwise",
+    );
     let _ = writeln!(out, "scrape_error 0");
     out
 }
 
-pub(crate) async fn resource_metrics<P: Provider>(AxState(state): AxState<Arc<State<P>>>) -> Result<Response, ApiError> {
+pub(crate) async fn resource_metrics<P: Provider>(
+    AxState(state): AxState<Arc<State<P>>>,
+) -> Result<Response, ApiError> {
     let stats = timed(&state.metrics, "stats", state.provider.stats()).await?;
     let body = render_resource_metrics(&stats, Timestamp::now());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
@@ -144,6 +229,8 @@ mod tests {
         assert!(text.contains(&format!("container_cpu_usage_seconds_total{{container=\"c\",namespace=\"ns\",pod=\"p\"}} 2.5 {ts}")), "{text}");
         assert!(text.contains(&format!("container_memory_working_set_bytes{{container=\"c\",namespace=\"ns\",pod=\"p\"}} 1024 {ts}")));
         assert!(text.contains(&format!("node_memory_working_set_bytes 1024 {ts}")));
-        assert!(text.contains("container_start_time_seconds{container=\"c\",namespace=\"ns\",pod=\"p\"} 1767225600"));
+        assert!(text.contains(
+            "container_start_time_seconds{container=\"c\",namespace=\"ns\",pod=\"p\"} 1767225600"
+        ));
     }
 }

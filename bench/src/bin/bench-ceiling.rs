@@ -37,7 +37,10 @@ use skylet_bench::{client_from, init_tracing, key_value};
 use tokio::sync::Semaphore;
 
 #[derive(Parser)]
-#[command(name = "bench-ceiling", about = "The minimal node agent: one status write per pod, at full concurrency")]
+#[command(
+    name = "bench-ceiling",
+    about = "The minimal node agent: one status write per pod, at full concurrency"
+)]
 struct Args {
     /// kubeconfig of the node's identity.
     #[arg(long)]
@@ -52,7 +55,10 @@ struct Args {
     #[arg(long = "node-label", default_value = "type=bench-ceiling")]
     labels: Vec<String>,
     /// Node taint key=value:Effect (repeatable).
-    #[arg(long = "node-taint", default_value = "bench.skylet.io/ceiling=true:NoSchedule")]
+    #[arg(
+        long = "node-taint",
+        default_value = "bench.skylet.io/ceiling=true:NoSchedule"
+    )]
     taints: Vec<String>,
     /// Writes in flight at once; 0 = unbounded.
     #[arg(long, default_value_t = 0)]
@@ -122,16 +128,16 @@ async fn register(client: &Client, args: &Args) -> anyhow::Result<()> {
         .taints
         .iter()
         .map(|t| {
-            let (kv, effect) = t.rsplit_once(':').with_context(|| format!("taint {t:?}: no :Effect"))?;
+            let (kv, effect) = t
+                .rsplit_once(':')
+                .with_context(|| format!("taint {t:?}: no :Effect"))?;
             let (k, v) = key_value(kv)?;
             Ok(json!({"key": k, "value": v, "effect": effect}))
         })
         .collect::<anyhow::Result<_>>()?;
     let now = jiff::Timestamp::now().to_string();
     let capacity = json!({"cpu": "1000", "memory": "4Ti", "pods": args.max_pods.to_string()});
-    let ready = |t: &str, s: &str, reason: &str| {
-        json!({"type": t, "status": s, "reason": reason, "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
+    let ready = |t: &str, s: &str, reason: &str| json!({"type": t, "status": s, "reason": reason, "lastHeartbeatTime": now, "lastTransitionTime": now});
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": args.node_name, "labels": labels},
         "spec": {"taints": taints},
@@ -155,7 +161,13 @@ async fn register(client: &Client, args: &Args) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let status = json!({"status": node.status});
-            nodes.patch_status(&args.node_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+            nodes
+                .patch_status(
+                    &args.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await?;
         }
         Err(e) => return Err(e).context("cannot register the node"),
     }
@@ -172,7 +184,10 @@ async fn renew_lease(client: Client, node: String) {
         let r = match leases.get_opt(&node).await {
             Ok(Some(mut l)) => {
                 l.spec.get_or_insert_with(Default::default).renew_time = Some(now);
-                leases.replace(&node, &PostParams::default(), &l).await.map(drop)
+                leases
+                    .replace(&node, &PostParams::default(), &l)
+                    .await
+                    .map(drop)
             }
             Ok(None) => {
                 let l: Result<Lease, _> = serde_json::from_value(json!({
@@ -198,14 +213,25 @@ async fn renew_lease(client: Client, node: String) {
 fn handle(ctx: &Arc<Ctx>, pod: Pod) {
     let Some(uid) = pod.uid() else { return };
     if pod.metadata.deletion_timestamp.is_some() {
-        if ctx.deleted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.clone()) {
+        if ctx
+            .deleted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.clone())
+        {
             let ctx = ctx.clone();
             tokio::spawn(async move { final_delete(&ctx, &pod, uid).await });
         }
         return;
     }
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    if !running && ctx.patched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.clone()) {
+    if !running
+        && ctx
+            .patched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.clone())
+    {
         let ctx = ctx.clone();
         tokio::spawn(async move { set_running(&ctx, &pod, uid).await });
     }
@@ -242,7 +268,10 @@ async fn set_running(ctx: &Ctx, pod: &Pod, uid: String) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let name = pod.name_any();
     for attempt in 1..=5u64 {
-        match pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match pods
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
             Ok(_) => return,
             Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => return,
             Err(e) => {
@@ -252,7 +281,10 @@ async fn set_running(ctx: &Ctx, pod: &Pod, uid: String) {
         }
     }
     // let a later event try again
-    ctx.patched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    ctx.patched
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&uid);
 }
 
 /// The final delete of a pod being deleted: grace 0, only this UID.
@@ -264,7 +296,10 @@ async fn final_delete(ctx: &Ctx, pod: &Pod, uid: String) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     let name = pod.name_any();
@@ -278,5 +313,8 @@ async fn final_delete(ctx: &Ctx, pod: &Pod, uid: String) {
             }
         }
     }
-    ctx.patched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    ctx.patched
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&uid);
 }

@@ -44,7 +44,10 @@ use skylet_bench::{
 use tokio::sync::Notify;
 
 #[derive(Parser)]
-#[command(name = "skylet-bench", about = "Load generator and measurer for hack/bench")]
+#[command(
+    name = "skylet-bench",
+    about = "Load generator and measurer for hack/bench"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -174,7 +177,10 @@ struct Tracker {
 
 impl Tracker {
     fn counts(&self) -> (usize, usize, usize) {
-        let m = self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = self
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let running = m.values().filter(|s| s.running.is_some()).count();
         let gone = m.values().filter(|s| s.gone.is_some()).count();
         (m.len(), running, gone)
@@ -183,7 +189,10 @@ impl Tracker {
     fn observe(&self, pod: &Pod, deleted: bool) {
         let t = now_unix();
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        let mut m = self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = m.entry(pod.name_any()).or_default();
         s.first.get_or_insert(t);
         if running && s.running.is_none() {
@@ -240,7 +249,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .iter()
         .map(|s| {
             let (n, p) = key_value(s)?;
-            Ok((n, p.parse().with_context(|| format!("--sample {s}: not a pid"))?))
+            Ok((
+                n,
+                p.parse()
+                    .with_context(|| format!("--sample {s}: not a pid"))?,
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     let sampler = Sampler::start(procs.clone(), args.clk_tck, Duration::from_secs(1));
@@ -249,8 +262,15 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
     let tracker = Arc::new(Tracker::default());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let watch_task = tokio::spawn(watch_pods(pods.clone(), selector.clone(), tracker.clone(), ready_tx));
-    tokio::time::timeout(Duration::from_secs(30), ready_rx).await.context("the pod watch did not start")??;
+    let watch_task = tokio::spawn(watch_pods(
+        pods.clone(),
+        selector.clone(),
+        tracker.clone(),
+        ready_tx,
+    ));
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .context("the pod watch did not start")??;
 
     let template = pod_template(&args, &run_id)?;
     let count = args.count;
@@ -259,17 +279,18 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut create_errors = 0u64;
     match args.scenario {
         Scenario::Burst | Scenario::Steady => {
-            let results: Vec<(String, anyhow::Result<(f64, u32)>)> = futures::stream::iter(0..count)
-                .map(|i| {
-                    let mut pod = template.clone();
-                    let name = format!("bench-{i:05}");
-                    pod.metadata.name = Some(name.clone());
-                    let pods = pods.clone();
-                    async move { (name, create_with_retry(&pods, &pod).await) }
-                })
-                .buffer_unordered(args.concurrency.max(1))
-                .collect()
-                .await;
+            let results: Vec<(String, anyhow::Result<(f64, u32)>)> =
+                futures::stream::iter(0..count)
+                    .map(|i| {
+                        let mut pod = template.clone();
+                        let name = format!("bench-{i:05}");
+                        pod.metadata.name = Some(name.clone());
+                        let pods = pods.clone();
+                        async move { (name, create_with_retry(&pods, &pod).await) }
+                    })
+                    .buffer_unordered(args.concurrency.max(1))
+                    .collect()
+                    .await;
             for (name, r) in results {
                 match r {
                     Ok((t, retries)) => {
@@ -278,34 +299,59 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                     }
                     Err(e) => {
                         create_errors += 1;
-                        tracing::error!(pod = name, error = format!("{e:#}"), "create failed for good");
+                        tracing::error!(
+                            pod = name,
+                            error = format!("{e:#}"),
+                            "create failed for good"
+                        );
                     }
                 }
             }
         }
         Scenario::Deployment => {
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
-            deployments.create(&PostParams::default(), &deployment(&template, &run_id, count)?).await?;
+            deployments
+                .create(
+                    &PostParams::default(),
+                    &deployment(&template, &run_id, count)?,
+                )
+                .await?;
         }
     }
     let t_created = now_unix();
     tracing::info!(count, seconds = t_created - t_create, "creates returned");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    let all_running = tracker.wait(deadline, "all pods Running", true, |_, running, _| running >= count).await;
+    let all_running = tracker
+        .wait(deadline, "all pods Running", true, |_, running, _| {
+            running >= count
+        })
+        .await;
     let t_running = now_unix();
 
-    let mut windows = vec![Window { name: "to_running".into(), from: t_create, to: t_running }];
+    let mut windows = vec![Window {
+        name: "to_running".into(),
+        from: t_create,
+        to: t_running,
+    }];
     if all_running && args.hold > 0 {
         tracing::info!(seconds = args.hold, "holding the pods Running");
         let from = now_unix();
         tokio::time::sleep(Duration::from_secs(args.hold)).await;
         let to = now_unix();
-        windows.push(Window { name: "hold".into(), from, to });
+        windows.push(Window {
+            name: "hold".into(),
+            from,
+            to,
+        });
         // the hold without its start, where the last writes of the way to
         // Running may still land: what a node costs once its pods are settled
         let settle = (args.hold as f64 / 2.0).min(60.0);
-        windows.push(Window { name: "settled".into(), from: from + settle, to });
+        windows.push(Window {
+            name: "settled".into(),
+            from: from + settle,
+            to,
+        });
     }
 
     let mut delete = Value::Null;
@@ -314,33 +360,53 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         match args.scenario {
             Scenario::Deployment => {
                 let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
-                deployments.delete(&run_id, &DeleteParams::background()).await?;
+                deployments
+                    .delete(&run_id, &DeleteParams::background())
+                    .await?;
             }
             _ => {
-                pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await?;
+                pods.delete_collection(
+                    &DeleteParams::default(),
+                    &ListParams::default().labels(&selector),
+                )
+                .await?;
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
         let all_gone = wait_gone(&pods, &selector, &tracker, deadline).await;
         let t_gone = now_unix();
         tracing::info!(all_gone, seconds = t_gone - t_del, "deleted");
-        windows.push(Window { name: "delete".into(), from: t_del, to: t_gone });
+        windows.push(Window {
+            name: "delete".into(),
+            from: t_del,
+            to: t_gone,
+        });
         delete = json!({"all_gone": all_gone, "seconds": t_gone - t_del, "pods_per_s": count as f64 / (t_gone - t_del)});
     }
     let finished = now_unix();
-    windows.push(Window { name: "run".into(), from: started, to: finished });
+    windows.push(Window {
+        name: "run".into(),
+        from: started,
+        to: finished,
+    });
     watch_task.abort();
     let series = sampler.finish(&procs, args.clk_tck);
 
     // per-pod latency: create returned (or first seen) -> first seen Running
-    let seen = tracker.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let seen = tracker
+        .pods
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let mut latencies = Vec::with_capacity(count);
     let mut negative = 0usize;
     let mut last_running = t_create;
     for (name, s) in &seen {
         let Some(running) = s.running else { continue };
         last_running = last_running.max(running);
-        let Some(from) = created.get(name).copied().or(s.first) else { continue };
+        let Some(from) = created.get(name).copied().or(s.first) else {
+            continue;
+        };
         let ms = (running - from) * 1000.0;
         if ms < 0.0 {
             negative += 1;
@@ -353,16 +419,27 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let processes: BTreeMap<String, Value> = series
         .iter()
         .map(|(name, samples)| {
-            let usage: BTreeMap<&str, procstat::Usage> =
-                windows.iter().map(|w| (w.name.as_str(), procstat::usage(samples, w.from, w.to))).collect();
+            let usage: BTreeMap<&str, procstat::Usage> = windows
+                .iter()
+                .map(|w| (w.name.as_str(), procstat::usage(samples, w.from, w.to)))
+                .collect();
             let pid = procs.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
-            let compact: Vec<[f64; 3]> =
-                samples.iter().map(|s| [s.t - started, s.rss_kib as f64 / 1024.0, s.cpu_s]).collect();
+            let compact: Vec<[f64; 3]> = samples
+                .iter()
+                .map(|s| [s.t - started, s.rss_kib as f64 / 1024.0, s.cpu_s])
+                .collect();
             let hwm = samples.iter().map(|s| s.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
-            (name.clone(), json!({"pid": pid, "hwm_mib": hwm, "usage": usage, "samples": compact}))
+            (
+                name.clone(),
+                json!({"pid": pid, "hwm_mib": hwm, "usage": usage, "samples": compact}),
+            )
         })
         .collect();
-    let meta: BTreeMap<String, String> = args.meta.iter().map(|m| key_value(m)).collect::<anyhow::Result<_>>()?;
+    let meta: BTreeMap<String, String> = args
+        .meta
+        .iter()
+        .map(|m| key_value(m))
+        .collect::<anyhow::Result<_>>()?;
     let result = json!({
         "meta": meta,
         "scenario": args.scenario.name(),
@@ -442,13 +519,20 @@ async fn create_with_retry(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<(f64, u
     }
 }
 
-async fn watch_pods(pods: Api<Pod>, selector: String, tracker: Arc<Tracker>, ready: tokio::sync::oneshot::Sender<()>) {
+async fn watch_pods(
+    pods: Api<Pod>,
+    selector: String,
+    tracker: Arc<Tracker>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
     let mut ready = Some(ready);
     let stream = watcher(pods, watcher::Config::default().labels(&selector)).default_backoff();
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => tracker.observe(&p, false),
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                tracker.observe(&p, false)
+            }
             Ok(watcher::Event::Delete(p)) => tracker.observe(&p, true),
             Ok(watcher::Event::InitDone) => {
                 if let Some(tx) = ready.take() {
@@ -463,13 +547,24 @@ async fn watch_pods(pods: Api<Pod>, selector: String, tracker: Arc<Tracker>, rea
 
 /// Waits until every pod the watch saw is gone; a list now and then guards
 /// against deletions the watch missed while it was re-listing.
-async fn wait_gone(pods: &Api<Pod>, selector: &str, tracker: &Tracker, deadline: tokio::time::Instant) -> bool {
+async fn wait_gone(
+    pods: &Api<Pod>,
+    selector: &str,
+    tracker: &Tracker,
+    deadline: tokio::time::Instant,
+) -> bool {
     loop {
         let step = (tokio::time::Instant::now() + Duration::from_secs(5)).min(deadline);
-        if tracker.wait(step, "all pods gone", false, |seen, _, gone| gone >= seen).await {
+        if tracker
+            .wait(step, "all pods gone", false, |seen, _, gone| gone >= seen)
+            .await
+        {
             return true;
         }
-        match pods.list_metadata(&ListParams::default().labels(selector).limit(1)).await {
+        match pods
+            .list_metadata(&ListParams::default().labels(selector).limit(1))
+            .await
+        {
             Ok(l) if l.items.is_empty() => return true,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot list pods"),
@@ -484,12 +579,23 @@ async fn wait_gone(pods: &Api<Pod>, selector: &str, tracker: &Tracker, deadline:
 
 /// The pod every contender gets: the same spec, only placement differs.
 fn pod_template(args: &RunArgs, run_id: &str) -> anyhow::Result<Pod> {
-    let selector: BTreeMap<String, String> =
-        args.node_selector.iter().map(|s| key_value(s)).collect::<anyhow::Result<_>>()?;
-    let tolerations: Vec<Value> = args.tolerations.iter().map(|t| toleration(t)).collect::<anyhow::Result<_>>()?;
+    let selector: BTreeMap<String, String> = args
+        .node_selector
+        .iter()
+        .map(|s| key_value(s))
+        .collect::<anyhow::Result<_>>()?;
+    let tolerations: Vec<Value> = args
+        .tolerations
+        .iter()
+        .map(|t| toleration(t))
+        .collect::<anyhow::Result<_>>()?;
     let node_name = match args.scenario {
         Scenario::Deployment => None,
-        _ => Some(args.node_name.clone().context("--node-name is needed for burst and steady")?),
+        _ => Some(
+            args.node_name
+                .clone()
+                .context("--node-name is needed for burst and steady")?,
+        ),
     };
     let mut spec = json!({
         "automountServiceAccountToken": false,
@@ -521,7 +627,9 @@ fn deployment(template: &Pod, run_id: &str, replicas: usize) -> anyhow::Result<D
 
 /// `key[=value]:Effect` as a toleration.
 fn toleration(spec: &str) -> anyhow::Result<Value> {
-    let (kv, effect) = spec.rsplit_once(':').with_context(|| format!("toleration {spec:?}: no :Effect"))?;
+    let (kv, effect) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("toleration {spec:?}: no :Effect"))?;
     Ok(match kv.split_once('=') {
         Some((k, v)) => json!({"key": k, "operator": "Equal", "value": v, "effect": effect}),
         None => json!({"key": kv, "operator": "Exists", "effect": effect}),
@@ -529,9 +637,11 @@ fn toleration(spec: &str) -> anyhow::Result<Value> {
 }
 
 fn add_audit(args: &AuditArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.result).with_context(|| format!("cannot read {}", args.result.display()))?;
+    let text = std::fs::read_to_string(&args.result)
+        .with_context(|| format!("cannot read {}", args.result.display()))?;
     let mut result: Value = serde_json::from_str(&text)?;
-    let windows: Vec<Window> = serde_json::from_value(result["windows"].clone()).context("the result has no windows")?;
+    let windows: Vec<Window> =
+        serde_json::from_value(result["windows"].clone()).context("the result has no windows")?;
     let counts = audit::count(&args.log, &windows)?;
     let by_window: BTreeMap<String, Value> = counts
         .into_iter()

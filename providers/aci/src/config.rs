@@ -95,7 +95,10 @@ impl std::fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("subnet_ids", &self.subnet_ids)
             .field("dns_nameservers", &self.dns_nameservers)
             .field("capacity", &self.capacity)
@@ -142,31 +145,68 @@ impl Config {
     /// The first problem found.
     pub fn check(&self) -> Result<(), String> {
         let uuid_like = |s: &str| {
-            s.len() == 36 && s.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
+            s.len() == 36
+                && s.bytes().enumerate().all(|(i, b)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_hexdigit()
+                    }
+                })
         };
         if !uuid_like(&self.subscription_id) {
-            return Err(format!("aci-subscription-id: {:?} is not a subscription id (a GUID)", self.subscription_id));
+            return Err(format!(
+                "aci-subscription-id: {:?} is not a subscription id (a GUID)",
+                self.subscription_id
+            ));
         }
         let rg_ok = !self.resource_group.is_empty()
             && self.resource_group.len() <= 90
             && !self.resource_group.ends_with('.')
-            && self.resource_group.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c));
+            && self
+                .resource_group
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.()".contains(c));
         if !rg_ok {
-            return Err(format!("aci-resource-group: {:?} is not a valid resource group name", self.resource_group));
+            return Err(format!(
+                "aci-resource-group: {:?} is not a valid resource group name",
+                self.resource_group
+            ));
         }
-        if self.location.is_empty() || !self.location.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-            return Err(format!("aci-location: {:?} is not an Azure region name like westeurope", self.location));
+        if self.location.is_empty()
+            || !self
+                .location
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(format!(
+                "aci-location: {:?} is not an Azure region name like westeurope",
+                self.location
+            ));
         }
         for s in &self.subnet_ids {
-            if !s.to_ascii_lowercase().contains("/providers/microsoft.network/virtualnetworks/") || !s.contains("/subnets/") {
-                return Err(format!("aci-subnet-ids: {s:?} is not a subnet resource id (/subscriptions/../virtualNetworks/../subnets/..)"));
+            if !s
+                .to_ascii_lowercase()
+                .contains("/providers/microsoft.network/virtualnetworks/")
+                || !s.contains("/subnets/")
+            {
+                return Err(format!(
+                    "aci-subnet-ids: {s:?} is not a subnet resource id (/subscriptions/../virtualNetworks/../subnets/..)"
+                ));
             }
         }
         if !self.arm_endpoint.starts_with("https://") {
-            return Err(format!("aci-arm-endpoint: {:?} must be an https URL", self.arm_endpoint));
+            return Err(format!(
+                "aci-arm-endpoint: {:?} must be an https URL",
+                self.arm_endpoint
+            ));
         }
         if self.auth == AuthMode::ClientSecret {
-            for (name, v) in [("aci-tenant-id", &self.tenant_id), ("aci-client-id", &self.client_id), ("aci-client-secret-file", &self.client_secret)] {
+            for (name, v) in [
+                ("aci-tenant-id", &self.tenant_id),
+                ("aci-client-id", &self.client_id),
+                ("aci-client-secret-file", &self.client_secret),
+            ] {
                 if v.as_deref().is_none_or(str::is_empty) {
                     return Err(format!("{name}: needed with --aci-auth client-secret"));
                 }

@@ -56,8 +56,20 @@ impl Forwarder {
     /// A forwarder recording through `client` as `skylet-aci` on `node`;
     /// without a client it only deduplicates (unit tests).
     pub(crate) fn new(client: Option<kube::Client>, node: &str) -> Self {
-        let recorder = client.map(|c| Recorder::new(c, Reporter { controller: "skylet-aci".into(), instance: Some(node.to_owned()) }));
-        Self { recorder, since: jiff::Timestamp::now(), seen: Arc::default() }
+        let recorder = client.map(|c| {
+            Recorder::new(
+                c,
+                Reporter {
+                    controller: "skylet-aci".into(),
+                    instance: Some(node.to_owned()),
+                },
+            )
+        });
+        Self {
+            recorder,
+            since: jiff::Timestamp::now(),
+            seen: Arc::default(),
+        }
     }
 
     /// The events of `pod` not recorded yet, remembering them as recorded.
@@ -73,7 +85,9 @@ impl Forwarder {
     /// Records the new events of `pod` in the background.
     pub(crate) fn forward(&self, pod: &PodRef, events: Vec<GroupEvent>) {
         let fresh = self.fresh(events);
-        let Some(recorder) = self.recorder.clone() else { return };
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
         if fresh.is_empty() {
             return;
         }
@@ -88,10 +102,23 @@ impl Forwarder {
         let pod = pod.clone();
         tokio::spawn(async move {
             for e in fresh {
-                let type_ = if e.type_.eq_ignore_ascii_case("warning") { EventType::Warning } else { EventType::Normal };
-                let what = e.container.as_deref().map_or_else(|| "container group".to_owned(), |c| format!("container {c}"));
+                let type_ = if e.type_.eq_ignore_ascii_case("warning") {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                let what = e.container.as_deref().map_or_else(
+                    || "container group".to_owned(),
+                    |c| format!("container {c}"),
+                );
                 let note = format!("ACI {what}: {}", e.message.as_deref().unwrap_or(&e.name));
-                let event = Event { type_, reason: reason(&e.name), note: Some(note), action: "Aci".into(), secondary: None };
+                let event = Event {
+                    type_,
+                    reason: reason(&e.name),
+                    note: Some(note),
+                    action: "Aci".into(),
+                    secondary: None,
+                };
                 if let Err(err) = recorder.publish(&event, &reference).await {
                     tracing::debug!(error = %err, pod = %pod, "cannot record an ACI event");
                 }
@@ -112,7 +139,11 @@ fn reason(name: &str) -> String {
             upper = true;
         }
     }
-    if out.is_empty() { "AciEvent".into() } else { out }
+    if out.is_empty() {
+        "AciEvent".into()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ use std::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use prometheus_client::metrics::gauge::Gauge;
 use skylet_provider::{
-    AttachIo, BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, Node, PodRef, Provider, ProviderError,
-    ResolvedPod, Result,
+    AttachIo, BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, Node, PodRef,
+    Provider, ProviderError, ResolvedPod, Result,
 };
 
 pub mod client;
@@ -111,8 +111,15 @@ struct Known {
 impl Known {
     fn of(name: String, g: &ContainerGroup) -> Self {
         let p = &g.properties;
-        let containers = p.containers.iter().map(|c| c.name.clone()).chain(p.init_containers.iter().map(|c| c.name.clone()));
-        Self { name, containers: containers.collect() }
+        let containers = p
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(p.init_containers.iter().map(|c| c.name.clone()));
+        Self {
+            name,
+            containers: containers.collect(),
+        }
     }
 }
 
@@ -124,7 +131,9 @@ impl AciProvider {
     /// Unusable settings, credentials that cannot be set up, an unreadable CA file.
     pub async fn new(config: Config, home: Option<kube::Client>) -> Result<Self, Error> {
         config.check().map_err(Error::Config)?;
-        let client = ArmClient::new(client_config(&config)).await.map_err(Error::Client)?;
+        let client = ArmClient::new(client_config(&config))
+            .await
+            .map_err(Error::Client)?;
         let settings = translate::Settings {
             node: config.node_name.clone(),
             location: config.location.clone(),
@@ -147,11 +156,16 @@ impl AciProvider {
             sweep: tokio::sync::Mutex::new(()),
             sweep_groups: Gauge::default(),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn rg(&self) -> &str {
@@ -161,7 +175,10 @@ impl AciProvider {
     /// The group of a pod: from the last sweep, else by name (the name is a
     /// function of the UID, so this is right for groups created by any skylet).
     fn group_of(&self, pod: &PodRef) -> String {
-        self.state().groups.get(&pod.uid).map_or_else(|| names::group_name(pod), |k| k.name.clone())
+        self.state()
+            .groups
+            .get(&pod.uid)
+            .map_or_else(|| names::group_name(pod), |k| k.name.clone())
     }
 
     /// The group of a pod that must exist with `container`: a 404 told at
@@ -169,9 +186,17 @@ impl AciProvider {
     fn running_group(&self, pod: &PodRef, container: &str) -> Result<String> {
         let st = self.state();
         match st.groups.get(&pod.uid) {
-            Some(k) if k.containers.is_empty() || k.containers.iter().any(|c| c == container) => Ok(k.name.clone()),
-            Some(k) => Err(ProviderError::NotFound(format!("container {container:?} is not in container group {}", k.name))),
-            None if st.listed => Err(ProviderError::NotFound(format!("pod {}/{} has no container group", pod.namespace, pod.name))),
+            Some(k) if k.containers.is_empty() || k.containers.iter().any(|c| c == container) => {
+                Ok(k.name.clone())
+            }
+            Some(k) => Err(ProviderError::NotFound(format!(
+                "container {container:?} is not in container group {}",
+                k.name
+            ))),
+            None if st.listed => Err(ProviderError::NotFound(format!(
+                "pod {}/{} has no container group",
+                pod.namespace, pod.name
+            ))),
             None => Ok(names::group_name(pod)),
         }
     }
@@ -185,17 +210,28 @@ impl AciProvider {
         let mut pods = Vec::new();
         let mut view = HashMap::new();
         for g in &groups {
-            let Some(tags) = g.tags.as_ref() else { continue };
-            if tags.get(names::TAG_NODE).map(String::as_str) != Some(self.inner.config.node_name.as_str()) {
+            let Some(tags) = g.tags.as_ref() else {
+                continue;
+            };
+            if tags.get(names::TAG_NODE).map(String::as_str)
+                != Some(self.inner.config.node_name.as_str())
+            {
                 continue;
             }
-            let Some(pod) = names::pod_ref_of(tags) else { continue };
+            let Some(pod) = names::pod_ref_of(tags) else {
+                continue;
+            };
             let Some(name) = g.name.clone() else { continue };
             self.inner.events.forward(&pod, status::events(g));
             view.insert(pod.uid.clone(), Known::of(name, g));
-            pods.push(BackendPod { status: status::pod_status(g), pod });
+            pods.push(BackendPod {
+                status: status::pod_status(g),
+                pod,
+            });
         }
-        self.inner.sweep_groups.set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
+        self.inner
+            .sweep_groups
+            .set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
         let mut st = self.state();
         st.groups = view;
         st.listed = true;
@@ -212,7 +248,8 @@ impl AciProvider {
             if status::all_terminated(&g) || tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now())).await;
+            tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now()))
+                .await;
         }
     }
 }
@@ -226,8 +263,14 @@ fn client_config(c: &Config) -> client::ClientConfig {
             client_id: c.client_id.clone().unwrap_or_default(),
             client_secret: c.client_secret.clone().unwrap_or_default(),
         },
-        AuthMode::WorkloadIdentity => client::Auth::WorkloadIdentity { tenant_id: c.tenant_id.clone(), client_id: c.client_id.clone(), token_file: None },
-        AuthMode::ManagedIdentity => client::Auth::ManagedIdentity { client_id: c.client_id.clone() },
+        AuthMode::WorkloadIdentity => client::Auth::WorkloadIdentity {
+            tenant_id: c.tenant_id.clone(),
+            client_id: c.client_id.clone(),
+            token_file: None,
+        },
+        AuthMode::ManagedIdentity => client::Auth::ManagedIdentity {
+            client_id: c.client_id.clone(),
+        },
         AuthMode::AzureCli => client::Auth::AzureCli,
     };
     let mut cc = client::ClientConfig::new(c.subscription_id.clone(), auth);
@@ -264,18 +307,28 @@ impl Provider for AciProvider {
 
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.client.register_metrics(registry);
-        registry.register("azure_sweep_groups", "Container groups of this node in the last sweep", self.inner.sweep_groups.clone());
+        registry.register(
+            "azure_sweep_groups",
+            "Container groups of this node in the last sweep",
+            self.inner.sweep_groups.clone(),
+        );
     }
 
     fn configure_node(&self, node: &mut Node) {
         let c = &self.inner.config.capacity;
         let quota = self.state().quota.clone();
         let pick = |k: &str, configured: &Option<String>, fallback: &str| {
-            configured.clone().or_else(|| quota.get(k).cloned()).unwrap_or_else(|| fallback.to_owned())
+            configured
+                .clone()
+                .or_else(|| quota.get(k).cloned())
+                .unwrap_or_else(|| fallback.to_owned())
         };
         let mut q = BTreeMap::new();
         q.insert("cpu".to_owned(), Quantity(pick("cpu", &c.cpu, "100")));
-        q.insert("memory".to_owned(), Quantity(pick("memory", &c.memory, "400Gi")));
+        q.insert(
+            "memory".to_owned(),
+            Quantity(pick("memory", &c.memory, "400Gi")),
+        );
         q.insert("pods".to_owned(), Quantity(pick("pods", &c.pods, "100")));
         if let Some(gpu) = &c.gpu {
             q.insert("nvidia.com/gpu".to_owned(), Quantity(gpu.clone()));
@@ -284,15 +337,25 @@ impl Provider for AciProvider {
         status.capacity = Some(q.clone());
         status.allocatable = Some(q);
         let labels = node.metadata.labels.get_or_insert_with(Default::default);
-        labels.insert("topology.kubernetes.io/region".into(), self.inner.config.location.clone());
+        labels.insert(
+            "topology.kubernetes.io/region".into(),
+            self.inner.config.location.clone(),
+        );
         labels.insert("node.kubernetes.io/instance-type".into(), "aci".into());
         if let [zone] = self.inner.config.zones.as_slice() {
-            labels.insert("topology.kubernetes.io/zone".into(), format!("{}-{zone}", self.inner.config.location));
+            labels.insert(
+                "topology.kubernetes.io/zone".into(),
+                format!("{}-{zone}", self.inner.config.location),
+            );
         }
     }
 
     async fn ping(&self) -> Result<()> {
-        let usages = self.inner.client.usages(&self.inner.config.location).await?;
+        let usages = self
+            .inner
+            .client
+            .usages(&self.inner.config.location)
+            .await?;
         self.state().quota = quota_capacity(&usages);
         Ok(())
     }
@@ -303,9 +366,16 @@ impl Provider for AciProvider {
         let name = names::group_name(&pod);
         // A PUT of a deterministic name: repeating it (after a crash, a retry)
         // updates the same group, so nothing is ever duplicated.
-        let put = self.inner.client.put_group(self.rg(), &name, &group).await?;
+        let put = self
+            .inner
+            .client
+            .put_group(self.rg(), &name, &group)
+            .await?;
         tracing::info!(pod = %pod, group = %name, created = put.created, "container group submitted");
-        let known = Known { name, containers: Vec::new() };
+        let known = Known {
+            name,
+            containers: Vec::new(),
+        };
         self.state().groups.insert(pod.uid.clone(), known);
         Ok(())
     }
@@ -334,12 +404,34 @@ impl Provider for AciProvider {
 
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
         let group = self.running_group(pod, container)?;
-        logs::logs(self.inner.client.clone(), self.rg(), &group, container, opts, self.inner.config.log_poll_interval).await
+        logs::logs(
+            self.inner.client.clone(),
+            self.rg(),
+            &group,
+            container,
+            opts,
+            self.inner.config.log_poll_interval,
+        )
+        .await
     }
 
-    async fn exec(&self, pod: &PodRef, container: &str, command: Vec<String>, io: ExecIo) -> Result<ExitStatus> {
+    async fn exec(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        command: Vec<String>,
+        io: ExecIo,
+    ) -> Result<ExitStatus> {
         let group = self.running_group(pod, container)?;
-        stream::exec(&self.inner.client, self.rg(), &group, container, &command, io).await
+        stream::exec(
+            &self.inner.client,
+            self.rg(),
+            &group,
+            container,
+            &command,
+            io,
+        )
+        .await
     }
 
     async fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
@@ -356,22 +448,36 @@ mod tests {
     fn readme_documents_every_annotation() {
         let readme = include_str!("../README.md");
         for (name, _) in translate::ANNOTATIONS {
-            assert!(readme.contains(&format!("`{name}`")), "providers/aci/README.md lacks {name}");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "providers/aci/README.md lacks {name}"
+            );
         }
     }
 
     #[test]
     fn capacity_is_what_the_quota_leaves() {
         let usage = |name: &str, current: i32, limit: i32| client::Usage {
-            name: Some(client::UsageName { value: Some(name.into()), localized_value: None }),
+            name: Some(client::UsageName {
+                value: Some(name.into()),
+                localized_value: None,
+            }),
             current_value: Some(current),
             limit: Some(limit),
             ..client::Usage::default()
         };
-        let cap = quota_capacity(&[usage("StandardCores", 10, 100), usage("ContainerGroups", 120, 100), usage("Other", 0, 5)]);
+        let cap = quota_capacity(&[
+            usage("StandardCores", 10, 100),
+            usage("ContainerGroups", 120, 100),
+            usage("Other", 0, 5),
+        ]);
         assert_eq!(cap.get("cpu").map(String::as_str), Some("90"));
         assert_eq!(cap.get("memory").map(String::as_str), Some("360Gi"));
-        assert_eq!(cap.get("pods").map(String::as_str), Some("0"), "never negative");
+        assert_eq!(
+            cap.get("pods").map(String::as_str),
+            Some("0"),
+            "never negative"
+        );
         assert_eq!(cap.len(), 3);
     }
 }

@@ -89,7 +89,10 @@ impl ProviderError {
 
     /// An [`ProviderError::InvalidPod`].
     pub fn invalid(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidPod { reason: reason.into(), message: message.into() }
+        Self::InvalidPod {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     /// A [`ProviderError::Transient`] from any error.

@@ -50,8 +50,16 @@ pub struct PodRef {
 
 impl PodRef {
     /// A reference from its three parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into(), uid: uid.into() }
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        uid: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+        }
     }
 
     /// The reference of a Kubernetes pod object (empty parts where unset).
@@ -95,12 +103,18 @@ impl fmt::Debug for Value {
 impl Value {
     /// A plain (non-secret) value.
     pub fn plain(data: impl Into<Bytes>) -> Self {
-        Self { data: data.into(), secret: false }
+        Self {
+            data: data.into(),
+            secret: false,
+        }
     }
 
     /// A secret value.
     pub fn secret(data: impl Into<Bytes>) -> Self {
-        Self { data: data.into(), secret: true }
+        Self {
+            data: data.into(),
+            secret: true,
+        }
     }
 
     /// The value as text (lossy for non-UTF-8 bytes).
@@ -143,7 +157,12 @@ pub struct ResolvedPod {
 impl ResolvedPod {
     /// A pod with nothing resolved (tests, and pods that reference nothing).
     pub fn bare(pod: Pod) -> Self {
-        Self { pod, env: BTreeMap::new(), volumes: BTreeMap::new(), image_pull_secrets: Vec::new() }
+        Self {
+            pod,
+            env: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            image_pull_secrets: Vec::new(),
+        }
     }
 
     /// The reference of the pod.
@@ -269,7 +288,11 @@ pub trait Provider: Send + Sync + 'static {
     /// [`Deleted::Stopping`] means the backend is still stopping it: the core
     /// waits for a sweep or a [`BackendEvent::Gone`] (or the grace period)
     /// before it removes the Kubernetes pod.
-    fn delete_pod(&self, pod: &PodRef, grace: Duration) -> impl Future<Output = Result<Deleted>> + Send;
+    fn delete_pod(
+        &self,
+        pod: &PodRef,
+        grace: Duration,
+    ) -> impl Future<Output = Result<Deleted>> + Send;
 
     /// Every pod the backend holds for this node, with its status, in as few
     /// backend calls as its API allows.
@@ -290,7 +313,11 @@ pub trait Provider: Send + Sync + 'static {
         opts: LogOptions,
     ) -> impl Future<Output = Result<LogStream>> + Send {
         let _ = (pod, container, opts);
-        async { Err(ProviderError::Unsupported("logs are not supported by this backend".into())) }
+        async {
+            Err(ProviderError::Unsupported(
+                "logs are not supported by this backend".into(),
+            ))
+        }
     }
 
     /// Runs `command` in a container, wired to `io`, and returns how it ended.
@@ -310,28 +337,53 @@ pub trait Provider: Send + Sync + 'static {
         io: ExecIo,
     ) -> impl Future<Output = Result<ExitStatus>> + Send {
         let _ = (pod, container, command, io);
-        async { Err(ProviderError::Unsupported("exec is not supported by this backend".into())) }
+        async {
+            Err(ProviderError::Unsupported(
+                "exec is not supported by this backend".into(),
+            ))
+        }
     }
 
     /// Attaches `io` to the main process of a container, until the process
     /// ends or the client detaches; polled once before the upgrade, like
     /// [`Provider::exec`].
-    fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> impl Future<Output = Result<ExitStatus>> + Send {
+    fn attach(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        io: AttachIo,
+    ) -> impl Future<Output = Result<ExitStatus>> + Send {
         let _ = (pod, container, io);
-        async { Err(ProviderError::Unsupported("attach is not supported by this backend".into())) }
+        async {
+            Err(ProviderError::Unsupported(
+                "attach is not supported by this backend".into(),
+            ))
+        }
     }
 
     /// Opens a TCP connection to `port` of a pod; called once per forwarded
     /// connection, after the upgrade (errors reach the client as text on the
     /// connection's error stream). Closing the returned stream's write side
     /// must half-close the connection.
-    fn port_forward(&self, pod: &PodRef, port: u16) -> impl Future<Output = Result<PortStream>> + Send {
+    fn port_forward(
+        &self,
+        pod: &PodRef,
+        port: u16,
+    ) -> impl Future<Output = Result<PortStream>> + Send {
         let _ = (pod, port);
-        async { Err(ProviderError::Unsupported("port-forward is not supported by this backend".into())) }
+        async {
+            Err(ProviderError::Unsupported(
+                "port-forward is not supported by this backend".into(),
+            ))
+        }
     }
 
     /// Resource usage of the pods this backend runs, for `kubectl top`.
     fn stats(&self) -> impl Future<Output = Result<Vec<PodStats>>> + Send {
-        async { Err(ProviderError::Unsupported("stats are not supported by this backend".into())) }
+        async {
+            Err(ProviderError::Unsupported(
+                "stats are not supported by this backend".into(),
+            ))
+        }
     }
 }

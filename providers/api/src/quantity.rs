@@ -22,7 +22,9 @@ impl Quantity {
     /// `None` for negative numbers, bad syntax and overflow.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.strip_prefix('+').unwrap_or(s);
-        let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, suffix) = s.split_at(end);
         let (int, frac) = number.split_once('.').unwrap_or((number, ""));
         if int.is_empty() && frac.is_empty() {
@@ -30,7 +32,9 @@ impl Quantity {
         }
         let mut num: u128 = 0;
         for c in int.chars().chain(frac.chars()) {
-            num = num.checked_mul(10)?.checked_add(u128::from(c.to_digit(10)?))?;
+            num = num
+                .checked_mul(10)?
+                .checked_add(u128::from(c.to_digit(10)?))?;
         }
         let mut den = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
         let (mul, div) = match suffix {
@@ -81,7 +85,11 @@ pub fn ceil_div(a: u128, b: u128) -> Option<u128> {
 impl Quantity {
     /// The value as a float in base units (cores, bytes, count).
     pub fn as_f64(self) -> f64 {
-        if self.den == 0 { 0.0 } else { self.num as f64 / self.den as f64 }
+        if self.den == 0 {
+            0.0
+        } else {
+            self.num as f64 / self.den as f64
+        }
     }
 }
 
@@ -91,7 +99,9 @@ mod tests {
 
     #[test]
     fn quantities() {
-        let q = |s| Quantity::parse(s).map(|q| (q.scaled_ceil(1000).unwrap(), q.scaled_ceil(1).unwrap()));
+        let q = |s| {
+            Quantity::parse(s).map(|q| (q.scaled_ceil(1000).unwrap(), q.scaled_ceil(1).unwrap()))
+        };
         assert_eq!(q("250m"), Some((250, 1)));
         assert_eq!(q("1.5Gi"), Some((1_610_612_736_000, 1_610_612_736)));
         assert_eq!(q("1e3"), Some((1_000_000, 1000)));

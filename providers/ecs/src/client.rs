@@ -32,7 +32,9 @@ use aws_smithy_runtime_api::{
     client::{
         interceptors::{
             Intercept,
-            context::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef},
+            context::{
+                BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+            },
         },
         orchestrator::{HttpResponse, Metadata},
         runtime_components::RuntimeComponents,
@@ -77,26 +79,57 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     /// Registers the counters (`skylet_aws_api_*` under the core's prefix).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("aws_api_calls", "AWS API operations called, by operation", self.calls.clone());
-        registry.register("aws_api_attempts", "AWS API attempts (retries included), by operation", self.attempts.clone());
-        registry.register("aws_api_errors", "AWS API operations that failed after retries, by operation and code", self.errors.clone());
-        registry.register("aws_sweep_tasks", "Tasks the last sweep listed", self.sweep_tasks.clone());
-        registry.register("aws_sweep_describe_calls", "DescribeTasks calls the last sweep made", self.sweep_describe_calls.clone());
+        registry.register(
+            "aws_api_calls",
+            "AWS API operations called, by operation",
+            self.calls.clone(),
+        );
+        registry.register(
+            "aws_api_attempts",
+            "AWS API attempts (retries included), by operation",
+            self.attempts.clone(),
+        );
+        registry.register(
+            "aws_api_errors",
+            "AWS API operations that failed after retries, by operation and code",
+            self.errors.clone(),
+        );
+        registry.register(
+            "aws_sweep_tasks",
+            "Tasks the last sweep listed",
+            self.sweep_tasks.clone(),
+        );
+        registry.register(
+            "aws_sweep_describe_calls",
+            "DescribeTasks calls the last sweep made",
+            self.sweep_describe_calls.clone(),
+        );
     }
 
     /// Records what the last sweep cost.
     pub fn sweep(&self, tasks: usize, describe_calls: usize) {
-        self.sweep_tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
-        self.sweep_describe_calls.set(i64::try_from(describe_calls).unwrap_or(i64::MAX));
+        self.sweep_tasks
+            .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        self.sweep_describe_calls
+            .set(i64::try_from(describe_calls).unwrap_or(i64::MAX));
     }
 
     /// Operations of this name called so far.
     pub fn calls(&self, operation: &str) -> u64 {
-        self.calls.get_or_create(&OperationLabels { operation: operation.into() }).get()
+        self.calls
+            .get_or_create(&OperationLabels {
+                operation: operation.into(),
+            })
+            .get()
     }
 
     fn error(&self, operation: &str, code: &str) {
-        self.errors.get_or_create(&ErrorLabels { operation: operation.into(), code: code.into() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                operation: operation.into(),
+                code: code.into(),
+            })
+            .inc();
     }
 }
 
@@ -105,7 +138,8 @@ impl ApiMetrics {
 struct Counting(ApiMetrics);
 
 fn operation(cfg: &ConfigBag) -> String {
-    cfg.load::<Metadata>().map_or_else(|| "unknown".to_owned(), |m| m.name().to_owned())
+    cfg.load::<Metadata>()
+        .map_or_else(|| "unknown".to_owned(), |m| m.name().to_owned())
 }
 
 impl Intercept for Counting {
@@ -121,7 +155,12 @@ impl Intercept for Counting {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.calls.get_or_create(&OperationLabels { operation: operation(cfg) }).inc();
+        self.0
+            .calls
+            .get_or_create(&OperationLabels {
+                operation: operation(cfg),
+            })
+            .inc();
         Ok(())
     }
 
@@ -131,7 +170,12 @@ impl Intercept for Counting {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.attempts.get_or_create(&OperationLabels { operation: operation(cfg) }).inc();
+        self.0
+            .attempts
+            .get_or_create(&OperationLabels {
+                operation: operation(cfg),
+            })
+            .inc();
         Ok(())
     }
 }
@@ -166,7 +210,9 @@ impl Clients {
     /// [`Error::NoRegion`] when no region can be found.
     pub async fn new(config: &Config) -> Result<Self, Error> {
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
@@ -178,18 +224,33 @@ impl Clients {
             loader = loader.endpoint_url(e);
         }
         let shared = loader.load().await;
-        let region = shared.region().map(ToString::to_string).ok_or(Error::NoRegion)?;
+        let region = shared
+            .region()
+            .map(ToString::to_string)
+            .ok_or(Error::NoRegion)?;
         let metrics = ApiMetrics::default();
         let ecs = aws_sdk_ecs::Client::from_conf(
-            aws_sdk_ecs::config::Builder::from(&shared).interceptor(Counting(metrics.clone())).build(),
+            aws_sdk_ecs::config::Builder::from(&shared)
+                .interceptor(Counting(metrics.clone()))
+                .build(),
         );
         let logs = aws_sdk_cloudwatchlogs::Client::from_conf(
-            aws_sdk_cloudwatchlogs::config::Builder::from(&shared).interceptor(Counting(metrics.clone())).build(),
+            aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+                .interceptor(Counting(metrics.clone()))
+                .build(),
         );
         let secrets = aws_sdk_secretsmanager::Client::from_conf(
-            aws_sdk_secretsmanager::config::Builder::from(&shared).interceptor(Counting(metrics.clone())).build(),
+            aws_sdk_secretsmanager::config::Builder::from(&shared)
+                .interceptor(Counting(metrics.clone()))
+                .build(),
         );
-        Ok(Self { ecs, logs, secrets, region, metrics })
+        Ok(Self {
+            ecs,
+            logs,
+            secrets,
+            region,
+            metrics,
+        })
     }
 }
 
@@ -219,19 +280,32 @@ impl fmt::Display for AwsError {
             write!(f, ": {m}")?;
         }
         if self.code.is_none() && self.message.is_none() {
-            write!(f, ": {}", aws_smithy_types::error::display::DisplayErrorContext(&*self.source))?;
+            write!(
+                f,
+                ": {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&*self.source)
+            )?;
         }
         Ok(())
     }
 }
 
 /// Error codes that mean "slow down".
-const THROTTLING: &[&str] =
-    &["ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "LimitExceededException"];
+const THROTTLING: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+];
 
 impl AwsError {
     /// Wraps an SDK error of `operation`, counting it in `metrics`.
-    pub fn new<E>(operation: &'static str, metrics: &ApiMetrics, err: SdkError<E, HttpResponse>) -> Self
+    pub fn new<E>(
+        operation: &'static str,
+        metrics: &ApiMetrics,
+        err: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -244,8 +318,18 @@ impl AwsError {
             SdkError::ResponseError(re) => (None, None, Some(re.raw().status().as_u16())),
             _ => (None, None, None),
         };
-        metrics.error(operation, code.as_deref().unwrap_or(if status.is_some() { "http" } else { "network" }));
-        Self { operation, code, message, status, source: Box::new(err) }
+        metrics.error(
+            operation,
+            code.as_deref()
+                .unwrap_or(if status.is_some() { "http" } else { "network" }),
+        );
+        Self {
+            operation,
+            code,
+            message,
+            status,
+            source: Box::new(err),
+        }
     }
 
     /// Whether the service answered with this code.
@@ -255,7 +339,10 @@ impl AwsError {
 
     /// Whether this asks the caller to slow down.
     pub fn is_throttling(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| THROTTLING.contains(&c)) || self.status == Some(429)
+        self.code
+            .as_deref()
+            .is_some_and(|c| THROTTLING.contains(&c))
+            || self.status == Some(429)
     }
 
     /// The service's message, or the error's text.
@@ -278,7 +365,10 @@ impl From<AwsError> for ProviderError {
 }
 
 /// `.map_err(aws(op, &metrics))`, to wrap SDK errors.
-pub fn aws<'a, E>(operation: &'static str, metrics: &'a ApiMetrics) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
+pub fn aws<'a, E>(
+    operation: &'static str,
+    metrics: &'a ApiMetrics,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -301,9 +391,21 @@ mod tests {
 
     #[test]
     fn throttling_maps_to_throttled_and_the_rest_to_transient() {
-        assert!(matches!(ProviderError::from(err(Some("ThrottlingException"), Some(400))), ProviderError::Throttled { .. }));
-        assert!(matches!(ProviderError::from(err(None, Some(429))), ProviderError::Throttled { .. }));
-        assert!(matches!(ProviderError::from(err(Some("ServerException"), Some(500))), ProviderError::Transient(_)));
-        assert_eq!(err(Some("ClientException"), Some(400)).to_string(), "RunTask failed: ClientException: m");
+        assert!(matches!(
+            ProviderError::from(err(Some("ThrottlingException"), Some(400))),
+            ProviderError::Throttled { .. }
+        ));
+        assert!(matches!(
+            ProviderError::from(err(None, Some(429))),
+            ProviderError::Throttled { .. }
+        ));
+        assert!(matches!(
+            ProviderError::from(err(Some("ServerException"), Some(500))),
+            ProviderError::Transient(_)
+        ));
+        assert_eq!(
+            err(Some("ClientException"), Some(400)).to_string(),
+            "RunTask failed: ClientException: m"
+        );
     }
 }

@@ -34,7 +34,11 @@ pub struct Capacity {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Self { cpu: "64".into(), memory: "256Gi".into(), pods: "500".into() }
+        Self {
+            cpu: "64".into(),
+            memory: "256Gi".into(),
+            pods: "500".into(),
+        }
     }
 }
 
@@ -88,7 +92,11 @@ pub struct Config {
 
 impl Config {
     /// A configuration with defaults for everything but the essentials.
-    pub fn new(node_name: impl Into<String>, cluster: impl Into<String>, subnets: Vec<String>) -> Self {
+    pub fn new(
+        node_name: impl Into<String>,
+        cluster: impl Into<String>,
+        subnets: Vec<String>,
+    ) -> Self {
         let cluster = cluster.into();
         Self {
             node_name: node_name.into(),
@@ -120,7 +128,10 @@ impl Config {
             return Err("ecs-cluster: must be set".into());
         }
         if self.subnets.is_empty() {
-            return Err("ecs-subnets: at least one subnet is needed for the tasks' network interfaces".into());
+            return Err(
+                "ecs-subnets: at least one subnet is needed for the tasks' network interfaces"
+                    .into(),
+            );
         }
         if self.max_attempts == 0 {
             return Err("ecs-max-attempts: must be at least 1".into());
@@ -128,11 +139,16 @@ impl Config {
         if self.log_group.is_empty() {
             return Err("ecs-log-group: must not be empty".into());
         }
-        for (field, arn) in [("ecs-execution-role-arn", &self.execution_role_arn), ("ecs-task-role-arn", &self.task_role_arn)] {
+        for (field, arn) in [
+            ("ecs-execution-role-arn", &self.execution_role_arn),
+            ("ecs-task-role-arn", &self.task_role_arn),
+        ] {
             if let Some(a) = arn
                 && !a.starts_with("arn:")
             {
-                return Err(format!("{field}: {a:?} is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+                return Err(format!(
+                    "{field}: {a:?} is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                ));
             }
         }
         Ok(())
@@ -155,7 +171,11 @@ mod tests {
 
     #[test]
     fn defaults_and_checks() {
-        let c = Config::new("n", "arn:aws:ecs:us-east-1:1:cluster/burst", vec!["subnet-1".into()]);
+        let c = Config::new(
+            "n",
+            "arn:aws:ecs:us-east-1:1:cluster/burst",
+            vec!["subnet-1".into()],
+        );
         assert_eq!(c.log_group, "/skylet/burst");
         assert!(c.check().is_ok());
         let mut bad = c.clone();

@@ -42,12 +42,15 @@ use std::{
 };
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility, DesiredStatus, LaunchType, NetworkConfiguration,
-    NetworkMode, Tag, TaskField, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
+    DesiredStatus, LaunchType, NetworkConfiguration, NetworkMode, Tag, TaskField, TaskOverride,
 };
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::api::resource::Quantity};
 use ring::{hmac, rand::SecureRandom};
-use skylet_provider::{BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, PodRef, Provider, ProviderError, ResolvedPod, Result};
+use skylet_provider::{
+    BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, PodRef, Provider,
+    ProviderError, ResolvedPod, Result,
+};
 
 pub mod client;
 pub mod config;
@@ -151,7 +154,12 @@ struct Owned {
 impl State {
     /// Entries of a pod, live ones first, then newest.
     fn entries(&self, uid: &str) -> Vec<(String, TaskEntry)> {
-        let mut v: Vec<_> = self.tasks.iter().filter(|(_, e)| e.pod.uid == uid).map(|(a, e)| (a.clone(), e.clone())).collect();
+        let mut v: Vec<_> = self
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.pod.uid == uid)
+            .map(|(a, e)| (a.clone(), e.clone()))
+            .collect();
         v.sort_by_key(|(_, e)| (e.stopped, std::cmp::Reverse(e.seen)));
         v
     }
@@ -166,7 +174,9 @@ impl EcsProvider {
         config.check().map_err(Error::Config)?;
         let clients = Clients::new(&config).await?;
         let mut key = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| Error::Random)?;
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| Error::Random)?;
         let node_hash = names::node_hash(&config.cluster, &config.node_name);
         let settings = translate::Settings {
             node: config.node_name.clone(),
@@ -189,7 +199,9 @@ impl EcsProvider {
             register: tokio::sync::Mutex::new(()),
             sweep: tokio::sync::Mutex::new(()),
         };
-        let p = Self { inner: Arc::new(inner) };
+        let p = Self {
+            inner: Arc::new(inner),
+        };
         p.ensure_log_group().await;
         Ok(p)
     }
@@ -200,7 +212,10 @@ impl EcsProvider {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn m(&self) -> &ApiMetrics {
@@ -220,7 +235,9 @@ impl EcsProvider {
         match r {
             Ok(_) => tracing::info!(group = %self.inner.config.log_group, "created the log group"),
             Err(e) if e.is("ResourceAlreadyExistsException") => {}
-            Err(e) => tracing::warn!(group = %self.inner.config.log_group, error = %e, "cannot create the log group; containers' logs need it to exist"),
+            Err(e) => {
+                tracing::warn!(group = %self.inner.config.log_group, error = %e, "cannot create the log group; containers' logs need it to exist")
+            }
         }
     }
 
@@ -287,7 +304,8 @@ impl EcsProvider {
                 .collect()
         };
         let described = self.describe(&to_describe).await?;
-        self.m().sweep(listed.len(), to_describe.len().div_ceil(100));
+        self.m()
+            .sweep(listed.len(), to_describe.len().div_ceil(100));
 
         let (listing, duplicates, garbage) = {
             let mut st = self.state();
@@ -307,28 +325,42 @@ impl EcsProvider {
                     TaskEntry {
                         pod,
                         td_arn: t.task_definition_arn().unwrap_or_default().to_owned(),
-                        containers: t.containers().iter().filter_map(|c| c.name().map(str::to_owned)).collect(),
+                        containers: t
+                            .containers()
+                            .iter()
+                            .filter_map(|c| c.name().map(str::to_owned))
+                            .collect(),
                         observation: obs,
                         stopped: status::is_stopped(t),
                         seen: Instant::now(),
-                        created_at: t.created_at().map_or(i64::MAX, aws_smithy_types::DateTime::secs),
+                        created_at: t
+                            .created_at()
+                            .map_or(i64::MAX, aws_smithy_types::DateTime::secs),
                     },
                 );
             }
             // forget what ECS no longer lists (unless just created)
-            st.tasks.retain(|arn, e| listed.contains(arn) || e.seen >= started || e.seen.elapsed() < FRESH);
+            st.tasks.retain(|arn, e| {
+                listed.contains(arn) || e.seen >= started || e.seen.elapsed() < FRESH
+            });
             st.foreign.retain(|a| listed.contains(a));
             let uids: HashSet<String> = st.tasks.values().map(|e| e.pod.uid.clone()).collect();
             st.released.retain(|u| uids.contains(u));
             st.listed = true;
             let listing = listing_of(&st);
             let duplicates = duplicates_of(&st);
-            let garbage = if st.discovered { collect_garbage(&mut st, self.inner.config.gc_grace) } else { Garbage::default() };
+            let garbage = if st.discovered {
+                collect_garbage(&mut st, self.inner.config.gc_grace)
+            } else {
+                Garbage::default()
+            };
             (listing, duplicates, garbage)
         };
         for arn in duplicates {
             tracing::warn!(task = %arn, "stopping a duplicate task of a pod");
-            let _ = self.stop_task(&arn, "Deleted by skylet (duplicate task of one pod)").await;
+            let _ = self
+                .stop_task(&arn, "Deleted by skylet (duplicate task of one pod)")
+                .await;
         }
         if !self.state().discovered {
             self.discover().await;
@@ -352,12 +384,22 @@ impl EcsProvider {
         let mut st = self.state();
         let now = Instant::now();
         for (arn, key) in tds {
-            st.owned_tds.entry(arn).or_insert(Owned { id: key, last_used: now });
+            st.owned_tds.entry(arn).or_insert(Owned {
+                id: key,
+                last_used: now,
+            });
         }
         for (key, arn) in secrets {
-            st.owned_secrets.entry(key).or_insert(Owned { id: arn, last_used: now });
+            st.owned_secrets.entry(key).or_insert(Owned {
+                id: arn,
+                last_used: now,
+            });
         }
-        tracing::info!(task_definitions = st.owned_tds.len(), secrets = st.owned_secrets.len(), "known task definitions and secrets");
+        tracing::info!(
+            task_definitions = st.owned_tds.len(),
+            secrets = st.owned_secrets.len(),
+            "known task definitions and secrets"
+        );
         st.discovered = true;
     }
 
@@ -378,7 +420,12 @@ impl EcsProvider {
                 .send()
                 .await
                 .map_err(aws("ListTaskDefinitionFamilies", self.m()))?;
-            families.extend(r.families().iter().filter(|f| f.starts_with(prefix)).cloned());
+            families.extend(
+                r.families()
+                    .iter()
+                    .filter(|f| f.starts_with(prefix))
+                    .cloned(),
+            );
             token = r.next_token().map(str::to_owned);
             if token.is_none() {
                 break;
@@ -398,7 +445,11 @@ impl EcsProvider {
                     .send()
                     .await
                     .map_err(aws("ListTaskDefinitions", self.m()))?;
-                tds.extend(r.task_definition_arns().iter().map(|a| (a.clone(), key.clone())));
+                tds.extend(
+                    r.task_definition_arns()
+                        .iter()
+                        .map(|a| (a.clone(), key.clone())),
+                );
                 token = r.next_token().map(str::to_owned);
                 if token.is_none() {
                     break;
@@ -440,7 +491,14 @@ impl EcsProvider {
         let c = &self.inner.clients;
         for arn in &g.tds {
             tracing::info!(task_definition = %arn, "deregistering an unused task definition");
-            if let Err(e) = c.ecs.deregister_task_definition().task_definition(arn).send().await.map_err(aws("DeregisterTaskDefinition", self.m())) {
+            if let Err(e) = c
+                .ecs
+                .deregister_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+                .map_err(aws("DeregisterTaskDefinition", self.m()))
+            {
                 tracing::warn!(task_definition = %arn, error = %e, "cannot deregister");
             }
         }
@@ -507,7 +565,9 @@ impl EcsProvider {
                 Ok(stopped)
             }
             // the task is gone (ECS forgets stopped tasks after about an hour)
-            Err(e) if e.is("InvalidParameterException") && e.message().contains("not found") => Ok(true),
+            Err(e) if e.is("InvalidParameterException") && e.message().contains("not found") => {
+                Ok(true)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -535,7 +595,9 @@ impl EcsProvider {
         };
         let c = &self.inner.clients;
         let task = &plan.task;
-        let defs = task.container_definitions(secret_arn.as_deref()).map_err(ProviderError::transient)?;
+        let defs = task
+            .container_definitions(secret_arn.as_deref())
+            .map_err(ProviderError::transient)?;
         let r = c
             .ecs
             .register_task_definition()
@@ -549,27 +611,56 @@ impl EcsProvider {
             .set_task_role_arn(task.task_role_arn.clone())
             .set_execution_role_arn(task.execution_role_arn.clone())
             .set_ephemeral_storage(task.ephemeral_storage())
-            .tags(Tag::builder().key(names::TAG_NODE).value(&self.inner.config.node_name).build())
+            .tags(
+                Tag::builder()
+                    .key(names::TAG_NODE)
+                    .value(&self.inner.config.node_name)
+                    .build(),
+            )
             .send()
             .await
             .map_err(aws("RegisterTaskDefinition", self.m()));
         let arn = match r {
-            Ok(out) => out.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or_default().to_owned(),
+            Ok(out) => out
+                .task_definition()
+                .and_then(|t| t.task_definition_arn())
+                .unwrap_or_default()
+                .to_owned(),
             // ECS refuses the definition itself: the pod cannot run here as is.
             // (ClientException stays transient: it is as often skylet's
             // configuration, e.g. a missing execution role, as the pod.)
             Err(e) if e.is("InvalidParameterException") => {
-                return Err(ProviderError::invalid("TaskDefinitionRejected", format!("ECS refused the pod's task definition: {}", e.message())));
+                return Err(ProviderError::invalid(
+                    "TaskDefinitionRejected",
+                    format!("ECS refused the pod's task definition: {}", e.message()),
+                ));
             }
             Err(e) => return Err(e.into()),
         };
         tracing::info!(family = %plan.family, task_definition = %arn, "registered a task definition");
         let mut st = self.state();
         let now = Instant::now();
-        st.templates.insert(plan.key.clone(), Template { td_arn: arn.clone() });
-        st.owned_tds.insert(arn.clone(), Owned { id: plan.key.clone(), last_used: now });
+        st.templates.insert(
+            plan.key.clone(),
+            Template {
+                td_arn: arn.clone(),
+            },
+        );
+        st.owned_tds.insert(
+            arn.clone(),
+            Owned {
+                id: plan.key.clone(),
+                last_used: now,
+            },
+        );
         if let Some(s) = secret_arn {
-            st.owned_secrets.insert(plan.key.clone(), Owned { id: s, last_used: now });
+            st.owned_secrets.insert(
+                plan.key.clone(),
+                Owned {
+                    id: s,
+                    last_used: now,
+                },
+            );
         }
         Ok(arn)
     }
@@ -583,7 +674,12 @@ impl EcsProvider {
             .name(&name)
             .description("Secret values of pods run by skylet; removed when no task uses them")
             .secret_string(payload.to_json())
-            .tags(aws_sdk_secretsmanager::types::Tag::builder().key(names::TAG_NODE).value(&self.inner.config.node_name).build())
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(names::TAG_NODE)
+                    .value(&self.inner.config.node_name)
+                    .build(),
+            )
             .send()
             .await
             .map_err(aws("CreateSecret", self.m()));
@@ -609,10 +705,14 @@ impl EcsProvider {
 fn listing_of(st: &State) -> Vec<BackendPod> {
     let mut best: HashMap<&str, &TaskEntry> = HashMap::new();
     for e in st.tasks.values() {
-        if !matches!(e.observation, Observation::Pod(_)) || (e.stopped && st.released.contains(&e.pod.uid)) {
+        if !matches!(e.observation, Observation::Pod(_))
+            || (e.stopped && st.released.contains(&e.pod.uid))
+        {
             continue;
         }
-        let better = best.get(e.pod.uid.as_str()).is_none_or(|b| (e.stopped, std::cmp::Reverse(e.seen)) < (b.stopped, std::cmp::Reverse(b.seen)));
+        let better = best.get(e.pod.uid.as_str()).is_none_or(|b| {
+            (e.stopped, std::cmp::Reverse(e.seen)) < (b.stopped, std::cmp::Reverse(b.seen))
+        });
         if better {
             best.insert(&e.pod.uid, e);
         }
@@ -655,7 +755,12 @@ struct Garbage {
 /// deletes them in AWS).
 fn collect_garbage(st: &mut State, grace: Duration) -> Garbage {
     let now = Instant::now();
-    let used: HashSet<&str> = st.tasks.values().filter(|e| !e.stopped).map(|e| e.td_arn.as_str()).collect();
+    let used: HashSet<&str> = st
+        .tasks
+        .values()
+        .filter(|e| !e.stopped)
+        .map(|e| e.td_arn.as_str())
+        .collect();
     let mut g = Garbage::default();
     let mut dead = Vec::new();
     for (arn, o) in &mut st.owned_tds {
@@ -701,15 +806,19 @@ impl Provider for EcsProvider {
 
     fn configure_node(&self, node: &mut Node) {
         let c = &self.inner.config.capacity;
-        let q: std::collections::BTreeMap<String, Quantity> = [("cpu", &c.cpu), ("memory", &c.memory), ("pods", &c.pods)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), Quantity(v.clone())))
-            .collect();
+        let q: std::collections::BTreeMap<String, Quantity> =
+            [("cpu", &c.cpu), ("memory", &c.memory), ("pods", &c.pods)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), Quantity(v.clone())))
+                .collect();
         let status = node.status.get_or_insert_with(Default::default);
         status.capacity = Some(q.clone());
         status.allocatable = Some(q);
         let labels = node.metadata.labels.get_or_insert_with(Default::default);
-        labels.insert("topology.kubernetes.io/region".into(), self.inner.clients.region.clone());
+        labels.insert(
+            "topology.kubernetes.io/region".into(),
+            self.inner.clients.region.clone(),
+        );
         labels.insert("node.kubernetes.io/instance-type".into(), "fargate".into());
         if let [zone] = self.inner.config.zones.as_slice() {
             labels.insert("topology.kubernetes.io/zone".into(), zone.clone());
@@ -739,7 +848,11 @@ impl Provider for EcsProvider {
     async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
         let pod = rp.pod_ref();
         self.ensure_listed().await?;
-        let existing = self.state().entries(&pod.uid).into_iter().find(|(_, e)| !matches!(e.observation, Observation::Finished(_)));
+        let existing = self
+            .state()
+            .entries(&pod.uid)
+            .into_iter()
+            .find(|(_, e)| !matches!(e.observation, Observation::Finished(_)));
         if let Some((arn, _)) = existing {
             tracing::debug!(pod = %pod, task = %arn, "the pod's task exists; nothing to create");
             return Ok(());
@@ -749,8 +862,14 @@ impl Provider for EcsProvider {
         let cfg = &self.inner.config;
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(cfg.subnets.clone()))
-            .set_security_groups((!cfg.security_groups.is_empty()).then(|| cfg.security_groups.clone()))
-            .assign_public_ip(if cfg.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+            .set_security_groups(
+                (!cfg.security_groups.is_empty()).then(|| cfg.security_groups.clone()),
+            )
+            .assign_public_ip(if cfg.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
             .build()
             .map_err(ProviderError::transient)?;
         let mut req = self
@@ -764,22 +883,42 @@ impl Provider for EcsProvider {
             .started_by(&self.inner.started_by)
             .client_token(&pod.uid)
             .enable_execute_command(false)
-            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(vpc)
+                    .build(),
+            )
             .set_platform_version(cfg.platform_version.clone())
-            .set_tags(Some(plan.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()));
+            .set_tags(Some(
+                plan.tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ));
         if !plan.overrides.is_empty() {
-            req = req.overrides(TaskOverride::builder().set_container_overrides(Some(plan.container_overrides())).build());
+            req = req.overrides(
+                TaskOverride::builder()
+                    .set_container_overrides(Some(plan.container_overrides()))
+                    .build(),
+            );
         }
         req = if plan.spot {
             req.capacity_provider_strategy(
-                CapacityProviderStrategyItem::builder().capacity_provider("FARGATE_SPOT").weight(1).build().map_err(ProviderError::transient)?,
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE_SPOT")
+                    .weight(1)
+                    .build()
+                    .map_err(ProviderError::transient)?,
             )
         } else {
             req.launch_type(LaunchType::Fargate)
         };
         let out = match req.send().await.map_err(aws("RunTask", self.m())) {
             Ok(out) => out,
-            Err(e) if e.is("InvalidParameterException") && e.message().contains("TaskDefinition is inactive") => {
+            Err(e)
+                if e.is("InvalidParameterException")
+                    && e.message().contains("TaskDefinition is inactive") =>
+            {
                 // removed under our feet: register again next time
                 self.state().templates.remove(&plan.key);
                 return Err(e.into());
@@ -800,18 +939,27 @@ impl Provider for EcsProvider {
             let mut obs = status::observe(t);
             if matches!(obs, Observation::Foreign) {
                 // tags not echoed: the pod is known anyway
-                obs = Observation::Pod(Box::new(BackendPod { pod: pod.clone(), status: status::pod_status(t) }));
+                obs = Observation::Pod(Box::new(BackendPod {
+                    pod: pod.clone(),
+                    status: status::pod_status(t),
+                }));
             }
             st.tasks.insert(
                 arn.to_owned(),
                 TaskEntry {
                     pod: pod.clone(),
                     td_arn: td_arn.clone(),
-                    containers: t.containers().iter().filter_map(|c| c.name().map(str::to_owned)).collect(),
+                    containers: t
+                        .containers()
+                        .iter()
+                        .filter_map(|c| c.name().map(str::to_owned))
+                        .collect(),
                     stopped: status::is_stopped(t),
                     observation: obs,
                     seen: Instant::now(),
-                    created_at: t.created_at().map_or(i64::MAX, aws_smithy_types::DateTime::secs),
+                    created_at: t
+                        .created_at()
+                        .map_or(i64::MAX, aws_smithy_types::DateTime::secs),
                 },
             );
         }
@@ -824,7 +972,12 @@ impl Provider for EcsProvider {
         if entries.is_empty() {
             return Ok(Deleted::Gone);
         }
-        let reason = format!("{} (pod {}/{})", names::STOP_REASON_PREFIX, pod.namespace, pod.name);
+        let reason = format!(
+            "{} (pod {}/{})",
+            names::STOP_REASON_PREFIX,
+            pod.namespace,
+            pod.name
+        );
         let mut stopping = false;
         for (arn, e) in entries.iter().filter(|(_, e)| !e.stopped) {
             tracing::info!(pod = %pod, task = %arn, "stopping the pod's task");
@@ -847,10 +1000,17 @@ impl Provider for EcsProvider {
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
         self.ensure_listed().await?;
         let Some((arn, entry)) = self.state().entries(&pod.uid).into_iter().next() else {
-            return Err(ProviderError::NotFound(format!("pod {}/{} has no ECS task", pod.namespace, pod.name)));
+            return Err(ProviderError::NotFound(format!(
+                "pod {}/{} has no ECS task",
+                pod.namespace, pod.name
+            )));
         };
         let init = names::ecs_container(container, true);
-        let ecs_name = if entry.containers.contains(&init) { init } else { container.to_owned() };
+        let ecs_name = if entry.containers.contains(&init) {
+            init
+        } else {
+            container.to_owned()
+        };
         let me = self.clone();
         let task = arn.clone();
         let source = logs::CloudWatch {
@@ -863,7 +1023,13 @@ impl Provider for EcsProvider {
         logs::stream(source, opts).await
     }
 
-    async fn exec(&self, _pod: &PodRef, _container: &str, _command: Vec<String>, _io: ExecIo) -> Result<ExitStatus> {
+    async fn exec(
+        &self,
+        _pod: &PodRef,
+        _container: &str,
+        _command: Vec<String>,
+        _io: ExecIo,
+    ) -> Result<ExitStatus> {
         Err(ProviderError::Unsupported(
             "exec is not available on the aws-ecs backend: ECS Exec runs through AWS Systems Manager (SSM), \
              which skylet does not configure (tasks start with enableExecuteCommand=false); use `aws ecs execute-command` \
@@ -880,7 +1046,12 @@ mod tests {
     fn entry(uid: &str, td: &str, stopped: bool, obs: Option<Observation>) -> TaskEntry {
         let pod = PodRef::new("ns", uid, uid);
         TaskEntry {
-            observation: obs.unwrap_or_else(|| Observation::Pod(Box::new(BackendPod { pod: pod.clone(), status: Default::default() }))),
+            observation: obs.unwrap_or_else(|| {
+                Observation::Pod(Box::new(BackendPod {
+                    pod: pod.clone(),
+                    status: Default::default(),
+                }))
+            }),
             pod,
             td_arn: td.into(),
             containers: vec![],
@@ -895,34 +1066,98 @@ mod tests {
         let mut st = State::default();
         st.tasks.insert("t1".into(), entry("a", "td1", false, None));
         st.tasks.insert("t0".into(), entry("a", "td1", true, None));
-        st.tasks.insert("t2".into(), entry("b", "td1", true, Some(Observation::Finished(PodRef::new("ns", "b", "b")))));
+        st.tasks.insert(
+            "t2".into(),
+            entry(
+                "b",
+                "td1",
+                true,
+                Some(Observation::Finished(PodRef::new("ns", "b", "b"))),
+            ),
+        );
         st.tasks.insert("t3".into(), entry("c", "td1", true, None));
         st.released.insert("c".into());
         let l = listing_of(&st);
-        assert_eq!(l.iter().map(|b| b.pod.uid.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            l.iter().map(|b| b.pod.uid.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
         assert!(duplicates_of(&st).is_empty());
         let mut later = entry("a", "td1", false, None);
         later.created_at = 10;
         st.tasks.insert("t4".into(), later);
-        assert_eq!(duplicates_of(&st), ["t4"], "the later of two live tasks is the duplicate");
+        assert_eq!(
+            duplicates_of(&st),
+            ["t4"],
+            "the later of two live tasks is the duplicate"
+        );
     }
 
     #[test]
     fn garbage_is_what_no_live_task_used_for_the_grace_period() {
         let mut st = State::default();
-        let old = Instant::now().checked_sub(Duration::from_secs(120)).unwrap();
-        st.owned_tds.insert("td-used".into(), Owned { id: "k1".into(), last_used: old });
-        st.owned_tds.insert("td-unused".into(), Owned { id: "k2".into(), last_used: old });
-        st.owned_tds.insert("td-new".into(), Owned { id: "k3".into(), last_used: Instant::now() });
-        st.owned_secrets.insert("k1".into(), Owned { id: "sec1".into(), last_used: old });
-        st.owned_secrets.insert("k2".into(), Owned { id: "sec2".into(), last_used: old });
-        st.templates.insert("k2".into(), Template { td_arn: "td-unused".into() });
-        st.tasks.insert("t".into(), entry("a", "td-used", false, None));
-        st.tasks.insert("s".into(), entry("b", "td-unused", true, None));
+        let old = Instant::now()
+            .checked_sub(Duration::from_secs(120))
+            .unwrap();
+        st.owned_tds.insert(
+            "td-used".into(),
+            Owned {
+                id: "k1".into(),
+                last_used: old,
+            },
+        );
+        st.owned_tds.insert(
+            "td-unused".into(),
+            Owned {
+                id: "k2".into(),
+                last_used: old,
+            },
+        );
+        st.owned_tds.insert(
+            "td-new".into(),
+            Owned {
+                id: "k3".into(),
+                last_used: Instant::now(),
+            },
+        );
+        st.owned_secrets.insert(
+            "k1".into(),
+            Owned {
+                id: "sec1".into(),
+                last_used: old,
+            },
+        );
+        st.owned_secrets.insert(
+            "k2".into(),
+            Owned {
+                id: "sec2".into(),
+                last_used: old,
+            },
+        );
+        st.templates.insert(
+            "k2".into(),
+            Template {
+                td_arn: "td-unused".into(),
+            },
+        );
+        st.tasks
+            .insert("t".into(), entry("a", "td-used", false, None));
+        st.tasks
+            .insert("s".into(), entry("b", "td-unused", true, None));
         let g = collect_garbage(&mut st, Duration::from_secs(30));
-        assert_eq!(g, Garbage { tds: vec!["td-unused".into()], secrets: vec!["sec2".into()] });
+        assert_eq!(
+            g,
+            Garbage {
+                tds: vec!["td-unused".into()],
+                secrets: vec!["sec2".into()]
+            }
+        );
         assert!(st.templates.is_empty(), "a removed template is not reused");
         assert!(st.owned_tds.contains_key("td-used") && st.owned_tds.contains_key("td-new"));
-        assert_eq!(collect_garbage(&mut st, Duration::from_secs(30)), Garbage::default(), "nothing twice");
+        assert_eq!(
+            collect_garbage(&mut st, Duration::from_secs(30)),
+            Garbage::default(),
+            "nothing twice"
+        );
     }
 }

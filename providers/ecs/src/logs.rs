@@ -46,7 +46,8 @@ pub fn format(events: &[Event], timestamps: bool) -> String {
     let mut out = String::new();
     for e in events {
         if timestamps {
-            let ts = jiff::Timestamp::from_millisecond(e.timestamp).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let ts = jiff::Timestamp::from_millisecond(e.timestamp)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             out.push_str(&format!("{ts} "));
         }
         out.push_str(&e.message);
@@ -117,7 +118,10 @@ impl<F: Fn() -> bool + Send + Sync + 'static> Source for CloudWatch<F> {
                 let events = out
                     .events()
                     .iter()
-                    .map(|e| Event { timestamp: e.timestamp().unwrap_or(0), message: e.message().unwrap_or_default().to_owned() })
+                    .map(|e| Event {
+                        timestamp: e.timestamp().unwrap_or(0),
+                        message: e.message().unwrap_or_default().to_owned(),
+                    })
                     .collect();
                 Ok(Some((events, out.next_forward_token().map(str::to_owned))))
             }
@@ -154,7 +158,14 @@ pub async fn stream<S: Source>(source: S, opts: LogOptions) -> Result<LogStream,
             let (_, token) = last_page(&*source, start_ms, 1).await?;
             (Vec::new(), token)
         }
-        Some(n) => last_page(&*source, start_ms, i32::try_from(n.min(10_000)).unwrap_or(10_000)).await?,
+        Some(n) => {
+            last_page(
+                &*source,
+                start_ms,
+                i32::try_from(n.min(10_000)).unwrap_or(10_000),
+            )
+            .await?
+        }
         None => all_pages(&*source, start_ms).await?,
     };
     if let Some(n) = opts.tail_lines {
@@ -167,8 +178,15 @@ pub async fn stream<S: Source>(source: S, opts: LogOptions) -> Result<LogStream,
     let limit = opts.limit_bytes;
     let head = futures::stream::iter((!first.is_empty()).then(|| Ok(first)));
     let body: LogStream = if opts.follow {
-        let state = Follow { source, opts: opts.clone(), token, started: false, done: false };
-        head.chain(futures::stream::unfold(state, next_poll)).boxed()
+        let state = Follow {
+            source,
+            opts: opts.clone(),
+            token,
+            started: false,
+            done: false,
+        };
+        head.chain(futures::stream::unfold(state, next_poll))
+            .boxed()
     } else {
         head.boxed()
     };
@@ -178,15 +196,28 @@ pub async fn stream<S: Source>(source: S, opts: LogOptions) -> Result<LogStream,
     })
 }
 
-async fn last_page<S: Source>(source: &S, start_ms: Option<i64>, n: i32) -> Result<(Vec<Event>, Option<String>), ProviderError> {
-    Ok(source.page(None, false, start_ms, Some(n)).await?.unwrap_or_default())
+async fn last_page<S: Source>(
+    source: &S,
+    start_ms: Option<i64>,
+    n: i32,
+) -> Result<(Vec<Event>, Option<String>), ProviderError> {
+    Ok(source
+        .page(None, false, start_ms, Some(n))
+        .await?
+        .unwrap_or_default())
 }
 
-async fn all_pages<S: Source>(source: &S, start_ms: Option<i64>) -> Result<(Vec<Event>, Option<String>), ProviderError> {
+async fn all_pages<S: Source>(
+    source: &S,
+    start_ms: Option<i64>,
+) -> Result<(Vec<Event>, Option<String>), ProviderError> {
     let mut events = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let Some((page, next)) = source.page(token.clone(), true, start_ms, Some(PAGE)).await? else {
+        let Some((page, next)) = source
+            .page(token.clone(), true, start_ms, Some(PAGE))
+            .await?
+        else {
             return Ok((events, token));
         };
         let empty = page.is_empty();
@@ -211,8 +242,21 @@ async fn next_poll<S: Source>(mut st: Follow<S>) -> Option<(std::io::Result<Byte
         // decide before polling: a poll after the stop catches the last lines
         let finished = st.source.finished();
         let r = match &st.token {
-            Some(t) => st.source.page(Some(t.clone()), true, None, Some(PAGE)).await,
-            None => st.source.page(None, true, st.opts.since.map(|t| t.as_millisecond()), Some(PAGE)).await,
+            Some(t) => {
+                st.source
+                    .page(Some(t.clone()), true, None, Some(PAGE))
+                    .await
+            }
+            None => {
+                st.source
+                    .page(
+                        None,
+                        true,
+                        st.opts.since.map(|t| t.as_millisecond()),
+                        Some(PAGE),
+                    )
+                    .await
+            }
         };
         match r {
             Ok(Some((events, next))) => {
@@ -284,8 +328,14 @@ mod tests {
             if !self.exists.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            let all: Vec<Event> =
-                self.events.lock().unwrap().iter().filter(|e| start_ms.is_none_or(|s| e.timestamp >= s)).cloned().collect();
+            let all: Vec<Event> = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| start_ms.is_none_or(|s| e.timestamp >= s))
+                .cloned()
+                .collect();
             let limit = usize::try_from(limit.unwrap_or(10_000)).unwrap();
             let (start, end) = match token {
                 Some(t) => {
@@ -310,13 +360,22 @@ mod tests {
     fn fake(lines: &[(&str, i64)]) -> Arc<Fake> {
         let f = Arc::new(Fake::default());
         f.exists.store(true, Ordering::SeqCst);
-        f.events.lock().unwrap().extend(lines.iter().map(|(m, t)| Event { timestamp: *t, message: (*m).to_owned() }));
+        f.events
+            .lock()
+            .unwrap()
+            .extend(lines.iter().map(|(m, t)| Event {
+                timestamp: *t,
+                message: (*m).to_owned(),
+            }));
         f
     }
 
     async fn collect(s: LogStream) -> String {
         let chunks: Vec<_> = s.collect().await;
-        chunks.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect()
+        chunks
+            .into_iter()
+            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+            .collect()
     }
 
     #[tokio::test]
@@ -324,36 +383,117 @@ mod tests {
         let f = fake(&[("one", 1_000), ("two", 2_000), ("three", 3_000)]);
         let all = collect(stream(f.clone(), LogOptions::default()).await.unwrap()).await;
         assert_eq!(all, "one\ntwo\nthree\n");
-        let tail = collect(stream(f.clone(), LogOptions { tail_lines: Some(2), ..Default::default() }).await.unwrap()).await;
+        let tail = collect(
+            stream(
+                f.clone(),
+                LogOptions {
+                    tail_lines: Some(2),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
         assert_eq!(tail, "two\nthree\n");
         let since = jiff::Timestamp::from_millisecond(2_000).unwrap();
-        let s = collect(stream(f.clone(), LogOptions { since: Some(since), ..Default::default() }).await.unwrap()).await;
+        let s = collect(
+            stream(
+                f.clone(),
+                LogOptions {
+                    since: Some(since),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
         assert_eq!(s, "two\nthree\n");
-        let ts = collect(stream(f.clone(), LogOptions { timestamps: true, tail_lines: Some(1), ..Default::default() }).await.unwrap()).await;
+        let ts = collect(
+            stream(
+                f.clone(),
+                LogOptions {
+                    timestamps: true,
+                    tail_lines: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
         assert_eq!(ts, "1970-01-01T00:00:03Z three\n");
-        let cut = collect(stream(f, LogOptions { limit_bytes: Some(6), ..Default::default() }).await.unwrap()).await;
+        let cut = collect(
+            stream(
+                f,
+                LogOptions {
+                    limit_bytes: Some(6),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
         assert_eq!(cut, "one\ntw");
     }
 
     #[tokio::test(start_paused = true)]
     async fn follow_streams_new_lines_until_the_task_stops() {
         let f = fake(&[("old", 1)]);
-        let mut s = stream(f.clone(), LogOptions { follow: true, tail_lines: Some(0), ..Default::default() }).await.unwrap();
-        f.events.lock().unwrap().push(Event { timestamp: 2, message: "new-1".into() });
+        let mut s = stream(
+            f.clone(),
+            LogOptions {
+                follow: true,
+                tail_lines: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        f.events.lock().unwrap().push(Event {
+            timestamp: 2,
+            message: "new-1".into(),
+        });
         assert_eq!(s.next().await.unwrap().unwrap(), "new-1\n");
-        f.events.lock().unwrap().push(Event { timestamp: 3, message: "new-2".into() });
+        f.events.lock().unwrap().push(Event {
+            timestamp: 3,
+            message: "new-2".into(),
+        });
         f.finished.store(true, Ordering::SeqCst);
-        assert_eq!(s.next().await.unwrap().unwrap(), "new-2\n", "lines written before the stop still arrive");
-        assert!(s.next().await.is_none(), "the stream ends once the task has stopped");
+        assert_eq!(
+            s.next().await.unwrap().unwrap(),
+            "new-2\n",
+            "lines written before the stop still arrive"
+        );
+        assert!(
+            s.next().await.is_none(),
+            "the stream ends once the task has stopped"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_does_not_exist_yet_is_empty_or_awaited() {
         let f = Arc::new(Fake::default());
-        assert_eq!(collect(stream(f.clone(), LogOptions::default()).await.unwrap()).await, "");
-        let mut s = stream(f.clone(), LogOptions { follow: true, ..Default::default() }).await.unwrap();
+        assert_eq!(
+            collect(stream(f.clone(), LogOptions::default()).await.unwrap()).await,
+            ""
+        );
+        let mut s = stream(
+            f.clone(),
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         f.exists.store(true, Ordering::SeqCst);
-        f.events.lock().unwrap().push(Event { timestamp: 5, message: "hello".into() });
+        f.events.lock().unwrap().push(Event {
+            timestamp: 5,
+            message: "hello".into(),
+        });
         assert_eq!(s.next().await.unwrap().unwrap(), "hello\n");
     }
 }

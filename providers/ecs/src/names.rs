@@ -43,7 +43,11 @@ pub const STOP_REASON_PREFIX: &str = "Deleted by skylet";
 pub const STARTED_BY_MAX: usize = 36;
 
 fn sha256_hex(data: &[u8]) -> String {
-    digest::digest(&digest::SHA256, data).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    digest::digest(&digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `startedBy` for the node's tasks: the node name when it fits in 36
@@ -55,7 +59,11 @@ pub fn started_by(node: &str) -> String {
     if node.len() <= STARTED_BY_MAX && node.chars().all(ok) && !node.is_empty() {
         return node.to_owned();
     }
-    let head: String = node.chars().take(27).map(|c| if ok(c) { c } else { '-' }).collect();
+    let head: String = node
+        .chars()
+        .take(27)
+        .map(|c| if ok(c) { c } else { '-' })
+        .collect();
     format!("{head}-{}", &sha256_hex(node.as_bytes())[..8])
 }
 
@@ -81,7 +89,11 @@ pub fn short_hash(data: &[u8]) -> String {
 
 /// The ECS container name of Kubernetes container `name`.
 pub fn ecs_container(name: &str, init: bool) -> String {
-    if init { format!("{INIT_PREFIX}{name}") } else { name.to_owned() }
+    if init {
+        format!("{INIT_PREFIX}{name}")
+    } else {
+        name.to_owned()
+    }
 }
 
 /// What an ECS container name stands for.
@@ -130,15 +142,28 @@ mod tests {
         assert!(long.starts_with("a-very-long-node-name-that-"), "{long}");
         let dotted = started_by("node.example.com");
         assert!(dotted.starts_with("node-example-com-"), "{dotted}");
-        assert_ne!(started_by("node.example.com"), started_by("node-example-com"), "distinct nodes stay distinct");
+        assert_ne!(
+            started_by("node.example.com"),
+            started_by("node-example-com"),
+            "distinct nodes stay distinct"
+        );
         assert_eq!(started_by("node.example.com"), dotted, "stable");
     }
 
     #[test]
     fn container_names_round_trip() {
-        assert_eq!(container_kind(&ecs_container("setup", true)), ContainerKind::Init("setup"));
-        assert_eq!(container_kind(&ecs_container("web", false)), ContainerKind::App("web"));
+        assert_eq!(
+            container_kind(&ecs_container("setup", true)),
+            ContainerKind::Init("setup")
+        );
+        assert_eq!(
+            container_kind(&ecs_container("web", false)),
+            ContainerKind::App("web")
+        );
         assert_eq!(container_kind(FILES_CONTAINER), ContainerKind::Files);
-        assert_eq!(log_stream("shop", "web", "arn:aws:ecs:us-east-1:1:task/c/abc"), "shop/web/abc");
+        assert_eq!(
+            log_stream("shop", "web", "arn:aws:ecs:us-east-1:1:task/c/abc"),
+            "shop/web/abc"
+        );
     }
 }

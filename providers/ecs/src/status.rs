@@ -23,13 +23,16 @@ use aws_sdk_ecs::types::{Container, Task};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
-        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodIP, PodStatus,
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        ContainerStatus, PodIP, PodStatus,
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use skylet_provider::{BackendPod, PodRef};
 
-use crate::names::{self, ContainerKind, STOP_REASON_PREFIX, TAG_POD_NAME, TAG_POD_NAMESPACE, TAG_POD_UID};
+use crate::names::{
+    self, ContainerKind, STOP_REASON_PREFIX, TAG_POD_NAME, TAG_POD_NAMESPACE, TAG_POD_UID,
+};
 
 /// What a described task means for the pod listing.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,14 +48,25 @@ pub enum Observation {
 
 /// The pod a task runs, from its tags.
 pub fn identity(task: &Task) -> Option<PodRef> {
-    let tag = |k: &str| task.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).map(str::to_owned);
+    let tag = |k: &str| {
+        task.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(str::to_owned)
+    };
     let uid = tag(TAG_POD_UID).filter(|u| !u.is_empty())?;
-    Some(PodRef { namespace: tag(TAG_POD_NAMESPACE).unwrap_or_default(), name: tag(TAG_POD_NAME).unwrap_or_default(), uid })
+    Some(PodRef {
+        namespace: tag(TAG_POD_NAMESPACE).unwrap_or_default(),
+        name: tag(TAG_POD_NAME).unwrap_or_default(),
+        uid,
+    })
 }
 
 /// Whether skylet stopped this task (its `stoppedReason` says so).
 pub fn stopped_by_skylet(task: &Task) -> bool {
-    task.stopped_reason().is_some_and(|r| r.starts_with(STOP_REASON_PREFIX))
+    task.stopped_reason()
+        .is_some_and(|r| r.starts_with(STOP_REASON_PREFIX))
 }
 
 /// Whether the task has reached its final state.
@@ -62,16 +76,23 @@ pub fn is_stopped(task: &Task) -> bool {
 
 /// Classifies a described task.
 pub fn observe(task: &Task) -> Observation {
-    let Some(pod) = identity(task) else { return Observation::Foreign };
+    let Some(pod) = identity(task) else {
+        return Observation::Foreign;
+    };
     if is_stopped(task) && stopped_by_skylet(task) {
         return Observation::Finished(pod);
     }
-    Observation::Pod(Box::new(BackendPod { pod, status: pod_status(task) }))
+    Observation::Pod(Box::new(BackendPod {
+        pod,
+        status: pod_status(task),
+    }))
 }
 
 fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<Time> {
     let t = t?;
-    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0)).ok().map(Time)
+    Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0))
+        .ok()
+        .map(Time)
 }
 
 /// The task's private IPv4 address.
@@ -105,22 +126,48 @@ pub fn pod_status(task: &Task) -> PodStatus {
     for c in task.containers() {
         let name = c.name().unwrap_or_default();
         match names::container_kind(name) {
-            ContainerKind::App(n) => apps.push(container_status(c, n, stopped, running_task, started.as_ref(), finished.as_ref(), task)),
-            ContainerKind::Init(n) => inits.push(container_status(c, n, stopped, running_task, started.as_ref(), finished.as_ref(), task)),
+            ContainerKind::App(n) => apps.push(container_status(
+                c,
+                n,
+                stopped,
+                running_task,
+                started.as_ref(),
+                finished.as_ref(),
+                task,
+            )),
+            ContainerKind::Init(n) => inits.push(container_status(
+                c,
+                n,
+                stopped,
+                running_task,
+                started.as_ref(),
+                finished.as_ref(),
+                task,
+            )),
             ContainerKind::Files => {}
         }
     }
     let phase = match task.last_status().unwrap_or_default() {
         "STOPPED" | "DELETED" => {
             let ok = !apps.is_empty()
-                && apps.iter().all(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code == 0));
+                && apps.iter().all(|s| {
+                    s.state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 0)
+                });
             if ok { "Succeeded" } else { "Failed" }
         }
         "RUNNING" | "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => "Running",
         _ => "Pending",
     };
     let (reason, message) = if phase == "Failed" {
-        (task.stop_code().map(|c| c.as_str().to_owned()).or(Some("TaskStopped".into())), task.stopped_reason().map(str::to_owned))
+        (
+            task.stop_code()
+                .map(|c| c.as_str().to_owned())
+                .or(Some("TaskStopped".into())),
+            task.stopped_reason().map(str::to_owned),
+        )
     } else {
         (None, None)
     };
@@ -149,7 +196,12 @@ fn container_status(
 ) -> ContainerStatus {
     let last = c.last_status().unwrap_or_default();
     let state = if last == "RUNNING" && !task_stopped {
-        ContainerState { running: Some(ContainerStateRunning { started_at: started.cloned() }), ..Default::default() }
+        ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: started.cloned(),
+            }),
+            ..Default::default()
+        }
     } else if let (Some(code), true) = (c.exit_code(), last == "STOPPED" || task_stopped) {
         ContainerState {
             terminated: Some(ContainerStateTerminated {
@@ -176,7 +228,10 @@ fn container_status(
         }
     } else {
         ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: c.reason().map(str::to_owned) }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: c.reason().map(str::to_owned),
+            }),
             ..Default::default()
         }
     };
@@ -184,9 +239,14 @@ fn container_status(
     ContainerStatus {
         name: name.to_owned(),
         image: c.image().unwrap_or_default().to_owned(),
-        image_id: c.image_digest().map(|d| format!("{}@{d}", c.image().unwrap_or_default())).unwrap_or_default(),
+        image_id: c
+            .image_digest()
+            .map(|d| format!("{}@{d}", c.image().unwrap_or_default()))
+            .unwrap_or_default(),
         container_id: c.runtime_id().map(|id| format!("ecs://{id}")),
-        ready: running && task_running && c.health_status().is_none_or(|h| h.as_str() != "UNHEALTHY"),
+        ready: running
+            && task_running
+            && c.health_status().is_none_or(|h| h.as_str() != "UNHEALTHY"),
         started: Some(running),
         restart_count: 0,
         state: Some(state),
@@ -199,11 +259,19 @@ mod tests {
     //! Fixtures shaped like DescribeTasks answers (API model
     //! `Task`/`Container`/`Attachment`), built with the SDK's builders.
     use super::*;
-    use aws_sdk_ecs::types::{Attachment, HealthStatus, KeyValuePair, NetworkInterface, Tag, TaskStopCode};
+    use aws_sdk_ecs::types::{
+        Attachment, HealthStatus, KeyValuePair, NetworkInterface, Tag, TaskStopCode,
+    };
     use aws_smithy_types::DateTime;
 
     fn container(name: &str, last: &str, exit: Option<i32>) -> Container {
-        Container::builder().name(name).image("nginx:1").last_status(last).set_exit_code(exit).runtime_id("abc123").build()
+        Container::builder()
+            .name(name)
+            .image("nginx:1")
+            .last_status(last)
+            .set_exit_code(exit)
+            .runtime_id("abc123")
+            .build()
     }
 
     fn task(last: &str, desired: &str, containers: Vec<Container>) -> Task {
@@ -218,8 +286,18 @@ mod tests {
                 Attachment::builder()
                     .r#type("ElasticNetworkInterface")
                     .status("ATTACHED")
-                    .details(KeyValuePair::builder().name("subnetId").value("subnet-1").build())
-                    .details(KeyValuePair::builder().name("privateIPv4Address").value("10.0.1.23").build())
+                    .details(
+                        KeyValuePair::builder()
+                            .name("subnetId")
+                            .value("subnet-1")
+                            .build(),
+                    )
+                    .details(
+                        KeyValuePair::builder()
+                            .name("privateIPv4Address")
+                            .value("10.0.1.23")
+                            .build(),
+                    )
                     .build(),
             )
             .tags(Tag::builder().key(TAG_POD_UID).value("uid-1").build())
@@ -229,15 +307,25 @@ mod tests {
     }
 
     fn state(s: &PodStatus, i: usize) -> ContainerState {
-        s.container_statuses.as_ref().unwrap()[i].state.clone().unwrap()
+        s.container_statuses.as_ref().unwrap()[i]
+            .state
+            .clone()
+            .unwrap()
     }
 
     #[test]
     fn pending_task_is_a_pending_pod_with_creating_containers() {
-        let t = task("PROVISIONING", "RUNNING", vec![container("web", "PENDING", None)]);
+        let t = task(
+            "PROVISIONING",
+            "RUNNING",
+            vec![container("web", "PENDING", None)],
+        );
         let s = pod_status(&t);
         assert_eq!(s.phase.as_deref(), Some("Pending"));
-        assert_eq!(state(&s, 0).waiting.unwrap().reason.as_deref(), Some("ContainerCreating"));
+        assert_eq!(
+            state(&s, 0).waiting.unwrap().reason.as_deref(),
+            Some("ContainerCreating")
+        );
         assert!(!s.container_statuses.as_ref().unwrap()[0].ready);
         assert_eq!(identity(&t), Some(PodRef::new("shop", "web-1", "uid-1")));
     }
@@ -249,7 +337,12 @@ mod tests {
             "RUNNING",
             vec![
                 container("web", "RUNNING", None),
-                Container::builder().name("metrics").image("m").last_status("RUNNING").health_status(HealthStatus::Unhealthy).build(),
+                Container::builder()
+                    .name("metrics")
+                    .image("m")
+                    .last_status("RUNNING")
+                    .health_status(HealthStatus::Unhealthy)
+                    .build(),
                 container(names::FILES_CONTAINER, "STOPPED", Some(0)),
                 container("init_migrate", "STOPPED", Some(0)),
             ],
@@ -266,28 +359,51 @@ mod tests {
         let init = &s.init_container_statuses.as_ref().unwrap()[0];
         assert_eq!(init.name, "migrate");
         let term = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
-        assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
+        assert_eq!(
+            (term.exit_code, term.reason.as_deref()),
+            (0, Some("Completed"))
+        );
     }
 
     #[test]
     fn stopped_task_with_exit_codes_fails_with_the_stop_code() {
-        let mut t = task("STOPPED", "STOPPED", vec![container("web", "STOPPED", Some(0)), container("worker", "STOPPED", Some(3))]);
+        let mut t = task(
+            "STOPPED",
+            "STOPPED",
+            vec![
+                container("web", "STOPPED", Some(0)),
+                container("worker", "STOPPED", Some(3)),
+            ],
+        );
         t.stop_code = Some(TaskStopCode::EssentialContainerExited);
         t.stopped_reason = Some("Essential container in task exited".into());
         t.stopped_at = Some(DateTime::from_secs(1_700_000_100));
         let s = pod_status(&t);
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert_eq!(s.reason.as_deref(), Some("EssentialContainerExited"));
-        assert_eq!(s.message.as_deref(), Some("Essential container in task exited"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("Essential container in task exited")
+        );
         let w = state(&s, 1).terminated.unwrap();
         assert_eq!((w.exit_code, w.reason.as_deref()), (3, Some("Error")));
         assert_eq!(w.finished_at.unwrap().0.as_second(), 1_700_000_100);
-        assert!(matches!(observe(&t), Observation::Pod(_)), "a task that ended by itself is reported");
+        assert!(
+            matches!(observe(&t), Observation::Pod(_)),
+            "a task that ended by itself is reported"
+        );
     }
 
     #[test]
     fn essential_container_exit_zero_is_success() {
-        let mut t = task("STOPPED", "STOPPED", vec![container("job", "STOPPED", Some(0)), container("init_setup", "STOPPED", Some(0))]);
+        let mut t = task(
+            "STOPPED",
+            "STOPPED",
+            vec![
+                container("job", "STOPPED", Some(0)),
+                container("init_setup", "STOPPED", Some(0)),
+            ],
+        );
         t.stop_code = Some(TaskStopCode::EssentialContainerExited);
         let s = pod_status(&t);
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
@@ -299,7 +415,14 @@ mod tests {
         let mut t = task(
             "STOPPED",
             "STOPPED",
-            vec![Container::builder().name("web").image("nope").last_status("STOPPED").reason("CannotPullContainerError: pull access denied").build()],
+            vec![
+                Container::builder()
+                    .name("web")
+                    .image("nope")
+                    .last_status("STOPPED")
+                    .reason("CannotPullContainerError: pull access denied")
+                    .build(),
+            ],
         );
         t.stop_code = Some(TaskStopCode::TaskFailedToStart);
         t.stopped_reason = Some("CannotPullContainerError: pull access denied".into());
@@ -309,20 +432,37 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert_eq!(s.reason.as_deref(), Some("TaskFailedToStart"));
         assert_eq!(s.pod_ip, None);
-        assert_eq!(s.start_time.as_ref().unwrap().0.as_second(), 1_700_000_000, "createdAt when never started");
+        assert_eq!(
+            s.start_time.as_ref().unwrap().0.as_second(),
+            1_700_000_000,
+            "createdAt when never started"
+        );
         let term = state(&s, 0).terminated.unwrap();
-        assert_eq!((term.exit_code, term.reason.as_deref()), (128, Some("ContainerCannotRun")));
+        assert_eq!(
+            (term.exit_code, term.reason.as_deref()),
+            (128, Some("ContainerCannotRun"))
+        );
         assert!(term.message.unwrap().contains("CannotPullContainerError"));
     }
 
     #[test]
     fn stopping_task_stays_running_and_skylet_stopped_tasks_are_finished() {
-        let mut t = task("DEACTIVATING", "STOPPED", vec![container("web", "RUNNING", None)]);
+        let mut t = task(
+            "DEACTIVATING",
+            "STOPPED",
+            vec![container("web", "RUNNING", None)],
+        );
         t.stopped_reason = Some(format!("{STOP_REASON_PREFIX} (pod shop/web-1)"));
         assert_eq!(pod_status(&t).phase.as_deref(), Some("Running"));
-        assert!(matches!(observe(&t), Observation::Pod(_)), "still stopping: the pod waits");
+        assert!(
+            matches!(observe(&t), Observation::Pod(_)),
+            "still stopping: the pod waits"
+        );
         t.last_status = Some("STOPPED".into());
-        assert_eq!(observe(&t), Observation::Finished(PodRef::new("shop", "web-1", "uid-1")));
+        assert_eq!(
+            observe(&t),
+            Observation::Finished(PodRef::new("shop", "web-1", "uid-1"))
+        );
         t.tags = None;
         assert_eq!(observe(&t), Observation::Foreign);
     }
@@ -331,11 +471,17 @@ mod tests {
     fn ip_from_a_container_interface_when_no_attachment() {
         let mut t = task("RUNNING", "RUNNING", vec![]);
         t.attachments = None;
-        t.containers = Some(vec![Container::builder()
-            .name("web")
-            .last_status("RUNNING")
-            .network_interfaces(NetworkInterface::builder().private_ipv4_address("10.9.8.7").build())
-            .build()]);
+        t.containers = Some(vec![
+            Container::builder()
+                .name("web")
+                .last_status("RUNNING")
+                .network_interfaces(
+                    NetworkInterface::builder()
+                        .private_ipv4_address("10.9.8.7")
+                        .build(),
+                )
+                .build(),
+        ]);
         assert_eq!(pod_ip(&t).as_deref(), Some("10.9.8.7"));
     }
 }

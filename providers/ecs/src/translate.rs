@@ -60,8 +60,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ecs::types::{
-    ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride, ContainerRestartPolicy, EphemeralStorage,
-    KeyValuePair, LogConfiguration, LogDriver, MountPoint, PortMapping, Secret, TransportProtocol, Volume,
+    ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride,
+    ContainerRestartPolicy, EphemeralStorage, KeyValuePair, LogConfiguration, LogDriver,
+    MountPoint, PortMapping, Secret, TransportProtocol, Volume,
 };
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume as KubeVolume};
@@ -230,7 +231,9 @@ pub struct SecretPayload(BTreeMap<String, String>);
 
 impl std::fmt::Debug for SecretPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("SecretPayload").field(&self.0.keys().collect::<Vec<_>>()).finish()
+        f.debug_tuple("SecretPayload")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -260,7 +263,11 @@ fn invalid(reason: &str, message: impl Into<String>) -> ProviderError {
 /// # Errors
 /// [`ProviderError::InvalidPod`] for a pod ECS/Fargate cannot run, with a
 /// reason and a message that says what to change.
-pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Result<Plan, ProviderError> {
+pub fn plan(
+    rp: &ResolvedPod,
+    settings: &Settings,
+    secret_key: &hmac::Key,
+) -> Result<Plan, ProviderError> {
     let pod = &rp.pod;
     let spec = pod.spec.clone().unwrap_or_default();
     let meta = &pod.metadata;
@@ -273,7 +280,9 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
         Some(a) => {
             return Err(invalid(
                 "InvalidTaskRole",
-                format!("annotation {ANNOTATION_TASK_ROLE}={a:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                format!(
+                    "annotation {ANNOTATION_TASK_ROLE}={a:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                ),
             ));
         }
         None => settings.task_role_arn.clone(),
@@ -284,7 +293,9 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
         Some(other) => {
             return Err(invalid(
                 "InvalidCapacity",
-                format!("annotation {ANNOTATION_CAPACITY}={other:?}: use \"spot\" (FARGATE_SPOT) or \"on-demand\" (FARGATE)"),
+                format!(
+                    "annotation {ANNOTATION_CAPACITY}={other:?}: use \"spot\" (FARGATE_SPOT) or \"on-demand\" (FARGATE)"
+                ),
             ));
         }
     };
@@ -293,8 +304,12 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     let mut overrides: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     // at least 2 s: ECS documents no minimum, and a kill without any
     // SIGTERM window gains nothing on Fargate
-    let stop_timeout = u32::try_from(spec.termination_grace_period_seconds.unwrap_or(30).clamp(2, i64::from(MAX_STOP_TIMEOUT)))
-        .unwrap_or(MAX_STOP_TIMEOUT);
+    let stop_timeout = u32::try_from(
+        spec.termination_grace_period_seconds
+            .unwrap_or(30)
+            .clamp(2, i64::from(MAX_STOP_TIMEOUT)),
+    )
+    .unwrap_or(MAX_STOP_TIMEOUT);
 
     // volumes
     // ECS volumes are named by position: Kubernetes names can differ
@@ -313,7 +328,9 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
                 file_volumes.insert(ecs_volume.clone());
                 files.volumes.push(ecs_volume.clone());
                 for (fi, f) in rp.volumes.get(&v.name).into_iter().flatten().enumerate() {
-                    if tokens.contains(&f.path) && settings.service_account_token == ServiceAccountToken::Omit {
+                    if tokens.contains(&f.path)
+                        && settings.service_account_token == ServiceAccountToken::Omit
+                    {
                         continue;
                     }
                     let var = format!("SKYLET_F{vi}_{fi}");
@@ -322,12 +339,20 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
                         let key = format!("f{vi}.{fi}");
                         secret.insert(key.clone(), content);
                         files.secrets.push((var.clone(), key));
-                    } else if per_pod.iter().any(|p| f.path == *p || f.path.starts_with(&format!("{p}/"))) {
-                        overrides.entry(FILES_CONTAINER.to_owned()).or_default().push((var.clone(), content));
+                    } else if per_pod
+                        .iter()
+                        .any(|p| f.path == *p || f.path.starts_with(&format!("{p}/")))
+                    {
+                        overrides
+                            .entry(FILES_CONTAINER.to_owned())
+                            .or_default()
+                            .push((var.clone(), content));
                     } else {
                         files.environment.push((var.clone(), content));
                     }
-                    files.script.push(file_command(&files_dir(&ecs_volume), &f.path, f.mode, &var));
+                    files
+                        .script
+                        .push(file_command(&files_dir(&ecs_volume), &f.path, f.mode, &var));
                 }
             }
             VolumeKind::Other(kind) => {
@@ -347,13 +372,17 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     let mut names_seen = BTreeSet::new();
     for c in app.iter().chain(&init) {
         if c.image.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid("InvalidImageName", format!("container {:?} has no image", c.name)));
+            return Err(invalid(
+                "InvalidImageName",
+                format!("container {:?} has no image", c.name),
+            ));
         }
         names_seen.insert(c.name.clone());
     }
 
     // the chain containers depend on: files, then each init container
-    let mut prev: Option<(String, &'static str)> = (!files.volumes.is_empty()).then(|| (FILES_CONTAINER.to_owned(), "SUCCESS"));
+    let mut prev: Option<(String, &'static str)> =
+        (!files.volumes.is_empty()).then(|| (FILES_CONTAINER.to_owned(), "SUCCESS"));
     let mut containers = Vec::new();
     let mut init_specs = Vec::new();
     let mut sum_cpu: u64 = 0;
@@ -367,7 +396,16 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
         let sidecar = c.restart_policy.as_deref() == Some("Always");
         let name = names::ecs_container(&c.name, true);
         let res = Resources::of(c)?;
-        let mut cs = container_spec(c, &name, rp, &spec, (&volume_names, &file_volumes), stop_timeout, &mut secret, &mut overrides)?;
+        let mut cs = container_spec(
+            c,
+            &name,
+            rp,
+            &spec,
+            (&volume_names, &file_volumes),
+            stop_timeout,
+            &mut secret,
+            &mut overrides,
+        )?;
         cs.essential = false;
         cs.depends_on = prev.iter().cloned().collect();
         cs.memory_reservation = DEFAULT_RESERVATION_MIB;
@@ -395,7 +433,16 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     };
     for c in app {
         let res = Resources::of(c)?;
-        let mut cs = container_spec(c, &c.name, rp, &spec, (&volume_names, &file_volumes), stop_timeout, &mut secret, &mut overrides)?;
+        let mut cs = container_spec(
+            c,
+            &c.name,
+            rp,
+            &spec,
+            (&volume_names, &file_volumes),
+            stop_timeout,
+            &mut secret,
+            &mut overrides,
+        )?;
         cs.essential = true;
         cs.depends_on = prev.iter().cloned().collect();
         cs.cpu = res.cpu_units();
@@ -426,24 +473,41 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     if eph_gib > EPHEMERAL_MAX_GIB {
         return Err(invalid(
             "ResourcesTooLarge",
-            format!("the pod requests {eph_gib} GiB of ephemeral storage; Fargate tasks have at most {EPHEMERAL_MAX_GIB} GiB"),
+            format!(
+                "the pod requests {eph_gib} GiB of ephemeral storage; Fargate tasks have at most {EPHEMERAL_MAX_GIB} GiB"
+            ),
         ));
     }
 
     let mut task = TaskSpec {
         cpu,
         memory,
-        ephemeral_gib: (eph_gib > EPHEMERAL_DEFAULT_GIB).then(|| u32::try_from(eph_gib).unwrap_or(200)),
+        ephemeral_gib: (eph_gib > EPHEMERAL_DEFAULT_GIB)
+            .then(|| u32::try_from(eph_gib).unwrap_or(200)),
         task_role_arn,
         execution_role_arn: settings.execution_role_arn.clone(),
         volumes,
         containers,
-        log: (settings.log_group.clone(), settings.region.clone(), namespace.clone()),
+        log: (
+            settings.log_group.clone(),
+            settings.region.clone(),
+            namespace.clone(),
+        ),
     };
 
     // per-pod environment that does not fit into overrides goes into the
     // task definition (which then serves this pod alone)
-    let size: usize = overrides.iter().map(|(c, env)| c.len() + 40 + env.iter().map(|(k, v)| k.len() + v.len() + 30).sum::<usize>()).sum();
+    let size: usize = overrides
+        .iter()
+        .map(|(c, env)| {
+            c.len()
+                + 40
+                + env
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 30)
+                    .sum::<usize>()
+        })
+        .sum();
     if size > OVERRIDES_LIMIT {
         for (cname, env) in std::mem::take(&mut overrides) {
             if let Some(c) = task.containers.iter_mut().find(|c| c.name == cname) {
@@ -456,7 +520,9 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     if payload.to_json().len() > SECRET_LIMIT {
         return Err(invalid(
             "SecretTooLarge",
-            format!("the pod's Secret-derived environment and files add up to more than {SECRET_LIMIT} bytes, the Secrets Manager limit"),
+            format!(
+                "the pod's Secret-derived environment and files add up to more than {SECRET_LIMIT} bytes, the Secrets Manager limit"
+            ),
         ));
     }
     let mut hashed = serde_json::to_vec(&task).unwrap_or_default();
@@ -467,9 +533,15 @@ pub fn plan(rp: &ResolvedPod, settings: &Settings, secret_key: &hmac::Key) -> Re
     }
     let key = names::short_hash(&hashed);
     let tags = vec![
-        (names::TAG_POD_UID.to_owned(), meta.uid.clone().unwrap_or_default()),
+        (
+            names::TAG_POD_UID.to_owned(),
+            meta.uid.clone().unwrap_or_default(),
+        ),
         (names::TAG_POD_NAMESPACE.to_owned(), namespace),
-        (names::TAG_POD_NAME.to_owned(), meta.name.clone().unwrap_or_default()),
+        (
+            names::TAG_POD_NAME.to_owned(),
+            meta.name.clone().unwrap_or_default(),
+        ),
         (names::TAG_NODE.to_owned(), settings.node.clone()),
     ];
     Ok(Plan {
@@ -490,7 +562,10 @@ fn check_pod_level(spec: &PodSpec) -> Result<(), ProviderError> {
         (spec.host_ipc, "hostIPC"),
     ] {
         if set == Some(true) {
-            return Err(invalid("UnsupportedPodSpec", format!("{what}: Fargate tasks have no host to share; remove it")));
+            return Err(invalid(
+                "UnsupportedPodSpec",
+                format!("{what}: Fargate tasks have no host to share; remove it"),
+            ));
         }
     }
     Ok(())
@@ -500,7 +575,10 @@ enum VolumeKind {
     EmptyDir,
     /// Files: paths (files or directories) that differ per pod
     /// (downward API), and service-account token paths.
-    Files { per_pod: Vec<String>, tokens: Vec<String> },
+    Files {
+        per_pod: Vec<String>,
+        tokens: Vec<String>,
+    },
     Other(String),
 }
 
@@ -509,10 +587,16 @@ fn volume_kind(v: &KubeVolume) -> VolumeKind {
         return VolumeKind::EmptyDir;
     }
     if v.config_map.is_some() || v.secret.is_some() {
-        return VolumeKind::Files { per_pod: Vec::new(), tokens: Vec::new() };
+        return VolumeKind::Files {
+            per_pod: Vec::new(),
+            tokens: Vec::new(),
+        };
     }
     if let Some(d) = &v.downward_api {
-        return VolumeKind::Files { per_pod: d.items.iter().flatten().map(|i| i.path.clone()).collect(), tokens: Vec::new() };
+        return VolumeKind::Files {
+            per_pod: d.items.iter().flatten().map(|i| i.path.clone()).collect(),
+            tokens: Vec::new(),
+        };
     }
     if let Some(p) = &v.projected {
         let mut per_pod = Vec::new();
@@ -530,7 +614,10 @@ fn volume_kind(v: &KubeVolume) -> VolumeKind {
     // the name of whichever source field is set
     let kind = serde_json::to_value(v)
         .ok()
-        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
+        .and_then(|j| {
+            j.as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        })
         .unwrap_or_else(|| "unknown".into());
     VolumeKind::Other(kind)
 }
@@ -542,7 +629,9 @@ fn sh_quote(s: &str) -> String {
 
 fn file_command(dir: &str, path: &str, mode: u32, var: &str) -> String {
     let target = format!("{dir}/{path}");
-    let parent = target.rsplit_once('/').map_or(dir.to_owned(), |(p, _)| p.to_owned());
+    let parent = target
+        .rsplit_once('/')
+        .map_or(dir.to_owned(), |(p, _)| p.to_owned());
     format!(
         "mkdir -p {p}; printf '%s' \"${var}\" | base64 -d > {t}; chmod {mode:o} {t}",
         p = sh_quote(&parent),
@@ -561,7 +650,11 @@ struct FilesContainer {
 impl FilesContainer {
     fn into_spec(self, image: &str, stop_timeout: u32) -> ContainerSpec {
         let mut script = vec!["set -e".to_owned()];
-        script.extend(self.volumes.iter().map(|v| format!("mkdir -p {}", sh_quote(&files_dir(v)))));
+        script.extend(
+            self.volumes
+                .iter()
+                .map(|v| format!("mkdir -p {}", sh_quote(&files_dir(v)))),
+        );
         script.extend(self.script);
         ContainerSpec {
             name: FILES_CONTAINER.into(),
@@ -574,7 +667,11 @@ impl FilesContainer {
             environment: self.environment,
             secrets: self.secrets,
             ports: Vec::new(),
-            mounts: self.volumes.iter().map(|v| (v.clone(), files_dir(v), false)).collect(),
+            mounts: self
+                .volumes
+                .iter()
+                .map(|v| (v.clone(), files_dir(v), false))
+                .collect(),
             depends_on: Vec::new(),
             cpu: None,
             memory: None,
@@ -596,7 +693,8 @@ fn per_pod_vars(c: &Container) -> BTreeSet<String> {
         .iter()
         .flatten()
         .filter(|e| {
-            e.value_from.as_ref().is_some_and(|f| f.field_ref.is_some()) || e.value.as_deref().is_some_and(|v| v.contains("$("))
+            e.value_from.as_ref().is_some_and(|f| f.field_ref.is_some())
+                || e.value.as_deref().is_some_and(|v| v.contains("$("))
         })
         .map(|e| e.name.clone())
         .collect()
@@ -617,12 +715,19 @@ fn container_spec(
     if sc.and_then(|s| s.privileged) == Some(true) {
         return Err(invalid(
             "UnsupportedPodSpec",
-            format!("container {:?} is privileged; Fargate does not run privileged containers", c.name),
+            format!(
+                "container {:?} is privileged; Fargate does not run privileged containers",
+                c.name
+            ),
         ));
     }
     let pod_sc = spec.security_context.as_ref();
-    let uid = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
-    let gid = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group));
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
     let user = match (uid, gid) {
         (Some(u), Some(g)) => Some(format!("{u}:{g}")),
         (Some(u), None) => Some(u.to_string()),
@@ -647,7 +752,10 @@ fn container_spec(
             secret.insert(key.clone(), value.as_str().into_owned());
             secrets.push((name, key));
         } else if per_pod.contains(&name) {
-            overrides.entry(ecs_name.to_owned()).or_default().push((name, value.as_str().into_owned()));
+            overrides
+                .entry(ecs_name.to_owned())
+                .or_default()
+                .push((name, value.as_str().into_owned()));
         } else {
             environment.push((name, value.as_str().into_owned()));
         }
@@ -661,7 +769,10 @@ fn container_spec(
             Some(other) => {
                 return Err(invalid(
                     "UnsupportedPodSpec",
-                    format!("container {:?} port {}: protocol {other} is not supported by ECS (TCP and UDP are)", c.name, p.container_port),
+                    format!(
+                        "container {:?} port {}: protocol {other} is not supported by ECS (TCP and UDP are)",
+                        c.name, p.container_port
+                    ),
                 ));
             }
         };
@@ -676,14 +787,23 @@ fn container_spec(
                 ),
             ));
         }
-        let port = u16::try_from(p.container_port)
-            .map_err(|_| invalid("UnsupportedPodSpec", format!("container {:?}: port {} is out of range", c.name, p.container_port)))?;
+        let port = u16::try_from(p.container_port).map_err(|_| {
+            invalid(
+                "UnsupportedPodSpec",
+                format!(
+                    "container {:?}: port {} is out of range",
+                    c.name, p.container_port
+                ),
+            )
+        })?;
         ports.push((port, proto));
     }
 
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+        {
             return Err(invalid(
                 "UnsupportedPodSpec",
                 format!(
@@ -692,7 +812,10 @@ fn container_spec(
                 ),
             ));
         }
-        let volume = volume_names.get(&m.name).cloned().unwrap_or_else(|| m.name.clone());
+        let volume = volume_names
+            .get(&m.name)
+            .cloned()
+            .unwrap_or_else(|| m.name.clone());
         let read_only = m.read_only.unwrap_or(false) || file_volumes.contains(&volume);
         mounts.push((volume, m.mount_path.clone(), read_only));
     }
@@ -714,7 +837,9 @@ fn container_spec(
         memory: None,
         memory_reservation: DEFAULT_RESERVATION_MIB,
         stop_timeout,
-        readonly_root: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        readonly_root: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
         restart: None,
         interactive: c.stdin.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
@@ -733,30 +858,57 @@ impl Resources {
     fn of(c: &Container) -> Result<Self, ProviderError> {
         let r = c.resources.as_ref();
         let get = |name: &str| {
-            r.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name)).or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)))
+            r.and_then(|r| r.requests.as_ref())
+                .and_then(|m| m.get(name))
+                .or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)))
         };
-        let bad = |name: &str, q: &str| invalid("InvalidResources", format!("container {:?}: {name} {q:?} is not a quantity", c.name));
+        let bad = |name: &str, q: &str| {
+            invalid(
+                "InvalidResources",
+                format!("container {:?}: {name} {q:?} is not a quantity", c.name),
+            )
+        };
         // ceil(quantity * scale), saturating at u64::MAX
-        let scaled = |name: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity, scale: u128| {
+        let scaled = |name: &str,
+                      q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                      scale: u128| {
             Quantity::parse(q.0.trim())
                 .and_then(|v| v.scaled_ceil(scale))
                 .map(|v| u64::try_from(v).unwrap_or(u64::MAX))
                 .ok_or_else(|| bad(name, &q.0))
         };
-        let cpu_millis = get("cpu").map(|q| scaled("cpu", q, 1000)).transpose()?.unwrap_or(0);
-        let memory_bytes = get("memory").map(|q| scaled("memory", q, 1)).transpose()?.unwrap_or(0);
-        let ephemeral_bytes = get("ephemeral-storage").map(|q| scaled("ephemeral-storage", q, 1)).transpose()?.unwrap_or(0);
+        let cpu_millis = get("cpu")
+            .map(|q| scaled("cpu", q, 1000))
+            .transpose()?
+            .unwrap_or(0);
+        let memory_bytes = get("memory")
+            .map(|q| scaled("memory", q, 1))
+            .transpose()?
+            .unwrap_or(0);
+        let ephemeral_bytes = get("ephemeral-storage")
+            .map(|q| scaled("ephemeral-storage", q, 1))
+            .transpose()?
+            .unwrap_or(0);
         let memory_limit_mib = r
             .and_then(|r| r.limits.as_ref())
             .and_then(|m| m.get("memory"))
-            .map(|q| scaled("memory limit", q, 1).map(|b| u32::try_from(b.div_ceil(1 << 20)).unwrap_or(u32::MAX)))
+            .map(|q| {
+                scaled("memory limit", q, 1)
+                    .map(|b| u32::try_from(b.div_ceil(1 << 20)).unwrap_or(u32::MAX))
+            })
             .transpose()?;
-        Ok(Self { cpu_millis, memory_bytes, memory_limit_mib, ephemeral_bytes })
+        Ok(Self {
+            cpu_millis,
+            memory_bytes,
+            memory_limit_mib,
+            ephemeral_bytes,
+        })
     }
 
     /// ECS CPU units (1024 per vCPU), `None` without a request.
     fn cpu_units(&self) -> Option<u32> {
-        (self.cpu_millis > 0).then(|| u32::try_from((self.cpu_millis * 1024).div_ceil(1000)).unwrap_or(u32::MAX))
+        (self.cpu_millis > 0)
+            .then(|| u32::try_from((self.cpu_millis * 1024).div_ceil(1000)).unwrap_or(u32::MAX))
     }
 
     fn memory_mib(&self) -> u64 {
@@ -802,33 +954,62 @@ impl TaskSpec {
     /// # Errors
     /// A message when a secret is referenced without an ARN, or a builder
     /// refuses a value.
-    pub fn container_definitions(&self, secret_arn: Option<&str>) -> Result<Vec<ContainerDefinition>, String> {
-        self.containers.iter().map(|c| c.definition(&self.log, secret_arn)).collect()
+    pub fn container_definitions(
+        &self,
+        secret_arn: Option<&str>,
+    ) -> Result<Vec<ContainerDefinition>, String> {
+        self.containers
+            .iter()
+            .map(|c| c.definition(&self.log, secret_arn))
+            .collect()
     }
 
     /// The task volumes.
     pub fn task_volumes(&self) -> Vec<Volume> {
-        self.volumes.iter().map(|v| Volume::builder().name(v).build()).collect()
+        self.volumes
+            .iter()
+            .map(|v| Volume::builder().name(v).build())
+            .collect()
     }
 
     /// Ephemeral storage, when more than the included 20 GiB.
     pub fn ephemeral_storage(&self) -> Option<EphemeralStorage> {
-        self.ephemeral_gib.map(|g| EphemeralStorage::builder().size_in_gib(i32::try_from(g).unwrap_or(200)).build())
+        self.ephemeral_gib.map(|g| {
+            EphemeralStorage::builder()
+                .size_in_gib(i32::try_from(g).unwrap_or(200))
+                .build()
+        })
     }
 }
 
 fn kv(pairs: &[(String, String)]) -> Vec<KeyValuePair> {
-    pairs.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+        .collect()
 }
 
 impl ContainerSpec {
-    fn definition(&self, log: &(String, String, String), secret_arn: Option<&str>) -> Result<ContainerDefinition, String> {
+    fn definition(
+        &self,
+        log: &(String, String, String),
+        secret_arn: Option<&str>,
+    ) -> Result<ContainerDefinition, String> {
         let secrets = self
             .secrets
             .iter()
             .map(|(name, key)| {
-                let arn = secret_arn.ok_or_else(|| format!("container {} references a secret but none was created", self.name))?;
-                Secret::builder().name(name).value_from(format!("{arn}:{key}::")).build().map_err(|e| e.to_string())
+                let arn = secret_arn.ok_or_else(|| {
+                    format!(
+                        "container {} references a secret but none was created",
+                        self.name
+                    )
+                })?;
+                Secret::builder()
+                    .name(name)
+                    .value_from(format!("{arn}:{key}::"))
+                    .build()
+                    .map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
         let depends = self
@@ -910,7 +1091,12 @@ impl Plan {
     pub fn container_overrides(&self) -> Vec<ContainerOverride> {
         self.overrides
             .iter()
-            .map(|(name, env)| ContainerOverride::builder().name(name).set_environment(Some(kv(env))).build())
+            .map(|(name, env)| {
+                ContainerOverride::builder()
+                    .name(name)
+                    .set_environment(Some(kv(env)))
+                    .build()
+            })
             .collect()
     }
 }
@@ -922,21 +1108,26 @@ mod tests {
     use serde_json::json;
     use skylet_provider::{Value, VolumeFile};
 
-/// Every plain value of a plan, for tests that look for leaks.
-fn everything_sent(plan: &Plan, secret_arn: &str) -> String {
-    format!(
-        "{:?}{:?}{:?}{:?}",
-        plan.task.container_definitions(Some(secret_arn)).unwrap(),
-        plan.container_overrides(),
-        plan.tags,
-        plan.family
-    )
-}
+    /// Every plain value of a plan, for tests that look for leaks.
+    fn everything_sent(plan: &Plan, secret_arn: &str) -> String {
+        format!(
+            "{:?}{:?}{:?}{:?}",
+            plan.task.container_definitions(Some(secret_arn)).unwrap(),
+            plan.container_overrides(),
+            plan.tags,
+            plan.family
+        )
+    }
 
-/// Environment of a container by name (tests).
-fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, String> {
-    plan.task.containers.iter().find(|c| c.name == container).map(|c| c.environment.iter().cloned().collect()).unwrap_or_default()
-}
+    /// Environment of a container by name (tests).
+    fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, String> {
+        plan.task
+            .containers
+            .iter()
+            .find(|c| c.name == container)
+            .map(|c| c.environment.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 
     fn settings() -> Settings {
         Settings {
@@ -995,16 +1186,33 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         assert_eq!(a.family, b.family, "same template, same family");
         assert_eq!(a.task, b.task);
         assert!(a.family.starts_with("skylet-abcd1234-"));
-        assert_eq!(a.overrides, [("web".to_owned(), vec![("POD_NAME".to_owned(), "web-a".to_owned())])]);
+        assert_eq!(
+            a.overrides,
+            [(
+                "web".to_owned(),
+                vec![("POD_NAME".to_owned(), "web-a".to_owned())]
+            )]
+        );
         assert_eq!(env_of(&a, "web")["MODE"], "prod");
         let web = &a.task.containers[0];
         assert_eq!(web.entry_point.as_deref(), Some(&["nginx".to_owned()][..]));
         assert_eq!(web.command.as_ref().unwrap()[0], "-g");
         assert_eq!(web.ports, [(80, "tcp")]);
         assert_eq!(web.stop_timeout, 120, "grace period capped at 120 s");
-        assert_eq!((a.task.cpu, a.task.memory), (512, 1024), "300m/600Mi rounds up to 0.5 vCPU / 1 GiB");
-        assert_eq!(web.restart, Some(vec![]), "restartPolicy Always restarts the container");
-        assert!(a.tags.contains(&("skylet.io/pod-uid".into(), "uid-web-a".into())));
+        assert_eq!(
+            (a.task.cpu, a.task.memory),
+            (512, 1024),
+            "300m/600Mi rounds up to 0.5 vCPU / 1 GiB"
+        );
+        assert_eq!(
+            web.restart,
+            Some(vec![]),
+            "restartPolicy Always restarts the container"
+        );
+        assert!(
+            a.tags
+                .contains(&("skylet.io/pod-uid".into(), "uid-web-a".into()))
+        );
     }
 
     #[test]
@@ -1013,20 +1221,40 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         let payload = p.secret.as_ref().expect("a secret");
         assert!(payload.to_json().contains("hunter2"));
         assert!(!format!("{payload:?}").contains("hunter2"), "Debug redacts");
-        assert!(!format!("{p:?}").contains("hunter2"), "the plan's Debug neither");
-        let sent = everything_sent(&p, "arn:aws:secretsmanager:us-east-1:1:secret:skylet/n/x-AbCdEf");
+        assert!(
+            !format!("{p:?}").contains("hunter2"),
+            "the plan's Debug neither"
+        );
+        let sent = everything_sent(
+            &p,
+            "arn:aws:secretsmanager:us-east-1:1:secret:skylet/n/x-AbCdEf",
+        );
         assert!(!sent.contains("hunter2"), "{sent}");
         let defs = p.task.container_definitions(Some("arn:s")).unwrap();
         let s = &defs[0].secrets()[0];
-        assert_eq!((s.name(), s.value_from()), ("PASSWORD", format!("arn:s:{}::", p.task.containers[0].secrets[0].1).as_str()));
+        assert_eq!(
+            (s.name(), s.value_from()),
+            (
+                "PASSWORD",
+                format!("arn:s:{}::", p.task.containers[0].secrets[0].1).as_str()
+            )
+        );
         // a different secret value is a different template (and secret)
         let mut other = with_env(pod("web-b", web()));
         other.env.get_mut("web").unwrap()[2].1 = Value::secret("changed");
         assert_ne!(plan(&other, &settings(), &key()).unwrap().family, p.family);
         // the family reveals nothing without the key
         let other_key = hmac::Key::new(hmac::HMAC_SHA256, b"another");
-        assert_ne!(plan(&with_env(pod("web-a", web())), &settings(), &other_key).unwrap().family, p.family);
-        assert!(p.task.container_definitions(None).is_err(), "secrets need the secret's ARN");
+        assert_ne!(
+            plan(&with_env(pod("web-a", web())), &settings(), &other_key)
+                .unwrap()
+                .family,
+            p.family
+        );
+        assert!(
+            p.task.container_definitions(None).is_err(),
+            "secrets need the secret's ARN"
+        );
     }
 
     #[test]
@@ -1041,18 +1269,32 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         );
         let p = plan(&rp, &settings(), &key()).unwrap();
         let names: Vec<&str> = p.task.containers.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["main", "side", "init_migrate", "init_proxy"], "app containers first");
+        assert_eq!(
+            names,
+            ["main", "side", "init_migrate", "init_proxy"],
+            "app containers first"
+        );
         let by = |n: &str| p.task.containers.iter().find(|c| c.name == n).unwrap();
         assert!(!by("init_migrate").essential && by("main").essential);
         assert!(by("init_migrate").depends_on.is_empty());
-        assert_eq!(by("init_proxy").depends_on, [("init_migrate".to_owned(), "SUCCESS")]);
-        assert_eq!(by("main").depends_on, [("init_proxy".to_owned(), "START")], "a sidecar need only start");
+        assert_eq!(
+            by("init_proxy").depends_on,
+            [("init_migrate".to_owned(), "SUCCESS")]
+        );
+        assert_eq!(
+            by("main").depends_on,
+            [("init_proxy".to_owned(), "START")],
+            "a sidecar need only start"
+        );
         assert_eq!(by("main").restart, None, "restartPolicy Never");
         assert_eq!(by("init_proxy").restart, Some(vec![]), "sidecars restart");
         // the init container's 2 vCPU / 3 GiB dominates the app's 0.25 vCPU
         assert_eq!((p.task.cpu, p.task.memory), (2048, 4096));
         let defs = p.task.container_definitions(None).unwrap();
-        assert_eq!(defs[0].depends_on()[0].condition(), &ContainerCondition::Start);
+        assert_eq!(
+            defs[0].depends_on()[0].condition(),
+            &ContainerCondition::Start
+        );
     }
 
     #[test]
@@ -1060,16 +1302,36 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         assert_eq!(fargate_size(0, 0).unwrap(), (256, 512));
         assert_eq!(fargate_size(256, 600).unwrap(), (256, 1024));
         assert_eq!(fargate_size(300, 512).unwrap(), (512, 1024));
-        assert_eq!(fargate_size(1024, 9000).unwrap(), (2048, 9216), "1 vCPU allows at most 8 GiB");
+        assert_eq!(
+            fargate_size(1024, 9000).unwrap(),
+            (2048, 9216),
+            "1 vCPU allows at most 8 GiB"
+        );
         assert_eq!(fargate_size(5000, 17000).unwrap(), (8192, 20480));
         assert_eq!(fargate_size(16384, 122_880).unwrap(), (16384, 122_880));
         let e = fargate_size(20_000, 1024).unwrap_err();
-        assert!(matches!(&e, ProviderError::InvalidPod { reason, .. } if reason == "ResourcesTooLarge"));
+        assert!(
+            matches!(&e, ProviderError::InvalidPod { reason, .. } if reason == "ResourcesTooLarge")
+        );
         assert!(e.to_string().contains("16 vCPU with 32-120 GiB"), "{e}");
-        let rp = pod("big", json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"memory": "200Gi"}}}]}));
-        assert!(matches!(plan(&rp, &settings(), &key()), Err(ProviderError::InvalidPod { .. })));
-        let rp = pod("bad", json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}));
-        assert!(plan(&rp, &settings(), &key()).unwrap_err().to_string().contains("\"lots\" is not a quantity"));
+        let rp = pod(
+            "big",
+            json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"memory": "200Gi"}}}]}),
+        );
+        assert!(matches!(
+            plan(&rp, &settings(), &key()),
+            Err(ProviderError::InvalidPod { .. })
+        ));
+        let rp = pod(
+            "bad",
+            json!({"containers": [{"name": "x", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}),
+        );
+        assert!(
+            plan(&rp, &settings(), &key())
+                .unwrap_err()
+                .to_string()
+                .contains("\"lots\" is not a quantity")
+        );
     }
 
     #[test]
@@ -1090,30 +1352,87 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
                                    {"serviceAccountToken": {"path": "token"}},
                                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}]}),
         );
-        let file = |path: &str, value: Value| VolumeFile { path: path.into(), mode: 0o644, value };
-        rp.volumes.insert("conf".into(), vec![file("app.yaml", Value::plain("port: 80\n")), file("sub/x.txt", Value::plain("x"))]);
-        rp.volumes.insert("creds".into(), vec![file("pw", Value::secret("s3cret"))]);
-        rp.volumes.insert("info".into(), vec![file("name", Value::plain("cfg"))]);
+        let file = |path: &str, value: Value| VolumeFile {
+            path: path.into(),
+            mode: 0o644,
+            value,
+        };
+        rp.volumes.insert(
+            "conf".into(),
+            vec![
+                file("app.yaml", Value::plain("port: 80\n")),
+                file("sub/x.txt", Value::plain("x")),
+            ],
+        );
+        rp.volumes
+            .insert("creds".into(), vec![file("pw", Value::secret("s3cret"))]);
+        rp.volumes
+            .insert("info".into(), vec![file("name", Value::plain("cfg"))]);
         rp.volumes.insert(
             "kube-api-access".into(),
-            vec![file("token", Value::secret("eyJhbGciOi")), file("ca.crt", Value::plain("-----BEGIN CERTIFICATE-----"))],
+            vec![
+                file("token", Value::secret("eyJhbGciOi")),
+                file("ca.crt", Value::plain("-----BEGIN CERTIFICATE-----")),
+            ],
         );
         let p = plan(&rp, &settings(), &key()).unwrap();
-        let files = p.task.containers.iter().find(|c| c.name == FILES_CONTAINER).unwrap();
+        let files = p
+            .task
+            .containers
+            .iter()
+            .find(|c| c.name == FILES_CONTAINER)
+            .unwrap();
         let app = &p.task.containers[0];
         assert_eq!(app.depends_on, [(FILES_CONTAINER.to_owned(), "SUCCESS")]);
-        assert!(app.mounts.contains(&("v0".into(), "/etc/app".into(), true)), "file volumes are read-only");
+        assert!(
+            app.mounts.contains(&("v0".into(), "/etc/app".into(), true)),
+            "file volumes are read-only"
+        );
         assert!(app.mounts.contains(&("v3".into(), "/tmp".into(), false)));
-        assert_eq!(p.task.volumes, ["v0", "v1", "v2", "v3", "v4"], "named by position");
+        assert_eq!(
+            p.task.volumes,
+            ["v0", "v1", "v2", "v3", "v4"],
+            "named by position"
+        );
         let script = &files.command.as_ref().unwrap()[0];
-        assert!(script.contains("mkdir -p '/skylet/volumes/v0/sub'"), "{script}");
-        assert!(script.contains("base64 -d > '/skylet/volumes/v0/app.yaml'; chmod 644"), "{script}");
-        assert!(!script.contains("token"), "the service-account token is omitted by default: {script}");
+        assert!(
+            script.contains("mkdir -p '/skylet/volumes/v0/sub'"),
+            "{script}"
+        );
+        assert!(
+            script.contains("base64 -d > '/skylet/volumes/v0/app.yaml'; chmod 644"),
+            "{script}"
+        );
+        assert!(
+            !script.contains("token"),
+            "the service-account token is omitted by default: {script}"
+        );
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        assert!(files.environment.iter().any(|(_, v)| *v == b64("port: 80\n")));
-        assert!(files.environment.iter().any(|(_, v)| *v == b64("-----BEGIN CERTIFICATE-----")));
-        assert_eq!(files.secrets.len(), 1, "the secret file comes from Secrets Manager");
-        assert_eq!(p.overrides, [(FILES_CONTAINER.to_owned(), vec![("SKYLET_F2_0".to_owned(), b64("cfg"))])], "downward API is per pod");
+        assert!(
+            files
+                .environment
+                .iter()
+                .any(|(_, v)| *v == b64("port: 80\n"))
+        );
+        assert!(
+            files
+                .environment
+                .iter()
+                .any(|(_, v)| *v == b64("-----BEGIN CERTIFICATE-----"))
+        );
+        assert_eq!(
+            files.secrets.len(),
+            1,
+            "the secret file comes from Secrets Manager"
+        );
+        assert_eq!(
+            p.overrides,
+            [(
+                FILES_CONTAINER.to_owned(),
+                vec![("SKYLET_F2_0".to_owned(), b64("cfg"))]
+            )],
+            "downward API is per pod"
+        );
         let sent = everything_sent(&p, "arn:x");
         assert!(!sent.contains(&b64("s3cret")) && !sent.contains("s3cret"));
         // with tokens mounted, the token travels as a secret
@@ -1121,19 +1440,47 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         s.service_account_token = ServiceAccountToken::Mount;
         let p = plan(&rp, &s, &key()).unwrap();
         assert_eq!(p.secret.unwrap().keys().count(), 2);
-        let script = &p.task.containers.iter().find(|c| c.name == FILES_CONTAINER).unwrap().command.as_ref().unwrap()[0];
+        let script = &p
+            .task
+            .containers
+            .iter()
+            .find(|c| c.name == FILES_CONTAINER)
+            .unwrap()
+            .command
+            .as_ref()
+            .unwrap()[0];
         assert!(script.contains("/skylet/volumes/v4/token"), "{script}");
     }
 
     #[test]
     fn what_fargate_cannot_run_fails_with_a_reason() {
         for (spec, reason, needle) in [
-            (json!({"containers": [{"name": "a", "image": "i"}], "volumes": [{"name": "d", "hostPath": {"path": "/"}}]}), "UnsupportedVolume", "hostPath"),
-            (json!({"containers": [{"name": "a", "image": "i", "securityContext": {"privileged": true}}]}), "UnsupportedPodSpec", "privileged"),
-            (json!({"containers": [{"name": "a", "image": "i"}], "hostNetwork": true}), "UnsupportedPodSpec", "hostNetwork"),
-            (json!({"containers": [{"name": "a", "image": "i", "volumeMounts": [{"name": "e", "mountPath": "/x", "subPath": "y"}]}],
-                    "volumes": [{"name": "e", "emptyDir": {}}]}), "UnsupportedPodSpec", "subPath"),
-            (json!({"containers": [{"name": "a", "image": "i", "ports": [{"containerPort": 9, "protocol": "SCTP"}]}]}), "UnsupportedPodSpec", "SCTP"),
+            (
+                json!({"containers": [{"name": "a", "image": "i"}], "volumes": [{"name": "d", "hostPath": {"path": "/"}}]}),
+                "UnsupportedVolume",
+                "hostPath",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "i", "securityContext": {"privileged": true}}]}),
+                "UnsupportedPodSpec",
+                "privileged",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "i"}], "hostNetwork": true}),
+                "UnsupportedPodSpec",
+                "hostNetwork",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "i", "volumeMounts": [{"name": "e", "mountPath": "/x", "subPath": "y"}]}],
+                    "volumes": [{"name": "e", "emptyDir": {}}]}),
+                "UnsupportedPodSpec",
+                "subPath",
+            ),
+            (
+                json!({"containers": [{"name": "a", "image": "i", "ports": [{"containerPort": 9, "protocol": "SCTP"}]}]}),
+                "UnsupportedPodSpec",
+                "SCTP",
+            ),
         ] {
             let e = plan(&pod("p", spec), &settings(), &key()).unwrap_err();
             match &e {
@@ -1145,26 +1492,56 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
             }
         }
         let mut rp = pod("p", json!({"containers": [{"name": "a", "image": "i"}]}));
-        rp.pod.metadata.annotations = Some([(ANNOTATION_CAPACITY.to_owned(), "cheap".to_owned())].into());
-        assert!(plan(&rp, &settings(), &key()).unwrap_err().to_string().contains("spot"));
+        rp.pod.metadata.annotations =
+            Some([(ANNOTATION_CAPACITY.to_owned(), "cheap".to_owned())].into());
+        assert!(
+            plan(&rp, &settings(), &key())
+                .unwrap_err()
+                .to_string()
+                .contains("spot")
+        );
         rp.pod.metadata.annotations = Some(
-            [(ANNOTATION_CAPACITY.to_owned(), "spot".to_owned()), (ANNOTATION_TASK_ROLE.to_owned(), "arn:aws:iam::1:role/pod".to_owned())].into(),
+            [
+                (ANNOTATION_CAPACITY.to_owned(), "spot".to_owned()),
+                (
+                    ANNOTATION_TASK_ROLE.to_owned(),
+                    "arn:aws:iam::1:role/pod".to_owned(),
+                ),
+            ]
+            .into(),
         );
         let p = plan(&rp, &settings(), &key()).unwrap();
         assert!(p.spot);
-        assert_eq!(p.task.task_role_arn.as_deref(), Some("arn:aws:iam::1:role/pod"));
+        assert_eq!(
+            p.task.task_role_arn.as_deref(),
+            Some("arn:aws:iam::1:role/pod")
+        );
     }
 
     #[test]
     fn memory_limits_are_hard_limits_above_the_reservation() {
-        let rp = pod("p", json!({"containers": [
+        let rp = pod(
+            "p",
+            json!({"containers": [
             {"name": "guaranteed", "image": "i", "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}},
-            {"name": "burstable", "image": "i", "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "1Gi"}}}]}));
+            {"name": "burstable", "image": "i", "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "1Gi"}}}]}),
+        );
         let p = plan(&rp, &settings(), &key()).unwrap();
-        assert_eq!((p.task.cpu, p.task.memory), (256, 1024), "640 MiB of requests");
+        assert_eq!(
+            (p.task.cpu, p.task.memory),
+            (256, 1024),
+            "640 MiB of requests"
+        );
         let defs = p.task.container_definitions(None).unwrap();
-        assert_eq!((defs[0].memory(), defs[0].memory_reservation()), (Some(512), None), "request = limit: the limit alone");
-        assert_eq!((defs[1].memory(), defs[1].memory_reservation()), (Some(1024), Some(128)));
+        assert_eq!(
+            (defs[0].memory(), defs[0].memory_reservation()),
+            (Some(512), None),
+            "request = limit: the limit alone"
+        );
+        assert_eq!(
+            (defs[1].memory(), defs[1].memory_reservation()),
+            (Some(1024), Some(128))
+        );
     }
 
     #[test]
@@ -1172,15 +1549,29 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
         // the ServiceAccount admission plugin names the volume kube-api-access-<random>
         let replica = |name: &str, suffix: &str| {
             let vol = format!("kube-api-access-{suffix}");
-            let mut rp = pod(name, json!({"containers": [{"name": "a", "image": "i",
+            let mut rp = pod(
+                name,
+                json!({"containers": [{"name": "a", "image": "i",
                     "volumeMounts": [{"name": vol, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
                 "volumes": [{"name": vol, "projected": {"sources": [
                     {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}));
-            rp.volumes.insert(vol, vec![
-                VolumeFile { path: "token".into(), mode: 0o644, value: Value::secret(format!("token-of-{name}")) },
-                VolumeFile { path: "namespace".into(), mode: 0o644, value: Value::plain("shop") },
-            ]);
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}),
+            );
+            rp.volumes.insert(
+                vol,
+                vec![
+                    VolumeFile {
+                        path: "token".into(),
+                        mode: 0o644,
+                        value: Value::secret(format!("token-of-{name}")),
+                    },
+                    VolumeFile {
+                        path: "namespace".into(),
+                        mode: 0o644,
+                        value: Value::plain("shop"),
+                    },
+                ],
+            );
             plan(&rp, &settings(), &key()).unwrap()
         };
         let (a, b) = (replica("a", "x7k2p"), replica("b", "q9z4m"));
@@ -1190,9 +1581,15 @@ fn env_of(plan: &Plan, container: &str) -> std::collections::HashMap<String, Str
 
     #[test]
     fn oversized_overrides_move_into_the_task_definition() {
-        let mut rp = pod("p", json!({"containers": [{"name": "web", "image": "i",
-            "env": [{"name": "BIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['big']"}}}]}]}));
-        rp.env.insert("web".into(), vec![("BIG".into(), Value::plain("x".repeat(9000)))]);
+        let mut rp = pod(
+            "p",
+            json!({"containers": [{"name": "web", "image": "i",
+            "env": [{"name": "BIG", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['big']"}}}]}]}),
+        );
+        rp.env.insert(
+            "web".into(),
+            vec![("BIG".into(), Value::plain("x".repeat(9000)))],
+        );
         let p = plan(&rp, &settings(), &key()).unwrap();
         assert!(p.overrides.is_empty());
         assert_eq!(env_of(&p, "web")["BIG"].len(), 9000);

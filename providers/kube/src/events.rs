@@ -28,7 +28,9 @@ pub(crate) struct Owners(Arc<Mutex<HashMap<(String, String), PodRef>>>);
 
 impl Owners {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PodRef>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn insert(&self, ns: &str, name: &str, origin: PodRef) {
@@ -49,7 +51,13 @@ const SEEN_MAX: usize = 10_000;
 
 /// Forwards remote pod Events to the home cluster until aborted.
 pub(crate) async fn forward(home: Client, remote: Client, node: String, owners: Owners) {
-    let recorder = Recorder::new(home, Reporter { controller: "skylet-kube".into(), instance: Some(node) });
+    let recorder = Recorder::new(
+        home,
+        Reporter {
+            controller: "skylet-kube".into(),
+            instance: Some(node),
+        },
+    );
     let wc = watcher::Config::default().fields("involvedObject.kind=Pod");
     let stream = watcher(Api::<CoreEvent>::all(remote), wc).default_backoff();
     futures::pin_mut!(stream);
@@ -77,9 +85,14 @@ pub(crate) async fn forward(home: Client, remote: Client, node: String, owners: 
                 continue;
             }
         };
-        let Some(uid) = e.metadata.uid.clone() else { continue };
+        let Some(uid) = e.metadata.uid.clone() else {
+            continue;
+        };
         let obj = &e.involved_object;
-        let Some(origin) = owners.get(obj.namespace.as_deref().unwrap_or(""), obj.name.as_deref().unwrap_or("")) else {
+        let Some(origin) = owners.get(
+            obj.namespace.as_deref().unwrap_or(""),
+            obj.name.as_deref().unwrap_or(""),
+        ) else {
             continue;
         };
         if !seen.insert(uid.clone()) {
@@ -101,8 +114,18 @@ pub(crate) async fn forward(home: Client, remote: Client, node: String, owners: 
         };
         let reason = e.reason.clone().unwrap_or_else(|| "RemoteEvent".into());
         let note = format!("remote: {}", e.message.clone().unwrap_or_default());
-        let type_ = if e.type_.as_deref() == Some("Warning") { EventType::Warning } else { EventType::Normal };
-        let event = Event { type_, reason, note: Some(note), action: "Remote".into(), secondary: None };
+        let type_ = if e.type_.as_deref() == Some("Warning") {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let event = Event {
+            type_,
+            reason,
+            note: Some(note),
+            action: "Remote".into(),
+            secondary: None,
+        };
         if let Err(err) = recorder.publish(&event, &reference).await {
             tracing::debug!(error = %err, pod = %origin, "cannot record a remote event at home");
         }

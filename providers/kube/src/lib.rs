@@ -54,7 +54,8 @@ use kube::{
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use skylet_provider::{
-    BackendEvent, BackendPod, Deleted, LogOptions, LogStream, PodRef, Provider, ProviderError, ResolvedPod, Result,
+    BackendEvent, BackendPod, Deleted, LogOptions, LogStream, PodRef, Provider, ProviderError,
+    ResolvedPod, Result,
 };
 
 mod events;
@@ -89,11 +90,14 @@ pub struct KubeProvider {
 /// Maps a remote API failure to the provider's error classes.
 pub(crate) fn classify(what: &str, e: kube::Error) -> ProviderError {
     match &e {
-        kube::Error::Api(s) if s.code == 404 => ProviderError::NotFound(format!("{what}: {}", s.message)),
-        kube::Error::Api(s) if s.code == 429 => ProviderError::Throttled { retry_after: None },
-        kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
-            ProviderError::invalid("RemoteRejected", format!("the remote cluster refused {what}: {}", s.message))
+        kube::Error::Api(s) if s.code == 404 => {
+            ProviderError::NotFound(format!("{what}: {}", s.message))
         }
+        kube::Error::Api(s) if s.code == 429 => ProviderError::Throttled { retry_after: None },
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => ProviderError::invalid(
+            "RemoteRejected",
+            format!("the remote cluster refused {what}: {}", s.message),
+        ),
         kube::Error::Api(s) if s.code == 403 => ProviderError::transient(format!(
             "the remote cluster forbids {what} ({}); grant skylet's remote identity the RBAC listed in the skylet-kube docs",
             s.message
@@ -112,13 +116,17 @@ impl KubeProvider {
             .reflect(writer)
             .applied_objects();
         let (running, pod_writer) = reflector::store();
-        let pods_wc = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        let pods_wc =
+            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
         let pod_stream = watcher(Api::<Pod>::all(remote.clone()), pods_wc)
             .default_backoff()
             .reflect(pod_writer)
             .applied_objects();
         let node_watch = tokio::spawn(async move {
-            let both = futures::stream::select(stream.map(|r| r.map(|_| ())).boxed(), pod_stream.map(|r| r.map(|_| ())).boxed());
+            let both = futures::stream::select(
+                stream.map(|r| r.map(|_| ())).boxed(),
+                pod_stream.map(|r| r.map(|_| ())).boxed(),
+            );
             futures::pin_mut!(both);
             while let Some(r) = both.next().await {
                 if let Err(e) = r {
@@ -127,7 +135,12 @@ impl KubeProvider {
             }
         });
         let owners = events::Owners::default();
-        let event_watch = tokio::spawn(events::forward(home.clone(), remote.clone(), config.context.node.clone(), owners.clone()));
+        let event_watch = tokio::spawn(events::forward(
+            home.clone(),
+            remote.clone(),
+            config.context.node.clone(),
+            owners.clone(),
+        ));
         Self {
             reflections: reflect::Reflections::new(home, remote.clone(), config.context.clone()),
             owners,
@@ -146,7 +159,12 @@ impl KubeProvider {
     }
 
     async fn ensure_namespace(&self, ns: &str) -> Result<()> {
-        if self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(ns) {
+        if self
+            .namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(ns)
+        {
             return Ok(());
         }
         let api: Api<Namespace> = Api::all(self.remote.clone());
@@ -159,14 +177,21 @@ impl KubeProvider {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(classify(&format!("creating namespace {ns}"), e)),
         }
-        self.namespaces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ns.to_owned());
+        self.namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ns.to_owned());
         Ok(())
     }
 
     /// The remote pod that runs home pod `pod`, if any.
     async fn find(&self, pod: &PodRef) -> Result<Option<Pod>> {
         let ns = self.ctx.remote_namespace(&pod.namespace);
-        let found = self.pods(&ns).get_opt(&pod.name).await.map_err(|e| classify("reading the remote pod", e))?;
+        let found = self
+            .pods(&ns)
+            .get_opt(&pod.name)
+            .await
+            .map_err(|e| classify("reading the remote pod", e))?;
         Ok(found.filter(|p| p.labels().get(translate::ORIGIN_UID) == Some(&pod.uid)))
     }
 
@@ -183,7 +208,9 @@ impl KubeProvider {
     fn backend_pod(p: Pod) -> Option<BackendPod> {
         let pod = Self::origin(&p)?;
         let mut status = p.status.unwrap_or_default();
-        if p.metadata.deletion_timestamp.is_some() && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        if p.metadata.deletion_timestamp.is_some()
+            && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+        {
             // still shown while the remote kubelet stops it
             status.reason.get_or_insert_with(|| "Terminating".into());
         }
@@ -198,20 +225,27 @@ impl KubeProvider {
         if self.ctx.service_account != ServiceAccountPolicy::HomeToken {
             return Ok(());
         }
-        let Some(data) = translate::home_token_data(rp) else { return Ok(()) };
+        let Some(data) = translate::home_token_data(rp) else {
+            return Ok(());
+        };
         let name = translate::token_secret_name(&rp.pod_ref().name);
         let secret = k8s_openapi::api::core::v1::Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(ns.to_owned()),
-                labels: Some(BTreeMap::from([(translate::CLUSTER_ID.to_owned(), self.ctx.cluster_id.clone())])),
-                owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Pod".into(),
-                    name: owner.name_any(),
-                    uid: owner.metadata.uid.clone().unwrap_or_default(),
-                    ..Default::default()
-                }]),
+                labels: Some(BTreeMap::from([(
+                    translate::CLUSTER_ID.to_owned(),
+                    self.ctx.cluster_id.clone(),
+                )])),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        name: owner.name_any(),
+                        uid: owner.metadata.uid.clone().unwrap_or_default(),
+                        ..Default::default()
+                    },
+                ]),
                 ..Default::default()
             },
             data: Some(data),
@@ -220,7 +254,9 @@ impl KubeProvider {
         };
         let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.remote.clone(), ns);
         let pp = kube::api::PatchParams::apply("skylet").force();
-        api.patch(&name, &pp, &kube::api::Patch::Apply(&secret)).await.map_err(|e| classify("writing the home token Secret", e))?;
+        api.patch(&name, &pp, &kube::api::Patch::Apply(&secret))
+            .await
+            .map_err(|e| classify("writing the home token Secret", e))?;
         Ok(())
     }
 }
@@ -234,13 +270,29 @@ impl Provider for KubeProvider {
         let mut total: BTreeMap<String, f64> = BTreeMap::new();
         let mut usable = HashSet::new();
         for n in self.nodes.state() {
-            let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-            let schedulable = !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let schedulable = !n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
             if !(ready && schedulable) {
                 continue;
             }
             usable.insert(n.name_any());
-            for (k, q) in n.status.as_ref().and_then(|s| s.allocatable.as_ref()).into_iter().flatten() {
+            for (k, q) in n
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .into_iter()
+                .flatten()
+            {
                 if let Some(v) = remote::parse_quantity(&q.0) {
                     *total.entry(k.clone()).or_default() += v;
                 }
@@ -248,10 +300,22 @@ impl Provider for KubeProvider {
         }
         // minus what the pods already running there request
         for p in self.running.state() {
-            let Some(spec) = p.spec.as_ref().filter(|s| s.node_name.as_ref().is_some_and(|n| usable.contains(n))) else { continue };
+            let Some(spec) = p
+                .spec
+                .as_ref()
+                .filter(|s| s.node_name.as_ref().is_some_and(|n| usable.contains(n)))
+            else {
+                continue;
+            };
             *total.entry("pods".into()).or_default() -= 1.0;
             for c in &spec.containers {
-                for (k, q) in c.resources.as_ref().and_then(|r| r.requests.as_ref()).into_iter().flatten() {
+                for (k, q) in c
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(v) = remote::parse_quantity(&q.0) {
                         *total.entry(k.clone()).or_default() -= v;
                     }
@@ -263,13 +327,24 @@ impl Provider for KubeProvider {
         }
         let q: BTreeMap<String, Quantity> = ["cpu", "memory", "pods", "ephemeral-storage"]
             .into_iter()
-            .map(|k| (k.to_owned(), Quantity(remote::format_quantity(k, total.get(k).copied().unwrap_or(0.0)))))
+            .map(|k| {
+                (
+                    k.to_owned(),
+                    Quantity(remote::format_quantity(
+                        k,
+                        total.get(k).copied().unwrap_or(0.0),
+                    )),
+                )
+            })
             .collect();
         let status = node.status.get_or_insert_with(Default::default);
         status.capacity = Some(q.clone());
         status.allocatable = Some(q);
         let labels = node.metadata.labels.get_or_insert_with(Default::default);
-        labels.insert("skylet.io/remote-cluster".into(), self.ctx.cluster_id.clone());
+        labels.insert(
+            "skylet.io/remote-cluster".into(),
+            self.ctx.cluster_id.clone(),
+        );
     }
 
     async fn ping(&self) -> Result<()> {
@@ -277,7 +352,9 @@ impl Provider for KubeProvider {
             .await
             .map_err(|_| ProviderError::transient("the remote apiserver did not answer within 5s"))?
             .map(|_| ())
-            .map_err(|e| ProviderError::transient(format!("the remote apiserver is unreachable: {e}")))
+            .map_err(|e| {
+                ProviderError::transient(format!("the remote apiserver is unreachable: {e}"))
+            })
     }
 
     async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
@@ -290,7 +367,10 @@ impl Provider for KubeProvider {
         let created = match api.create(&PostParams::default(), &remote_pod).await {
             Ok(p) => p,
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = api.get(&pod_ref.name).await.map_err(|e| classify("reading the remote pod", e))?;
+                let existing = api
+                    .get(&pod_ref.name)
+                    .await
+                    .map_err(|e| classify("reading the remote pod", e))?;
                 if existing.labels().get(translate::ORIGIN_UID) != Some(&pod_ref.uid) {
                     // a pod of the same name from an earlier home pod: remove it first
                     let _ = api.delete(&pod_ref.name, &DeleteParams::default()).await;
@@ -303,29 +383,44 @@ impl Provider for KubeProvider {
             }
             Err(e) => return Err(classify("creating the remote pod", e)),
         };
-        let mut refs = translate::references(remote_pod.spec.as_ref().unwrap_or(&Default::default()));
-        refs.secrets.remove(&translate::token_secret_name(&pod_ref.name));
-        self.reflections.reflect(&pod_ref.namespace, &ns, &refs, &created).await?;
+        let mut refs =
+            translate::references(remote_pod.spec.as_ref().unwrap_or(&Default::default()));
+        refs.secrets
+            .remove(&translate::token_secret_name(&pod_ref.name));
+        self.reflections
+            .reflect(&pod_ref.namespace, &ns, &refs, &created)
+            .await?;
         self.write_home_token(rp, &ns, &created).await
     }
 
     /// Updates the home token Secret when the core refreshed the token.
     async fn update_pod(&self, rp: &ResolvedPod) -> Result<()> {
-        let Some(remote) = self.find(&rp.pod_ref()).await? else { return Ok(()) };
+        let Some(remote) = self.find(&rp.pod_ref()).await? else {
+            return Ok(());
+        };
         let ns = remote.namespace().unwrap_or_default();
         self.write_home_token(rp, &ns, &remote).await
     }
 
     async fn delete_pod(&self, pod: &PodRef, grace: Duration) -> Result<Deleted> {
-        let Some(remote) = self.find(pod).await? else { return Ok(Deleted::Gone) };
+        let Some(remote) = self.find(pod).await? else {
+            return Ok(Deleted::Gone);
+        };
         let ns = remote.namespace().unwrap_or_default();
         let dp = DeleteParams {
             grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            preconditions: Some(Preconditions { uid: remote.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: remote.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match self.pods(&ns).delete(&pod.name, &dp).await {
-            Ok(either) => Ok(if either.is_right() { Deleted::Gone } else { Deleted::Stopping }),
+            Ok(either) => Ok(if either.is_right() {
+                Deleted::Gone
+            } else {
+                Deleted::Stopping
+            }),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Deleted::Gone),
             Err(e) => Err(classify("deleting the remote pod", e)),
         }
@@ -333,40 +428,58 @@ impl Provider for KubeProvider {
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {
         let lp = ListParams::default().labels(&self.ctx.selector());
-        let list = Api::<Pod>::all(self.remote.clone()).list(&lp).await.map_err(|e| classify("listing remote pods", e))?;
+        let list = Api::<Pod>::all(self.remote.clone())
+            .list(&lp)
+            .await
+            .map_err(|e| classify("listing remote pods", e))?;
         // the sweep also brings reflected ConfigMaps and Secrets up to date
         self.reflections.sync().await;
-        Ok(list.items.into_iter().filter_map(Self::backend_pod).collect())
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(Self::backend_pod)
+            .collect())
     }
 
     fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
         let wc = watcher::Config::default().labels(&self.ctx.selector());
         let owners = self.owners.clone();
-        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc).default_backoff().filter_map(move |ev| {
-            let owners = owners.clone();
-            async move { match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                    if let Some(origin) = Self::origin(&p) {
-                        owners.insert(&p.namespace().unwrap_or_default(), &p.name_any(), origin);
+        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc)
+            .default_backoff()
+            .filter_map(move |ev| {
+                let owners = owners.clone();
+                async move {
+                    match ev {
+                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                            if let Some(origin) = Self::origin(&p) {
+                                owners.insert(
+                                    &p.namespace().unwrap_or_default(),
+                                    &p.name_any(),
+                                    origin,
+                                );
+                            }
+                            Self::backend_pod(p).map(|bp| BackendEvent::Status(Box::new(bp)))
+                        }
+                        Ok(watcher::Event::Delete(p)) => {
+                            owners.remove(&p.namespace().unwrap_or_default(), &p.name_any());
+                            Self::origin(&p).map(BackendEvent::Gone)
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "remote pod watch; retrying");
+                            None
+                        }
                     }
-                    Self::backend_pod(p).map(|bp| BackendEvent::Status(Box::new(bp)))
                 }
-                Ok(watcher::Event::Delete(p)) => {
-                    owners.remove(&p.namespace().unwrap_or_default(), &p.name_any());
-                    Self::origin(&p).map(BackendEvent::Gone)
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::debug!(error = %e, "remote pod watch; retrying");
-                    None
-                }
-            } }
-        });
+            });
         Some(stream.boxed())
     }
 
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
-        let remote = self.find(pod).await?.ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
+        let remote = self
+            .find(pod)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
         let lp = LogParams {
             container: Some(container.to_owned()),
             follow: opts.follow,
@@ -378,8 +491,15 @@ impl Provider for KubeProvider {
             ..Default::default()
         };
         let ns = remote.namespace().unwrap_or_default();
-        let reader = self.pods(&ns).log_stream(&pod.name, &lp).await.map_err(|e| classify("reading remote logs", e))?;
-        Ok(reader.lines().map_ok(|l| bytes::Bytes::from(l + "\n")).boxed())
+        let reader = self
+            .pods(&ns)
+            .log_stream(&pod.name, &lp)
+            .await
+            .map_err(|e| classify("reading remote logs", e))?;
+        Ok(reader
+            .lines()
+            .map_ok(|l| bytes::Bytes::from(l + "\n"))
+            .boxed())
     }
 
     async fn exec(
@@ -389,18 +509,51 @@ impl Provider for KubeProvider {
         command: Vec<String>,
         io: skylet_provider::ExecIo,
     ) -> Result<skylet_provider::ExitStatus> {
-        let remote = self.find(pod).await?.ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
-        remote::exec(&self.pods(&remote.namespace().unwrap_or_default()), &pod.name, container, Some(command), io).await
+        let remote = self
+            .find(pod)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
+        remote::exec(
+            &self.pods(&remote.namespace().unwrap_or_default()),
+            &pod.name,
+            container,
+            Some(command),
+            io,
+        )
+        .await
     }
 
-    async fn attach(&self, pod: &PodRef, container: &str, io: skylet_provider::AttachIo) -> Result<skylet_provider::ExitStatus> {
-        let remote = self.find(pod).await?.ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
-        remote::exec(&self.pods(&remote.namespace().unwrap_or_default()), &pod.name, container, None, io).await
+    async fn attach(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        io: skylet_provider::AttachIo,
+    ) -> Result<skylet_provider::ExitStatus> {
+        let remote = self
+            .find(pod)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
+        remote::exec(
+            &self.pods(&remote.namespace().unwrap_or_default()),
+            &pod.name,
+            container,
+            None,
+            io,
+        )
+        .await
     }
 
     async fn port_forward(&self, pod: &PodRef, port: u16) -> Result<skylet_provider::PortStream> {
-        let remote = self.find(pod).await?.ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
-        remote::port_forward(&self.pods(&remote.namespace().unwrap_or_default()), &pod.name, port).await
+        let remote = self
+            .find(pod)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
+        remote::port_forward(
+            &self.pods(&remote.namespace().unwrap_or_default()),
+            &pod.name,
+            port,
+        )
+        .await
     }
 }
 

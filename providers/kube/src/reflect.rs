@@ -56,7 +56,16 @@ pub(crate) struct Reflections {
 }
 
 /// What differs between ConfigMaps and Secrets.
-trait Reflected: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+trait Reflected:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     /// Copies the payload of `from` into `self`.
     fn copy_payload(&mut self, from: &Self);
 }
@@ -87,21 +96,44 @@ fn owner(pod: &Pod) -> OwnerReference {
 
 impl Reflections {
     pub(crate) fn new(home: Client, remote: Client, ctx: Context) -> Self {
-        Self { home, remote, ctx, tracked: Mutex::default() }
+        Self {
+            home,
+            remote,
+            ctx,
+            tracked: Mutex::default(),
+        }
     }
 
     fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<Key, String>> {
-        self.tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tracked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Copies what `refs` names from `home_ns` to `remote_ns`, adding `pod` as an owner.
-    pub(crate) async fn reflect(&self, home_ns: &str, remote_ns: &str, refs: &References, pod: &Pod) -> Result<()> {
+    pub(crate) async fn reflect(
+        &self,
+        home_ns: &str,
+        remote_ns: &str,
+        refs: &References,
+        pod: &Pod,
+    ) -> Result<()> {
         for name in &refs.config_maps {
-            let key = Key { kind: Kind::ConfigMap, home_ns: home_ns.into(), remote_ns: remote_ns.into(), name: name.clone() };
+            let key = Key {
+                kind: Kind::ConfigMap,
+                home_ns: home_ns.into(),
+                remote_ns: remote_ns.into(),
+                name: name.clone(),
+            };
             self.copy::<ConfigMap>(&key, Some(pod)).await?;
         }
         for name in &refs.secrets {
-            let key = Key { kind: Kind::Secret, home_ns: home_ns.into(), remote_ns: remote_ns.into(), name: name.clone() };
+            let key = Key {
+                kind: Kind::Secret,
+                home_ns: home_ns.into(),
+                remote_ns: remote_ns.into(),
+                name: name.clone(),
+            };
             self.copy::<Secret>(&key, Some(pod)).await?;
         }
         Ok(())
@@ -109,7 +141,11 @@ impl Reflections {
 
     /// Brings every copy up to date with its home object.
     pub(crate) async fn sync(&self) {
-        let keys: Vec<(Key, String)> = self.tracked().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let keys: Vec<(Key, String)> = self
+            .tracked()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (key, _) in keys {
             let r = match key.kind {
                 Kind::ConfigMap => self.copy::<ConfigMap>(&key, None).await,
@@ -127,7 +163,11 @@ impl Reflections {
     async fn copy<K: Reflected>(&self, key: &Key, pod: Option<&Pod>) -> Result<()> {
         let what = format!("{:?} {}/{}", key.kind, key.home_ns, key.name);
         let home: Api<K> = Api::namespaced(self.home.clone(), &key.home_ns);
-        let Some(src) = home.get_opt(&key.name).await.map_err(|e| classify(&format!("reading home {what}"), e))? else {
+        let Some(src) = home
+            .get_opt(&key.name)
+            .await
+            .map_err(|e| classify(&format!("reading home {what}"), e))?
+        else {
             // an optional reference to a missing object; nothing to copy
             return Ok(());
         };
@@ -137,7 +177,10 @@ impl Reflections {
         }
         let remote: Api<K> = Api::namespaced(self.remote.clone(), &key.remote_ns);
         for _attempt in 0..3 {
-            let existing = remote.get_opt(&key.name).await.map_err(|e| classify(&format!("reading remote {what}"), e))?;
+            let existing = remote
+                .get_opt(&key.name)
+                .await
+                .map_err(|e| classify(&format!("reading remote {what}"), e))?;
             let r = match existing {
                 None if pod.is_none() => {
                     // its last pod is gone and so is the copy
@@ -150,18 +193,26 @@ impl Reflections {
                     *m = Default::default();
                     m.name = Some(key.name.clone());
                     m.namespace = Some(key.remote_ns.clone());
-                    m.labels = Some(BTreeMap::from([(CLUSTER_ID.to_owned(), self.ctx.cluster_id.clone())]));
+                    m.labels = Some(BTreeMap::from([(
+                        CLUSTER_ID.to_owned(),
+                        self.ctx.cluster_id.clone(),
+                    )]));
                     m.annotations = Some(BTreeMap::from([
                         (ORIGIN.to_owned(), format!("{}/{}", key.home_ns, key.name)),
                         (ORIGIN_VERSION.to_owned(), version.clone()),
                     ]));
                     m.owner_references = pod.map(|p| vec![owner(p)]);
-                    remote.create(&PostParams::default(), &obj).await.map(|_| ())
+                    remote
+                        .create(&PostParams::default(), &obj)
+                        .await
+                        .map(|_| ())
                 }
                 Some(mut obj) => {
                     obj.copy_payload(&src);
                     let m = obj.meta_mut();
-                    m.annotations.get_or_insert_with(Default::default).insert(ORIGIN_VERSION.to_owned(), version.clone());
+                    m.annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(ORIGIN_VERSION.to_owned(), version.clone());
                     if let Some(p) = pod {
                         let owners = m.owner_references.get_or_insert_with(Vec::new);
                         let o = owner(p);
@@ -169,7 +220,10 @@ impl Reflections {
                             owners.push(o);
                         }
                     }
-                    remote.replace(&key.name, &PostParams::default(), &obj).await.map(|_| ())
+                    remote
+                        .replace(&key.name, &PostParams::default(), &obj)
+                        .await
+                        .map(|_| ())
                 }
             };
             match r {
@@ -181,6 +235,8 @@ impl Reflections {
                 Err(e) => return Err(classify(&format!("copying {what}"), e)),
             }
         }
-        Err(skylet_provider::ProviderError::transient(format!("copying {what}: conflicting updates")))
+        Err(skylet_provider::ProviderError::transient(format!(
+            "copying {what}: conflicting updates"
+        )))
     }
 }

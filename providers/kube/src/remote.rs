@@ -16,7 +16,8 @@ use crate::classify;
 
 /// A quantity in base units (cores, bytes, count); `None` if malformed.
 pub(crate) fn parse_quantity(q: &str) -> Option<f64> {
-    skylet_provider::quantity::Quantity::parse(q.trim()).map(skylet_provider::quantity::Quantity::as_f64)
+    skylet_provider::quantity::Quantity::parse(q.trim())
+        .map(skylet_provider::quantity::Quantity::as_f64)
 }
 
 /// A quantity string for a sum of `resource`.
@@ -36,7 +37,13 @@ pub(crate) async fn exec(
     command: Option<Vec<String>>,
     io: ExecIo,
 ) -> Result<ExitStatus> {
-    let ExecIo { stdin, stdout, stderr, tty, resize } = io;
+    let ExecIo {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+        resize,
+    } = io;
     let ap = AttachParams {
         container: Some(container.to_owned()),
         stdin: stdin.is_some(),
@@ -46,8 +53,14 @@ pub(crate) async fn exec(
         ..Default::default()
     };
     let mut proc: AttachedProcess = match command {
-        Some(cmd) => api.exec(name, cmd, &ap).await.map_err(|e| classify("exec in the remote pod", e))?,
-        None => api.attach(name, &ap).await.map_err(|e| classify("attach to the remote pod", e))?,
+        Some(cmd) => api
+            .exec(name, cmd, &ap)
+            .await
+            .map_err(|e| classify("exec in the remote pod", e))?,
+        None => api
+            .attach(name, &ap)
+            .await
+            .map_err(|e| classify("attach to the remote pod", e))?,
     };
     let status = proc.take_status();
     let mut tasks = Vec::new();
@@ -73,7 +86,14 @@ pub(crate) async fn exec(
     if let (Some(mut rx), Some(mut tx)) = (resize, proc.terminal_size()) {
         tasks.push(tokio::spawn(async move {
             while let Some(s) = rx.recv().await {
-                if tx.send(TerminalSize { width: s.width, height: s.height }).await.is_err() {
+                if tx
+                    .send(TerminalSize {
+                        width: s.width,
+                        height: s.height,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -114,13 +134,21 @@ struct Forwarded {
 }
 
 impl AsyncRead for Forwarded {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Forwarded {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskCx<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<std::io::Result<()>> {
@@ -132,12 +160,24 @@ impl AsyncWrite for Forwarded {
 }
 
 /// Opens a connection to `port` of a remote pod through its apiserver.
-pub(crate) async fn port_forward(api: &kube::Api<Pod>, name: &str, port: u16) -> Result<PortStream> {
-    let mut pf = api.portforward(name, &[port]).await.map_err(|e| classify("port-forward to the remote pod", e))?;
-    let stream = pf
-        .take_stream(port)
-        .ok_or_else(|| ProviderError::transient(format!("the remote apiserver opened no stream for port {port}")))?;
-    Ok(Box::new(Forwarded { stream, _forwarder: pf }))
+pub(crate) async fn port_forward(
+    api: &kube::Api<Pod>,
+    name: &str,
+    port: u16,
+) -> Result<PortStream> {
+    let mut pf = api
+        .portforward(name, &[port])
+        .await
+        .map_err(|e| classify("port-forward to the remote pod", e))?;
+    let stream = pf.take_stream(port).ok_or_else(|| {
+        ProviderError::transient(format!(
+            "the remote apiserver opened no stream for port {port}"
+        ))
+    })?;
+    Ok(Box::new(Forwarded {
+        stream,
+        _forwarder: pf,
+    }))
 }
 
 #[cfg(test)]
@@ -148,7 +188,10 @@ mod tests {
     fn quantities_parse_and_format() {
         assert_eq!(parse_quantity("500m"), Some(0.5));
         assert_eq!(parse_quantity("4"), Some(4.0));
-        assert_eq!(parse_quantity("16Gi"), Some(16.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            parse_quantity("16Gi"),
+            Some(16.0 * 1024.0 * 1024.0 * 1024.0)
+        );
         assert_eq!(parse_quantity("1k"), Some(1000.0));
         assert_eq!(parse_quantity("x"), None);
         assert_eq!(format_quantity("cpu", 2.5), "2500m");

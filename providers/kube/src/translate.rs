@@ -72,7 +72,12 @@ pub struct SchedulingPolicy {
 
 impl Default for SchedulingPolicy {
     fn default() -> Self {
-        Self { node_selector: Rule::Pass, node_affinity: Rule::Drop, tolerations: Rule::Pass, pod_affinity: Rule::Pass }
+        Self {
+            node_selector: Rule::Pass,
+            node_affinity: Rule::Drop,
+            tolerations: Rule::Pass,
+            pod_affinity: Rule::Pass,
+        }
     }
 }
 
@@ -148,7 +153,11 @@ pub fn references(spec: &PodSpec) -> References {
             }
         }
     }
-    let containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
     for c in containers {
         for e in c.env.iter().flatten() {
             if let Some(from) = &e.value_from {
@@ -186,12 +195,22 @@ pub fn token_secret_name(pod: &str) -> String {
 
 /// The files of the home service-account volume(s) the core resolved (token,
 /// ca.crt, namespace), as Secret data; `None` when the pod has none.
-pub fn home_token_data(rp: &skylet_provider::ResolvedPod) -> Option<BTreeMap<String, k8s_openapi::ByteString>> {
+pub fn home_token_data(
+    rp: &skylet_provider::ResolvedPod,
+) -> Option<BTreeMap<String, k8s_openapi::ByteString>> {
     let spec = rp.pod.spec.as_ref()?;
     let mut data = BTreeMap::new();
-    for v in spec.volumes.iter().flatten().filter(|v| is_service_account_volume(v)) {
+    for v in spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| is_service_account_volume(v))
+    {
         for f in rp.volumes.get(&v.name).into_iter().flatten() {
-            data.insert(f.path.clone(), k8s_openapi::ByteString(f.value.data.to_vec()));
+            data.insert(
+                f.path.clone(),
+                k8s_openapi::ByteString(f.value.data.to_vec()),
+            );
         }
     }
     (!data.is_empty()).then_some(data)
@@ -217,14 +236,24 @@ pub fn remote_pod(ctx: &Context, home: &Pod) -> Pod {
     spec.priority_class_name = None;
     spec.priority = None;
     spec.preemption_policy = None;
-    let sa_volumes: BTreeSet<String> =
-        spec.volumes.iter().flatten().filter(|v| is_service_account_volume(v)).map(|v| v.name.clone()).collect();
+    let sa_volumes: BTreeSet<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| is_service_account_volume(v))
+        .map(|v| v.name.clone())
+        .collect();
     match ctx.service_account {
         ServiceAccountPolicy::Remote => {
             if let Some(vs) = spec.volumes.as_mut() {
                 vs.retain(|v| !sa_volumes.contains(&v.name));
             }
-            for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
+            for c in spec
+                .init_containers
+                .iter_mut()
+                .flatten()
+                .chain(spec.containers.iter_mut())
+            {
                 if let Some(mounts) = c.volume_mounts.as_mut() {
                     mounts.retain(|vm| !sa_volumes.contains(&vm.name));
                 }
@@ -232,7 +261,12 @@ pub fn remote_pod(ctx: &Context, home: &Pod) -> Pod {
         }
         ServiceAccountPolicy::HomeToken => {
             let secret = token_secret_name(m.name.as_deref().unwrap_or_default());
-            for v in spec.volumes.iter_mut().flatten().filter(|v| sa_volumes.contains(&v.name)) {
+            for v in spec
+                .volumes
+                .iter_mut()
+                .flatten()
+                .filter(|v| sa_volumes.contains(&v.name))
+            {
                 let mode = v.projected.as_ref().and_then(|p| p.default_mode);
                 *v = Volume {
                     name: v.name.clone(),
@@ -333,16 +367,36 @@ mod tests {
         let p = remote_pod(&ctx(), &home());
         assert_eq!(p.metadata.namespace.as_deref(), Some("home-shop"));
         let l = p.metadata.labels.unwrap();
-        assert_eq!((l[ORIGIN_UID].as_str(), l[CLUSTER_ID].as_str(), l[NODE].as_str(), l["app"].as_str()), ("u-1", "home", "vk", "web"));
+        assert_eq!(
+            (
+                l[ORIGIN_UID].as_str(),
+                l[CLUSTER_ID].as_str(),
+                l[NODE].as_str(),
+                l["app"].as_str()
+            ),
+            ("u-1", "home", "vk", "web")
+        );
         let s = p.spec.unwrap();
-        assert!(s.node_name.is_none() && s.service_account_name.is_none() && s.priority_class_name.is_none());
-        assert_eq!(s.node_selector.unwrap(), [("disk".to_owned(), "ssd".to_owned())].into(), "the virtual node's selector is dropped");
+        assert!(
+            s.node_name.is_none()
+                && s.service_account_name.is_none()
+                && s.priority_class_name.is_none()
+        );
+        assert_eq!(
+            s.node_selector.unwrap(),
+            [("disk".to_owned(), "ssd".to_owned())].into(),
+            "the virtual node's selector is dropped"
+        );
         let t = s.tolerations.unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].key.as_deref(), Some("gpu"));
         assert!(s.affinity.unwrap().node_affinity.is_none());
         let vols: Vec<_> = s.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(vols, ["cfg", "creds"], "the home service-account volume is removed");
+        assert_eq!(
+            vols,
+            ["cfg", "creds"],
+            "the home service-account volume is removed"
+        );
         assert_eq!(s.containers[0].volume_mounts.as_ref().unwrap().len(), 1);
     }
 
@@ -361,13 +415,29 @@ mod tests {
         c.service_account = ServiceAccountPolicy::HomeToken;
         let s = remote_pod(&c, &home()).spec.unwrap();
         assert_eq!(s.automount_service_account_token, Some(false));
-        let v = s.volumes.unwrap().into_iter().find(|v| v.name == "kube-api-access-x").unwrap();
-        assert_eq!(v.secret.unwrap().secret_name.as_deref(), Some("web-1-home-token"));
-        assert_eq!(s.containers[0].volume_mounts.as_ref().unwrap().len(), 2, "the mount stays");
+        let v = s
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "kube-api-access-x")
+            .unwrap();
+        assert_eq!(
+            v.secret.unwrap().secret_name.as_deref(),
+            Some("web-1-home-token")
+        );
+        assert_eq!(
+            s.containers[0].volume_mounts.as_ref().unwrap().len(),
+            2,
+            "the mount stays"
+        );
         let mut rp = skylet_provider::ResolvedPod::bare(home());
         rp.volumes.insert(
             "kube-api-access-x".into(),
-            vec![skylet_provider::VolumeFile { path: "token".into(), mode: 0o644, value: skylet_provider::Value::secret("t0ken") }],
+            vec![skylet_provider::VolumeFile {
+                path: "token".into(),
+                mode: 0o644,
+                value: skylet_provider::Value::secret("t0ken"),
+            }],
         );
         let data = home_token_data(&rp).unwrap();
         assert_eq!(data["token"].0, b"t0ken");
@@ -379,13 +449,24 @@ mod tests {
         c.namespaces = NamespaceMode::Same;
         assert_eq!(c.remote_namespace("shop"), "shop");
         c.namespaces = NamespaceMode::Map([("shop".to_owned(), "tenant-a".to_owned())].into());
-        assert_eq!((c.remote_namespace("shop").as_str(), c.remote_namespace("x").as_str()), ("tenant-a", "x"));
+        assert_eq!(
+            (
+                c.remote_namespace("shop").as_str(),
+                c.remote_namespace("x").as_str()
+            ),
+            ("tenant-a", "x")
+        );
     }
 
     #[test]
     fn drop_policies_clear_fields() {
         let mut c = ctx();
-        c.scheduling = SchedulingPolicy { node_selector: Rule::Drop, node_affinity: Rule::Pass, tolerations: Rule::Drop, pod_affinity: Rule::Drop };
+        c.scheduling = SchedulingPolicy {
+            node_selector: Rule::Drop,
+            node_affinity: Rule::Pass,
+            tolerations: Rule::Drop,
+            pod_affinity: Rule::Drop,
+        };
         let s = remote_pod(&c, &home()).spec.unwrap();
         assert!(s.node_selector.is_none());
         assert!(s.tolerations.unwrap().is_empty());

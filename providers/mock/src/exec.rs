@@ -44,7 +44,8 @@ use std::{collections::BTreeMap, collections::VecDeque, sync::Arc, time::Duratio
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use skylet_provider::{
-    AttachIo, ExecIo, ExitStatus, LogOptions, PodRef, PortStream, ProviderError, Reader, Result, TermSize, Writer,
+    AttachIo, ExecIo, ExitStatus, LogOptions, PodRef, PortStream, ProviderError, Reader, Result,
+    TermSize, Writer,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -140,7 +141,12 @@ pub(crate) async fn exec(
 }
 
 /// Attaches to a running container (see the module docs).
-pub(crate) async fn attach(inner: &Inner, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
+pub(crate) async fn attach(
+    inner: &Inner,
+    pod: &PodRef,
+    container: &str,
+    io: AttachIo,
+) -> Result<ExitStatus> {
     let t = target(inner, pod, container)?;
     let mut term = Term::new(io);
     let opts = LogOptions {
@@ -185,7 +191,10 @@ pub(crate) async fn attach(inner: &Inner, pod: &PodRef, container: &str, io: Att
 
 /// Opens a connection to `port` of a running pod: an echo server.
 pub(crate) async fn port_forward(inner: &Inner, pod: &PodRef, port: u16) -> Result<PortStream> {
-    let running = inner.lock().get(&pod.uid).is_some_and(|p| p.phase == "Running");
+    let running = inner
+        .lock()
+        .get(&pod.uid)
+        .is_some_and(|p| p.phase == "Running");
     if !running {
         return Err(ProviderError::NotFound(format!(
             "pod {}/{} is not running in the mock backend",
@@ -338,7 +347,9 @@ impl Term {
         }
         let mut buf = [0u8; 4096];
         loop {
-            let Some(stdin) = self.stdin.as_mut() else { return false };
+            let Some(stdin) = self.stdin.as_mut() else {
+                return false;
+            };
             let resize = &mut self.resize;
             let event = tokio::select! {
                 r = stdin.read(&mut buf) => match r {
@@ -420,7 +431,9 @@ impl Term {
                 return if self.line.is_empty() {
                     Input::Eof
                 } else {
-                    Input::Line(String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned())
+                    Input::Line(
+                        String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned(),
+                    )
                 };
             }
         }
@@ -467,7 +480,8 @@ impl Term {
                     match shell.files.get(path) {
                         Some(data) => self.out_bytes(&data.clone()).await,
                         None => {
-                            self.err(&format!("cat: {path}: No such file or directory\n")).await;
+                            self.err(&format!("cat: {path}: No such file or directory\n"))
+                                .await;
                             code = 1;
                         }
                     }
@@ -475,7 +489,11 @@ impl Term {
                 code
             }
             "env" | "printenv" if args.is_empty() => {
-                let text: String = shell.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                let text: String = shell
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect();
                 self.out(&text).await;
                 0
             }
@@ -499,8 +517,11 @@ impl Term {
                     0
                 }
                 None => {
-                    self.err(&format!("sleep: invalid time interval '{}'\n", args.join(" ")))
-                        .await;
+                    self.err(&format!(
+                        "sleep: invalid time interval '{}'\n",
+                        args.join(" ")
+                    ))
+                    .await;
                     1
                 }
             },
@@ -523,7 +544,10 @@ impl Term {
             }
             "stty" if args.len() == 1 && args[0] == "size" => {
                 if self.tty {
-                    let size = self.latest_size().unwrap_or(TermSize { width: 0, height: 0 });
+                    let size = self.latest_size().unwrap_or(TermSize {
+                        width: 0,
+                        height: 0,
+                    });
                     self.out(&format!("{} {}\n", size.height, size.width)).await;
                     0
                 } else {
@@ -536,8 +560,10 @@ impl Term {
                 [c, script, ..] if c == "-c" => Box::pin(self.script(shell, script)).await.code(),
                 [] => Box::pin(self.shell(shell)).await,
                 [other, ..] => {
-                    self.err(&format!("sh: can't open '{other}': No such file or directory\n"))
-                        .await;
+                    self.err(&format!(
+                        "sh: can't open '{other}': No such file or directory\n"
+                    ))
+                    .await;
                     2
                 }
             },
@@ -597,7 +623,10 @@ impl Term {
 
     /// Ends the output streams (end-of-file for the client).
     async fn finish(&mut self) {
-        for w in [self.stdout.as_mut(), self.stderr.as_mut()].into_iter().flatten() {
+        for w in [self.stdout.as_mut(), self.stderr.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = w.shutdown().await;
         }
         self.stdout = None;
@@ -759,7 +788,11 @@ mod tests {
         stdout_r.read_to_string(&mut stdout).await.unwrap();
         let mut stderr = String::new();
         let _ = stderr_r.read_to_string(&mut stderr).await;
-        Run { stdout, stderr, code }
+        Run {
+            stdout,
+            stderr,
+            code,
+        }
     }
 
     #[tokio::test]
@@ -771,14 +804,23 @@ mod tests {
         let r = run(&["sh", "-c", "echo a; exit 3; echo b"], b"", false, &[]).await;
         assert_eq!((r.stdout.as_str(), r.code), ("a\n", 3));
         let r = run(&["sh", "-c", "stderr oops; false"], b"", false, &[]).await;
-        assert_eq!((r.stdout.as_str(), r.stderr.as_str(), r.code), ("", "oops\n", 1));
+        assert_eq!(
+            (r.stdout.as_str(), r.stderr.as_str(), r.code),
+            ("", "oops\n", 1)
+        );
         let r = run(&["env"], b"", false, &[]).await;
         assert_eq!(r.stdout, "A=1\nB=two\n");
         let r = run(&["printenv", "B"], b"", false, &[]).await;
         assert_eq!(r.stdout, "two\n");
         let r = run(&["nope", "x"], b"", false, &[]).await;
         assert_eq!((r.stderr.as_str(), r.code), ("sh: nope: not found\n", 127));
-        let r = run(&["sh"], b"echo from stdin\nexit 4\necho never\n", false, &[]).await;
+        let r = run(
+            &["sh"],
+            b"echo from stdin\nexit 4\necho never\n",
+            false,
+            &[],
+        )
+        .await;
         assert_eq!((r.stdout.as_str(), r.code), ("from stdin\n", 4));
         let r = run(&["stty", "size"], b"", false, &[]).await;
         assert_eq!(r.code, 1);
@@ -786,7 +828,16 @@ mod tests {
 
     #[tokio::test]
     async fn tty_shell_echoes_edits_and_reports_the_latest_size() {
-        let sizes = [TermSize { width: 80, height: 24 }, TermSize { width: 120, height: 40 }];
+        let sizes = [
+            TermSize {
+                width: 80,
+                height: 24,
+            },
+            TermSize {
+                width: 120,
+                height: 40,
+            },
+        ];
         let r = run(
             &["sh"],
             b"echo hx\x7fi\rstty size\rstderr e\r\x03exit 5\r",

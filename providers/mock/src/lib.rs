@@ -41,15 +41,15 @@ use futures::{StreamExt, stream::BoxStream};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
-        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Node,
-        PodIP, PodStatus,
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        ContainerStatus, Node, PodIP, PodStatus,
     },
     apimachinery::pkg::api::resource::Quantity,
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use skylet_provider::{
-    AttachIo, BackendEvent, BackendPod, ContainerStats, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, PodRef, PodStats, PortStream,
-    Provider, ProviderError, ResolvedPod, Result,
+    AttachIo, BackendEvent, BackendPod, ContainerStats, Deleted, ExecIo, ExitStatus, LogOptions,
+    LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod, Result,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -139,8 +139,14 @@ struct Container {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum CState {
     Waiting,
-    Running { since: Timestamp },
-    Exited { code: i32, started: Timestamp, finished: Timestamp },
+    Running {
+        since: Timestamp,
+    },
+    Exited {
+        code: i32,
+        started: Timestamp,
+        finished: Timestamp,
+    },
 }
 
 impl MockProvider {
@@ -150,7 +156,11 @@ impl MockProvider {
         // a subscriber that lags loses events and catches up at the next
         // sweep; 16,384 slots (1.5 MiB) keep a 10,000-pod burst lossless
         let (updates, _) = broadcast::channel(16_384);
-        let saved = config.state_file.as_deref().map(state::load).unwrap_or_default();
+        let saved = config
+            .state_file
+            .as_deref()
+            .map(state::load)
+            .unwrap_or_default();
         let mut pods = HashMap::new();
         for p in saved.pods {
             let (stop, _) = watch::channel(false);
@@ -188,26 +198,37 @@ impl MockProvider {
             }),
         }
     }
-
 }
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MockPod>> {
         // A panic while holding the lock would be a bug in this file; the map
         // stays consistent either way, so keep going.
-        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn allocate_ip(&self) -> String {
         let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
-        format!("10.{}.{}.{}", 200 + (n >> 16) % 50, (n >> 8) & 0xff, n & 0xff)
+        format!(
+            "10.{}.{}.{}",
+            200 + (n >> 16) % 50,
+            (n >> 8) & 0xff,
+            n & 0xff
+        )
     }
 
     /// Writes the state file, if there is one (after every change: the file
     /// must hold a create that happened just before a crash).
     fn save(&self) {
-        let Some(path) = &self.config.state_file else { return };
-        let _guard = self.save_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let _guard = self
+            .save_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let snapshot = {
             let pods = self.lock();
             state::Saved {
@@ -243,7 +264,11 @@ impl MockPod {
     fn saved(&self) -> state::SavedPod {
         let conv = |cs: &[Container]| {
             cs.iter()
-                .map(|c| state::SavedContainer { name: c.name.clone(), image: c.image.clone(), state: c.state.clone() })
+                .map(|c| state::SavedContainer {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: c.state.clone(),
+                })
                 .collect()
         };
         state::SavedPod {
@@ -258,30 +283,53 @@ impl MockPod {
     }
 
     fn compute_phase(&self) -> &'static str {
-        if self.init.iter().any(|c| matches!(c.state, CState::Exited { code, .. } if code != 0)) {
+        if self
+            .init
+            .iter()
+            .any(|c| matches!(c.state, CState::Exited { code, .. } if code != 0))
+        {
             return "Failed";
         }
-        if self.app.iter().any(|c| matches!(c.state, CState::Running { .. })) {
+        if self
+            .app
+            .iter()
+            .any(|c| matches!(c.state, CState::Running { .. }))
+        {
             return "Running";
         }
-        if !self.app.is_empty() && self.app.iter().all(|c| matches!(c.state, CState::Exited { .. })) {
-            let ok = self.app.iter().all(|c| matches!(c.state, CState::Exited { code: 0, .. }));
+        if !self.app.is_empty()
+            && self
+                .app
+                .iter()
+                .all(|c| matches!(c.state, CState::Exited { .. }))
+        {
+            let ok = self
+                .app
+                .iter()
+                .all(|c| matches!(c.state, CState::Exited { code: 0, .. }));
             return if ok { "Succeeded" } else { "Failed" };
         }
-        if self.app.iter().any(|c| matches!(c.state, CState::Exited { .. })) {
+        if self
+            .app
+            .iter()
+            .any(|c| matches!(c.state, CState::Exited { .. }))
+        {
             return "Running";
         }
         "Pending"
     }
 
     fn backend_pod(&self) -> BackendPod {
-        let statuses = |cs: &[Container]| cs.iter().map(|c| c.status(&self.pod)).collect::<Vec<_>>();
+        let statuses =
+            |cs: &[Container]| cs.iter().map(|c| c.status(&self.pod)).collect::<Vec<_>>();
         BackendPod {
             pod: self.pod.clone(),
             status: PodStatus {
                 phase: Some(self.phase.into()),
                 pod_ip: Some(self.ip.clone()),
-                pod_ips: Some(vec![PodIP { ip: self.ip.clone() }]),
+                pod_ips: Some(vec![PodIP {
+                    ip: self.ip.clone(),
+                }]),
                 start_time: Some(Time(self.created)),
                 init_container_statuses: (!self.init.is_empty()).then(|| statuses(&self.init)),
                 container_statuses: Some(statuses(&self.app)),
@@ -296,18 +344,30 @@ impl Container {
         let (state, ready, started) = match &self.state {
             CState::Waiting => (
                 ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
                     ..Default::default()
                 },
                 false,
                 false,
             ),
             CState::Running { since } => (
-                ContainerState { running: Some(ContainerStateRunning { started_at: Some(Time(*since)) }), ..Default::default() },
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(Time(*since)),
+                    }),
+                    ..Default::default()
+                },
                 true,
                 true,
             ),
-            CState::Exited { code, started, finished } => (
+            CState::Exited {
+                code,
+                started,
+                finished,
+            } => (
                 ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: *code,
@@ -352,21 +412,35 @@ impl Provider for MockProvider {
     }
 
     fn configure_node(&self, node: &mut Node) {
-        let q: BTreeMap<String, Quantity> =
-            self.inner.config.capacity.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect();
+        let q: BTreeMap<String, Quantity> = self
+            .inner
+            .config
+            .capacity
+            .iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect();
         let status = node.status.get_or_insert_with(Default::default);
         status.capacity = Some(q.clone());
         status.allocatable = Some(q);
         let labels = node.metadata.labels.get_or_insert_with(Default::default);
-        labels.insert("topology.kubernetes.io/region".into(), "mock-region-1".into());
-        labels.insert("topology.kubernetes.io/zone".into(), "mock-region-1a".into());
+        labels.insert(
+            "topology.kubernetes.io/region".into(),
+            "mock-region-1".into(),
+        );
+        labels.insert(
+            "topology.kubernetes.io/zone".into(),
+            "mock-region-1a".into(),
+        );
     }
 
     async fn ping(&self) -> Result<()> {
         if let Some(f) = &self.inner.config.unreachable_file
             && f.exists()
         {
-            return Err(ProviderError::transient(format!("simulated outage: {} exists", f.display())));
+            return Err(ProviderError::transient(format!(
+                "simulated outage: {} exists",
+                f.display()
+            )));
         }
         Ok(())
     }
@@ -376,16 +450,27 @@ impl Provider for MockProvider {
         if self.inner.lock().contains_key(&pod.uid) {
             return Ok(());
         }
-        if let Some(msg) = rp.pod.metadata.annotations.as_ref().and_then(|a| a.get(REJECT_ANNOTATION)) {
+        if let Some(msg) = rp
+            .pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REJECT_ANNOTATION))
+        {
             return Err(ProviderError::invalid("MockRejected", msg.clone()));
         }
         let rate = self.inner.config.failure_rate;
         if rate > 0.0 && rand::random::<f64>() < rate {
-            return Err(ProviderError::transient("simulated transient failure (mock failure rate)"));
+            return Err(ProviderError::transient(
+                "simulated transient failure (mock failure rate)",
+            ));
         }
         let spec = rp.pod.spec.clone().unwrap_or_default();
         let mut plans = Vec::new();
-        for (init, containers) in [(true, spec.init_containers.unwrap_or_default()), (false, spec.containers)] {
+        for (init, containers) in [
+            (true, spec.init_containers.unwrap_or_default()),
+            (false, spec.containers),
+        ] {
             for c in containers {
                 let mut words: Vec<String> = c.command.clone().unwrap_or_default();
                 words.extend(c.args.clone().unwrap_or_default());
@@ -393,13 +478,21 @@ impl Provider for MockProvider {
                 let env = rp
                     .env
                     .get(&c.name)
-                    .map(|vars| vars.iter().map(|(k, v)| (k.clone(), v.as_str().into_owned())).collect())
+                    .map(|vars| {
+                        vars.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().into_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let mut files = BTreeMap::new();
                 for m in c.volume_mounts.iter().flatten() {
                     for f in rp.volumes.get(&m.name).into_iter().flatten() {
                         let sub = m.sub_path.as_deref().unwrap_or("");
-                        let rel = f.path.strip_prefix(sub).unwrap_or(&f.path).trim_start_matches('/');
+                        let rel = f
+                            .path
+                            .strip_prefix(sub)
+                            .unwrap_or(&f.path)
+                            .trim_start_matches('/');
                         if !sub.is_empty() && !f.path.starts_with(sub) {
                             continue;
                         }
@@ -411,7 +504,16 @@ impl Provider for MockProvider {
                         files.insert(path, f.value.data.clone());
                     }
                 }
-                plans.push((c.image.clone().unwrap_or_default(), Plan { name: c.name, script, env, files, init }));
+                plans.push((
+                    c.image.clone().unwrap_or_default(),
+                    Plan {
+                        name: c.name,
+                        script,
+                        env,
+                        files,
+                        init,
+                    },
+                ));
             }
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -419,8 +521,17 @@ impl Provider for MockProvider {
         let mut init = Vec::new();
         let mut app = Vec::new();
         for (image, p) in &plans {
-            let shell = Arc::new(exec::Shell { env: p.env.clone(), files: p.files.clone() });
-            let c = Container { name: p.name.clone(), image: image.clone(), state: CState::Waiting, logs: Arc::default(), shell };
+            let shell = Arc::new(exec::Shell {
+                env: p.env.clone(),
+                files: p.files.clone(),
+            });
+            let c = Container {
+                name: p.name.clone(),
+                image: image.clone(),
+                state: CState::Waiting,
+                logs: Arc::default(),
+                shell,
+            };
             if p.init { init.push(c) } else { app.push(c) }
         }
         let ip = self.inner.allocate_ip();
@@ -429,12 +540,24 @@ impl Provider for MockProvider {
             if pods.contains_key(&pod.uid) {
                 return Ok(());
             }
-            pods.insert(pod.uid.clone(), MockPod { pod: pod.clone(), created: now, ip, phase: "Pending", init, app, stop });
+            pods.insert(
+                pod.uid.clone(),
+                MockPod {
+                    pod: pod.clone(),
+                    created: now,
+                    ip,
+                    phase: "Pending",
+                    init,
+                    app,
+                    stop,
+                },
+            );
         }
         self.inner.creates.fetch_add(1, Ordering::Relaxed);
         let plans: Vec<Plan> = plans.into_iter().map(|(_, p)| p).collect();
         let latency = self.inner.config.start_latency;
-        let needs_task = latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.script.is_empty());
+        let needs_task =
+            latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.script.is_empty());
         if needs_task {
             let inner = self.inner.clone();
             let uid = pod.uid.clone();
@@ -446,7 +569,10 @@ impl Provider for MockProvider {
             self.inner.update(&pod.uid, |p| {
                 for (c, plan) in p.app.iter_mut().zip(&plans) {
                     c.state = CState::Running { since: now };
-                    c.logs.push(format!("mock: started container {} of {}", plan.name, p.pod));
+                    c.logs.push(format!(
+                        "mock: started container {} of {}",
+                        plan.name, p.pod
+                    ));
                 }
             });
         }
@@ -466,7 +592,12 @@ impl Provider for MockProvider {
     }
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {
-        Ok(self.inner.lock().values().map(MockPod::backend_pod).collect())
+        Ok(self
+            .inner
+            .lock()
+            .values()
+            .map(MockPod::backend_pod)
+            .collect())
     }
 
     fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
@@ -481,10 +612,20 @@ impl Provider for MockProvider {
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
         let buf = {
             let pods = self.inner.lock();
-            let p = pods.get(&pod.uid).ok_or_else(|| ProviderError::NotFound(format!("pod {pod} is not running in the mock backend")))?;
-            let c = p.init.iter().chain(&p.app).find(|c| c.name == container).ok_or_else(|| {
-                ProviderError::NotFound(format!("container {container:?} is not in pod {}/{}", pod.namespace, pod.name))
+            let p = pods.get(&pod.uid).ok_or_else(|| {
+                ProviderError::NotFound(format!("pod {pod} is not running in the mock backend"))
             })?;
+            let c = p
+                .init
+                .iter()
+                .chain(&p.app)
+                .find(|c| c.name == container)
+                .ok_or_else(|| {
+                    ProviderError::NotFound(format!(
+                        "container {container:?} is not in pod {}/{}",
+                        pod.namespace, pod.name
+                    ))
+                })?;
             c.logs.clone()
         };
         if opts.previous {
@@ -496,7 +637,13 @@ impl Provider for MockProvider {
         Ok(logs::stream(buf, opts))
     }
 
-    async fn exec(&self, pod: &PodRef, container: &str, command: Vec<String>, io: ExecIo) -> Result<ExitStatus> {
+    async fn exec(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        command: Vec<String>,
+        io: ExecIo,
+    ) -> Result<ExitStatus> {
         exec::exec(&self.inner, pod, container, command, io).await
     }
 
@@ -541,7 +688,13 @@ impl Provider for MockProvider {
 
 /// Runs a pod's containers: waits out the start latency, then init containers
 /// one by one, then the app containers concurrently.
-async fn run_pod(inner: Arc<Inner>, uid: String, plans: Vec<Plan>, latency: Duration, mut stop: watch::Receiver<bool>) {
+async fn run_pod(
+    inner: Arc<Inner>,
+    uid: String,
+    plans: Vec<Plan>,
+    latency: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     if !latency.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(latency) => {}
@@ -558,14 +711,28 @@ async fn run_pod(inner: Arc<Inner>, uid: String, plans: Vec<Plan>, latency: Dura
     let tasks: Vec<_> = app
         .into_iter()
         .enumerate()
-        .map(|(i, plan)| tokio::spawn(run_container_owned(inner.clone(), uid.clone(), i, plan, stop.clone())))
+        .map(|(i, plan)| {
+            tokio::spawn(run_container_owned(
+                inner.clone(),
+                uid.clone(),
+                i,
+                plan,
+                stop.clone(),
+            ))
+        })
         .collect();
     for t in tasks {
         let _ = t.await;
     }
 }
 
-async fn run_container_owned(inner: Arc<Inner>, uid: String, i: usize, plan: Plan, stop: watch::Receiver<bool>) {
+async fn run_container_owned(
+    inner: Arc<Inner>,
+    uid: String,
+    i: usize,
+    plan: Plan,
+    stop: watch::Receiver<bool>,
+) {
     run_container(&inner, &uid, false, i, plan, stop).await;
 }
 
@@ -582,7 +749,11 @@ async fn run_container(
     let logs = {
         let mut pods = inner.lock();
         let p = pods.get_mut(uid)?;
-        let c = if init { p.init.get_mut(i)? } else { p.app.get_mut(i)? };
+        let c = if init {
+            p.init.get_mut(i)?
+        } else {
+            p.app.get_mut(i)?
+        };
         c.state = CState::Running { since: started };
         c.logs.clone()
     };
@@ -593,7 +764,11 @@ async fn run_container(
             return None; // runs until deleted
         }
     }
-    let ctx = script::Ctx { env: &plan.env, files: &plan.files, logs: &logs };
+    let ctx = script::Ctx {
+        env: &plan.env,
+        files: &plan.files,
+        logs: &logs,
+    };
     let code = tokio::select! {
         code = script::run(&plan.script, &ctx) => code,
         _ = stop.changed() => return None,
@@ -603,7 +778,11 @@ async fn run_container(
     inner.update(uid, |p| {
         let list = if init { &mut p.init } else { &mut p.app };
         if let Some(c) = list.get_mut(i) {
-            c.state = CState::Exited { code, started, finished };
+            c.state = CState::Exited {
+                code,
+                started,
+                finished,
+            };
             c.logs.close();
         }
     });

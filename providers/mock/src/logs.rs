@@ -20,13 +20,18 @@ pub(crate) struct LogBuffer {
 
 impl Default for LogBuffer {
     fn default() -> Self {
-        Self { lines: Mutex::default(), tx: watch::channel((0, false)).0 }
+        Self {
+            lines: Mutex::default(),
+            tx: watch::channel((0, false)).0,
+        }
     }
 }
 
 impl LogBuffer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Timestamp, String)>> {
-        self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn push(&self, line: String) {
@@ -44,7 +49,10 @@ impl LogBuffer {
     }
 
     fn from(&self, start: usize) -> Vec<(Timestamp, String)> {
-        self.lock().get(start..).map(<[_]>::to_vec).unwrap_or_default()
+        self.lock()
+            .get(start..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 }
 
@@ -74,25 +82,28 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
     let budget = opts.limit_bytes.unwrap_or(u64::MAX);
     let ts = opts.timestamps;
     let initial = stream::iter(first.into_iter().map(move |(t, l)| format(t, &l, ts)));
-    let follow = stream::unfold((buf, next, rx, opts.follow), move |(buf, mut next, mut rx, follow)| async move {
-        if !follow {
-            return None;
-        }
-        loop {
-            let lines = buf.from(next);
-            if !lines.is_empty() {
-                next += lines.len();
-                let chunk: String = lines.iter().map(|(t, l)| format(*t, l, ts)).collect();
-                return Some((chunk, (buf, next, rx, follow)));
-            }
-            if rx.borrow_and_update().1 {
+    let follow = stream::unfold(
+        (buf, next, rx, opts.follow),
+        move |(buf, mut next, mut rx, follow)| async move {
+            if !follow {
                 return None;
             }
-            if rx.changed().await.is_err() {
-                return None;
+            loop {
+                let lines = buf.from(next);
+                if !lines.is_empty() {
+                    next += lines.len();
+                    let chunk: String = lines.iter().map(|(t, l)| format(*t, l, ts)).collect();
+                    return Some((chunk, (buf, next, rx, follow)));
+                }
+                if rx.borrow_and_update().1 {
+                    return None;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
             }
-        }
-    });
+        },
+    );
     initial
         .chain(follow)
         .scan(budget, |left, chunk| {

@@ -27,22 +27,39 @@ pub(crate) fn parse(words: &[String]) -> Vec<Statement> {
         [sh, c, script, ..] if (sh.ends_with("sh")) && c == "-c" => script.clone(),
         _ => words.join(" "),
     };
-    text.split([';', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(statement).collect()
+    text.split([';', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(statement)
+        .collect()
 }
 
 fn statement(s: &str) -> Statement {
     let (cmd, rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
     let rest = rest.trim();
-    let secs = |v: &str| v.parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0).map(Duration::from_secs_f64);
+    let secs = |v: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Duration::from_secs_f64)
+    };
     match cmd {
         "echo" => Statement::Echo(rest.trim_matches(|c| c == '"' || c == '\'').to_owned()),
         "env" | "printenv" if rest.is_empty() => Statement::Env,
         "cat" if !rest.is_empty() => Statement::Cat(rest.to_owned()),
         "sleep" => secs(rest).map_or_else(|| Statement::Unknown(s.to_owned()), Statement::Sleep),
-        "exit" => rest.parse().map_or_else(|_| Statement::Unknown(s.to_owned()), |n: i32| Statement::Exit(n & 0xff)),
+        "exit" => rest.parse().map_or_else(
+            |_| Statement::Unknown(s.to_owned()),
+            |n: i32| Statement::Exit(n & 0xff),
+        ),
         "log-every" => {
-            let (n, words) = rest.split_once(char::is_whitespace).unwrap_or((rest, "tick"));
-            secs(n).map_or_else(|| Statement::Unknown(s.to_owned()), |d| Statement::LogEvery(d.max(Duration::from_millis(10)), words.trim().to_owned()))
+            let (n, words) = rest
+                .split_once(char::is_whitespace)
+                .unwrap_or((rest, "tick"));
+            secs(n).map_or_else(
+                || Statement::Unknown(s.to_owned()),
+                |d| Statement::LogEvery(d.max(Duration::from_millis(10)), words.trim().to_owned()),
+            )
         }
         _ => Statement::Unknown(s.to_owned()),
     }
@@ -72,7 +89,8 @@ pub(crate) async fn run(script: &[Statement], ctx: &Ctx<'_>) -> Option<i32> {
                     }
                 }
                 None => {
-                    ctx.logs.push(format!("cat: {path}: No such file or directory"));
+                    ctx.logs
+                        .push(format!("cat: {path}: No such file or directory"));
                     return Some(1);
                 }
             },
@@ -104,11 +122,21 @@ mod tests {
     fn parses_sh_c_scripts_and_plain_commands() {
         assert_eq!(
             parse(&w(&["sh", "-c", "echo hi; sleep 0.5\nexit 3"])),
-            vec![Statement::Echo("hi".into()), Statement::Sleep(Duration::from_millis(500)), Statement::Exit(3)]
+            vec![
+                Statement::Echo("hi".into()),
+                Statement::Sleep(Duration::from_millis(500)),
+                Statement::Exit(3)
+            ]
         );
-        assert_eq!(parse(&w(&["echo", "a", "b"])), vec![Statement::Echo("a b".into())]);
+        assert_eq!(
+            parse(&w(&["echo", "a", "b"])),
+            vec![Statement::Echo("a b".into())]
+        );
         assert_eq!(parse(&w(&["env"])), vec![Statement::Env]);
-        assert_eq!(parse(&w(&["nginx", "-g", "daemon off"])), vec![Statement::Unknown("nginx -g daemon off".into())]);
+        assert_eq!(
+            parse(&w(&["nginx", "-g", "daemon off"])),
+            vec![Statement::Unknown("nginx -g daemon off".into())]
+        );
         assert!(parse(&[]).is_empty());
     }
 }

@@ -161,7 +161,11 @@ fn flag(query: &[(String, String)], name: &str) -> Result<bool, ApiError> {
         value = match v.as_str() {
             "1" | "true" | "True" => true,
             "" | "0" | "false" | "False" => false,
-            other => return Err(ApiError::bad_request(format!("{name}={other:?} is not a boolean"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{name}={other:?} is not a boolean"
+                )));
+            }
         };
     }
     Ok(value)
@@ -232,7 +236,11 @@ enum Transport {
 }
 
 impl Transport {
-    fn negotiate(req: &Request, spdy: &'static [&'static str], ws: &[&'static str]) -> Result<Self, Refusal> {
+    fn negotiate(
+        req: &Request,
+        spdy: &'static [&'static str],
+        ws: &[&'static str],
+    ) -> Result<Self, Refusal> {
         let headers = req.headers();
         if upgrade::is_websocket(headers) {
             Ok(Self::WebSocket(upgrade::websocket(headers, ws)?))
@@ -266,7 +274,9 @@ impl Transport {
 fn on_upgrade(req: &mut Request) -> Result<hyper::upgrade::OnUpgrade, ApiError> {
     req.extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded (HTTP/1.1 is required)"))
+        .ok_or_else(|| {
+            ApiError::bad_request("this connection cannot be upgraded (HTTP/1.1 is required)")
+        })
 }
 
 /// `/exec/{ns}/{pod}[/{uid}]/{container}`
@@ -303,7 +313,11 @@ async fn remote_command<P: Provider>(
     let target = parse_target(rest, true)?;
     let opts = parse_options(query, kind)?;
     let pod = find_pod(&state, &target)?;
-    let transport = Transport::negotiate(&req, remotecommand::SPDY_PROTOCOLS, remotecommand::WS_PROTOCOLS)?;
+    let transport = Transport::negotiate(
+        &req,
+        remotecommand::SPDY_PROTOCOLS,
+        remotecommand::WS_PROTOCOLS,
+    )?;
     let upgrade = on_upgrade(&mut req)?;
     let pod = PodRef::of(&pod);
     let container = target.container.unwrap_or_default();
@@ -338,7 +352,9 @@ async fn remote_command<P: Provider>(
                 Transport::WebSocket(ws) => serve_websocket(io, ws.protocol, started, opts).await,
             };
             match outcome {
-                Some(Ok(status)) => tracing::info!(?status, elapsed = ?begun.elapsed(), "session ended"),
+                Some(Ok(status)) => {
+                    tracing::info!(?status, elapsed = ?begun.elapsed(), "session ended")
+                }
                 Some(Err(e)) => tracing::info!(error = %e, "session failed"),
                 None => tracing::info!(elapsed = ?begun.elapsed(), "session ended by the client"),
             }
@@ -352,7 +368,12 @@ type Outcome = Option<Result<skylet_provider::ExitStatus, skylet_provider::Provi
 
 /// exec/attach over SPDY: waits for the client's streams, runs the session,
 /// closes the connection.
-async fn serve_spdy<T>(io: T, protocol: &'static str, started: remotecommand::Started, opts: Options) -> Outcome
+async fn serve_spdy<T>(
+    io: T,
+    protocol: &'static str,
+    started: remotecommand::Started,
+    opts: Options,
+) -> Outcome
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -373,7 +394,10 @@ where
     let collect = async {
         while wanted.iter().any(|(_, s)| s.is_none()) {
             let stream = conn.accept().await?;
-            let kind = stream.header(HEADER_STREAM_TYPE).unwrap_or_default().to_owned();
+            let kind = stream
+                .header(HEADER_STREAM_TYPE)
+                .unwrap_or_default()
+                .to_owned();
             match wanted.iter_mut().find(|(name, _)| *name == kind) {
                 Some((_, slot @ None)) => *slot = Some(stream),
                 _ => tracing::debug!(stream_type = %kind, "unexpected stream ignored"),
@@ -411,7 +435,8 @@ where
     };
     let stdin = read_half("stdin");
     let resize = read_half("resize");
-    let mut write_half = |name: &str| take(name).map(|(_, tx)| Box::new(tx) as remotecommand::ClientWrite);
+    let mut write_half =
+        |name: &str| take(name).map(|(_, tx)| Box::new(tx) as remotecommand::ClientWrite);
     let stdout = write_half("stdout");
     let stderr = write_half("stderr");
     let error = write_half("error")?;
@@ -450,7 +475,11 @@ where
     } else {
         (None, None)
     };
-    let stdin = started.pipes.stdin.take().map(|p| Box::new(p) as websocket::Input);
+    let stdin = started
+        .pipes
+        .stdin
+        .take()
+        .map(|p| Box::new(p) as websocket::Input);
     let mux = websocket::Mux::new(ws, framing, vec![stdin, None, None, None, resize_in]);
     // Tell the client the connection is ready: an empty message on the
     // lowest channel it will read, as the kubelet does.
@@ -462,7 +491,9 @@ where
         3
     };
     mux.send(first, &[]).await;
-    let writer = |on: bool, channel: u8| on.then(|| Box::new(mux.writer(channel)) as remotecommand::ClientWrite);
+    let writer = |on: bool, channel: u8| {
+        on.then(|| Box::new(mux.writer(channel)) as remotecommand::ClientWrite)
+    };
     let client = Client {
         stdin: None,
         stdout: writer(opts.stdout, 1),
@@ -486,12 +517,17 @@ pub(crate) async fn port_forward<P: Provider>(
     let result = async {
         let target = parse_target(&rest, false)?;
         let pod = find_pod(&state, &target)?;
-        let transport = Transport::negotiate(&req, portforward::SPDY_PROTOCOLS, portforward::WS_PROTOCOLS)?;
+        let transport =
+            Transport::negotiate(&req, portforward::SPDY_PROTOCOLS, portforward::WS_PROTOCOLS)?;
         let ports = match &transport {
             Transport::WebSocket(ws) if ws.protocol != portforward::TUNNEL_PROTOCOL => {
-                let ports =
-                    portforward::parse_ports(query.iter().filter(|(k, _)| k == "port").map(|(_, v)| v.as_str()))
-                        .map_err(ApiError::bad_request)?;
+                let ports = portforward::parse_ports(
+                    query
+                        .iter()
+                        .filter(|(k, _)| k == "port")
+                        .map(|(_, v)| v.as_str()),
+                )
+                .map_err(ApiError::bad_request)?;
                 if ports.is_empty() || ports.len() > portforward::MAX_WS_PORTS {
                     let msg = format!(
                         "query parameter \"port\" must list 1 to {} ports",
@@ -535,7 +571,9 @@ pub(crate) async fn port_forward<P: Provider>(
                     let tunnel = websocket::WsBytes::new(websocket::accept(io).await);
                     portforward::serve_spdy(state, pod, tunnel).await;
                 }
-                Transport::WebSocket(ws) => portforward::serve_websocket(state, pod, io, ws.protocol, ports).await,
+                Transport::WebSocket(ws) => {
+                    portforward::serve_websocket(state, pod, io, ws.protocol, ports).await
+                }
             }
             tracing::info!("port-forward connection ended");
         }

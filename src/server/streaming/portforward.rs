@@ -32,7 +32,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use skylet_provider::{PodRef, Provider};
-use skylet_spdy::{Connection, HEADER_PORT, HEADER_REQUEST_ID, HEADER_STREAM_TYPE, Stream, frame::RstStatus};
+use skylet_spdy::{
+    Connection, HEADER_PORT, HEADER_REQUEST_ID, HEADER_STREAM_TYPE, Stream, frame::RstStatus,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     task::JoinSet,
@@ -47,7 +49,12 @@ pub(super) const SPDY_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 /// SPDY tunnelled through a WebSocket.
 pub(super) const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 /// WebSocket sub-protocols of port-forward (`""`: the client named none).
-pub(super) const WS_PROTOCOLS: &[&str] = &[TUNNEL_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""];
+pub(super) const WS_PROTOCOLS: &[&str] = &[
+    TUNNEL_PROTOCOL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "",
+];
 /// Most ports one WebSocket request may forward (two channels each).
 pub(super) const MAX_WS_PORTS: usize = 64;
 /// Stream pairs waiting for their second stream, per connection.
@@ -56,7 +63,9 @@ const MAX_PENDING_PAIRS: usize = 256;
 const PIPE: usize = 64 << 10;
 
 /// Parses the `port` query values: comma-separated ports in 1..=65535.
-pub(super) fn parse_ports<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<u16>, String> {
+pub(super) fn parse_ports<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<u16>, String> {
     let mut ports = Vec::new();
     for value in values {
         if value.is_empty() {
@@ -177,7 +186,10 @@ fn pair_up(pairs: &mut HashMap<String, Pair>, mut stream: Stream) -> Option<(u16
         else {
             return None;
         };
-        let port = data.header(HEADER_PORT).and_then(|p| p.parse().ok()).unwrap_or(port);
+        let port = data
+            .header(HEADER_PORT)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(port);
         return Some((port, data, error));
     }
     None
@@ -191,12 +203,27 @@ async fn fail(error: Stream, message: &str) {
 }
 
 /// One forwarded connection over a SPDY stream pair.
-async fn forward<P: Provider>(state: Arc<State<P>>, pod: PodRef, port: u16, mut data: Stream, error: Stream) {
-    let conn = match timed(&state.metrics, "port_forward", state.provider.port_forward(&pod, port)).await {
+async fn forward<P: Provider>(
+    state: Arc<State<P>>,
+    pod: PodRef,
+    port: u16,
+    mut data: Stream,
+    error: Stream,
+) {
+    let conn = match timed(
+        &state.metrics,
+        "port_forward",
+        state.provider.port_forward(&pod, port),
+    )
+    .await
+    {
         Ok(conn) => conn,
         Err(e) => {
             tracing::info!(port, error = %e, "port-forward failed");
-            let message = format!("error forwarding port {port} to pod {}, uid {}: {e}", pod.name, pod.uid);
+            let message = format!(
+                "error forwarding port {port} to pod {}, uid {}: {e}",
+                pod.name, pod.uid
+            );
             data.reset(RstStatus::CANCEL);
             fail(error, &message).await;
             return;
@@ -291,11 +318,20 @@ async fn forward_ws<P: Provider>(
     mut data: websocket::ChannelWriter,
     mut error: websocket::ChannelWriter,
 ) {
-    let conn = match timed(&state.metrics, "port_forward", state.provider.port_forward(&pod, port)).await {
+    let conn = match timed(
+        &state.metrics,
+        "port_forward",
+        state.provider.port_forward(&pod, port),
+    )
+    .await
+    {
         Ok(conn) => conn,
         Err(e) => {
             tracing::info!(port, error = %e, "port-forward failed");
-            let message = format!("error forwarding port {port} to pod {}, uid {}: {e}", pod.name, pod.uid);
+            let message = format!(
+                "error forwarding port {port} to pod {}, uid {}: {e}",
+                pod.name, pod.uid
+            );
             let _ = error.write_all(message.as_bytes()).await;
             return;
         }

@@ -33,7 +33,9 @@ use std::{sync::Arc, time::Duration};
 
 use futures::task::Poll;
 use serde_json::json;
-use skylet_provider::{ExecIo, ExitStatus, PodRef, Provider, ProviderError, Reader, TermSize, Writer};
+use skylet_provider::{
+    ExecIo, ExitStatus, PodRef, Provider, ProviderError, Reader, TermSize, Writer,
+};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream},
     sync::{mpsc, oneshot},
@@ -103,7 +105,13 @@ pub(super) fn ws_behaviour(protocol: &str) -> (websocket::Framing, StatusFormat)
     } else {
         StatusFormat::Text
     };
-    (websocket::Framing { base64, close_signal }, format)
+    (
+        websocket::Framing {
+            base64,
+            close_signal,
+        },
+        format,
+    )
 }
 
 /// How the backend call ended.
@@ -121,9 +129,21 @@ fn pipes(opts: &Options) -> (ExecIo, Pipes) {
     fn pipe() -> (DuplexStream, DuplexStream) {
         tokio::io::duplex(PIPE)
     }
-    let (stdin, stdin_backend) = if opts.stdin { split_some(pipe()) } else { (None, None) };
-    let (stdout_backend, stdout) = if opts.stdout { split_some(pipe()) } else { (None, None) };
-    let (stderr_backend, stderr) = if opts.stderr { split_some(pipe()) } else { (None, None) };
+    let (stdin, stdin_backend) = if opts.stdin {
+        split_some(pipe())
+    } else {
+        (None, None)
+    };
+    let (stdout_backend, stdout) = if opts.stdout {
+        split_some(pipe())
+    } else {
+        (None, None)
+    };
+    let (stderr_backend, stderr) = if opts.stderr {
+        split_some(pipe())
+    } else {
+        (None, None)
+    };
     let (resize, resize_rx) = if opts.tty {
         let (tx, rx) = mpsc::channel(RESIZE_QUEUE);
         (Some(tx), Some(rx))
@@ -192,7 +212,11 @@ pub(super) async fn start<P: Provider>(
                 "exec",
                 provider.exec(&pod, &container, command, io),
             )),
-            Kind::Attach => Box::pin(timed(&state.metrics, "attach", provider.attach(&pod, &container, io))),
+            Kind::Attach => Box::pin(timed(
+                &state.metrics,
+                "attach",
+                provider.attach(&pod, &container, io),
+            )),
         };
         let mut call = call;
         let outcome = match futures::poll!(call.as_mut()) {
@@ -219,7 +243,9 @@ pub(super) async fn start<P: Provider>(
             _task: task,
         }),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(ProviderError::transient("the backend call ended without a result")),
+        Err(_) => Err(ProviderError::transient(
+            "the backend call ended without a result",
+        )),
     }
 }
 
@@ -249,7 +275,11 @@ pub(super) async fn run(
     command: &[String],
     closed: impl Future<Output = ()>,
 ) -> Option<Outcome> {
-    let Started { mut pipes, done, _task } = started;
+    let Started {
+        mut pipes,
+        done,
+        _task,
+    } = started;
     let mut inputs = JoinSet::new();
     if let (Some(mut from), Some(mut to)) = (client.stdin, pipes.stdin.take()) {
         inputs.spawn(async move {
@@ -286,7 +316,10 @@ pub(super) async fn run(
             return None;
         }
     };
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while outputs.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while outputs.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::debug!("output not delivered in time, dropping the rest");
         outputs.abort_all();
@@ -341,7 +374,11 @@ async fn resizes(mut from: ClientRead, tx: mpsc::Sender<TermSize>) {
 }
 
 /// What to write to the error stream for `outcome`.
-pub(super) fn status(format: StatusFormat, outcome: &Outcome, command: &[String]) -> Option<Vec<u8>> {
+pub(super) fn status(
+    format: StatusFormat,
+    outcome: &Outcome,
+    command: &[String],
+) -> Option<Vec<u8>> {
     let failure = match outcome {
         Ok(ExitStatus::Code(0)) => None,
         Ok(ExitStatus::Code(code)) => {
@@ -378,15 +415,20 @@ mod tests {
     use super::*;
 
     fn cmd() -> Vec<String> {
-        ["sh", "-c", "exit 3"].iter().map(|s| (*s).to_owned()).collect()
+        ["sh", "-c", "exit 3"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     }
 
     #[test]
     fn v4_status_carries_the_exit_code_as_kubectl_reads_it() {
         let ok = status(StatusFormat::Json, &Ok(ExitStatus::Code(0)), &cmd()).unwrap();
         assert_eq!(ok, br#"{"metadata":{},"status":"Success"}"#);
-        let failed: serde_json::Value =
-            serde_json::from_slice(&status(StatusFormat::Json, &Ok(ExitStatus::Code(3)), &cmd()).unwrap()).unwrap();
+        let failed: serde_json::Value = serde_json::from_slice(
+            &status(StatusFormat::Json, &Ok(ExitStatus::Code(3)), &cmd()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(failed["status"], "Failure");
         assert_eq!(failed["reason"], "NonZeroExitCode");
         assert_eq!(
@@ -398,7 +440,12 @@ mod tests {
             "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
         );
         let internal: serde_json::Value = serde_json::from_slice(
-            &status(StatusFormat::Json, &Err(ProviderError::transient("boom")), &cmd()).unwrap(),
+            &status(
+                StatusFormat::Json,
+                &Err(ProviderError::transient("boom")),
+                &cmd(),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -409,16 +456,28 @@ mod tests {
 
     #[test]
     fn pre_v4_status_is_text_and_silent_on_success() {
-        assert_eq!(status(StatusFormat::Text, &Ok(ExitStatus::Code(0)), &cmd()), None);
+        assert_eq!(
+            status(StatusFormat::Text, &Ok(ExitStatus::Code(0)), &cmd()),
+            None
+        );
         let text = status(StatusFormat::Text, &Ok(ExitStatus::Code(2)), &cmd()).unwrap();
         assert!(String::from_utf8(text).unwrap().ends_with("exit code 2"));
     }
 
     #[test]
     fn protocols_map_to_their_behaviour() {
-        assert_eq!(spdy_behaviour("v5.channel.k8s.io"), (StatusFormat::Json, true));
-        assert_eq!(spdy_behaviour("v3.channel.k8s.io"), (StatusFormat::Text, true));
-        assert_eq!(spdy_behaviour("v2.channel.k8s.io"), (StatusFormat::Text, false));
+        assert_eq!(
+            spdy_behaviour("v5.channel.k8s.io"),
+            (StatusFormat::Json, true)
+        );
+        assert_eq!(
+            spdy_behaviour("v3.channel.k8s.io"),
+            (StatusFormat::Text, true)
+        );
+        assert_eq!(
+            spdy_behaviour("v2.channel.k8s.io"),
+            (StatusFormat::Text, false)
+        );
         let (f, s) = ws_behaviour("v4.base64.channel.k8s.io");
         assert!(f.base64 && !f.close_signal && s == StatusFormat::Json);
         let (f, s) = ws_behaviour("v5.channel.k8s.io");
@@ -432,10 +491,24 @@ mod tests {
         let (mut w, r) = tokio::io::duplex(64);
         let (tx, mut rx) = mpsc::channel(8);
         let task = tokio::spawn(resizes(Box::new(r), tx));
-        w.write_all(br#"{"Width":80,"Height":24}{"Width":1"#).await.unwrap();
-        assert_eq!(rx.recv().await, Some(TermSize { width: 80, height: 24 }));
+        w.write_all(br#"{"Width":80,"Height":24}{"Width":1"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Some(TermSize {
+                width: 80,
+                height: 24
+            })
+        );
         w.write_all(b"20,\"Height\":40}\n").await.unwrap();
-        assert_eq!(rx.recv().await, Some(TermSize { width: 120, height: 40 }));
+        assert_eq!(
+            rx.recv().await,
+            Some(TermSize {
+                width: 120,
+                height: 40
+            })
+        );
         w.write_all(b"garbage").await.unwrap();
         task.await.unwrap();
         assert_eq!(rx.recv().await, None);

@@ -41,9 +41,9 @@ fn allow_all() -> kube::Client {
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": {}, "status": {"allowed": true}
         });
-        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from(
-            body.to_string(),
-        ))))
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from(body.to_string()),
+        )))
     });
     kube::Client::new(svc, "default")
 }
@@ -60,7 +60,10 @@ fn pod() -> Pod {
 /// `main`) bound to the node and running in the backend, and every request
 /// coming from an authenticated, allowed client.
 async fn router_with<P: Provider>(provider: P) -> Router {
-    provider.create_pod(&ResolvedPod::bare(pod())).await.unwrap();
+    provider
+        .create_pod(&ResolvedPod::bare(pod()))
+        .await
+        .unwrap();
     let mut writer = Writer::<Pod>::default();
     writer.apply_watcher_event(&watcher::Event::Apply(pod()));
     let config = crate::config::Config::from_args(crate::config::Args::default()).unwrap();
@@ -96,7 +99,9 @@ fn spdy_request(uri: &str, protocol: &str) -> Request<Body> {
 async fn status_and_body(app: &Router, req: Request<Body>) -> (StatusCode, String) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -234,7 +239,10 @@ impl Provider for Bare {
 #[tokio::test]
 async fn a_backend_without_exec_is_501() {
     let app = router_with(Bare).await;
-    for uri in ["/exec/ns/p/main?command=ls&output=1", "/attach/ns/p/main?output=1"] {
+    for uri in [
+        "/exec/ns/p/main?command=ls&output=1",
+        "/attach/ns/p/main?output=1",
+    ] {
         let mut req = spdy_request(uri, "v4.channel.k8s.io");
         // An upgradeable request: the backend is asked before the upgrade.
         req.extensions_mut()
@@ -251,14 +259,18 @@ async fn serve(app: Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let app = app.clone();
             tokio::spawn(async move {
                 let svc = hyper_util::service::TowerToHyperService::new(
                     app.map_request(|r: http::Request<hyper::body::Incoming>| r.map(Body::new)),
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .await;
             });
         }
     });
@@ -294,7 +306,11 @@ async fn ws_messages(ws: &mut Ws) -> Vec<Bytes> {
             Some(Ok(Message::Binary(b))) => out.push(b),
             Some(Ok(Message::Text(t))) => out.push(Bytes::from(t)),
             Some(Ok(Message::Close(frame))) => {
-                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000), "a normal close");
+                assert_eq!(
+                    frame.map(|f| u16::from(f.code)),
+                    Some(1000),
+                    "a normal close"
+                );
                 return out;
             }
             Some(Ok(_)) => {}
@@ -311,7 +327,9 @@ fn channel(msgs: &[Bytes], ch: u8, base64: bool) -> Vec<u8> {
         .filter(|m| m.first() == Some(&tag))
         .flat_map(|m| {
             if base64 {
-                base64::engine::general_purpose::STANDARD.decode(&m[1..]).unwrap()
+                base64::engine::general_purpose::STANDARD
+                    .decode(&m[1..])
+                    .unwrap()
             } else {
                 m[1..].to_vec()
             }
@@ -339,7 +357,9 @@ async fn websocket_v5_exec_ends_stdin_with_the_close_signal() {
     ws.send(Message::Binary(Bytes::from_static(b"\x00input")))
         .await
         .unwrap();
-    ws.send(Message::Binary(Bytes::from_static(&[255, 0]))).await.unwrap();
+    ws.send(Message::Binary(Bytes::from_static(&[255, 0])))
+        .await
+        .unwrap();
     let msgs = ws_messages(&mut ws).await;
     assert_eq!(
         msgs[0],
@@ -347,7 +367,10 @@ async fn websocket_v5_exec_ends_stdin_with_the_close_signal() {
         "first an empty stdout message: ready"
     );
     assert_eq!(channel(&msgs, 1, false), b"typed input");
-    assert_eq!(channel(&msgs, 3, false), br#"{"metadata":{},"status":"Success"}"#);
+    assert_eq!(
+        channel(&msgs, 3, false),
+        br#"{"metadata":{},"status":"Success"}"#
+    );
 }
 
 #[tokio::test]
@@ -387,15 +410,18 @@ async fn websocket_v1_exec_writes_errors_as_text_and_tty_resizes_reach_the_comma
     let mut seen = Vec::new();
     let mut typed = false;
     while !typed {
-        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() else {
+        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap()
+        else {
             panic!("connection ended")
         };
         seen.extend_from_slice(&b[1..]);
         if seen.ends_with(b"$ ") {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            ws.send(Message::Binary(Bytes::from_static(b"\x00stty size; exit 9\r")))
-                .await
-                .unwrap();
+            ws.send(Message::Binary(Bytes::from_static(
+                b"\x00stty size; exit 9\r",
+            )))
+            .await
+            .unwrap();
             typed = true;
         }
     }
@@ -404,7 +430,8 @@ async fn websocket_v1_exec_writes_errors_as_text_and_tty_resizes_reach_the_comma
     assert!(out.contains("30 100\r\n"), "{out:?}");
     let error = String::from_utf8(channel(&msgs, 3, false)).unwrap();
     assert!(
-        error.starts_with("command terminated with non-zero exit code") && error.ends_with("exit code 9"),
+        error.starts_with("command terminated with non-zero exit code")
+            && error.ends_with("exit code 9"),
         "{error}"
     );
 }
@@ -418,10 +445,14 @@ async fn websocket_port_forward_announces_ports_and_echoes() {
         "v5.channel.k8s.io, v4.channel.k8s.io",
     )
     .await;
-    assert_eq!(chosen, "v4.channel.k8s.io", "v5 is not a port-forward protocol");
+    assert_eq!(
+        chosen, "v4.channel.k8s.io",
+        "v5 is not a port-forward protocol"
+    );
     let mut first = Vec::new();
     for _ in 0..4 {
-        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() else {
+        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap()
+        else {
             panic!()
         };
         first.push(b);
@@ -438,7 +469,8 @@ async fn websocket_port_forward_announces_ports_and_echoes() {
     let mut echoed = Vec::new();
     let mut refused = Vec::new();
     while echoed.len() < 9 || refused.is_empty() {
-        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() else {
+        let Some(Ok(Message::Binary(b))) = tokio::time::timeout(WAIT, ws.next()).await.unwrap()
+        else {
             panic!()
         };
         match b[0] {
@@ -450,7 +482,8 @@ async fn websocket_port_forward_announces_ports_and_echoes() {
     assert_eq!(echoed, b"hello pod");
     let refused = String::from_utf8(refused).unwrap();
     assert!(
-        refused.contains("error forwarding port 1 to pod p") && refused.contains("connection refused"),
+        refused.contains("error forwarding port 1 to pod p")
+            && refused.contains("connection refused"),
         "{refused}"
     );
 }

@@ -35,7 +35,10 @@ pub(crate) struct Refusal {
 
 impl From<ApiError> for Refusal {
     fn from(error: ApiError) -> Self {
-        Self { error, accepted: &[] }
+        Self {
+            error,
+            accepted: &[],
+        }
     }
 }
 
@@ -63,7 +66,8 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 
 /// Whether the request asks for a connection upgrade to a WebSocket.
 pub(super) fn is_websocket(headers: &HeaderMap) -> bool {
-    has_token(headers, header::CONNECTION, "upgrade") && has_token(headers, header::UPGRADE, "websocket")
+    has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
 }
 
 /// Whether the request asks for a connection upgrade to SPDY/3.1.
@@ -92,7 +96,10 @@ fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
 /// # Errors
 /// 400 without a version header, 403 (with the accepted versions) when no
 /// version is common.
-pub(super) fn spdy_protocol(headers: &HeaderMap, supported: &'static [&'static str]) -> Result<&'static str, Refusal> {
+pub(super) fn spdy_protocol(
+    headers: &HeaderMap,
+    supported: &'static [&'static str],
+) -> Result<&'static str, Refusal> {
     let offered = list(headers, PROTOCOL_VERSION);
     if offered.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -124,7 +131,10 @@ pub(super) fn spdy_switching(protocol: &'static str) -> Response {
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static(skylet_spdy::UPGRADE_PROTOCOL));
+    h.insert(
+        header::UPGRADE,
+        HeaderValue::from_static(skylet_spdy::UPGRADE_PROTOCOL),
+    );
     h.insert(PROTOCOL_VERSION, HeaderValue::from_static(protocol));
     resp
 }
@@ -145,7 +155,10 @@ pub(super) struct WebSocket {
 /// # Errors
 /// 400 when the request is not a valid version-13 handshake, 403 when no
 /// offered sub-protocol is supported.
-pub(super) fn websocket(headers: &HeaderMap, supported: &[&'static str]) -> Result<WebSocket, ApiError> {
+pub(super) fn websocket(
+    headers: &HeaderMap,
+    supported: &[&'static str],
+) -> Result<WebSocket, ApiError> {
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
@@ -163,9 +176,12 @@ pub(super) fn websocket(headers: &HeaderMap, supported: &[&'static str]) -> Resu
     let chosen = if offered.is_empty() {
         supported.iter().find(|s| s.is_empty()).copied()
     } else {
-        offered
-            .iter()
-            .find_map(|o| supported.iter().find(|s| !s.is_empty() && **s == o.as_str()).copied())
+        offered.iter().find_map(|o| {
+            supported
+                .iter()
+                .find(|s| !s.is_empty() && **s == o.as_str())
+                .copied()
+        })
     };
     match chosen {
         Some(protocol) => Ok(WebSocket { protocol, accept }),
@@ -189,7 +205,10 @@ pub(super) fn websocket_switching(ws: &WebSocket) -> Response {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if !ws.protocol.is_empty() {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ws.protocol));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(ws.protocol),
+        );
     }
     resp
 }
@@ -243,7 +262,9 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(accepted, EXEC);
-        let resp = spdy_protocol(&headers(&[]), EXEC).unwrap_err().into_response();
+        let resp = spdy_protocol(&headers(&[]), EXEC)
+            .unwrap_err()
+            .into_response();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     }
 
@@ -275,7 +296,12 @@ mod tests {
 
     #[test]
     fn websocket_negotiation_follows_the_client_and_derives_the_key() {
-        const WS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io", ""];
+        const WS: &[&str] = &[
+            "v5.channel.k8s.io",
+            "v4.channel.k8s.io",
+            "channel.k8s.io",
+            "",
+        ];
         let base = [
             ("sec-websocket-version", "13"),
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -290,7 +316,10 @@ mod tests {
         // the RFC 6455 example
         assert_eq!(ws.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let resp = websocket_switching(&ws);
-        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_PROTOCOL], "v4.channel.k8s.io");
+        assert_eq!(
+            resp.headers()[header::SEC_WEBSOCKET_PROTOCOL],
+            "v4.channel.k8s.io"
+        );
         assert_eq!(
             resp.headers()[header::SEC_WEBSOCKET_ACCEPT],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -306,7 +335,10 @@ mod tests {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v9.channel.k8s.io"),
         );
-        assert_eq!(websocket(&h, WS).unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            websocket(&h, WS).unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
         // not version 13
         assert_eq!(
             websocket(&headers(&base[1..]), WS).unwrap_err().status(),

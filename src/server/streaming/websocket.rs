@@ -159,7 +159,11 @@ pub(super) struct Mux {
 impl Mux {
     /// Starts serving `ws`; `inputs[n]` receives what the client sends on
     /// channel `n` (`None`: ignored).
-    pub(super) fn new<S>(ws: WebSocketStream<S>, framing: Framing, inputs: Vec<Option<Input>>) -> Self
+    pub(super) fn new<S>(
+        ws: WebSocketStream<S>,
+        framing: Framing,
+        inputs: Vec<Option<Input>>,
+    ) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -188,7 +192,10 @@ impl Mux {
     /// Sends one message on `channel` (may be empty); false if the
     /// connection is gone.
     pub(super) async fn send(&self, channel: u8, data: &[u8]) -> bool {
-        self.tx.send(self.framing.encode(channel, data)).await.is_ok()
+        self.tx
+            .send(self.framing.encode(channel, data))
+            .await
+            .is_ok()
     }
 
     /// Resolves when the client closed the connection or it failed.
@@ -230,8 +237,11 @@ impl Drop for Mux {
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
-async fn write_loop<S>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Message>, closed: CancellationToken)
-where
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    mut rx: mpsc::Receiver<Message>,
+    closed: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(msg) = rx.recv().await {
@@ -279,7 +289,8 @@ async fn read_loop<S>(
         match framing.decode(&payload) {
             Decoded::Empty => {}
             Decoded::Close(channel) => {
-                if let Some(mut input) = inputs.get_mut(usize::from(channel)).and_then(Option::take) {
+                if let Some(mut input) = inputs.get_mut(usize::from(channel)).and_then(Option::take)
+                {
                     let _ = input.shutdown().await;
                 }
             }
@@ -323,13 +334,19 @@ pub(super) struct ChannelWriter {
 }
 
 impl AsyncWrite for ChannelWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         ready!(self.tx.poll_reserve(cx)).map_err(|_| broken_pipe())?;
         let n = buf.len().min(MAX_CHUNK);
-        let msg = self.framing.encode(self.channel, buf.get(..n).unwrap_or(buf));
+        let msg = self
+            .framing
+            .encode(self.channel, buf.get(..n).unwrap_or(buf));
         self.tx.send_item(msg).map_err(|_| broken_pipe())?;
         Poll::Ready(Ok(n))
     }
@@ -374,7 +391,11 @@ fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsBytes<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.buf.is_empty() {
@@ -402,14 +423,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsBytes<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         ready!(self.ws.poll_ready_unpin(cx)).map_err(ws_error)?;
         let n = buf.len().min(MAX_MESSAGE);
         self.ws
-            .start_send_unpin(Message::Binary(Bytes::copy_from_slice(buf.get(..n).unwrap_or(buf))))
+            .start_send_unpin(Message::Binary(Bytes::copy_from_slice(
+                buf.get(..n).unwrap_or(buf),
+            )))
             .map_err(ws_error)?;
         Poll::Ready(Ok(n))
     }
@@ -468,7 +495,10 @@ mod tests {
     #[test]
     fn v5_close_signal_names_one_channel() {
         assert_eq!(V5.decode(&Bytes::from_static(&[255, 0])), Decoded::Close(0));
-        assert!(matches!(V5.decode(&Bytes::from_static(&[255])), Decoded::Fatal(_)));
+        assert!(matches!(
+            V5.decode(&Bytes::from_static(&[255])),
+            Decoded::Fatal(_)
+        ));
         assert!(matches!(
             V5.decode(&Bytes::from_static(&[255, 0, 1])),
             Decoded::Fatal(_)
@@ -483,6 +513,9 @@ mod tests {
             B64.decode(&Bytes::from_static(b"0Zm9vCg==")),
             Decoded::Data(0, Bytes::from_static(b"foo\n"))
         );
-        assert!(matches!(B64.decode(&Bytes::from_static(b"0!!")), Decoded::Invalid(_)));
+        assert!(matches!(
+            B64.decode(&Bytes::from_static(b"0!!")),
+            Decoded::Invalid(_)
+        ));
     }
 }

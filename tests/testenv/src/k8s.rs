@@ -21,19 +21,33 @@ use crate::{ControlPlane, Skylet, eventually, unique_name};
 /// Creates a fresh namespace named after `base`.
 pub async fn namespace(client: &Client, base: &str) -> String {
     let name = unique_name(base);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace object");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace created");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace object");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
     name
 }
 
 /// Waits until `node` is Ready and returns it.
 pub async fn node_ready(client: &Client, node: &str) -> Node {
     let nodes: Api<Node> = Api::all(client.clone());
-    eventually(&format!("node {node} Ready"), Duration::from_secs(60), || async {
-        let n = nodes.get(node).await.ok()?;
-        let ready = n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(n)
-    })
+    eventually(
+        &format!("node {node} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let ready = n
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(n)
+        },
+    )
     .await
 }
 
@@ -54,20 +68,41 @@ pub fn node_template(node: &str, app: &str, script: &str) -> serde_json::Value {
 }
 
 /// A Deployment `name` with `replicas` of `template` (labels `app: name`).
-pub async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, template: serde_json::Value) {
+pub async fn deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    template: serde_json::Value,
+) {
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": template}
     }))
     .expect("deployment object");
-    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &d).await.expect("deployment created");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("deployment created");
 }
 
 /// Waits for `n` pods labelled `app` that satisfy `ok`, and returns them.
-pub async fn pods_where(client: &Client, ns: &str, app: &str, n: usize, timeout: Duration, what: &str, ok: fn(&Pod) -> bool) -> Vec<Pod> {
+pub async fn pods_where(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    n: usize,
+    timeout: Duration,
+    what: &str,
+    ok: fn(&Pod) -> bool,
+) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     eventually(&format!("{n} pods of {app} {what}"), timeout, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items;
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .ok()?
+            .items;
         (list.len() == n && list.iter().all(ok)).then_some(list)
     })
     .await
@@ -76,14 +111,20 @@ pub async fn pods_where(client: &Client, ns: &str, app: &str, n: usize, timeout:
 /// Whether a pod is Running with an IP.
 pub fn running_with_ip(p: &Pod) -> bool {
     let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running") && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
 }
 
 /// Waits until no pod labelled `app` is left.
 pub async fn pods_gone(client: &Client, ns: &str, app: &str, timeout: Duration) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     eventually(&format!("pods of {app} gone"), timeout, || async {
-        pods.list(&ListParams::default().labels(&format!("app={app}"))).await.ok()?.items.is_empty().then_some(())
+        pods.list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
 }
@@ -91,7 +132,11 @@ pub async fn pods_gone(client: &Client, ns: &str, app: &str, timeout: Duration) 
 /// Runs kubectl as the admin: (success, stdout, stderr).
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
     let out = cp.kubectl().args(args).output().expect("kubectl runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// skylet's Prometheus text.

@@ -33,13 +33,20 @@ pub use skylet::{SKYLET_USER, Skylet, free_port};
 pub enum Error {
     /// `hack/cluster` failed; its stderr says why.
     #[error("hack/cluster {args} failed ({status}): {stderr}")]
-    Cluster { args: String, status: std::process::ExitStatus, stderr: String },
+    Cluster {
+        args: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
     /// The script could not be run at all.
     #[error("failed to run hack/cluster")]
     Spawn(#[source] std::io::Error),
     /// The kubeconfig it wrote could not be loaded.
     #[error("failed to load kubeconfig {path}")]
-    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
     /// A client could not be built from it.
     #[error("failed to build a client")]
     Client(#[source] kube::Error),
@@ -62,7 +69,10 @@ pub fn repo_root() -> PathBuf {
 pub fn k8s_bin() -> PathBuf {
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("source {}/lib.sh && echo $K8S_BIN", hack_dir().display()))
+        .arg(format!(
+            "source {}/lib.sh && echo $K8S_BIN",
+            hack_dir().display()
+        ))
         .output()
         .expect("bash runs hack/lib.sh");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -110,7 +120,11 @@ impl ControlPlane {
         let out = cluster(&["up", name, "--owner-pid", &pid])?;
         let kubeconfig = PathBuf::from(out.trim());
         tracing::info!(name, elapsed = ?start.elapsed(), "control plane ready");
-        Ok(ControlPlane { name: name.to_owned(), kubeconfig, owned })
+        Ok(ControlPlane {
+            name: name.to_owned(),
+            kubeconfig,
+            owned,
+        })
     }
 
     /// A client with cluster-admin rights.
@@ -140,13 +154,18 @@ impl ControlPlane {
 
     /// The directory holding this instance's PKI, kubeconfigs and logs.
     pub fn dir(&self) -> PathBuf {
-        self.kubeconfig.parent().map(Path::to_path_buf).unwrap_or_default()
+        self.kubeconfig
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// Adds metrics-server (`kubectl top`) to this control plane, once.
     pub fn ensure_metrics_server(&self) -> Result<()> {
         static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-        let mut done = DONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut done = DONE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !done.contains(&self.name) {
             cluster(&["metrics-server", &self.name])?;
             done.push(self.name.clone());
@@ -200,10 +219,16 @@ fn cluster(args: &[&str]) -> Result<String> {
 /// A client from a kubeconfig file.
 pub async fn client_from(path: &Path) -> Result<Client> {
     install_crypto();
-    let kc = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig { path: path.into(), source })?;
+    let kc = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: path.into(),
+        source,
+    })?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|source| Error::Kubeconfig { path: path.into(), source })?;
+        .map_err(|source| Error::Kubeconfig {
+            path: path.into(),
+            source,
+        })?;
     Client::try_from(config).map_err(Error::Client)
 }
 
@@ -226,8 +251,14 @@ fn init_tracing() {
 pub fn unique_name(base: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    format!("{base}-{}{}", micros % 1_000_000, N.fetch_add(1, Ordering::Relaxed))
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!(
+        "{base}-{}{}",
+        micros % 1_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`
@@ -242,7 +273,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

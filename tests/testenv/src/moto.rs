@@ -41,9 +41,17 @@ impl Moto {
                 .args(["up", &name, "--owner-pid", &std::process::id().to_string()])
                 .output()
                 .expect("hack/moto runs");
-            assert!(out.status.success(), "hack/moto up failed: {}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("hack/moto up printed no setup ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+            assert!(
+                out.status.success(),
+                "hack/moto up failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "hack/moto up printed no setup ({e}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })
         })
     }
 
@@ -66,6 +74,9 @@ impl Moto {
 
     /// Environment for skylet: moto's static credentials.
     pub fn skylet_env(&self) -> [(&'static str, &'static str); 2] {
-        [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]
     }
 }

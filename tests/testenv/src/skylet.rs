@@ -38,7 +38,10 @@ pub struct Skylet {
 
 /// A free TCP port on 127.0.0.1 (there is a small race until it is bound).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Per control plane: the kubeconfig of the skylet user, made once after
@@ -46,20 +49,36 @@ pub fn free_port() -> u16 {
 static SETUP: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
 
 fn setup(cp: &ControlPlane) -> PathBuf {
-    let mut done = SETUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut done = SETUP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, kc)) = done.iter().find(|(n, _)| *n == cp.name) {
         return kc.clone();
     }
     let rbac = repo_root().join("deploy/manifests/rbac.yaml");
-    let ok = cp.kubectl().args(["apply", "-f"]).arg(&rbac).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = cp
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&rbac)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     assert!(ok, "kubectl apply {} failed", rbac.display());
     let _ = cp
         .kubectl()
-        .args(["create", "clusterrolebinding", SKYLET_USER, "--clusterrole=skylet", &format!("--user={SKYLET_USER}")])
+        .args([
+            "create",
+            "clusterrolebinding",
+            SKYLET_USER,
+            "--clusterrole=skylet",
+            &format!("--user={SKYLET_USER}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let kc = cp.kubeconfig_for(SKYLET_USER, &[]).expect("kubeconfig for skylet");
+    let kc = cp
+        .kubeconfig_for(SKYLET_USER, &[])
+        .expect("kubeconfig for skylet");
     done.push((cp.name.clone(), kc.clone()));
     kc
 }
@@ -72,7 +91,13 @@ impl Skylet {
     }
 
     /// As [`Skylet::start`], with extra environment variables.
-    pub fn start_with_env(cp: &ControlPlane, bin: &Path, node: &str, args: &[&str], env: &[(&str, &str)]) -> Skylet {
+    pub fn start_with_env(
+        cp: &ControlPlane,
+        bin: &Path,
+        node: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Skylet {
         let kubeconfig = setup(cp);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -103,7 +128,10 @@ impl Skylet {
             child: None,
             bin: bin.to_owned(),
             args: all,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             node: node.into(),
             port,
             metrics_port,
@@ -118,12 +146,19 @@ impl Skylet {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(&self.bin)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", std::env::var("SKYLET_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SKYLET_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -135,7 +170,9 @@ impl Skylet {
     /// Stops it with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             for _ in 0..300 {
                 if child.try_wait().ok().flatten().is_some() {
                     return;
