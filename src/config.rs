@@ -10,13 +10,12 @@ use std::{
     time::Duration,
 };
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
+use skylet_provider::{ConfigError, NodeContext};
 
-pub mod aci;
-pub mod ecs;
-pub mod kube;
+use crate::backends::{self, Configured};
 
 /// Why the configuration is unusable. Every variant is a user error: exit 64.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub enum Error {
     #[error("config file {path} is invalid: {source}")]
     ParseFile {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: serde_yaml_ng::Error,
     },
     /// A value is out of range or malformed.
     #[error("invalid {field}: {message}")]
@@ -39,24 +38,16 @@ pub enum Error {
         field: &'static str,
         message: String,
     },
+    /// A backend refused its settings.
+    #[error(transparent)]
+    Backend(#[from] ConfigError),
+    /// The command line could not be parsed.
+    #[error("{0}")]
+    Args(#[from] clap::Error),
 }
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The backend that runs the pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// The simulated backend (tests, demo, benchmarks).
-    Mock,
-    /// Another Kubernetes cluster (`--remote-kubeconfig`).
-    Kubernetes,
-    /// AWS ECS on Fargate (`--ecs-*`).
-    AwsEcs,
-    /// Azure Container Instances (`--aci-*`).
-    AzureAci,
-}
 
 /// What to do with the Node object on shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -98,13 +89,16 @@ pub enum ServingCert {
     SelfSigned,
 }
 
+/// What `skylet --help` says skylet is.
+const ABOUT: &str = "A virtual kubelet: a Kubernetes Node whose pods run elsewhere";
+
 /// Command line and environment. Every option may also come from the YAML
 /// file named by `--config`, under the same name in kebab-case.
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "skylet",
     version,
-    about = "A virtual kubelet: a Kubernetes Node whose pods run elsewhere"
+    about = ABOUT
 )]
 pub struct Args {
     /// YAML config file; flags and environment variables override it.
@@ -116,9 +110,9 @@ pub struct Args {
     /// Name of the Node to register.
     #[arg(long, env = "SKYLET_NODE_NAME")]
     pub node_name: Option<String>,
-    /// Backend that runs the pods.
+    /// Backend that runs the pods (one of the kinds this binary knows).
     #[arg(long, env = "SKYLET_PROVIDER")]
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<String>,
     /// Extra node labels, key=value (repeatable, or comma-separated).
     #[arg(long = "node-label", env = "SKYLET_NODE_LABELS", value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -176,35 +170,11 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SKYLET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Simulated backend: seconds a pod takes to start.
-    #[arg(long, env = "SKYLET_MOCK_START_LATENCY")]
-    pub mock_start_latency: Option<f64>,
-    /// Simulated backend: fraction (0..1) of creates that fail transiently.
-    #[arg(long, env = "SKYLET_MOCK_FAILURE_RATE")]
-    pub mock_failure_rate: Option<f64>,
-    /// Simulated backend: node capacity, e.g. cpu=100,memory=512Gi,pods=1000.
-    #[arg(long, env = "SKYLET_MOCK_CAPACITY")]
-    pub mock_capacity: Option<String>,
-    /// Simulated backend: a file that keeps its pods across restarts.
-    #[arg(long, env = "SKYLET_MOCK_STATE_FILE")]
-    pub mock_state_file: Option<PathBuf>,
-    /// Simulated backend: while this file exists, the backend is unreachable.
-    #[arg(long, env = "SKYLET_MOCK_UNREACHABLE_FILE")]
-    pub mock_unreachable_file: Option<PathBuf>,
     /// Declare `ExtendWebSocketsToKubelet` in the node status, so
     /// kube-apiserver 1.36+ passes kubectl's WebSocket exec/attach/port-forward
     /// straight to skylet (`false`: it translates them to SPDY).
     #[arg(long, env = "SKYLET_WEBSOCKET_TO_KUBELET")]
     pub websocket_to_kubelet: Option<bool>,
-    /// Remote-Kubernetes backend.
-    #[command(flatten)]
-    pub kube: kube::KubeArgs,
-    /// AWS ECS/Fargate backend.
-    #[command(flatten)]
-    pub ecs: ecs::EcsArgs,
-    /// Azure Container Instances backend.
-    #[command(flatten)]
-    pub aci: aci::AciArgs,
 }
 
 /// Log output format.
@@ -224,7 +194,7 @@ pub enum LogFormat {
 struct File {
     kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
-    provider: Option<ProviderKind>,
+    provider: Option<String>,
     #[serde(default)]
     node_labels: BTreeMap<String, String>,
     node_taints: Option<Vec<String>>,
@@ -244,47 +214,32 @@ struct File {
     status_concurrency: Option<u16>,
     log_format: Option<LogFormat>,
     websocket_to_kubelet: Option<bool>,
-    mock: Option<MockFile>,
-    remote: Option<kube::KubeFile>,
-    ecs: Option<ecs::EcsFile>,
-    aci: Option<aci::AciFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct MockFile {
-    start_latency: Option<f64>,
-    failure_rate: Option<f64>,
-    capacity: Option<String>,
-    state_file: Option<PathBuf>,
-    unreachable_file: Option<PathBuf>,
 }
 
 /// The validated configuration.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Config {
     /// kubeconfig path, if not inferred.
     pub kubeconfig: Option<PathBuf>,
+    /// Metrics listen address.
+    pub metrics_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// The backends, each its own virtual node.
+    pub backends: Vec<Backend>,
+}
+
+/// One backend and the virtual node that shows it.
+#[derive(Debug)]
+pub struct Backend {
     /// Node settings.
     pub node: NodeConfig,
     /// Pod reconcile settings.
     pub pods: PodsConfig,
     /// Kubelet API server settings.
     pub server: ServerConfig,
-    /// Metrics listen address.
-    pub metrics_listen: SocketAddr,
-    /// Which backend.
-    pub provider: ProviderKind,
-    /// Simulated backend settings.
-    pub mock: MockConfig,
-    /// Remote-Kubernetes backend settings (with `--provider kubernetes`).
-    pub kube: Option<kube::KubeConfig>,
-    /// AWS ECS backend settings (with `--provider aws-ecs`).
-    pub ecs: Option<skylet_ecs::Config>,
-    /// ACI backend settings (with `--provider azure-aci`).
-    pub aci: Option<skylet_aci::Config>,
-    /// Log format.
-    pub log_format: LogFormat,
+    /// The backend, with its validated settings.
+    pub configured: Box<dyn Configured>,
 }
 
 /// Settings of the Node object.
@@ -346,68 +301,107 @@ pub struct ServerConfig {
     pub node_name: String,
 }
 
-/// Settings of the simulated backend.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MockConfig {
-    /// Start latency.
-    pub start_latency: Duration,
-    /// Fraction of creates that fail transiently.
-    pub failure_rate: f64,
-    /// Node capacity.
-    pub capacity: BTreeMap<String, String>,
-    /// State file.
-    pub state_file: Option<PathBuf>,
-    /// Outage switch file.
-    pub unreachable_file: Option<PathBuf>,
-}
-
 impl Config {
-    /// Parses and validates the command line and environment, and the config
-    /// file it names.
-    pub fn load() -> Result<Self> {
-        let mut args = Args::parse();
-        // Read here rather than as a clap `env` so it can never be a flag
-        // (flags show in `ps`) nor appear in `--help`.
-        args.aci.aci_client_secret_env = std::env::var("AZURE_CLIENT_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty());
-        Self::from_args(args)
+    /// The command line: skylet's own flags and every backend kind's.
+    pub fn command() -> clap::Command {
+        let cmd = backends::KINDS
+            .iter()
+            .fold(Args::command(), |cmd, k| k.augment_args(cmd))
+            // a kind's doc comment must not become skylet's description
+            .about(ABOUT)
+            .long_about(None::<&str>);
+        let names = backends::names();
+        cmd.mut_arg("provider", |a| {
+            a.value_parser(clap::builder::PossibleValuesParser::new(names))
+        })
     }
 
-    /// Builds the configuration from parsed arguments (tests call this).
-    pub fn from_args(args: Args) -> Result<Self> {
-        let file = match &args.config {
+    /// Parses and validates the command line and environment, and the config
+    /// file it names. Settings that may only come from the environment
+    /// (secrets) are read here.
+    pub fn load() -> Result<Self> {
+        let matches = Self::command().get_matches();
+        Self::from_matches(&matches, true)
+    }
+
+    /// Builds the configuration from command-line words (tests; the first is
+    /// the program name), without reading environment-only settings.
+    pub fn parse_from<I, T>(words: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(words)?;
+        Self::from_matches(&matches, false)
+    }
+
+    fn from_matches(matches: &ArgMatches, read_env: bool) -> Result<Self> {
+        let args = Args::from_arg_matches(matches)?;
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
-            None => File::default(),
+            None => FileParts::default(),
         };
-        merge(args, file)
+        let kind_name = args
+            .provider
+            .clone()
+            .or(file.core.provider.take())
+            .unwrap_or_else(|| "mock".into());
+        let kind = backends::kind(&kind_name).ok_or_else(|| Error::Invalid {
+            field: "provider",
+            message: format!(
+                "{kind_name:?} is not a backend of this binary; one of {}",
+                backends::names().join(", ")
+            ),
+        })?;
+        let section = file.sections.remove(kind.section());
+        merge(args, file.core, kind.name(), |node| {
+            kind.configure(Some(matches), section, node, read_env)
+        })
     }
 }
 
-fn read_file(path: &Path) -> Result<File> {
+/// The config file: skylet's own keys, and the backends' sections by key.
+#[derive(Debug, Default)]
+struct FileParts {
+    core: File,
+    sections: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+fn read_file(path: &Path) -> Result<FileParts> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
         path: path.into(),
         source,
     })?;
     if text.trim().is_empty() {
-        return Ok(File::default());
+        return Ok(FileParts::default());
     }
-    serde_yaml::from_str(&text).map_err(|source| Error::ParseFile {
+    let parse = |source| Error::ParseFile {
         path: path.into(),
         source,
-    })
+    };
+    let mut map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).map_err(parse)?;
+    // every kind's section belongs to that kind; the rest is skylet's and
+    // is checked for unknown keys
+    let mut sections = BTreeMap::new();
+    for k in backends::KINDS {
+        if let Some(v) = map.remove(k.section()) {
+            sections.insert(k.section().to_owned(), v);
+        }
+    }
+    let core = serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(map)).map_err(parse)?;
+    Ok(FileParts { core, sections })
 }
 
-fn merge(args: Args, file: File) -> Result<Config> {
-    let provider = args
-        .provider
-        .or(file.provider)
-        .unwrap_or(ProviderKind::Mock);
+fn merge(
+    args: Args,
+    file: File,
+    kind: &str,
+    configure: impl FnOnce(&NodeContext) -> Result<Box<dyn Configured>, ConfigError>,
+) -> Result<Config> {
     let node_name = args
         .node_name
         .or(file.node_name)
         .unwrap_or_else(|| "skylet".into());
-    let node_name_for_ecs = node_name.clone();
     validate_dns_subdomain("node-name", &node_name)?;
 
     let mut labels = file.node_labels;
@@ -504,36 +498,15 @@ fn merge(args: Args, file: File) -> Result<Config> {
         });
     }
 
-    let mock_file = file.mock.unwrap_or_default();
-    let start_latency = args
-        .mock_start_latency
-        .or(mock_file.start_latency)
-        .unwrap_or(0.0);
-    if !(0.0..=3600.0).contains(&start_latency) {
-        return Err(Error::Invalid {
-            field: "mock-start-latency",
-            message: format!("{start_latency} is not within 0..3600 seconds"),
-        });
-    }
-    let failure_rate = args
-        .mock_failure_rate
-        .or(mock_file.failure_rate)
-        .unwrap_or(0.0);
-    if !(0.0..=1.0).contains(&failure_rate) {
-        return Err(Error::Invalid {
-            field: "mock-failure-rate",
-            message: format!("{failure_rate} is not within 0..1"),
-        });
-    }
-    let capacity = parse_capacity(
-        args.mock_capacity
-            .or(mock_file.capacity)
-            .as_deref()
-            .unwrap_or("cpu=1000,memory=4Ti,pods=10000"),
-    )?;
+    let mut node_labels = crate::node::base_labels(&node_name, kind);
+    node_labels.extend(labels.clone());
+    let configured = configure(&NodeContext {
+        name: node_name.clone(),
+        labels: node_labels,
+    })?;
 
-    Ok(Config {
-        kubeconfig: args.kubeconfig.or(file.kubeconfig),
+    let backend = Backend {
+        configured,
         node: NodeConfig {
             name: node_name.clone(),
             labels,
@@ -577,29 +550,12 @@ fn merge(args: Args, file: File) -> Result<Config> {
             node_ip,
             node_name,
         },
+    };
+    Ok(Config {
+        kubeconfig: args.kubeconfig.or(file.kubeconfig),
         metrics_listen,
-        provider,
-        mock: MockConfig {
-            start_latency: Duration::from_secs_f64(start_latency),
-            failure_rate,
-            capacity,
-            state_file: args.mock_state_file.or(mock_file.state_file),
-            unreachable_file: args.mock_unreachable_file.or(mock_file.unreachable_file),
-        },
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-        kube: kube::merge(args.kube, file.remote, provider == ProviderKind::Kubernetes)?,
-        ecs: ecs::merge(
-            args.ecs,
-            file.ecs,
-            provider == ProviderKind::AwsEcs,
-            &node_name_for_ecs,
-        )?,
-        aci: aci::merge(
-            args.aci,
-            file.aci,
-            provider == ProviderKind::AzureAci,
-            &node_name_for_ecs,
-        )?,
+        backends: vec![backend],
     })
 }
 
@@ -700,59 +656,35 @@ fn parse_taint(spec: &str) -> Result<Taint> {
     })
 }
 
-/// Parses `cpu=100,memory=512Gi,pods=1000` into quantities.
-fn parse_capacity(spec: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| Error::Invalid {
-            field: "mock-capacity",
-            message: format!("{part:?} is not resource=quantity"),
-        })?;
-        let valid = v
-            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-            .parse::<f64>()
-            .is_ok();
-        if !valid {
-            return Err(Error::Invalid {
-                field: "mock-capacity",
-                message: format!("{v:?} (for {k}) is not a quantity"),
-            });
-        }
-        out.insert(k.to_owned(), v.to_owned());
-    }
-    for required in ["cpu", "memory", "pods"] {
-        if !out.contains_key(required) {
-            return Err(Error::Invalid {
-                field: "mock-capacity",
-                message: format!("{required} is missing"),
-            });
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("skylet").chain(v.iter().copied())).unwrap()
+    fn load(v: &[&str]) -> Result<Config> {
+        Config::parse_from(std::iter::once("skylet").chain(v.iter().copied()))
+    }
+
+    fn one(v: &[&str]) -> Backend {
+        let mut c = load(v).unwrap();
+        assert_eq!(c.backends.len(), 1);
+        c.backends.remove(0)
     }
 
     #[test]
     fn defaults_are_usable() {
-        let c = Config::from_args(Args::default()).unwrap();
-        assert_eq!(c.node.name, "skylet");
-        assert_eq!(c.server.listen.port(), 10250);
+        let b = one(&[]);
+        assert_eq!(b.node.name, "skylet");
+        assert_eq!(b.server.listen.port(), 10250);
         assert!(
-            c.node.taints.is_none(),
+            b.node.taints.is_none(),
             "default taint comes from the provider"
         );
-        assert_eq!(c.server.serving_cert, ServingCert::SelfSigned);
+        assert_eq!(b.server.serving_cert, ServingCert::SelfSigned);
+        assert_eq!(b.configured.kind(), "mock");
     }
 
     #[test]
-    fn flags_override_the_file() {
+    fn flags_override_the_file_and_the_backend_gets_its_section() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(
@@ -760,16 +692,16 @@ mod tests {
             "node-name: from-file\nnode-labels: {tier: burst}\nmock: {start-latency: 2}\n",
         )
         .unwrap();
-        let c = Config::from_args(args(&[
+        let b = one(&[
             "--config",
             path.to_str().unwrap(),
             "--node-name",
             "from-flag",
-        ]))
-        .unwrap();
-        assert_eq!(c.node.name, "from-flag");
-        assert_eq!(c.node.labels["tier"], "burst");
-        assert_eq!(c.mock.start_latency, Duration::from_secs(2));
+        ]);
+        assert_eq!(b.node.name, "from-flag");
+        assert_eq!(b.node.labels["tier"], "burst");
+        let settings = format!("{:?}", b.configured);
+        assert!(settings.contains("start_latency: 2s"), "{settings}");
     }
 
     #[test]
@@ -777,17 +709,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "node-nmae: typo\n").unwrap();
-        let err = Config::from_args(args(&["--config", path.to_str().unwrap()]))
+        let err = load(&["--config", path.to_str().unwrap()])
             .unwrap_err()
             .to_string();
         assert!(err.contains("node-nmae"), "{err}");
+        std::fs::write(&path, "mock: {start-latncy: 1}\n").unwrap();
+        let err = load(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("start-latncy"), "{err}");
     }
 
     #[test]
     fn taints_parse_and_bad_ones_are_refused() {
-        let c =
-            Config::from_args(args(&["--node-taint", "a.io/x=y:NoExecute,b:NoSchedule"])).unwrap();
-        let t = c.node.taints.unwrap();
+        let b = one(&["--node-taint", "a.io/x=y:NoExecute,b:NoSchedule"]);
+        let t = b.node.taints.unwrap();
         assert_eq!(
             (
                 t[0].key.as_str(),
@@ -797,7 +733,7 @@ mod tests {
             ("a.io/x", Some("y"), "NoExecute")
         );
         assert_eq!((t[1].key.as_str(), t[1].value.as_deref()), ("b", None));
-        let err = Config::from_args(args(&["--node-taint", "a=b:Sometimes"]))
+        let err = load(&["--node-taint", "a=b:Sometimes"])
             .unwrap_err()
             .to_string();
         assert!(err.contains("effect must be"), "{err}");
@@ -812,6 +748,7 @@ mod tests {
             (vec!["--mock-failure-rate", "2"], "mock-failure-rate"),
             (vec!["--mock-capacity", "cpu=1,pods=1"], "memory is missing"),
             (vec!["--sweep-interval", "0"], "sweep-interval"),
+            (vec!["--provider", "gce"], "provider"),
             (
                 vec![
                     "--listen",
@@ -822,8 +759,13 @@ mod tests {
                 "metrics-listen",
             ),
         ] {
-            let err = Config::from_args(args(&flags)).unwrap_err().to_string();
+            let err = load(&flags).unwrap_err().to_string();
             assert!(err.contains(needle), "{flags:?}: {err}");
         }
+    }
+
+    #[test]
+    fn flags_of_a_backend_that_is_not_selected_are_ignored() {
+        assert_eq!(one(&["--ecs-cluster", "c"]).configured.kind(), "mock");
     }
 }

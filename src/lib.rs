@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use kube::Client;
-use skylet_provider::Provider;
+use skylet_provider::{Backoff, NodeContext, Provider, SinkReceiver, metrics::BackendApiMetrics};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+pub mod backends;
 pub mod config;
 pub mod metrics;
 pub mod node;
@@ -36,44 +38,39 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// A backend could not be built (credentials, clients).
+    #[error("cannot start the {kind} backend")]
+    Backend {
+        kind: &'static str,
+        source: skylet_provider::BoxError,
+    },
 }
 
 /// Backoff for every watch skylet keeps: 0.5 s doubling to at most 5 s with
 /// up to 25% jitter. kube-runtime's default grows to 30 s, which would keep a
 /// node NotReady for half a minute after an apiserver restart.
 #[derive(Debug, Clone)]
-pub(crate) struct WatchBackoff {
-    next: std::time::Duration,
-}
-
-impl WatchBackoff {
-    const MIN: std::time::Duration = std::time::Duration::from_millis(500);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
-}
+pub(crate) struct WatchBackoff(Backoff);
 
 pub(crate) fn watch_backoff() -> WatchBackoff {
-    WatchBackoff {
-        next: WatchBackoff::MIN,
-    }
+    WatchBackoff(Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(5),
+        0.25,
+    ))
 }
 
 impl Iterator for WatchBackoff {
     type Item = std::time::Duration;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
-        Some(base + jitter)
+        self.0.next()
     }
 }
 
 impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.next = Self::MIN;
+        self.0.reset();
     }
 }
 
@@ -102,21 +99,48 @@ async fn register<P: Provider>(
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Runs skylet with `provider` until `shutdown` is cancelled.
+/// What the process gives the node of one backend.
+pub struct NodeParts {
+    /// A client of the home cluster.
+    pub client: Client,
+    /// The Node's settings.
+    pub node: config::NodeConfig,
+    /// The pod controller's settings.
+    pub pods: config::PodsConfig,
+    /// The kubelet API's settings.
+    pub server: config::ServerConfig,
+    /// skylet's metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The families of backend API metrics, shared by every backend.
+    pub api_metrics: BackendApiMetrics,
+    /// Cancelled on SIGTERM.
+    pub shutdown: CancellationToken,
+}
+
+impl NodeParts {
+    /// The node as a backend sees it before it starts.
+    pub fn node_context(&self) -> NodeContext {
+        NodeContext {
+            name: self.node.name.clone(),
+            labels: self.node.labels.clone(),
+        }
+    }
+}
+
+/// Runs skylet until `shutdown` is cancelled: the metrics endpoint, and
+/// every configured backend's node.
 ///
 /// # Errors
-/// Only for failures at start (the Node cannot be registered, a port cannot
-/// be bound). Once running, transient failures are retried and logged, never
-/// returned.
-pub async fn run<P: Provider>(
-    mut config: Config,
-    client: Client,
-    provider: P,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let provider = Arc::new(provider);
-    let mut metrics = metrics::Metrics::new(provider.name());
-    provider.register_metrics(metrics.registry_mut());
+/// Only for failures at start (a backend cannot be built, the Node cannot be
+/// registered, a port cannot be bound). Once running, transient failures are
+/// retried and logged, never returned.
+pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> Result<()> {
+    let kind = config
+        .backends
+        .first()
+        .map_or("none", |b| b.configured.kind());
+    let mut metrics = metrics::Metrics::new(kind);
+    let api_metrics = BackendApiMetrics::register(metrics.registry_mut());
     let metrics = Arc::new(metrics);
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -131,42 +155,102 @@ pub async fn run<P: Provider>(
         shutdown.clone(),
     ));
 
+    let mut nodes = tokio::task::JoinSet::new();
+    for backend in config.backends {
+        let mut labels = node::base_labels(&backend.node.name, backend.configured.kind());
+        labels.extend(backend.node.labels.clone());
+        let span = tracing::info_span!("node", node = %backend.node.name, provider = backend.configured.kind());
+        let parts = NodeParts {
+            client: client.clone(),
+            node: config::NodeConfig {
+                labels,
+                ..backend.node
+            },
+            pods: backend.pods,
+            server: backend.server,
+            metrics: metrics.clone(),
+            api_metrics: api_metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        nodes.spawn(backend.configured.start(parts).instrument(span));
+    }
+    let mut result = Ok(());
+    while let Some(r) = nodes.join_next().await {
+        if let Ok(Err(e)) = r {
+            // a node that cannot start stops the process: a partial fleet
+            // would hide the error behind a Node that never appears
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    let _ = metrics_task.await;
+    result
+}
+
+/// Runs the node of one backend until `parts.shutdown` is cancelled: the
+/// Node and its Lease, the pod controller, the kubelet API, and the
+/// backend's own background work ([`Provider::run`]); `events` is what the
+/// backend reports through its [`skylet_provider::Sink`].
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_node<P: Provider>(
+    parts: NodeParts,
+    provider: P,
+    events: SinkReceiver,
+) -> Result<()> {
+    let NodeParts {
+        client,
+        node: mut node_config,
+        pods: pods_config,
+        server: server_config,
+        metrics,
+        shutdown,
+        ..
+    } = parts;
+    let provider = Arc::new(provider);
+    let backend_task = {
+        let provider = provider.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { provider.run(shutdown).await }.instrument(tracing::info_span!("backend")),
+        )
+    };
+
     let pods = pods::PodController::new(
         client.clone(),
         provider.clone(),
-        config.pods.clone(),
+        pods_config,
         metrics.clone(),
+        events,
     );
     let state = server::State::new(
         client.clone(),
         provider.clone(),
         pods.store(),
-        config.server.clone(),
+        server_config.clone(),
         metrics.clone(),
     );
-    let server = server::Server::bind(state, &config.server)
+    let server = server::Server::bind(state, &server_config)
         .await
         .map_err(Error::Server)?;
     // the node publishes the port actually bound (`--listen :0` picks one)
-    config.node.port = server.local_addr().port();
+    node_config.port = server.local_addr().port();
 
-    let node = node::NodeController::new(
-        client.clone(),
-        provider.clone(),
-        config.node.clone(),
-        metrics.clone(),
-    );
+    let node = node::NodeController::new(client.clone(), provider.clone(), node_config, metrics);
     register(&node, &shutdown).await?;
-    tracing::info!(node = %config.node.name, provider = provider.name(), addr = %server.local_addr(), "skylet running");
+    tracing::info!(addr = %server.local_addr(), "skylet running");
 
-    let server_task = tokio::spawn(server.serve(shutdown.clone()));
-    let node_task = tokio::spawn(node.clone().run(shutdown.clone()));
+    let server_task = tokio::spawn(server.serve(shutdown.clone()).in_current_span());
+    let node_task = tokio::spawn(node.clone().run(shutdown.clone()).in_current_span());
     pods.run(shutdown.clone()).await;
 
     // pods.run returns once shutdown was requested; wait for the rest.
     let _ = server_task.await;
     let _ = node_task.await;
-    let _ = metrics_task.await;
+    let _ = backend_task.await;
     node.on_shutdown().await;
     Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Kubelet API requests.
     pub requests: Family<RequestLabels, Counter>,
+    /// Pods the backend held at its last sweep.
+    pub backend_pods: Gauge,
 }
 
 impl Metrics {
@@ -121,7 +123,14 @@ impl Metrics {
             "Kubelet API requests by route and status",
             requests.clone(),
         );
+        let backend_pods = Gauge::default();
+        registry.register(
+            "backend_pods",
+            "Pods the backend held for this node at the last sweep",
+            backend_pods.clone(),
+        );
         Self {
+            backend_pods,
             registry,
             pods,
             provider_latency,
@@ -134,8 +143,8 @@ impl Metrics {
         }
     }
 
-    /// The registry, for metrics a provider adds
-    /// ([`skylet_provider::Provider::register_metrics`]).
+    /// The registry, for the metric families registered next to skylet's
+    /// own (the backends' API metrics).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }

@@ -637,7 +637,14 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
     assert!(az.emu.stats().throttled >= 60, "{:?}", az.emu.stats());
     let m = scrape(&s);
     assert!(
-        sample_sum(&m, &["skylet_azure_throttled_total"]) >= 1.0,
+        sample_sum(
+            &m,
+            &[
+                "skylet_backend_api_requests_total",
+                "service=\"arm\"",
+                "outcome=\"throttled\""
+            ]
+        ) >= 1.0,
         "throttling is counted: {m}"
     );
 
@@ -656,7 +663,14 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
         "one list (3 pages) per 2 s sweep over 10 s, got {lists} page requests"
     );
     assert_eq!(
-        sample(&scrape(&s), &["skylet_azure_sweep_list_calls"]),
+        sample(
+            &scrape(&s),
+            &[
+                "skylet_backend_sweep_api_calls",
+                "service=\"arm\"",
+                "operation=\"ContainerGroups_ListByResourceGroup\""
+            ]
+        ),
         3.0,
         "the gauge agrees"
     );

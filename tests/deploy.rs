@@ -5,8 +5,8 @@
 
 use skylet_testenv::repo_root;
 
-fn rules_of(yaml: &str) -> serde_yaml::Value {
-    serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap()
+fn rules_of(yaml: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(yaml).unwrap()
 }
 
 #[test]

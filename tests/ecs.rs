@@ -382,14 +382,22 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
 
     let m = scrape(&s);
     assert!(
-        sample(&m, &["skylet_aws_api_calls_total", "operation=\"RunTask\""]) >= 2.0,
+        sample(
+            &m,
+            &[
+                "skylet_backend_api_calls_total",
+                "service=\"ecs\"",
+                "operation=\"RunTask\""
+            ]
+        ) >= 2.0,
         "{m}"
     );
     assert!(
         sample(
             &m,
             &[
-                "skylet_aws_api_calls_total",
+                "skylet_backend_api_calls_total",
+                "service=\"ecs\"",
                 "operation=\"RegisterTaskDefinition\""
             ]
         ) == 1.0,
@@ -609,16 +617,34 @@ async fn ecs_sweep_of_300_pods_costs_at_most_3_describe_tasks() {
     let after = scrape(&s);
     let delta = |needles: &[&str]| sample(&after, needles) - sample(&before, needles);
     let sweeps = delta(&["skylet_provider_call_duration_seconds_count", "op=\"list\""]);
-    let describes = delta(&["skylet_aws_api_calls_total", "operation=\"DescribeTasks\""]);
-    let lists = delta(&["skylet_aws_api_calls_total", "operation=\"ListTasks\""]);
+    let describes = delta(&[
+        "skylet_backend_api_calls_total",
+        "service=\"ecs\"",
+        "operation=\"DescribeTasks\"",
+    ]);
+    let lists = delta(&[
+        "skylet_backend_api_calls_total",
+        "service=\"ecs\"",
+        "operation=\"ListTasks\"",
+    ]);
     eprintln!(
         "300 pods Running in {up:?}; {sweeps} sweeps cost {describes} DescribeTasks and {lists} ListTasks"
     );
     assert!(sweeps >= 2.0, "sweeps ran: {sweeps}");
     // the last sweep's own account, and the counters (a sweep may straddle
     // either scrape, hence one sweep of slack)
-    assert_eq!(sample(&after, &["skylet_aws_sweep_tasks"]), 300.0);
-    assert_eq!(sample(&after, &["skylet_aws_sweep_describe_calls"]), 3.0);
+    assert_eq!(sample(&after, &["skylet_backend_pods"]), 300.0);
+    assert_eq!(
+        sample(
+            &after,
+            &[
+                "skylet_backend_sweep_api_calls{",
+                "service=\"ecs\"",
+                "operation=\"DescribeTasks\""
+            ]
+        ),
+        3.0
+    );
     assert!(
         describes <= 3.0 * (sweeps + 1.0),
         "{describes} DescribeTasks in {sweeps} sweeps"

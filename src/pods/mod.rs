@@ -41,7 +41,9 @@ use kube::{
     },
 };
 use serde_json::json;
-use skylet_provider::{BackendEvent, Deleted, PodRef, Provider, ProviderError};
+use skylet_provider::{
+    BackendEvent, Deleted, PodEvent, PodRef, Provider, ProviderError, SinkReceiver,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -182,6 +184,7 @@ pub struct PodController<P> {
     controller: Controller<Pod>,
     triggers: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
     services: (Store<Service>, reflector::store::Writer<Service>),
+    events: SinkReceiver,
 }
 
 impl<P: Provider> PodController<P> {
@@ -191,6 +194,7 @@ impl<P: Provider> PodController<P> {
         provider: Arc<P>,
         config: PodsConfig,
         metrics: Arc<Metrics>,
+        events: SinkReceiver,
     ) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
@@ -246,6 +250,7 @@ impl<P: Provider> PodController<P> {
             controller,
             triggers,
             services: (services_store, services_writer),
+            events,
         }
     }
 
@@ -261,6 +266,7 @@ impl<P: Provider> PodController<P> {
             controller,
             triggers,
             services,
+            events,
         } = self;
 
         // Service links need every Service; one watch serves all pods.
@@ -296,9 +302,7 @@ impl<P: Provider> PodController<P> {
             );
         }
 
-        if let Some(stream) = ctx.provider.status_updates() {
-            tokio::spawn(push_loop(ctx.clone(), stream, shutdown.clone()).in_current_span());
-        }
+        tokio::spawn(push_loop(ctx.clone(), events, shutdown.clone()).in_current_span());
         tokio::spawn(sweep_loop(ctx.clone(), shutdown.clone()).in_current_span());
 
         let triggers = tokio_stream::wrappers::UnboundedReceiverStream::new(triggers);
@@ -374,17 +378,32 @@ async fn initial_listing<P: Provider>(ctx: &Ctx<P>) {
     );
 }
 
+/// Applies what the backend reports through its sink: status changes
+/// trigger a reconcile; Events go to the recorder's own task, so a burst
+/// of them never delays a status.
 async fn push_loop<P: Provider>(
     ctx: Arc<Ctx<P>>,
-    mut stream: futures::stream::BoxStream<'static, BackendEvent>,
+    mut events: SinkReceiver,
     shutdown: CancellationToken,
 ) {
+    let (to_recorder, recorder_queue) = mpsc::unbounded_channel();
+    tokio::spawn(
+        record_backend_events(
+            ctx.client.clone(),
+            ctx.config.node_name.clone(),
+            recorder_queue,
+        )
+        .in_current_span(),
+    );
     loop {
         let ev = tokio::select! {
             () = shutdown.cancelled() => return,
-            ev = stream.next() => ev,
+            ev = events.recv() => ev,
         };
         match ev {
+            Some(BackendEvent::Event(e)) => {
+                let _ = to_recorder.send(*e);
+            }
             Some(BackendEvent::Status(bp)) => {
                 let pod = bp.pod.clone();
                 if ctx.backend.upsert(*bp) {
@@ -400,6 +419,45 @@ async fn push_loop<P: Provider>(
                 tracing::warn!("the backend's status stream ended; relying on sweeps");
                 return;
             }
+        }
+    }
+}
+
+/// Records the Events backends report, one recorder per reporting
+/// component, until the queue closes.
+async fn record_backend_events(
+    client: Client,
+    node: String,
+    mut queue: mpsc::UnboundedReceiver<PodEvent>,
+) {
+    let mut recorders: HashMap<&'static str, Recorder> = HashMap::new();
+    while let Some(e) = queue.recv().await {
+        let recorder = recorders.entry(e.reporter).or_insert_with(|| {
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: e.reporter.into(),
+                    instance: Some(node.clone()),
+                },
+            )
+        });
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(e.pod.namespace.clone()),
+            name: Some(e.pod.name.clone()),
+            uid: Some(e.pod.uid.clone()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: e.type_,
+            reason: e.reason,
+            note: Some(e.note),
+            action: e.action.into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %err, pod = %e.pod, reason = %event.reason, "failed to record a backend event");
         }
     }
 }
@@ -435,6 +493,9 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
     let started = Instant::now();
     match timed(&ctx.metrics, "list", ctx.provider.list_pods()).await {
         Ok(list) => {
+            ctx.metrics
+                .backend_pods
+                .set(i64::try_from(list.len()).unwrap_or(i64::MAX));
             for pod in ctx.backend.apply_listing(list, started) {
                 ctx.trigger(&pod);
             }

@@ -20,7 +20,8 @@
 //! azure_core's own retry policy is off; [`ArmClient`] retries 408, 429 and
 //! 5xx (not 501/505) up to [`ClientConfig::max_attempts`] attempts in all,
 //! waiting what `Retry-After` (seconds or HTTP date) or `retry-after-ms`
-//! says, clamped to 60 s, else exponential backoff with jitter. Connection
+//! says, clamped to 60 s, else exponential backoff with jitter
+//! ([`retry::backoff`], the workspace's [`skylet_provider::Backoff`]). Connection
 //! failures (the request never left) are retried for every call; other I/O
 //! failures only for idempotent calls, which here includes PUT (group names
 //! are deterministic, a repeated PUT of the same body is a no-op) and the
@@ -29,14 +30,13 @@
 //! [`ArmError`]; `impl From<ArmError> for ProviderError` classifies it.
 //!
 //! # Metrics
-//! Registered by [`ArmClient::register_metrics`] under the core's `skylet_`
-//! prefix: `skylet_azure_requests_total{operation,status_class}` (every
-//! attempt; class `2xx`..`5xx`, or `error` when no response came),
-//! `skylet_azure_throttled_total{operation}` (429 answers),
-//! `skylet_azure_retries_total{operation}`,
-//! `skylet_azure_list_page_requests_total` (pages of
-//! ContainerGroups_ListByResourceGroup) and `skylet_azure_sweep_list_calls`
-//! (a gauge the provider sets per sweep, see [`ArmMetrics::set_sweep_list_calls`]).
+//! Through the core's [`ApiMetrics`] ([`ClientConfig::metrics`]), service
+//! [`SERVICE`] (`arm`), the operation names of the spec
+//! (`ContainerGroups_Get`, ...): `call` once per request skylet makes (each
+//! page of a list, each poll of a long-running operation), `request` per
+//! attempt with its outcome (a 429 is `throttled`; `network` when no answer
+//! came), and `error` with the ARM error code for a call that failed after
+//! its retries ([`ArmError::metric_code`]).
 //!
 //! # RBAC
 //! The identity needs, on the resource group:
@@ -77,13 +77,8 @@ use azure_core::{
     },
 };
 use bytes::Bytes;
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use skylet_provider::ProviderError;
+use skylet_provider::{ApiMetrics, ProviderError, metrics::Outcome};
 
 /// The api-version of every call.
 pub const API_VERSION: &str = "2026-05-01";
@@ -97,6 +92,8 @@ pub const DEFAULT_TOKEN_SCOPE: &str = "https://management.azure.com/.default";
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// How often [`ArmClient::wait`] polls when the server gives no `Retry-After`.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
+/// The `service` label of ARM calls in [`ApiMetrics`].
+pub const SERVICE: &str = "arm";
 
 const RESOURCE_PROVIDER: &str = "Microsoft.ContainerInstance";
 const AZURE_ASYNCOPERATION: HeaderName = HeaderName::from_static("azure-asyncoperation");
@@ -199,6 +196,8 @@ pub struct ClientConfig {
     /// Application id at the front of the `User-Agent` header: at most 24
     /// RFC 9110 token characters (`skylet` by default).
     pub user_agent: Option<String>,
+    /// Where calls are counted (detached counters by default).
+    pub metrics: ApiMetrics,
 }
 
 impl ClientConfig {
@@ -213,6 +212,7 @@ impl ClientConfig {
             auth,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             user_agent: None,
+            metrics: ApiMetrics::detached("azure-aci"),
         }
     }
 }
@@ -281,8 +281,8 @@ pub enum ClientError {
 /// One ARM operation: its name (metrics, errors), the RBAC action it needs
 /// and whether repeating it is harmless.
 #[derive(Clone, Copy, Debug)]
-struct Op {
-    name: &'static str,
+pub(crate) struct Op {
+    pub(crate) name: &'static str,
     action: &'static str,
     idempotent: bool,
 }
@@ -297,7 +297,7 @@ const GET_GROUP: Op = Op {
     action: "Microsoft.ContainerInstance/containerGroups/read",
     idempotent: true,
 };
-const LIST_GROUPS: Op = Op {
+pub(crate) const LIST_GROUPS: Op = Op {
     name: "ContainerGroups_ListByResourceGroup",
     action: "Microsoft.ContainerInstance/containerGroups/read",
     idempotent: true,
@@ -662,6 +662,29 @@ impl ArmError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+
+    /// The `code` label of the error in [`ApiMetrics::error`]: ARM's error
+    /// code (`ResourceNotFound`, `TooManyRequests`), else what kind of
+    /// failure it was (`credential`, `network`, `invalid_json`,
+    /// `protocol`). `None` for [`ArmError::Timeout`]: skylet's own deadline
+    /// passed, no call failed.
+    pub fn metric_code(&self) -> Option<&str> {
+        Some(match self {
+            Self::Status { code, .. } => code,
+            Self::OperationFailed { code, status, .. } => {
+                if code.is_empty() {
+                    status
+                } else {
+                    code
+                }
+            }
+            Self::Credential { .. } => "credential",
+            Self::Transport { .. } => "network",
+            Self::Json { .. } => "invalid_json",
+            Self::Protocol { .. } => "protocol",
+            Self::Timeout(_) => return None,
+        })
+    }
 }
 
 /// 400 codes that are about the call or the configuration, not about the
@@ -739,142 +762,6 @@ impl From<ArmError> for ProviderError {
     }
 }
 
-// ---- metrics ----
-
-/// Labels of per-operation counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
-    /// `ContainerGroups_Get`, ...
-    pub operation: String,
-}
-
-/// Labels of request counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The operation.
-    pub operation: String,
-    /// `2xx`, `3xx`, `4xx`, `5xx`, or `error` (no response).
-    pub status_class: String,
-}
-
-/// Counters of ARM use. Cheap to clone; clones share counts.
-#[derive(Clone, Debug, Default)]
-pub struct ArmMetrics {
-    requests: Family<RequestLabels, Counter>,
-    throttled: Family<OperationLabels, Counter>,
-    retries: Family<OperationLabels, Counter>,
-    list_pages: Counter,
-    sweep_list_calls: Gauge,
-}
-
-impl ArmMetrics {
-    /// Registers the metrics (`skylet_azure_*` under the core's prefix).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "azure_requests",
-            "ARM requests (attempts), by operation and HTTP status class",
-            self.requests.clone(),
-        );
-        registry.register(
-            "azure_throttled",
-            "ARM answers 429 (throttled), by operation",
-            self.throttled.clone(),
-        );
-        registry.register(
-            "azure_retries",
-            "ARM requests retried, by operation",
-            self.retries.clone(),
-        );
-        registry.register(
-            "azure_list_page_requests",
-            "Pages of ContainerGroups_ListByResourceGroup requested",
-            self.list_pages.clone(),
-        );
-        registry.register(
-            "azure_sweep_list_calls",
-            "ContainerGroups_ListByResourceGroup pages the last sweep requested",
-            self.sweep_list_calls.clone(),
-        );
-    }
-
-    /// Pages of ContainerGroups_ListByResourceGroup requested so far; a
-    /// sweep takes the difference before and after and passes it to
-    /// [`ArmMetrics::set_sweep_list_calls`].
-    pub fn list_page_requests(&self) -> u64 {
-        self.list_pages.get()
-    }
-
-    /// Records how many list pages the last sweep requested.
-    pub fn set_sweep_list_calls(&self, calls: u64) {
-        self.sweep_list_calls
-            .set(i64::try_from(calls).unwrap_or(i64::MAX));
-    }
-
-    /// Requests of `operation` that got `status_class` so far.
-    pub fn requests(&self, operation: &str, status_class: &str) -> u64 {
-        self.requests
-            .get_or_create(&RequestLabels {
-                operation: operation.into(),
-                status_class: status_class.into(),
-            })
-            .get()
-    }
-
-    /// 429 answers to `operation` so far.
-    pub fn throttled(&self, operation: &str) -> u64 {
-        self.throttled
-            .get_or_create(&OperationLabels {
-                operation: operation.into(),
-            })
-            .get()
-    }
-
-    /// Retries of `operation` so far.
-    pub fn retries(&self, operation: &str) -> u64 {
-        self.retries
-            .get_or_create(&OperationLabels {
-                operation: operation.into(),
-            })
-            .get()
-    }
-
-    fn request(&self, operation: &str, status_class: &str) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                operation: operation.into(),
-                status_class: status_class.into(),
-            })
-            .inc();
-    }
-
-    fn throttle(&self, operation: &str) {
-        self.throttled
-            .get_or_create(&OperationLabels {
-                operation: operation.into(),
-            })
-            .inc();
-    }
-
-    fn retry(&self, operation: &str) {
-        self.retries
-            .get_or_create(&OperationLabels {
-                operation: operation.into(),
-            })
-            .inc();
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "other",
-    }
-}
-
 /// What a header says about waiting: `retry-after-ms`,
 /// `x-ms-retry-after-ms`, then `Retry-After`.
 fn retry_after(headers: &Headers) -> Option<Duration> {
@@ -945,7 +832,7 @@ pub struct ArmClient {
     subscription_id: String,
     tls: Arc<rustls::ClientConfig>,
     max_attempts: u32,
-    metrics: ArmMetrics,
+    metrics: ApiMetrics,
 }
 
 impl fmt::Debug for ArmClient {
@@ -1039,7 +926,7 @@ impl ArmClient {
             subscription_id: cfg.subscription_id,
             tls: Arc::new(tls),
             max_attempts: cfg.max_attempts.max(1),
-            metrics: ArmMetrics::default(),
+            metrics: cfg.metrics,
         })
     }
 
@@ -1054,14 +941,20 @@ impl ArmClient {
         Arc::clone(&self.tls)
     }
 
-    /// The client's counters.
-    pub fn metrics(&self) -> &ArmMetrics {
+    /// Where the client counts its calls.
+    pub fn metrics(&self) -> &ApiMetrics {
         &self.metrics
     }
 
-    /// Registers the client's metrics in the core's registry.
-    pub fn register_metrics(&self, registry: &mut Registry) {
-        self.metrics.register(registry);
+    /// `result`, counted in [`ApiMetrics::error`] when it is an error: what
+    /// every public operation returns goes through here once.
+    fn counted<T>(&self, op: Op, result: Result<T, ArmError>) -> Result<T, ArmError> {
+        if let Err(e) = &result
+            && let Some(code) = e.metric_code()
+        {
+            self.metrics.error(SERVICE, op.name, code);
+        }
+        result
     }
 
     /// A URL under the endpoint, `api-version` added.
@@ -1129,6 +1022,7 @@ impl ArmClient {
         url: &Url,
         body: Option<Bytes>,
     ) -> Result<Answer, ArmError> {
+        self.metrics.call(SERVICE, op.name);
         let mut attempt = 1u32;
         loop {
             let mut req = Request::new(url.clone(), method);
@@ -1147,10 +1041,8 @@ impl ArmClient {
                 Ok(rsp) => {
                     let (status, headers, body) = rsp.deconstruct();
                     let status = u16::from(status);
-                    self.metrics.request(op.name, status_class(status));
-                    if status == 429 {
-                        self.metrics.throttle(op.name);
-                    }
+                    self.metrics
+                        .request(SERVICE, op.name, Outcome::of_status(Some(status)));
                     tracing::debug!(operation = op.name, %method, status, attempt, "ARM answered");
                     let answer = Answer {
                         status,
@@ -1176,38 +1068,29 @@ impl ArmClient {
                         ErrorKind::Io => op.idempotent,
                         _ => false,
                     };
-                    self.metrics.request(op.name, "error");
+                    self.metrics.request(SERVICE, op.name, Outcome::network);
                     if !retryable || attempt >= self.max_attempts {
                         return Err(ArmError::Transport {
                             operation: op.name,
                             source: e,
                         });
                     }
-                    let wait = retry::backoff(attempt);
+                    let wait = retry::delay(None, attempt);
                     tracing::warn!(operation = op.name, attempt, wait = ?wait, error = %e, "ARM request failed, retrying");
                     wait
                 }
             };
-            self.metrics.retry(op.name);
             tokio::time::sleep(retry_in).await;
             attempt += 1;
         }
     }
 
     /// Every item of a paged list, following each `nextLink`.
-    async fn list_all<T: DeserializeOwned>(
-        &self,
-        op: Op,
-        first: Url,
-        count_pages: bool,
-    ) -> Result<Vec<T>, ArmError> {
+    async fn list_all<T: DeserializeOwned>(&self, op: Op, first: Url) -> Result<Vec<T>, ArmError> {
         let mut url = first;
         let mut items = Vec::new();
         let mut seen = HashSet::new();
         loop {
-            if count_pages {
-                self.metrics.list_pages.inc();
-            }
             let answer = self.send(op, Method::Get, &url, None).await?;
             if answer.status != 200 {
                 return Err(answer.error(op));
@@ -1241,25 +1124,29 @@ impl ArmClient {
         body: &T,
     ) -> Result<Put, ArmError> {
         let op = PUT_GROUP;
-        let json = serde_json::to_vec(body).map_err(|source| ArmError::Json {
-            operation: op.name,
-            source,
-        })?;
-        let answer = self
-            .send(
-                op,
-                Method::Put,
-                &self.group_url(rg, name, &[], &[]),
-                Some(json.into()),
-            )
-            .await?;
-        match answer.status {
-            200 | 201 => Ok(Put {
-                created: answer.status == 201,
-                operation: Operation::from_headers(&answer.headers),
-            }),
-            _ => Err(answer.error(op)),
+        let result = async {
+            let json = serde_json::to_vec(body).map_err(|source| ArmError::Json {
+                operation: op.name,
+                source,
+            })?;
+            let answer = self
+                .send(
+                    op,
+                    Method::Put,
+                    &self.group_url(rg, name, &[], &[]),
+                    Some(json.into()),
+                )
+                .await?;
+            match answer.status {
+                200 | 201 => Ok(Put {
+                    created: answer.status == 201,
+                    operation: Operation::from_headers(&answer.headers),
+                }),
+                _ => Err(answer.error(op)),
+            }
         }
+        .await;
+        self.counted(op, result)
     }
 
     /// ContainerGroups_Get; `None` on any 404 (the group, or its resource
@@ -1273,18 +1160,22 @@ impl ArmClient {
         name: &str,
     ) -> Result<Option<T>, ArmError> {
         let op = GET_GROUP;
-        let answer = self
-            .send(op, Method::Get, &self.group_url(rg, name, &[], &[]), None)
-            .await?;
-        match answer.status {
-            200 => answer.json(op).map(Some),
-            404 => Ok(None),
-            _ => Err(answer.error(op)),
+        let result = async {
+            let answer = self
+                .send(op, Method::Get, &self.group_url(rg, name, &[], &[]), None)
+                .await?;
+            match answer.status {
+                200 => answer.json(op).map(Some),
+                404 => Ok(None),
+                _ => Err(answer.error(op)),
+            }
         }
+        .await;
+        self.counted(op, result)
     }
 
-    /// ContainerGroups_ListByResourceGroup, every page (each page counts in
-    /// [`ArmMetrics::list_page_requests`]).
+    /// ContainerGroups_ListByResourceGroup, every page (each page is one
+    /// call in [`ApiMetrics`]).
     ///
     /// # Errors
     /// [`ArmError`] (a missing resource group is a 404 `ResourceGroupNotFound`).
@@ -1301,7 +1192,7 @@ impl ArmClient {
             ],
             &[],
         );
-        self.list_all(LIST_GROUPS, url, true).await
+        self.counted(LIST_GROUPS, self.list_all(LIST_GROUPS, url).await)
     }
 
     /// ContainerGroups_Stop; a group that does not exist is stopped.
@@ -1310,18 +1201,22 @@ impl ArmClient {
     /// [`ArmError`].
     pub async fn stop_group(&self, rg: &str, name: &str) -> Result<(), ArmError> {
         let op = STOP_GROUP;
-        let answer = self
-            .send(
-                op,
-                Method::Post,
-                &self.group_url(rg, name, &["stop"], &[]),
-                None,
-            )
-            .await?;
-        match answer.status {
-            200 | 202 | 204 | 404 => Ok(()),
-            _ => Err(answer.error(op)),
+        let result = async {
+            let answer = self
+                .send(
+                    op,
+                    Method::Post,
+                    &self.group_url(rg, name, &["stop"], &[]),
+                    None,
+                )
+                .await?;
+            match answer.status {
+                200 | 202 | 204 | 404 => Ok(()),
+                _ => Err(answer.error(op)),
+            }
         }
+        .await;
+        self.counted(op, result)
     }
 
     /// ContainerGroups_Delete: the operation to wait for (202), or `None`
@@ -1331,19 +1226,23 @@ impl ArmClient {
     /// [`ArmError`].
     pub async fn delete_group(&self, rg: &str, name: &str) -> Result<Option<Operation>, ArmError> {
         let op = DELETE_GROUP;
-        let answer = self
-            .send(
-                op,
-                Method::Delete,
-                &self.group_url(rg, name, &[], &[]),
-                None,
-            )
-            .await?;
-        match answer.status {
-            202 => Ok(Operation::from_headers(&answer.headers)),
-            200 | 204 | 404 => Ok(None),
-            _ => Err(answer.error(op)),
+        let result = async {
+            let answer = self
+                .send(
+                    op,
+                    Method::Delete,
+                    &self.group_url(rg, name, &[], &[]),
+                    None,
+                )
+                .await?;
+            match answer.status {
+                202 => Ok(Operation::from_headers(&answer.headers)),
+                200 | 204 | 404 => Ok(None),
+                _ => Err(answer.error(op)),
+            }
         }
+        .await;
+        self.counted(op, result)
     }
 
     /// Follows a long-running operation until it ends or `timeout` passes,
@@ -1353,38 +1252,42 @@ impl ArmClient {
     /// [`ArmError::OperationFailed`], [`ArmError::Timeout`], or a failed poll.
     pub async fn wait(&self, operation: &Operation, timeout: Duration) -> Result<(), ArmError> {
         let op = GET_OPERATION;
-        let url = self.follow(op, &operation.url)?;
-        let deadline = Instant::now() + timeout;
-        let mut next = operation.retry_after.unwrap_or(DEFAULT_POLL);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ArmError::Timeout(timeout));
-            }
-            tokio::time::sleep(next.min(left)).await;
-            let answer = self.send(op, Method::Get, &url, None).await?;
-            next = retry_after(&answer.headers).unwrap_or(DEFAULT_POLL);
-            match (operation.kind, answer.status) {
-                (OperationKind::AsyncOperation, 200) => {
-                    let status: OperationStatus = answer.json(op)?;
-                    match status.status.to_ascii_lowercase().as_str() {
-                        "succeeded" => return Ok(()),
-                        "failed" | "canceled" | "cancelled" => {
-                            let error = status.error.unwrap_or_default();
-                            return Err(ArmError::OperationFailed {
-                                status: status.status,
-                                code: error.code.unwrap_or_default(),
-                                message: error.message.unwrap_or_default(),
-                            });
-                        }
-                        other => tracing::trace!(status = other, "operation in progress"),
-                    }
+        let result = async {
+            let url = self.follow(op, &operation.url)?;
+            let deadline = Instant::now() + timeout;
+            let mut next = operation.retry_after.unwrap_or(DEFAULT_POLL);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ArmError::Timeout(timeout));
                 }
-                (OperationKind::AsyncOperation, 202) | (OperationKind::Location, 202) => {}
-                (OperationKind::Location, 200 | 201 | 204) => return Ok(()),
-                _ => return Err(answer.error(op)),
+                tokio::time::sleep(next.min(left)).await;
+                let answer = self.send(op, Method::Get, &url, None).await?;
+                next = retry_after(&answer.headers).unwrap_or(DEFAULT_POLL);
+                match (operation.kind, answer.status) {
+                    (OperationKind::AsyncOperation, 200) => {
+                        let status: OperationStatus = answer.json(op)?;
+                        match status.status.to_ascii_lowercase().as_str() {
+                            "succeeded" => return Ok(()),
+                            "failed" | "canceled" | "cancelled" => {
+                                let error = status.error.unwrap_or_default();
+                                return Err(ArmError::OperationFailed {
+                                    status: status.status,
+                                    code: error.code.unwrap_or_default(),
+                                    message: error.message.unwrap_or_default(),
+                                });
+                            }
+                            other => tracing::trace!(status = other, "operation in progress"),
+                        }
+                    }
+                    (OperationKind::AsyncOperation, 202) | (OperationKind::Location, 202) => {}
+                    (OperationKind::Location, 200 | 201 | 204) => return Ok(()),
+                    _ => return Err(answer.error(op)),
+                }
             }
         }
+        .await;
+        self.counted(op, result)
     }
 
     /// Containers_ListLogs: the container's log (ACI keeps up to 4 MB),
@@ -1402,18 +1305,22 @@ impl ArmClient {
         timestamps: bool,
     ) -> Result<String, ArmError> {
         let op = LIST_LOGS;
-        let mut query = Vec::new();
-        if let Some(n) = tail {
-            // the spec's `tail` is an int32
-            query.push(("tail", n.min(i32::MAX as u64).to_string()));
+        let result = async {
+            let mut query = Vec::new();
+            if let Some(n) = tail {
+                // the spec's `tail` is an int32
+                query.push(("tail", n.min(i32::MAX as u64).to_string()));
+            }
+            query.push(("timestamps", timestamps.to_string()));
+            let url = self.group_url(rg, group, &["containers", container, "logs"], &query);
+            let answer = self.send(op, Method::Get, &url, None).await?;
+            match answer.status {
+                200 => Ok(answer.json::<Logs>(op)?.content.unwrap_or_default()),
+                _ => Err(answer.error(op)),
+            }
         }
-        query.push(("timestamps", timestamps.to_string()));
-        let url = self.group_url(rg, group, &["containers", container, "logs"], &query);
-        let answer = self.send(op, Method::Get, &url, None).await?;
-        match answer.status {
-            200 => Ok(answer.json::<Logs>(op)?.content.unwrap_or_default()),
-            _ => Err(answer.error(op)),
-        }
+        .await;
+        self.counted(op, result)
     }
 
     /// Containers_ExecuteCommand: a WebSocket running `command` (split on
@@ -1430,24 +1337,28 @@ impl ArmClient {
         size: Option<(u16, u16)>,
     ) -> Result<Session, ArmError> {
         let op = EXEC;
-        let request = ContainerExecRequest {
-            command: Some(command.to_owned()),
-            terminal_size: size.map(|(rows, cols)| TerminalSize {
-                rows: Some(rows.into()),
-                cols: Some(cols.into()),
-            }),
-        };
-        let json = serde_json::to_vec(&request).map_err(|source| ArmError::Json {
-            operation: op.name,
-            source,
-        })?;
-        let url = self.group_url(rg, group, &["containers", container, "exec"], &[]);
-        let answer = self.send(op, Method::Post, &url, Some(json.into())).await?;
-        if answer.status != 200 {
-            return Err(answer.error(op));
+        let result = async {
+            let request = ContainerExecRequest {
+                command: Some(command.to_owned()),
+                terminal_size: size.map(|(rows, cols)| TerminalSize {
+                    rows: Some(rows.into()),
+                    cols: Some(cols.into()),
+                }),
+            };
+            let json = serde_json::to_vec(&request).map_err(|source| ArmError::Json {
+                operation: op.name,
+                source,
+            })?;
+            let url = self.group_url(rg, group, &["containers", container, "exec"], &[]);
+            let answer = self.send(op, Method::Post, &url, Some(json.into())).await?;
+            if answer.status != 200 {
+                return Err(answer.error(op));
+            }
+            let rsp: ContainerExecResponse = answer.json(op)?;
+            session(op, rsp.web_socket_uri, rsp.password)
         }
-        let rsp: ContainerExecResponse = answer.json(op)?;
-        session(op, rsp.web_socket_uri, rsp.password)
+        .await;
+        self.counted(op, result)
     }
 
     /// Containers_Attach: a WebSocket with the container's output from now on.
@@ -1461,13 +1372,17 @@ impl ArmClient {
         container: &str,
     ) -> Result<Session, ArmError> {
         let op = ATTACH;
-        let url = self.group_url(rg, group, &["containers", container, "attach"], &[]);
-        let answer = self.send(op, Method::Post, &url, None).await?;
-        if answer.status != 200 {
-            return Err(answer.error(op));
+        let result = async {
+            let url = self.group_url(rg, group, &["containers", container, "attach"], &[]);
+            let answer = self.send(op, Method::Post, &url, None).await?;
+            if answer.status != 200 {
+                return Err(answer.error(op));
+            }
+            let rsp: ContainerAttachResponse = answer.json(op)?;
+            session(op, rsp.web_socket_uri, rsp.password)
         }
-        let rsp: ContainerAttachResponse = answer.json(op)?;
-        session(op, rsp.web_socket_uri, rsp.password)
+        .await;
+        self.counted(op, result)
     }
 
     /// Location_ListUsage: the quotas of `location` and their use.
@@ -1487,7 +1402,7 @@ impl ArmClient {
             ],
             &[],
         );
-        self.list_all(USAGES, url, false).await
+        self.counted(USAGES, self.list_all(USAGES, url).await)
     }
 }
 
@@ -1803,9 +1718,18 @@ mod tests {
     }
 
     #[test]
-    fn status_classes() {
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(429), "4xx");
-        assert_eq!(status_class(503), "5xx");
+    fn metric_codes() {
+        assert_eq!(
+            status(429, "TooManyRequests").metric_code(),
+            Some("TooManyRequests")
+        );
+        assert_eq!(ArmError::Timeout(Duration::ZERO).metric_code(), None);
+        let failed = |code: &str| ArmError::OperationFailed {
+            status: "Canceled".into(),
+            code: code.into(),
+            message: String::new(),
+        };
+        assert_eq!(failed("Conflict").metric_code(), Some("Conflict"));
+        assert_eq!(failed("").metric_code(), Some("Canceled"));
     }
 }

@@ -1,5 +1,6 @@
-//! Settings of the ACI backend, as the skylet binary fills them from flags
-//! (`--aci-*`), environment (`SKYLET_ACI_*`, `AZURE_*`) and its config file.
+//! Settings of the ACI backend, as [`crate::Aci`] fills them from flags
+//! (`--aci-*`), environment (`SKYLET_ACI_*`, `AZURE_*`) and the `aci:`
+//! section of the config file.
 
 use std::{path::PathBuf, time::Duration};
 

@@ -7,72 +7,44 @@
 //! recorded by an earlier skylet and skipped: a restart does not replay
 //! history (an event that happened only while skylet was down is lost, the
 //! lesser evil next to duplicates).
+//!
+//! The events go to the core through the [`Sink`] as [`PodEvent`]s (reporter
+//! `skylet-aci`, action `Aci`); the core records them on the pod.
 
-use std::{
-    collections::{HashSet, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use skylet_provider::PodRef;
+use skylet_provider::{BoundedSet, EventType, PodEvent, PodRef, Sink};
 
 use crate::status::{self, GroupEvent};
 
 /// How many recorded keys are remembered.
 const SEEN_MAX: usize = 20_000;
 
-/// Records ACI events on pods; cheap to clone.
-#[derive(Clone)]
+/// The reporting component of every ACI Event.
+pub(crate) const REPORTER: &str = "skylet-aci";
+
+/// The action of every ACI Event.
+pub(crate) const ACTION: &str = "Aci";
+
+/// Sends ACI events of pods to the core; cheap to clone.
+#[derive(Clone, Debug)]
 pub(crate) struct Forwarder {
-    recorder: Option<Recorder>,
+    sink: Sink,
     since: jiff::Timestamp,
-    seen: Arc<Mutex<Seen>>,
-}
-
-#[derive(Default)]
-struct Seen {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Seen {
-    /// Whether `key` is new (and remembers it).
-    fn insert(&mut self, key: String) -> bool {
-        if !self.keys.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        while self.order.len() > SEEN_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
-        }
-        true
-    }
+    seen: Arc<Mutex<BoundedSet<String>>>,
 }
 
 impl Forwarder {
-    /// A forwarder recording through `client` as `skylet-aci` on `node`;
-    /// without a client it only deduplicates (unit tests).
-    pub(crate) fn new(client: Option<kube::Client>, node: &str) -> Self {
-        let recorder = client.map(|c| {
-            Recorder::new(
-                c,
-                Reporter {
-                    controller: "skylet-aci".into(),
-                    instance: Some(node.to_owned()),
-                },
-            )
-        });
+    /// A forwarder sending to `sink`.
+    pub(crate) fn new(sink: Sink) -> Self {
         Self {
-            recorder,
+            sink,
             since: jiff::Timestamp::now(),
-            seen: Arc::default(),
+            seen: Arc::new(Mutex::new(BoundedSet::new(SEEN_MAX))),
         }
     }
 
-    /// The events of `pod` not recorded yet, remembering them as recorded.
+    /// The events not recorded yet, remembering them as recorded.
     pub(crate) fn fresh(&self, events: Vec<GroupEvent>) -> Vec<GroupEvent> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         events
@@ -82,48 +54,32 @@ impl Forwarder {
             .collect()
     }
 
-    /// Records the new events of `pod` in the background.
+    /// Sends the new events of `pod` to the core.
     pub(crate) fn forward(&self, pod: &PodRef, events: Vec<GroupEvent>) {
-        let fresh = self.fresh(events);
-        let Some(recorder) = self.recorder.clone() else {
-            return;
-        };
-        if fresh.is_empty() {
-            return;
+        for e in self.fresh(events) {
+            self.sink.event(pod_event(pod, &e));
         }
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: Some(pod.uid.clone()),
-            ..Default::default()
-        };
-        let pod = pod.clone();
-        tokio::spawn(async move {
-            for e in fresh {
-                let type_ = if e.type_.eq_ignore_ascii_case("warning") {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
-                let what = e.container.as_deref().map_or_else(
-                    || "container group".to_owned(),
-                    |c| format!("container {c}"),
-                );
-                let note = format!("ACI {what}: {}", e.message.as_deref().unwrap_or(&e.name));
-                let event = Event {
-                    type_,
-                    reason: reason(&e.name),
-                    note: Some(note),
-                    action: "Aci".into(),
-                    secondary: None,
-                };
-                if let Err(err) = recorder.publish(&event, &reference).await {
-                    tracing::debug!(error = %err, pod = %pod, "cannot record an ACI event");
-                }
-            }
-        });
+    }
+}
+
+/// The Kubernetes Event of an ACI event.
+fn pod_event(pod: &PodRef, e: &GroupEvent) -> PodEvent {
+    let type_ = if e.type_.eq_ignore_ascii_case("warning") {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let what = e.container.as_deref().map_or_else(
+        || "container group".to_owned(),
+        |c| format!("container {c}"),
+    );
+    PodEvent {
+        pod: pod.clone(),
+        type_,
+        reason: reason(&e.name),
+        note: format!("ACI {what}: {}", e.message.as_deref().unwrap_or(&e.name)),
+        action: ACTION,
+        reporter: REPORTER,
     }
 }
 
@@ -148,6 +104,8 @@ fn reason(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use skylet_provider::BackendEvent;
+
     use super::*;
 
     #[test]
@@ -155,5 +113,71 @@ mod tests {
         assert_eq!(reason("Pulling"), "Pulling");
         assert_eq!(reason("image pull failed"), "ImagePullFailed");
         assert_eq!(reason(""), "AciEvent");
+    }
+
+    fn event(container: Option<&str>, name: &str, type_: &str, count: i32) -> GroupEvent {
+        let now = jiff::Timestamp::now();
+        GroupEvent {
+            container: container.map(str::to_owned),
+            name: name.to_owned(),
+            type_: type_.to_owned(),
+            message: Some(format!("{name}!")),
+            count,
+            first_timestamp: Some(now),
+            last_timestamp: Some(now),
+        }
+    }
+
+    #[test]
+    fn each_event_reaches_the_sink_once() {
+        let (sink, mut rx) = Sink::channel();
+        let f = Forwarder::new(sink);
+        let pod = PodRef::new("shop", "web", "uid-web");
+        let pulling = event(Some("web"), "Pulling", "Normal", 1);
+        let failed = event(None, "image pull failed", "Warning", 1);
+        f.forward(&pod, vec![pulling.clone(), failed.clone()]);
+        // the same events again: nothing; a repeat (count grows): again
+        f.forward(&pod, vec![pulling.clone(), failed]);
+        f.forward(
+            &pod,
+            vec![GroupEvent {
+                count: 2,
+                ..pulling
+            }],
+        );
+        let mut got = Vec::new();
+        while let Ok(BackendEvent::Event(e)) = rx.try_recv() {
+            got.push(*e);
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            got[0],
+            PodEvent {
+                pod: pod.clone(),
+                type_: EventType::Normal,
+                reason: "Pulling".into(),
+                note: "ACI container web: Pulling!".into(),
+                action: "Aci",
+                reporter: "skylet-aci",
+            }
+        );
+        assert_eq!(got[1].type_, EventType::Warning);
+        assert_eq!(got[1].reason, "ImagePullFailed");
+        assert_eq!(got[1].note, "ACI container group: image pull failed!");
+        assert_eq!(got[2].reason, "Pulling");
+    }
+
+    #[test]
+    fn history_from_before_the_start_is_skipped() {
+        let (sink, mut rx) = Sink::channel();
+        let f = Forwarder::new(sink);
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+        let e = GroupEvent {
+            last_timestamp: Some(old),
+            first_timestamp: Some(old),
+            ..event(Some("web"), "Started", "Normal", 1)
+        };
+        f.forward(&PodRef::new("shop", "web", "uid-web"), vec![e]);
+        assert!(rx.try_recv().is_err());
     }
 }

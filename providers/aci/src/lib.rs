@@ -6,8 +6,8 @@
 //! |---|---|
 //! | the pod | a container group named by [`names::group_name`] (unique by pod UID), tagged with the pod's UID, namespace, name and the node |
 //! | containers, init containers, env, probes, resources, volumes | the group's properties ([`translate`]); Secret-derived values only in `secureValue` and secret volumes |
-//! | status | a sweep: ContainersGroups_ListByResourceGroup, all pages, filtered by the node tag ([`status`]); never one GET per pod |
-//! | Events | each instance-view event recorded once on the pod |
+//! | status | a sweep: ContainerGroups_ListByResourceGroup, all pages, filtered by the node tag ([`status`]); never one GET per pod |
+//! | Events | each instance-view event sent once to the core ([`skylet_provider::Sink`]), which records it on the pod |
 //! | logs | Containers_ListLogs, polled for `-f` ([`logs`]) |
 //! | exec, attach | Containers_ExecuteCommand / Containers_Attach and their WebSocket ([`stream`]) |
 //! | delete | ContainerGroups_Stop, wait up to the grace period, ContainerGroups_Delete |
@@ -25,6 +25,13 @@
 //! call per node ping. virtual-kubelet's azure-aci provider GETs every group
 //! every 5 s instead.
 //!
+//! # Settings and metrics
+//! [`Aci`] is the backend's [`skylet_provider::Kind`]: its flags, its
+//! section of the config file and how it is built. ARM calls are counted in
+//! the core's `skylet_backend_api_*` metrics (service `arm`, the operation
+//! names of the spec, e.g. `ContainerGroups_ListByResourceGroup`); a sweep
+//! records its list pages with `sweep_calls`.
+//!
 //! # Azure RBAC (see `deploy/azure/role.json`)
 //! `Microsoft.ContainerInstance/containerGroups/{read,write,delete}`,
 //! `.../containerGroups/stop/action`, `.../containers/logs/read`,
@@ -40,15 +47,15 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use prometheus_client::metrics::gauge::Gauge;
 use skylet_provider::{
-    AttachIo, BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, Node, PodRef,
-    Provider, ProviderError, ResolvedPod, Result,
+    ApiMetrics, AttachIo, BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, Node,
+    PodRef, Provider, ProviderError, ResolvedPod, Result, Sink,
 };
 
 pub mod client;
 pub mod config;
 mod events;
+pub mod kind;
 pub mod logs;
 pub mod models;
 pub mod names;
@@ -57,6 +64,7 @@ pub mod stream;
 pub mod translate;
 
 pub use config::Config;
+pub use kind::Aci;
 
 use client::ArmClient;
 use models::ContainerGroup;
@@ -86,8 +94,6 @@ struct Inner {
     events: events::Forwarder,
     /// Serializes sweeps.
     sweep: tokio::sync::Mutex<()>,
-    /// Groups of this node in the last sweep.
-    sweep_groups: Gauge,
 }
 
 #[derive(Default)]
@@ -124,14 +130,15 @@ impl Known {
 }
 
 impl AciProvider {
-    /// Sets up the ARM client; `home` (the cluster skylet is a node of)
-    /// receives the ACI events as pod Events. No Azure call is made.
+    /// Sets up the ARM client, counting its calls in `metrics`; the ACI
+    /// events of the pods go to `sink`. No Azure call is made.
+    /// ([`Aci`]'s `build` calls this.)
     ///
     /// # Errors
     /// Unusable settings, credentials that cannot be set up, an unreadable CA file.
-    pub async fn new(config: Config, home: Option<kube::Client>) -> Result<Self, Error> {
+    pub async fn new(config: Config, sink: Sink, metrics: ApiMetrics) -> Result<Self, Error> {
         config.check().map_err(Error::Config)?;
-        let client = ArmClient::new(client_config(&config))
+        let client = ArmClient::new(client_config(&config, metrics))
             .await
             .map_err(Error::Client)?;
         let settings = translate::Settings {
@@ -148,13 +155,12 @@ impl AciProvider {
             ..translate::Settings::default()
         };
         let inner = Inner {
-            events: events::Forwarder::new(home, &config.node_name),
+            events: events::Forwarder::new(sink),
             client: Arc::new(client),
             settings,
             config,
             state: Mutex::default(),
             sweep: tokio::sync::Mutex::new(()),
-            sweep_groups: Gauge::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -203,10 +209,17 @@ impl AciProvider {
 
     async fn sweep(&self) -> Result<Vec<BackendPod>> {
         let _one = self.inner.sweep.lock().await;
-        let metrics = self.inner.client.metrics();
-        let before = metrics.list_page_requests();
-        let groups: Vec<ContainerGroup> = self.inner.client.list_groups(self.rg()).await?;
-        metrics.set_sweep_list_calls(metrics.list_page_requests().saturating_sub(before));
+        let client = &self.inner.client;
+        let pages = |m: &ApiMetrics| m.calls(client::SERVICE, client::LIST_GROUPS.name);
+        // sweeps are serialized and nothing else lists groups, so the
+        // difference is this sweep's pages
+        let before = pages(client.metrics());
+        let groups: Vec<ContainerGroup> = client.list_groups(self.rg()).await?;
+        client.metrics().sweep_calls(
+            client::SERVICE,
+            client::LIST_GROUPS.name,
+            pages(client.metrics()).saturating_sub(before),
+        );
         let mut pods = Vec::new();
         let mut view = HashMap::new();
         for g in &groups {
@@ -229,9 +242,6 @@ impl AciProvider {
                 pod,
             });
         }
-        self.inner
-            .sweep_groups
-            .set(i64::try_from(pods.len()).unwrap_or(i64::MAX));
         let mut st = self.state();
         st.groups = view;
         st.listed = true;
@@ -254,7 +264,7 @@ impl AciProvider {
     }
 }
 
-fn client_config(c: &Config) -> client::ClientConfig {
+fn client_config(c: &Config, metrics: ApiMetrics) -> client::ClientConfig {
     use config::AuthMode;
     let auth = match c.auth {
         AuthMode::Default => client::Auth::Default,
@@ -278,6 +288,7 @@ fn client_config(c: &Config) -> client::ClientConfig {
     cc.authority_host = c.authority_host.clone();
     cc.ca_file = c.ca_file.clone();
     cc.max_attempts = c.max_attempts;
+    cc.metrics = metrics;
     cc
 }
 
@@ -302,16 +313,7 @@ fn quota_capacity(usages: &[client::Usage]) -> BTreeMap<String, String> {
 
 impl Provider for AciProvider {
     fn name(&self) -> &'static str {
-        "azure-aci"
-    }
-
-    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.inner.client.register_metrics(registry);
-        registry.register(
-            "azure_sweep_groups",
-            "Container groups of this node in the last sweep",
-            self.inner.sweep_groups.clone(),
-        );
+        <Aci as skylet_provider::Kind>::NAME
     }
 
     fn configure_node(&self, node: &mut Node) {

@@ -13,7 +13,8 @@
 //! | `follow` | polled every `poll` (see below) until the container is gone (404) or the client leaves |
 //!
 //! # Following
-//! ACI has no streaming log API, so a follower polls: every `poll` it
+//! ACI has no streaming log API, so a follower polls
+//! ([`skylet_provider::logs::follow`] with a `Poll` of its own): every `poll` it
 //! fetches the last [`WINDOW`] lines (all of them when the window does not
 //! reach back to what was already sent) and sends the lines newer than the
 //! last one sent: by timestamp, and among lines with the same timestamp by
@@ -23,16 +24,21 @@
 //! but whose group still exists keeps the follower polling (ACI's log stays
 //! readable) until the client leaves. Other errors are retried on the next
 //! poll; after [`MAX_FAILURES`] in a row the stream ends with the error.
+//! `limitBytes` applies to the whole stream, first answer and polls
+//! ([`skylet_provider::logs::limited`]).
 //!
 //! # RBAC
 //! `Microsoft.ContainerInstance/containerGroups/containers/logs/read`.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
-use skylet_provider::{LogOptions, LogStream, ProviderError, Result};
+use skylet_provider::{
+    LogOptions, LogStream, ProviderError, Result,
+    logs::{Poll, Polled, follow, limited},
+};
 
 use crate::client::{ArmClient, ArmError};
 
@@ -117,79 +123,43 @@ pub async fn stream<S: Source>(source: S, opts: LogOptions, poll: Duration) -> R
         .map_err(ProviderError::from)?;
     let mut cursor = Cursor::default();
     let lines = cursor.advance(&text);
-    let mut limit = Limit(opts.limit_bytes);
-    let (first, done) = limit.take(render(&lines, opts.since, opts.timestamps));
-    let follow = Follow {
-        source,
-        cursor,
-        since: opts.since,
-        timestamps: opts.timestamps,
-        limit,
-        poll,
-        failures: 0,
-        first: Some(first).filter(|b| !b.is_empty()),
-        done: done || !opts.follow,
+    let first = Bytes::from(render(&lines, opts.since, opts.timestamps));
+    let stream = if opts.follow {
+        let poller = Poller {
+            source,
+            cursor,
+            since: opts.since,
+            timestamps: opts.timestamps,
+        };
+        follow(first, poller, poll, MAX_FAILURES)
+    } else {
+        futures::stream::iter((!first.is_empty()).then_some(Ok(first))).boxed()
     };
-    Ok(futures::stream::unfold(follow, Follow::next).boxed())
+    Ok(limited(stream, &opts))
 }
 
-struct Follow<S> {
+/// A followed log: each poll fetches the last [`WINDOW`] lines (the whole
+/// log when the window does not reach back to the cursor) and answers the
+/// lines after the cursor, rendered.
+struct Poller<S> {
     source: S,
     cursor: Cursor,
     since: Option<Timestamp>,
     timestamps: bool,
-    limit: Limit,
-    poll: Duration,
-    failures: u32,
-    /// What the first call found, not sent yet.
-    first: Option<Bytes>,
-    /// Nothing more to send after `first`.
-    done: bool,
 }
 
-impl<S: Source> Follow<S> {
-    async fn next(mut self) -> Option<(io::Result<Bytes>, Self)> {
-        if let Some(first) = self.first.take() {
-            return Some((Ok(first), self));
-        }
-        loop {
-            if self.done {
-                return None;
-            }
-            tokio::time::sleep(self.poll).await;
-            match self.poll_once().await {
-                Ok(None) => {}
-                Ok(Some(bytes)) => return Some((Ok(bytes), self)),
-                Err(e) if e.is_not_found() => {
-                    tracing::debug!("container gone, log follow ends");
-                    return None;
-                }
-                Err(e) => {
-                    self.failures += 1;
-                    if self.failures >= MAX_FAILURES {
-                        self.done = true;
-                        return Some((Err(io::Error::other(e)), self));
-                    }
-                    tracing::warn!(error = %e, failures = self.failures, "log poll failed, retrying");
-                }
-            }
-        }
-    }
-
-    /// One poll: the new lines, rendered and limited, if any.
-    async fn poll_once(&mut self) -> Result<Option<Bytes>, ArmError> {
+impl<S: Source> Poll for Poller<S> {
+    async fn poll(&mut self) -> Result<Polled, ProviderError> {
         let mut text = self.source.fetch(Some(WINDOW)).await?;
         if !self.cursor.window_reaches(&text, WINDOW) {
             text = self.source.fetch(None).await?;
         }
-        self.failures = 0;
         let lines = self.cursor.advance(&text);
         if lines.is_empty() {
-            return Ok(None);
+            return Ok(Polled::Nothing);
         }
-        let (bytes, done) = self.limit.take(render(&lines, self.since, self.timestamps));
-        self.done = done;
-        Ok(Some(bytes).filter(|b| !b.is_empty()))
+        let rendered = render(&lines, self.since, self.timestamps);
+        Ok(Polled::Data(Bytes::from(rendered)))
     }
 }
 
@@ -319,28 +289,6 @@ pub fn render(lines: &[Line<'_>], since: Option<Timestamp>, timestamps: bool) ->
     out
 }
 
-/// What is left of `limitBytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Limit(Option<u64>);
-
-impl Limit {
-    /// `text` cut to what is left; `true` when the limit is reached.
-    fn take(&mut self, text: String) -> (Bytes, bool) {
-        let bytes = Bytes::from(text);
-        let Some(left) = self.0 else {
-            return (bytes, false);
-        };
-        let len = bytes.len() as u64;
-        if len < left {
-            self.0 = Some(left - len);
-            return (bytes, false);
-        }
-        self.0 = Some(0);
-        let keep = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-        (bytes.slice(..keep), true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -383,20 +331,6 @@ mod tests {
             "b\nc\n"
         );
         assert_eq!(render(&ls, Some(ts("2026-11-25T21:41:00Z")), false), "");
-    }
-
-    #[test]
-    fn limit_cuts_across_chunks() {
-        let mut limit = Limit(Some(5));
-        assert_eq!(
-            limit.take("abc".into()),
-            (Bytes::from_static(b"abc"), false)
-        );
-        assert_eq!(limit.take("defg".into()), (Bytes::from_static(b"de"), true));
-        let mut none = Limit(None);
-        assert_eq!(none.take("abc".into()), (Bytes::from_static(b"abc"), false));
-        let mut exact = Limit(Some(3));
-        assert_eq!(exact.take("abc".into()), (Bytes::from_static(b"abc"), true));
     }
 
     #[test]

@@ -75,6 +75,7 @@ use k8s_openapi::{
 use serde::Deserialize;
 use skylet_provider::{
     ProviderError, ResolvedPod, Value, VolumeFile,
+    checks::{self, unsupported},
     quantity::{Quantity, ceil_div},
 };
 
@@ -231,10 +232,6 @@ fn invalid(reason: &str, message: impl Into<String>) -> ProviderError {
     ProviderError::invalid(reason, message)
 }
 
-fn unsupported(message: impl Into<String>) -> ProviderError {
-    invalid("UnsupportedPodSpec", message)
-}
-
 fn bad_annotation(key: &str, value: &str, want: &str) -> ProviderError {
     invalid(
         "InvalidAnnotation",
@@ -364,17 +361,7 @@ pub fn container_group(rp: &ResolvedPod, s: &Settings) -> Result<ContainerGroup,
 }
 
 fn check_pod_level(spec: &PodSpec) -> Result<(), ProviderError> {
-    for (set, what) in [
-        (spec.host_network, "spec.hostNetwork"),
-        (spec.host_pid, "spec.hostPID"),
-        (spec.host_ipc, "spec.hostIPC"),
-    ] {
-        if set == Some(true) {
-            return Err(unsupported(format!(
-                "{what}: ACI container groups have no host to share; remove it"
-            )));
-        }
-    }
+    checks::refuse_host_namespaces(spec, "ACI container groups")?;
     if spec.share_process_namespace == Some(true) {
         return Err(unsupported(
             "spec.shareProcessNamespace: ACI containers cannot see each other's processes; remove it",
@@ -1789,6 +1776,12 @@ mod tests {
             assert_eq!(reason, "UnsupportedPodSpec", "{message}");
             assert!(message.contains(needle), "{needle} not in {message}");
         }
+        let spec = json!({"hostNetwork": true, "containers": [{"name": "a", "image": "i"}]});
+        let (_, message) = refusal(container_group(&pod(spec), &settings()));
+        assert_eq!(
+            message,
+            "spec.hostNetwork: ACI container groups have no host to share; remove it"
+        );
     }
 
     #[test]

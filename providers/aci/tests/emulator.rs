@@ -11,7 +11,7 @@ use skylet_aci::{
     logs, stream,
 };
 use skylet_aci_emulator::{Config as EmulatorConfig, Emulator};
-use skylet_provider::{ExecIo, ExitStatus, LogOptions, ProviderError, TermSize};
+use skylet_provider::{ExecIo, ExitStatus, LogOptions, ProviderError, TermSize, metrics::Outcome};
 use tokio::io::AsyncReadExt;
 
 const RG: &str = "skylet-rg";
@@ -131,7 +131,12 @@ async fn list_follows_every_page_and_counts_them() {
             .await
             .unwrap();
     }
-    let before = env.client.metrics().list_page_requests();
+    let pages = || {
+        env.client
+            .metrics()
+            .calls("arm", "ContainerGroups_ListByResourceGroup")
+    };
+    let before = pages();
     let groups: Vec<Value> = env.client.list_groups(RG).await.unwrap();
     let mut names: Vec<_> = groups
         .iter()
@@ -139,7 +144,7 @@ async fn list_follows_every_page_and_counts_them() {
         .collect();
     names.sort();
     assert_eq!(names, ["g0", "g1", "g2", "g3", "g4"]);
-    assert_eq!(env.client.metrics().list_page_requests() - before, 3);
+    assert_eq!(pages() - before, 3, "one call per page");
     assert_eq!(
         env.emulator
             .stats()
@@ -175,9 +180,14 @@ async fn throttling_is_retried_after_retry_after() {
         started.elapsed()
     );
     let m = env.client.metrics();
-    assert_eq!(m.throttled("ContainerGroups_Get"), 2);
-    assert_eq!(m.retries("ContainerGroups_Get"), 2);
-    assert_eq!(m.requests("ContainerGroups_Get", "4xx"), 3);
+    let get = "ContainerGroups_Get";
+    assert_eq!(m.calls("arm", get), 1, "retries are not calls");
+    assert_eq!(m.requests("arm", get, Outcome::throttled), 2);
+    assert_eq!(
+        m.requests("arm", get, Outcome::client_error),
+        1,
+        "the last attempt's 404"
+    );
     env.emulator.shutdown().await;
 }
 
@@ -512,4 +522,100 @@ async fn attach_streams_output_until_the_container_ends() {
         .unwrap();
     assert_eq!(status, ExitStatus::Code(0));
     env.emulator.shutdown().await;
+}
+
+/// The provider as the core builds it: sweeps count their list pages,
+/// ACI events reach the core through the sink, failed calls are counted by
+/// ARM error code.
+#[tokio::test]
+async fn the_provider_reports_through_the_sink_and_the_api_metrics() {
+    use prometheus_client::{encoding::text::encode, registry::Registry};
+    use skylet_aci::{AciProvider, Config, config::AuthMode};
+    use skylet_provider::{
+        BackendEvent, Provider, ResolvedPod, Sink, metrics::BackendApiMetrics, testing::pod,
+    };
+
+    let emulator = Emulator::start(EmulatorConfig {
+        page_size: 2,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    emulator.write_ca(&ca).unwrap();
+    let e = emulator.config().clone();
+    let mut config = Config::new("aci-node", e.subscription_id, RG, e.location);
+    config.arm_endpoint = emulator.url();
+    config.authority_host = Some(emulator.url());
+    config.ca_file = Some(ca);
+    config.auth = AuthMode::ClientSecret;
+    config.tenant_id = Some(e.tenant_id);
+    config.client_id = Some(e.client_id);
+    config.client_secret = Some(e.client_secret);
+    config.max_attempts = 2;
+    let mut registry = Registry::with_prefix("skylet");
+    let metrics = BackendApiMetrics::register(&mut registry).for_backend("azure-aci");
+    let (sink, mut events) = Sink::channel();
+    let provider = AciProvider::new(config, sink, metrics).await.unwrap();
+
+    for name in ["a", "b", "c"] {
+        let p = pod("shop", name)
+            .node("aci-node")
+            .container_json(json!({"name": "main", "image": "busybox:1.36",
+                "command": ["sleep", "infinity"],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}))
+            .build();
+        provider.create_pod(&ResolvedPod::bare(p)).await.unwrap();
+    }
+    let mut running = 0;
+    for _ in 0..100 {
+        let pods = provider.list_pods().await.unwrap();
+        assert_eq!(pods.len(), 3);
+        running = pods
+            .iter()
+            .filter(|p| p.status.phase.as_deref() == Some("Running"))
+            .count();
+        if running == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running, 3);
+    // a Pulling, Pulled and Started per container, each once
+    let mut seen = Vec::new();
+    while let Ok(BackendEvent::Event(ev)) = events.try_recv() {
+        assert_eq!((ev.reporter, ev.action), ("skylet-aci", "Aci"));
+        seen.push((ev.pod.name.clone(), ev.reason.clone()));
+    }
+    seen.sort();
+    for name in ["a", "b", "c"] {
+        for reason in ["Pulled", "Pulling", "Started"] {
+            assert_eq!(
+                seen.iter()
+                    .filter(|(n, r)| n == name && r == reason)
+                    .count(),
+                1,
+                "{name} {reason}: {seen:?}"
+            );
+        }
+    }
+
+    // two throttled answers: the ping's one retry is throttled too
+    emulator.throttle(2, Duration::from_secs(1));
+    let e = provider.ping().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
+
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    for line in [
+        // three groups in pages of two
+        r#"skylet_backend_sweep_api_calls{backend="azure-aci",service="arm",operation="ContainerGroups_ListByResourceGroup"} 2"#,
+        r#"skylet_backend_api_calls_total{backend="azure-aci",service="arm",operation="ContainerGroups_CreateOrUpdate"} 3"#,
+        r#"skylet_backend_api_requests_total{backend="azure-aci",service="arm",operation="Location_ListUsage",outcome="throttled"} 2"#,
+        r#"skylet_backend_api_errors_total{backend="azure-aci",service="arm",operation="Location_ListUsage",code="TooManyRequests"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    emulator.shutdown().await;
 }

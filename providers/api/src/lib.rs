@@ -16,11 +16,23 @@
 //!   concurrently.
 //! - [`Provider::list_pods`] is called once per sweep, never once per pod.
 //!
+//! - The core records every Kubernetes Event and runs every task: a backend
+//!   reports through the [`Sink`] it was built with and does its background
+//!   work in [`Provider::run`], under the core's shutdown token.
+//!
 //! # What the core expects of a backend
 //! - `create_pod` is keyed by the pod UID and safe to repeat, also after a
 //!   crash between the backend call and the core noticing it.
 //! - Every backend resource carries the pod UID and the node name, so a
 //!   restarted skylet adopts what exists and a sweep deletes what no pod owns.
+//! - It owns its settings and construction ([`Kind`]).
+//!
+//! # What a backend finds here
+//! Pieces every backend needs once: [`Backoff`], [`BoundedSet`], log
+//! rendering, `limitBytes` and following by polling ([`logs`]), API metrics
+//! with one naming scheme ([`metrics`]), spec checks ([`checks`]), exact
+//! Kubernetes quantities ([`quantity`]) and, with feature `testing`, a pod
+//! builder (the `testing` module).
 
 use std::{collections::BTreeMap, fmt, future::Future, io, pin::Pin, time::Duration};
 
@@ -28,11 +40,28 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 pub use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 
+pub mod backoff;
+pub mod bounded;
+pub mod checks;
 mod error;
+pub mod kind;
+pub mod logs;
+pub mod metrics;
 pub mod quantity;
+mod sink;
 mod streams;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backoff::Backoff;
+pub use bounded::BoundedSet;
 pub use error::{BoxError, ErrorClass, ProviderError, Result};
+pub use kind::{BuildContext, ConfigError, Kind, NodeContext, parse_capacity};
+pub use kube::runtime::events::EventType;
+pub use metrics::ApiMetrics;
+pub use sink::{BackendEvent, PodEvent, Sink, SinkReceiver};
 pub use streams::{AttachIo, Duplex, ExecIo, ExitStatus, PortStream, Reader, TermSize, Writer};
+pub use tokio_util::sync::CancellationToken;
 
 /// The identity of a pod: namespace, name and UID.
 ///
@@ -181,15 +210,6 @@ pub struct BackendPod {
     pub status: PodStatus,
 }
 
-/// A change a backend pushes.
-#[derive(Clone, Debug, PartialEq)]
-pub enum BackendEvent {
-    /// A pod's status changed (or the pod appeared).
-    Status(Box<BackendPod>),
-    /// The backend no longer holds the pod.
-    Gone(PodRef),
-}
-
 /// What [`Provider::delete_pod`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deleted {
@@ -262,13 +282,6 @@ pub trait Provider: Send + Sync + 'static {
     /// status update, so it may change over time.
     fn configure_node(&self, node: &mut Node);
 
-    /// Registers backend-specific metrics (AWS API calls, ...) in the
-    /// registry served on the metrics port, under the `skylet_` prefix.
-    /// Called once, before anything runs. The default registers nothing.
-    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        let _ = registry;
-    }
-
     /// Whether the backend is reachable; an error makes the node NotReady.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -298,11 +311,12 @@ pub trait Provider: Send + Sync + 'static {
     /// backend calls as its API allows.
     fn list_pods(&self) -> impl Future<Output = Result<Vec<BackendPod>>> + Send;
 
-    /// A stream of status changes, for backends that can push (a watch, an
-    /// event bus). With it the core sweeps rarely; without it, on an interval.
-    /// Called once.
-    fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
-        None
+    /// The backend's background work (watches, garbage collection, its
+    /// own timers), run by the core in a task with the node's span until
+    /// `shutdown` is cancelled; returns then. Status changes and Events go
+    /// to the [`Sink`] of [`BuildContext`]. The default has none.
+    fn run(&self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
+        async move { shutdown.cancelled().await }
     }
 
     /// The log of a container.

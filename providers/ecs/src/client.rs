@@ -1,6 +1,7 @@
 //! The AWS clients (ECS, CloudWatch Logs, Secrets Manager) on one shared
-//! configuration, an interceptor that counts every operation for Prometheus,
-//! and the mapping of SDK errors to [`ProviderError`] classes.
+//! configuration, an interceptor that counts every operation and attempt in
+//! the core's backend API metrics, and the mapping of SDK errors to
+//! [`ProviderError`] classes.
 //!
 //! # Transport and retries
 //! HTTPS through `aws-smithy-http-client` on rustls with *ring* (the
@@ -11,11 +12,12 @@
 //! [`ProviderError::Throttled`], and the core backs off.
 //!
 //! # Metrics
-//! `skylet_aws_api_calls_total{operation}` (operations, not attempts),
-//! `skylet_aws_api_attempts_total{operation}` (with retries) and
-//! `skylet_aws_api_errors_total{operation,code}` (final failures);
-//! `skylet_aws_sweep_tasks` and `skylet_aws_sweep_describe_calls` (what
-//! the last sweep listed and how many DescribeTasks calls it made).
+//! Through [`ApiMetrics`] (`skylet_backend_api_*`), with service `ecs`,
+//! `logs` or `secretsmanager` and the operation's name (`RunTask`): every
+//! operation once (`calls`), every attempt with its outcome (`requests`; a
+//! throttling error code is `throttled` although AWS answers it with HTTP
+//! 400), and operations that failed after their retries by error code
+//! (`errors`). The sweep records its ListTasks and DescribeTasks calls.
 //!
 //! # Credentials
 //! The SDK's default chain: environment, profile, web identity (IRSA / EKS
@@ -32,114 +34,36 @@ use aws_smithy_runtime_api::{
     client::{
         interceptors::{
             Intercept,
-            context::{
-                BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-            },
+            context::{BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef},
         },
         orchestrator::{HttpResponse, Metadata},
         runtime_components::RuntimeComponents,
     },
 };
 use aws_smithy_types::config_bag::ConfigBag;
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
-use skylet_provider::ProviderError;
+use skylet_provider::{ApiMetrics, ProviderError, metrics::Outcome};
 
 use crate::config::Config;
 
-/// Labels of API call counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
-    /// `RunTask`, `DescribeTasks`, ...
-    pub operation: String,
-}
+/// The `service` label of ECS calls.
+pub const ECS: &str = "ecs";
+/// The `service` label of CloudWatch Logs calls.
+pub const LOGS: &str = "logs";
+/// The `service` label of Secrets Manager calls.
+pub const SECRETS: &str = "secretsmanager";
 
-/// Labels of API error counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    /// The operation.
-    pub operation: String,
-    /// AWS error code (`ThrottlingException`, ...) or `network`.
-    pub code: String,
-}
-
-/// Counters of AWS API use. Cheap to clone; clones share counts.
-#[derive(Clone, Debug, Default)]
-pub struct ApiMetrics {
-    calls: Family<OperationLabels, Counter>,
-    attempts: Family<OperationLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
-    sweep_tasks: Gauge,
-    sweep_describe_calls: Gauge,
-}
-
-impl ApiMetrics {
-    /// Registers the counters (`skylet_aws_api_*` under the core's prefix).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "aws_api_calls",
-            "AWS API operations called, by operation",
-            self.calls.clone(),
-        );
-        registry.register(
-            "aws_api_attempts",
-            "AWS API attempts (retries included), by operation",
-            self.attempts.clone(),
-        );
-        registry.register(
-            "aws_api_errors",
-            "AWS API operations that failed after retries, by operation and code",
-            self.errors.clone(),
-        );
-        registry.register(
-            "aws_sweep_tasks",
-            "Tasks the last sweep listed",
-            self.sweep_tasks.clone(),
-        );
-        registry.register(
-            "aws_sweep_describe_calls",
-            "DescribeTasks calls the last sweep made",
-            self.sweep_describe_calls.clone(),
-        );
-    }
-
-    /// Records what the last sweep cost.
-    pub fn sweep(&self, tasks: usize, describe_calls: usize) {
-        self.sweep_tasks
-            .set(i64::try_from(tasks).unwrap_or(i64::MAX));
-        self.sweep_describe_calls
-            .set(i64::try_from(describe_calls).unwrap_or(i64::MAX));
-    }
-
-    /// Operations of this name called so far.
-    pub fn calls(&self, operation: &str) -> u64 {
-        self.calls
-            .get_or_create(&OperationLabels {
-                operation: operation.into(),
-            })
-            .get()
-    }
-
-    fn error(&self, operation: &str, code: &str) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                operation: operation.into(),
-                code: code.into(),
-            })
-            .inc();
-    }
-}
-
-/// Counts operations and attempts.
+/// Counts the operations and attempts of one service's client.
 #[derive(Debug)]
-struct Counting(ApiMetrics);
+struct Counting {
+    metrics: ApiMetrics,
+    service: &'static str,
+}
 
-fn operation(cfg: &ConfigBag) -> String {
+fn operation(cfg: &ConfigBag) -> Cow<'static, str> {
     cfg.load::<Metadata>()
-        .map_or_else(|| "unknown".to_owned(), |m| m.name().to_owned())
+        .map_or(Cow::Borrowed("unknown"), |m| {
+            Cow::Owned(m.name().to_owned())
+        })
 }
 
 impl Intercept for Counting {
@@ -155,29 +79,53 @@ impl Intercept for Counting {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0
-            .calls
-            .get_or_create(&OperationLabels {
-                operation: operation(cfg),
-            })
-            .inc();
+        self.metrics.call(self.service, &operation(cfg));
         Ok(())
     }
 
-    fn read_before_attempt(
+    fn read_after_attempt(
         &self,
-        _: &BeforeTransmitInterceptorContextRef<'_>,
+        ctx: &FinalizerInterceptorContextRef<'_>,
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0
-            .attempts
-            .get_or_create(&OperationLabels {
-                operation: operation(cfg),
-            })
-            .inc();
+        self.metrics
+            .request(self.service, &operation(cfg), outcome(ctx.response()));
         Ok(())
     }
+}
+
+/// How an attempt ended: by its HTTP status, except that a throttling
+/// error code is [`Outcome::throttled`] whatever the status (AWS's JSON
+/// services answer `ThrottlingException` with 400).
+fn outcome(response: Option<&HttpResponse>) -> Outcome {
+    let Some(r) = response else {
+        return Outcome::network;
+    };
+    let status = r.status().as_u16();
+    if status >= 400 && error_code(r).is_some_and(|c| THROTTLING.contains(&c.as_str())) {
+        return Outcome::throttled;
+    }
+    Outcome::of_status(Some(status))
+}
+
+/// The error code of an AWS JSON error answer: the `x-amzn-errortype`
+/// header, else the body's `__type` (or `code`), without a namespace
+/// (`com.amazonaws.ecs#`) or a URL suffix (`:http://...`), as the SDK reads
+/// it.
+fn error_code(r: &HttpResponse) -> Option<String> {
+    let raw = match r.headers().get("x-amzn-errortype") {
+        Some(h) => h.to_owned(),
+        None => {
+            let body: serde_json::Value = serde_json::from_slice(r.body().bytes()?).ok()?;
+            body.get("__type")
+                .or_else(|| body.get("code"))?
+                .as_str()?
+                .to_owned()
+        }
+    };
+    let code = raw.split(':').next().unwrap_or(&raw);
+    Some(code.rsplit('#').next().unwrap_or(code).to_owned())
 }
 
 /// The three clients skylet uses.
@@ -191,7 +139,7 @@ pub struct Clients {
     pub secrets: aws_sdk_secretsmanager::Client,
     /// The region in use (for the awslogs driver).
     pub region: String,
-    /// API counters.
+    /// The backend's API metrics.
     pub metrics: ApiMetrics,
 }
 
@@ -204,11 +152,12 @@ pub enum Error {
 }
 
 impl Clients {
-    /// Builds the clients from `config` and the environment.
+    /// Builds the clients from `config` and the environment, counting
+    /// their calls in `metrics`.
     ///
     /// # Errors
     /// [`Error::NoRegion`] when no region can be found.
-    pub async fn new(config: &Config) -> Result<Self, Error> {
+    pub async fn new(config: &Config, metrics: ApiMetrics) -> Result<Self, Error> {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
@@ -228,20 +177,28 @@ impl Clients {
             .region()
             .map(ToString::to_string)
             .ok_or(Error::NoRegion)?;
-        let metrics = ApiMetrics::default();
         let ecs = aws_sdk_ecs::Client::from_conf(
             aws_sdk_ecs::config::Builder::from(&shared)
-                .interceptor(Counting(metrics.clone()))
+                .interceptor(Counting {
+                    metrics: metrics.clone(),
+                    service: ECS,
+                })
                 .build(),
         );
         let logs = aws_sdk_cloudwatchlogs::Client::from_conf(
             aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
-                .interceptor(Counting(metrics.clone()))
+                .interceptor(Counting {
+                    metrics: metrics.clone(),
+                    service: LOGS,
+                })
                 .build(),
         );
         let secrets = aws_sdk_secretsmanager::Client::from_conf(
             aws_sdk_secretsmanager::config::Builder::from(&shared)
-                .interceptor(Counting(metrics.clone()))
+                .interceptor(Counting {
+                    metrics: metrics.clone(),
+                    service: SECRETS,
+                })
                 .build(),
         );
         Ok(Self {
@@ -300,8 +257,10 @@ const THROTTLING: &[&str] = &[
 ];
 
 impl AwsError {
-    /// Wraps an SDK error of `operation`, counting it in `metrics`.
+    /// Wraps an SDK error of `operation` of `service` ([`ECS`], [`LOGS`],
+    /// [`SECRETS`]), counting it in `metrics`.
     pub fn new<E>(
+        service: &'static str,
         operation: &'static str,
         metrics: &ApiMetrics,
         err: SdkError<E, HttpResponse>,
@@ -319,6 +278,7 @@ impl AwsError {
             _ => (None, None, None),
         };
         metrics.error(
+            service,
             operation,
             code.as_deref()
                 .unwrap_or(if status.is_some() { "http" } else { "network" }),
@@ -364,15 +324,16 @@ impl From<AwsError> for ProviderError {
     }
 }
 
-/// `.map_err(aws(op, &metrics))`, to wrap SDK errors.
+/// `.map_err(aws(ECS, "RunTask", &metrics))`, to wrap SDK errors.
 pub fn aws<'a, E>(
+    service: &'static str,
     operation: &'static str,
     metrics: &'a ApiMetrics,
 ) -> impl FnOnce(SdkError<E, HttpResponse>) -> AwsError + 'a
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    move |e| AwsError::new(operation, metrics, e)
+    move |e| AwsError::new(service, operation, metrics, e)
 }
 
 #[cfg(test)]
@@ -406,6 +367,152 @@ mod tests {
         assert_eq!(
             err(Some("ClientException"), Some(400)).to_string(),
             "RunTask failed: ClientException: m"
+        );
+    }
+
+    fn response(status: u16, header: Option<&str>, body: &str) -> HttpResponse {
+        let mut r = HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).expect("a status"),
+            aws_smithy_types::body::SdkBody::from(body),
+        );
+        if let Some(h) = header {
+            r.headers_mut().insert("x-amzn-errortype", h.to_owned());
+        }
+        r
+    }
+
+    #[test]
+    fn attempts_are_classified_by_status_and_throttling_code() {
+        assert_eq!(outcome(None), Outcome::network);
+        assert_eq!(outcome(Some(&response(200, None, "{}"))), Outcome::ok);
+        assert_eq!(
+            outcome(Some(&response(
+                400,
+                None,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
+            ))),
+            Outcome::throttled
+        );
+        assert_eq!(
+            outcome(Some(&response(
+                400,
+                Some("ThrottlingException:http://internal.amazon.com/coral/"),
+                ""
+            ))),
+            Outcome::throttled
+        );
+        assert_eq!(
+            outcome(Some(&response(
+                400,
+                None,
+                r#"{"__type":"com.amazonaws.ecs#ClientException"}"#
+            ))),
+            Outcome::client_error
+        );
+        assert_eq!(outcome(Some(&response(429, None, ""))), Outcome::throttled);
+        assert_eq!(
+            outcome(Some(&response(503, None, "not json"))),
+            Outcome::server_error
+        );
+    }
+
+    /// Answers each HTTP/1.1 request on `listener` with the next of
+    /// `answers` (status, body).
+    async fn serve(listener: tokio::net::TcpListener, answers: Vec<(u16, &'static str)>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let mut answers = answers.into_iter();
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut conn = BufReader::new(conn);
+            loop {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if conn.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                let Some((status, text)) = answers.next() else {
+                    return;
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                if conn.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_interceptor_counts_operations_and_attempts_by_outcome() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(serve(
+            listener,
+            vec![
+                (
+                    400,
+                    r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+                ),
+                (200, r#"{"clusters":[],"failures":[]}"#),
+            ],
+        ));
+        let metrics = ApiMetrics::detached("aws-ecs");
+        let shared = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(url)
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "test"),
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(std::time::Duration::from_millis(1)),
+            )
+            .build();
+        let ecs = aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::config::Builder::from(&shared)
+                .interceptor(Counting {
+                    metrics: metrics.clone(),
+                    service: ECS,
+                })
+                .build(),
+        );
+        ecs.describe_clusters()
+            .clusters("c")
+            .send()
+            .await
+            .expect("the retry succeeds");
+        assert_eq!(metrics.calls(ECS, "DescribeClusters"), 1);
+        assert_eq!(
+            metrics.requests(ECS, "DescribeClusters", Outcome::throttled),
+            1,
+            "ThrottlingException is throttled although it is HTTP 400"
+        );
+        assert_eq!(metrics.requests(ECS, "DescribeClusters", Outcome::ok), 1);
+        assert_eq!(
+            metrics.requests(ECS, "DescribeClusters", Outcome::client_error),
+            0
         );
     }
 }

@@ -1,7 +1,6 @@
-//! Settings of the ECS backend, as the core's configuration hands them over
-//! (flags `--ecs-*`, environment `SKYLET_ECS_*`, the `ecs:` section of the
-//! YAML file). Validation of user input happens in the core's `config`
-//! module; [`Config::check`] adds the checks only this crate knows.
+//! Settings of the ECS backend, as [`crate::Ecs`]'s `configure` merges them
+//! from the flags `--ecs-*` (environment `SKYLET_ECS_*`) over the `ecs:`
+//! section of the YAML file; [`Config::check`] validates them.
 
 use std::time::Duration;
 

@@ -48,21 +48,22 @@ use aws_sdk_ecs::types::{
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::api::resource::Quantity};
 use ring::{hmac, rand::SecureRandom};
 use skylet_provider::{
-    BackendPod, Deleted, ExecIo, ExitStatus, LogOptions, LogStream, PodRef, Provider,
-    ProviderError, ResolvedPod, Result,
+    ApiMetrics, BackendPod, Deleted, ExecIo, ExitStatus, Kind as _, LogOptions, LogStream, PodRef,
+    Provider, ProviderError, ResolvedPod, Result,
 };
 
 pub mod client;
 pub mod config;
+pub mod kind;
 pub mod logs;
 pub mod names;
 pub mod status;
 pub mod translate;
 
-pub use client::ApiMetrics;
 pub use config::Config;
+pub use kind::Ecs;
 
-use client::{AwsError, Clients, aws};
+use client::{AwsError, Clients, ECS, LOGS, SECRETS, aws};
 use status::Observation;
 use translate::Plan;
 
@@ -166,13 +167,14 @@ impl State {
 }
 
 impl EcsProvider {
-    /// Connects to AWS with `config` (no call is made but CreateLogGroup).
+    /// Connects to AWS with `config`, counting its calls in `metrics` (no
+    /// call is made but CreateLogGroup). [`Ecs`]'s `build` calls this.
     ///
     /// # Errors
     /// When the configuration is unusable or no region is known.
-    pub async fn new(config: Config) -> Result<Self, Error> {
+    pub async fn new(config: Config, metrics: ApiMetrics) -> Result<Self, Error> {
         config.check().map_err(Error::Config)?;
-        let clients = Clients::new(&config).await?;
+        let clients = Clients::new(&config, metrics).await?;
         let mut key = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut key)
@@ -206,11 +208,6 @@ impl EcsProvider {
         Ok(p)
     }
 
-    /// The AWS API counters (registered on the metrics port by the core).
-    pub fn api_metrics(&self) -> ApiMetrics {
-        self.inner.clients.metrics.clone()
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner
             .state
@@ -231,7 +228,7 @@ impl EcsProvider {
             .log_group_name(&self.inner.config.log_group)
             .send()
             .await
-            .map_err(aws("CreateLogGroup", self.m()));
+            .map_err(aws(LOGS, "CreateLogGroup", self.m()));
         match r {
             Ok(_) => tracing::info!(group = %self.inner.config.log_group, "created the log group"),
             Err(e) if e.is("ResourceAlreadyExistsException") => {}
@@ -241,11 +238,17 @@ impl EcsProvider {
         }
     }
 
-    /// Every task ARN of the node with this desired status, all pages.
-    async fn list_tasks(&self, desired: DesiredStatus) -> Result<Vec<String>, AwsError> {
+    /// Every task ARN of the node with this desired status, all pages;
+    /// adds the ListTasks calls made to `calls`.
+    async fn list_tasks(
+        &self,
+        desired: DesiredStatus,
+        calls: &mut u64,
+    ) -> Result<Vec<String>, AwsError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
+            *calls += 1;
             let r = self
                 .inner
                 .clients
@@ -258,7 +261,7 @@ impl EcsProvider {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(aws("ListTasks", self.m()))?;
+                .map_err(aws(ECS, "ListTasks", self.m()))?;
             out.extend(r.task_arns().iter().cloned());
             token = r.next_token().map(str::to_owned);
             if token.is_none() {
@@ -281,7 +284,7 @@ impl EcsProvider {
                 .include(TaskField::Tags)
                 .send()
                 .await
-                .map_err(aws("DescribeTasks", self.m()))?;
+                .map_err(aws(ECS, "DescribeTasks", self.m()))?;
             out.extend(r.tasks().iter().cloned());
         }
         Ok(out)
@@ -292,8 +295,14 @@ impl EcsProvider {
     async fn sweep(&self) -> Result<Vec<BackendPod>> {
         let _g = self.inner.sweep.lock().await;
         let started = Instant::now();
-        let mut arns = self.list_tasks(DesiredStatus::Running).await?;
-        arns.extend(self.list_tasks(DesiredStatus::Stopped).await?);
+        let mut list_calls = 0;
+        let mut arns = self
+            .list_tasks(DesiredStatus::Running, &mut list_calls)
+            .await?;
+        arns.extend(
+            self.list_tasks(DesiredStatus::Stopped, &mut list_calls)
+                .await?,
+        );
         let listed: HashSet<String> = arns.iter().cloned().collect();
         let to_describe: Vec<String> = {
             let st = self.state();
@@ -304,8 +313,9 @@ impl EcsProvider {
                 .collect()
         };
         let described = self.describe(&to_describe).await?;
-        self.m()
-            .sweep(listed.len(), to_describe.len().div_ceil(100));
+        let describe_calls = u64::try_from(to_describe.len().div_ceil(100)).unwrap_or(u64::MAX);
+        self.m().sweep_calls(ECS, "ListTasks", list_calls);
+        self.m().sweep_calls(ECS, "DescribeTasks", describe_calls);
 
         let (listing, duplicates, garbage) = {
             let mut st = self.state();
@@ -419,7 +429,7 @@ impl EcsProvider {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(aws("ListTaskDefinitionFamilies", self.m()))?;
+                .map_err(aws(ECS, "ListTaskDefinitionFamilies", self.m()))?;
             families.extend(
                 r.families()
                     .iter()
@@ -444,7 +454,7 @@ impl EcsProvider {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(aws("ListTaskDefinitions", self.m()))?;
+                    .map_err(aws(ECS, "ListTaskDefinitions", self.m()))?;
                 tds.extend(
                     r.task_definition_arns()
                         .iter()
@@ -471,7 +481,7 @@ impl EcsProvider {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(aws("ListSecrets", self.m()))?;
+                .map_err(aws(SECRETS, "ListSecrets", self.m()))?;
             for s in r.secret_list() {
                 if let (Some(name), Some(arn)) = (s.name(), s.arn())
                     && let Some(key) = name.strip_prefix(self.inner.secret_prefix.as_str())
@@ -497,7 +507,7 @@ impl EcsProvider {
                 .task_definition(arn)
                 .send()
                 .await
-                .map_err(aws("DeregisterTaskDefinition", self.m()))
+                .map_err(aws(ECS, "DeregisterTaskDefinition", self.m()))
             {
                 tracing::warn!(task_definition = %arn, error = %e, "cannot deregister");
             }
@@ -509,7 +519,7 @@ impl EcsProvider {
                 .set_task_definitions(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(aws("DeleteTaskDefinitions", self.m()));
+                .map_err(aws(ECS, "DeleteTaskDefinitions", self.m()));
             if let Err(e) = r {
                 tracing::warn!(error = %e, "cannot delete deregistered task definitions (they stay INACTIVE)");
             }
@@ -523,7 +533,7 @@ impl EcsProvider {
                 .force_delete_without_recovery(true)
                 .send()
                 .await
-                .map_err(aws("DeleteSecret", self.m()));
+                .map_err(aws(SECRETS, "DeleteSecret", self.m()));
             match r {
                 Ok(_) => {}
                 Err(e) if e.is("ResourceNotFoundException") => {}
@@ -551,7 +561,7 @@ impl EcsProvider {
             .reason(reason)
             .send()
             .await
-            .map_err(aws("StopTask", self.m()));
+            .map_err(aws(ECS, "StopTask", self.m()));
         match r {
             Ok(out) => {
                 let stopped = out.task().is_some_and(status::is_stopped);
@@ -619,7 +629,7 @@ impl EcsProvider {
             )
             .send()
             .await
-            .map_err(aws("RegisterTaskDefinition", self.m()));
+            .map_err(aws(ECS, "RegisterTaskDefinition", self.m()));
         let arn = match r {
             Ok(out) => out
                 .task_definition()
@@ -682,7 +692,7 @@ impl EcsProvider {
             )
             .send()
             .await
-            .map_err(aws("CreateSecret", self.m()));
+            .map_err(aws(SECRETS, "CreateSecret", self.m()));
         match r {
             Ok(out) => Ok(out.arn().unwrap_or_default().to_owned()),
             Err(e) if e.is("ResourceExistsException") => {
@@ -692,7 +702,7 @@ impl EcsProvider {
                     .secret_string(payload.to_json())
                     .send()
                     .await
-                    .map_err(aws("PutSecretValue", self.m()))?;
+                    .map_err(aws(SECRETS, "PutSecretValue", self.m()))?;
                 Ok(out.arn().unwrap_or_default().to_owned())
             }
             Err(e) => Err(e.into()),
@@ -797,11 +807,7 @@ fn collect_garbage(st: &mut State, grace: Duration) -> Garbage {
 
 impl Provider for EcsProvider {
     fn name(&self) -> &'static str {
-        "aws-ecs"
-    }
-
-    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.inner.clients.metrics.register(registry);
+        Ecs::NAME
     }
 
     fn configure_node(&self, node: &mut Node) {
@@ -834,7 +840,7 @@ impl Provider for EcsProvider {
             .clusters(&self.inner.config.cluster)
             .send()
             .await
-            .map_err(aws("DescribeClusters", self.m()))?;
+            .map_err(aws(ECS, "DescribeClusters", self.m()))?;
         match r.clusters().first().and_then(|c| c.status()) {
             Some("ACTIVE") => Ok(()),
             other => Err(ProviderError::transient(format!(
@@ -913,7 +919,7 @@ impl Provider for EcsProvider {
         } else {
             req.launch_type(LaunchType::Fargate)
         };
-        let out = match req.send().await.map_err(aws("RunTask", self.m())) {
+        let out = match req.send().await.map_err(aws(ECS, "RunTask", self.m())) {
             Ok(out) => out,
             Err(e)
                 if e.is("InvalidParameterException")

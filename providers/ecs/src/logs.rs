@@ -7,7 +7,7 @@
 //! | `sinceSeconds`/`sinceTime` | `startTime` (milliseconds) |
 //! | `timestamps` | each line prefixed with the event's timestamp, RFC 3339 |
 //! | `limitBytes` | output cut after N bytes |
-//! | `follow` | after the first page, `GetLogEvents` with the forward token every [`POLL`] until the task has stopped (and a last poll found nothing) or the client leaves |
+//! | `follow` | after the first page, `GetLogEvents` with the forward token every [`POLL`] until the task has stopped (and a last poll found nothing) or the client leaves; a failed poll is retried, [`FOLLOW_FAILURES`] in a row end the follow with the error |
 //!
 //! Lines reach a follower up to [`POLL`] after CloudWatch has them, which is
 //! itself a few seconds after the container wrote them (the awslogs driver
@@ -21,12 +21,18 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use skylet_provider::{LogOptions, LogStream, ProviderError};
+use skylet_provider::{
+    ApiMetrics, LogOptions, LogStream, ProviderError,
+    logs::{self, Poll, Polled},
+};
 
-use crate::client::{ApiMetrics, AwsError, aws};
+use crate::client::{AwsError, LOGS, aws};
 
 /// How often a follower polls.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// Failed polls in a row after which a follow ends with the error.
+pub const FOLLOW_FAILURES: u32 = 3;
 
 /// Events per page when reading from the head.
 const PAGE: i32 = 10_000;
@@ -40,22 +46,16 @@ pub struct Event {
     pub message: String,
 }
 
-/// Formats events as the kubelet does: one line each, optionally prefixed
-/// with an RFC 3339 timestamp.
-pub fn format(events: &[Event], timestamps: bool) -> String {
+/// Renders events as the kubelet does ([`logs::push_line`]): one line
+/// each, optionally prefixed with the event's RFC 3339 timestamp.
+fn render(events: &[Event], timestamps: bool) -> Bytes {
     let mut out = String::new();
     for e in events {
-        if timestamps {
-            let ts = jiff::Timestamp::from_millisecond(e.timestamp)
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-            out.push_str(&format!("{ts} "));
-        }
-        out.push_str(&e.message);
-        if !e.message.ends_with('\n') {
-            out.push('\n');
-        }
+        let time =
+            jiff::Timestamp::from_millisecond(e.timestamp).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        logs::push_line(&mut out, time, &e.message, timestamps);
     }
-    out
+    Bytes::from(out)
 }
 
 /// One page of a log stream: events and the forward token; `None` when the
@@ -112,7 +112,7 @@ impl<F: Fn() -> bool + Send + Sync + 'static> Source for CloudWatch<F> {
             .set_next_token(token)
             .send()
             .await
-            .map_err(aws("GetLogEvents", &self.metrics));
+            .map_err(aws(LOGS, "GetLogEvents", &self.metrics));
         match r {
             Ok(out) => {
                 let events = out
@@ -135,19 +135,53 @@ impl<F: Fn() -> bool + Send + Sync + 'static> Source for CloudWatch<F> {
     }
 }
 
+/// A followed log: GetLogEvents with the forward token at every poll,
+/// until a poll that started after the task had stopped finds nothing.
 struct Follow<S> {
     source: Arc<S>,
-    opts: LogOptions,
     token: Option<String>,
-    started: bool,
-    /// The last poll after the task stopped was done.
-    done: bool,
+    start_ms: Option<i64>,
+    timestamps: bool,
+}
+
+impl<S: Source> Poll for Follow<S> {
+    async fn poll(&mut self) -> Result<Polled, ProviderError> {
+        // decide before polling: a poll after the stop catches the last lines
+        let finished = self.source.finished();
+        let start_ms = if self.token.is_none() {
+            self.start_ms
+        } else {
+            None
+        };
+        let page = self
+            .source
+            .page(self.token.clone(), true, start_ms, Some(PAGE))
+            .await?;
+        let Some((events, next)) = page else {
+            return Ok(if finished {
+                Polled::End
+            } else {
+                Polled::Nothing
+            });
+        };
+        if next.is_some() {
+            self.token = next;
+        }
+        Ok(if !events.is_empty() {
+            Polled::Data(render(&events, self.timestamps))
+        } else if finished {
+            Polled::End
+        } else {
+            Polled::Nothing
+        })
+    }
 }
 
 /// The log as a byte stream, per the module docs.
 ///
 /// # Errors
-/// The first page's error (later ones end the stream with an I/O error).
+/// The first page's error (a follow retries later ones, and ends with an
+/// I/O error after [`FOLLOW_FAILURES`] in a row).
 pub async fn stream<S: Source>(source: S, opts: LogOptions) -> Result<LogStream, ProviderError> {
     let source = Arc::new(source);
     let start_ms = opts.since.map(|t| t.as_millisecond());
@@ -174,26 +208,19 @@ pub async fn stream<S: Source>(source: S, opts: LogOptions) -> Result<LogStream,
             events.drain(..events.len() - n);
         }
     }
-    let first = Bytes::from(format(&events, opts.timestamps));
-    let limit = opts.limit_bytes;
-    let head = futures::stream::iter((!first.is_empty()).then(|| Ok(first)));
+    let first = render(&events, opts.timestamps);
     let body: LogStream = if opts.follow {
-        let state = Follow {
+        let follow = Follow {
             source,
-            opts: opts.clone(),
             token,
-            started: false,
-            done: false,
+            start_ms,
+            timestamps: opts.timestamps,
         };
-        head.chain(futures::stream::unfold(state, next_poll))
-            .boxed()
+        logs::follow(first, follow, POLL, FOLLOW_FAILURES)
     } else {
-        head.boxed()
+        futures::stream::iter((!first.is_empty()).then_some(Ok(first))).boxed()
     };
-    Ok(match limit {
-        Some(max) => limit_bytes(body, max),
-        None => body,
-    })
+    Ok(logs::limited(body, &opts))
 }
 
 async fn last_page<S: Source>(
@@ -228,75 +255,6 @@ async fn all_pages<S: Source>(
         }
         token = next;
     }
-}
-
-async fn next_poll<S: Source>(mut st: Follow<S>) -> Option<(std::io::Result<Bytes>, Follow<S>)> {
-    loop {
-        if st.done {
-            return None;
-        }
-        if st.started {
-            tokio::time::sleep(POLL).await;
-        }
-        st.started = true;
-        // decide before polling: a poll after the stop catches the last lines
-        let finished = st.source.finished();
-        let r = match &st.token {
-            Some(t) => {
-                st.source
-                    .page(Some(t.clone()), true, None, Some(PAGE))
-                    .await
-            }
-            None => {
-                st.source
-                    .page(
-                        None,
-                        true,
-                        st.opts.since.map(|t| t.as_millisecond()),
-                        Some(PAGE),
-                    )
-                    .await
-            }
-        };
-        match r {
-            Ok(Some((events, next))) => {
-                if next.is_some() {
-                    st.token = next;
-                }
-                if finished && events.is_empty() {
-                    st.done = true;
-                }
-                if !events.is_empty() {
-                    let text = format(&events, st.opts.timestamps);
-                    return Some((Ok(Bytes::from(text)), st));
-                }
-            }
-            Ok(None) => {
-                if finished {
-                    return None;
-                }
-            }
-            Err(e) => return Some((Err(std::io::Error::other(e)), Follow { done: true, ..st })),
-        }
-    }
-}
-
-/// Cuts a stream after `max` bytes.
-pub fn limit_bytes(s: LogStream, max: u64) -> LogStream {
-    futures::stream::unfold((s, max), |(mut s, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        match s.next().await? {
-            Ok(mut b) => {
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(b.len());
-                b.truncate(take);
-                Some((Ok(b), (s, left - take as u64)))
-            }
-            Err(e) => Some((Err(e), (s, 0))),
-        }
-    })
-    .boxed()
 }
 
 #[cfg(test)]
@@ -423,7 +381,7 @@ mod tests {
             .unwrap(),
         )
         .await;
-        assert_eq!(ts, "1970-01-01T00:00:03Z three\n");
+        assert_eq!(ts, "1970-01-01T00:00:03.000000000Z three\n");
         let cut = collect(
             stream(
                 f,

@@ -14,7 +14,7 @@
 //! definition, which then serves that pod alone).
 //!
 //! # Secrets
-//! Values that came from a Secret ([`Value::secret`]) never appear in a task
+//! Values that came from a Secret ([`Value::secret`](skylet_provider::Value::secret)) never appear in a task
 //! definition, an override, a tag or a log line. They are gathered into one
 //! JSON document ([`SecretPayload`]) stored in Secrets Manager as
 //! `skylet/<node>/<template hash>`, and containers reference single keys of
@@ -68,7 +68,11 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume as KubeVolume};
 use ring::hmac;
 use serde::Serialize;
-use skylet_provider::{ProviderError, ResolvedPod, quantity::Quantity};
+use skylet_provider::{
+    ProviderError, ResolvedPod,
+    checks::{self, unsupported},
+    quantity::Quantity,
+};
 
 use crate::{
     config::ServiceAccountToken,
@@ -273,7 +277,7 @@ pub fn plan(
     let meta = &pod.metadata;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let annotations = meta.annotations.clone().unwrap_or_default();
-    check_pod_level(&spec)?;
+    checks::refuse_host_namespaces(&spec, "Fargate tasks")?;
 
     let task_role_arn = match annotations.get(ANNOTATION_TASK_ROLE) {
         Some(a) if a.starts_with("arn:") => Some(a.clone()),
@@ -555,22 +559,6 @@ pub fn plan(
     })
 }
 
-fn check_pod_level(spec: &PodSpec) -> Result<(), ProviderError> {
-    for (set, what) in [
-        (spec.host_network, "hostNetwork"),
-        (spec.host_pid, "hostPID"),
-        (spec.host_ipc, "hostIPC"),
-    ] {
-        if set == Some(true) {
-            return Err(invalid(
-                "UnsupportedPodSpec",
-                format!("{what}: Fargate tasks have no host to share; remove it"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 enum VolumeKind {
     EmptyDir,
     /// Files: paths (files or directories) that differ per pod
@@ -713,13 +701,10 @@ fn container_spec(
 ) -> Result<ContainerSpec, ProviderError> {
     let sc = c.security_context.as_ref();
     if sc.and_then(|s| s.privileged) == Some(true) {
-        return Err(invalid(
-            "UnsupportedPodSpec",
-            format!(
-                "container {:?} is privileged; Fargate does not run privileged containers",
-                c.name
-            ),
-        ));
+        return Err(unsupported(format!(
+            "container {:?} is privileged; Fargate does not run privileged containers",
+            c.name
+        )));
     }
     let pod_sc = spec.security_context.as_ref();
     let uid = sc
@@ -767,34 +752,25 @@ fn container_spec(
             None | Some("TCP") => "tcp",
             Some("UDP") => "udp",
             Some(other) => {
-                return Err(invalid(
-                    "UnsupportedPodSpec",
-                    format!(
-                        "container {:?} port {}: protocol {other} is not supported by ECS (TCP and UDP are)",
-                        c.name, p.container_port
-                    ),
-                ));
+                return Err(unsupported(format!(
+                    "container {:?} port {}: protocol {other} is not supported by ECS (TCP and UDP are)",
+                    c.name, p.container_port
+                )));
             }
         };
         if p.host_port.is_some_and(|h| h != p.container_port) {
-            return Err(invalid(
-                "UnsupportedPodSpec",
-                format!(
-                    "container {:?}: hostPort {} differs from containerPort {}; on Fargate (awsvpc) a port is exposed on the task's own address as is",
-                    c.name,
-                    p.host_port.unwrap_or_default(),
-                    p.container_port
-                ),
-            ));
+            return Err(unsupported(format!(
+                "container {:?}: hostPort {} differs from containerPort {}; on Fargate (awsvpc) a port is exposed on the task's own address as is",
+                c.name,
+                p.host_port.unwrap_or_default(),
+                p.container_port
+            )));
         }
         let port = u16::try_from(p.container_port).map_err(|_| {
-            invalid(
-                "UnsupportedPodSpec",
-                format!(
-                    "container {:?}: port {} is out of range",
-                    c.name, p.container_port
-                ),
-            )
+            unsupported(format!(
+                "container {:?}: port {} is out of range",
+                c.name, p.container_port
+            ))
         })?;
         ports.push((port, proto));
     }
@@ -804,13 +780,10 @@ fn container_spec(
         if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
             || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
         {
-            return Err(invalid(
-                "UnsupportedPodSpec",
-                format!(
-                    "container {:?} mounts a subPath of volume {:?} at {}; ECS mounts whole volumes only: mount the volume as a directory",
-                    c.name, m.name, m.mount_path
-                ),
-            ));
+            return Err(unsupported(format!(
+                "container {:?} mounts a subPath of volume {:?} at {}; ECS mounts whole volumes only: mount the volume as a directory",
+                c.name, m.name, m.mount_path
+            )));
         }
         let volume = volume_names
             .get(&m.name)
@@ -1468,7 +1441,7 @@ mod tests {
             (
                 json!({"containers": [{"name": "a", "image": "i"}], "hostNetwork": true}),
                 "UnsupportedPodSpec",
-                "hostNetwork",
+                "spec.hostNetwork: Fargate tasks have no host to share",
             ),
             (
                 json!({"containers": [{"name": "a", "image": "i", "volumeMounts": [{"name": "e", "mountPath": "/x", "subPath": "y"}]}],

@@ -1,26 +1,24 @@
 //! Remote pod Events -> home pod Events.
 //!
 //! One watch on the remote cluster's Events about Pods; an Event whose pod
-//! is one of this node's remote pods is recorded on the home pod, once (by
-//! the remote Event's UID), with the remote cluster named in the note. Events
-//! that existed before skylet started are not replayed.
+//! is one of this node's remote pods goes to the core's [`Sink`], which
+//! records it on the home pod, once (by the remote Event's UID), with the
+//! remote cluster named in the note (`remote: ...`), reporter `skylet-kube`,
+//! action `Remote`. Events that existed before skylet started are not
+//! replayed.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::{
     Api, Client,
-    runtime::{
-        WatchStreamExt,
-        events::{Event, EventType, Recorder, Reporter},
-        watcher,
-    },
+    runtime::{WatchStreamExt, watcher},
 };
-use skylet_provider::PodRef;
+use skylet_provider::{BoundedSet, EventType, PodEvent, PodRef, Sink};
 
 /// Remote pods of this node by (namespace, name), filled by the pod watch.
 #[derive(Clone, Default)]
@@ -49,85 +47,139 @@ impl Owners {
 /// How many forwarded Event UIDs are remembered (for deduplication).
 const SEEN_MAX: usize = 10_000;
 
-/// Forwards remote pod Events to the home cluster until aborted.
-pub(crate) async fn forward(home: Client, remote: Client, node: String, owners: Owners) {
-    let recorder = Recorder::new(
-        home,
-        Reporter {
-            controller: "skylet-kube".into(),
-            instance: Some(node),
-        },
-    );
-    let wc = watcher::Config::default().fields("involvedObject.kind=Pod");
-    let stream = watcher(Api::<CoreEvent>::all(remote), wc).default_backoff();
-    futures::pin_mut!(stream);
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut order: VecDeque<String> = VecDeque::new();
-    let mut live = false;
-    while let Some(ev) = stream.next().await {
+/// The reporting component of the Events recorded at home.
+pub(crate) const REPORTER: &str = "skylet-kube";
+
+/// The action of the Events recorded at home.
+const ACTION: &str = "Remote";
+
+/// Turns the remote Event watch into home pod Events, each once.
+pub(crate) struct Forwarder {
+    /// UIDs of remote Events already seen (forwarded, or there at start).
+    seen: BoundedSet<String>,
+    /// Whether the initial list is done: Events from then on are new.
+    live: bool,
+}
+
+impl Forwarder {
+    pub(crate) fn new() -> Self {
+        Self {
+            seen: BoundedSet::new(SEEN_MAX),
+            live: false,
+        }
+    }
+
+    /// The home pod Event for one event of the watch, if there is one.
+    pub(crate) fn on(
+        &mut self,
+        ev: watcher::Event<CoreEvent>,
+        owners: &Owners,
+    ) -> Option<PodEvent> {
         let e = match ev {
-            Ok(watcher::Event::InitApply(e)) => {
+            watcher::Event::InitApply(e) => {
                 // already there when skylet started: remember, do not replay
                 if let Some(uid) = e.metadata.uid {
-                    seen.insert(uid.clone());
-                    order.push_back(uid);
+                    self.seen.insert(uid);
                 }
-                continue;
+                return None;
             }
-            Ok(watcher::Event::InitDone) => {
-                live = true;
-                continue;
+            watcher::Event::InitDone => {
+                self.live = true;
+                return None;
             }
-            Ok(watcher::Event::Apply(e)) if live => e,
-            Ok(_) => continue,
-            Err(err) => {
-                tracing::debug!(error = %err, "remote event watch; retrying");
-                continue;
-            }
+            watcher::Event::Apply(e) if self.live => e,
+            _ => return None,
         };
-        let Some(uid) = e.metadata.uid.clone() else {
-            continue;
-        };
+        let uid = e.metadata.uid.clone()?;
         let obj = &e.involved_object;
-        let Some(origin) = owners.get(
+        let origin = owners.get(
             obj.namespace.as_deref().unwrap_or(""),
             obj.name.as_deref().unwrap_or(""),
-        ) else {
-            continue;
-        };
-        if !seen.insert(uid.clone()) {
-            continue;
+        )?;
+        if !self.seen.insert(uid) {
+            return None;
         }
-        order.push_back(uid);
-        while order.len() > SEEN_MAX {
-            if let Some(old) = order.pop_front() {
-                seen.remove(&old);
-            }
-        }
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(origin.namespace.clone()),
-            name: Some(origin.name.clone()),
-            uid: Some(origin.uid.clone()),
-            ..Default::default()
-        };
-        let reason = e.reason.clone().unwrap_or_else(|| "RemoteEvent".into());
-        let note = format!("remote: {}", e.message.clone().unwrap_or_default());
         let type_ = if e.type_.as_deref() == Some("Warning") {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        let event = Event {
+        Some(PodEvent {
+            pod: origin,
             type_,
-            reason,
-            note: Some(note),
-            action: "Remote".into(),
-            secondary: None,
-        };
-        if let Err(err) = recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %err, pod = %origin, "cannot record a remote event at home");
+            reason: e.reason.unwrap_or_else(|| "RemoteEvent".into()),
+            note: format!("remote: {}", e.message.unwrap_or_default()),
+            action: ACTION,
+            reporter: REPORTER,
+        })
+    }
+}
+
+/// Forwards remote pod Events to `sink` until dropped.
+pub(crate) async fn forward(remote: Client, sink: Sink, owners: Owners) {
+    let wc = watcher::Config::default().fields("involvedObject.kind=Pod");
+    let stream = watcher(Api::<CoreEvent>::all(remote), wc).default_backoff();
+    futures::pin_mut!(stream);
+    let mut forwarder = Forwarder::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(ev) => {
+                if let Some(event) = forwarder.on(ev, &owners) {
+                    sink.event(event);
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "remote event watch; retrying"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(uid: &str, pod: &str, type_: &str) -> CoreEvent {
+        serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "home-shop", "uid": uid},
+            "involvedObject": {"kind": "Pod", "namespace": "home-shop", "name": pod},
+            "type": type_, "reason": "BackOff", "message": "Back-off pulling image"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn remote_events_of_own_pods_are_forwarded_once_and_old_ones_never() {
+        let owners = Owners::default();
+        owners.insert("home-shop", "web-1", PodRef::new("shop", "web-1", "u-1"));
+        let mut f = Forwarder::new();
+        assert_eq!(f.on(watcher::Event::Init, &owners), None);
+        let old = event("e-0", "web-1", "Warning");
+        assert_eq!(f.on(watcher::Event::InitApply(old.clone()), &owners), None);
+        assert_eq!(f.on(watcher::Event::InitDone, &owners), None);
+        assert_eq!(
+            f.on(watcher::Event::Apply(old), &owners),
+            None,
+            "there before skylet started"
+        );
+        let new = event("e-1", "web-1", "Warning");
+        let home = f.on(watcher::Event::Apply(new.clone()), &owners).unwrap();
+        assert_eq!(
+            home,
+            PodEvent {
+                pod: PodRef::new("shop", "web-1", "u-1"),
+                type_: EventType::Warning,
+                reason: "BackOff".into(),
+                note: "remote: Back-off pulling image".into(),
+                action: "Remote",
+                reporter: "skylet-kube",
+            }
+        );
+        assert_eq!(f.on(watcher::Event::Apply(new), &owners), None, "once");
+        let other = event("e-2", "someone-else", "Normal");
+        assert_eq!(f.on(watcher::Event::Apply(other), &owners), None);
+        owners.remove("home-shop", "web-1");
+        let late = event("e-3", "web-1", "Normal");
+        assert_eq!(f.on(watcher::Event::Apply(late), &owners), None);
     }
 }

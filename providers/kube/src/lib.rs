@@ -9,12 +9,14 @@
 //!   references (and only those) are copied next to it, owned by the remote
 //!   pods that use them (so the remote garbage collector removes a copy with
 //!   its last pod), and kept in sync: every sweep compares the home object's
-//!   resourceVersion with the one last copied ([`reflect`]).
+//!   resourceVersion with the one last copied (the `reflect` module).
 //! - **Status by watch**: one watch on the remote pods of this node pushes
-//!   every change to the core; the sweep (one list call) is only a safety net.
+//!   every change to the core's [`Sink`]; the sweep (one list call) is only a
+//!   safety net.
 //! - **Events**: Events the remote cluster records about a remote pod (the
 //!   remote scheduler's `Scheduled`, the remote kubelet's `Pulled`,
-//!   `BackOff`, ...) are recorded once on the home pod ([`events`]).
+//!   `BackOff`, ...) go to the core, which records them once on the home pod
+//!   (reporter `skylet-kube`, note `remote: ...`; the `events` module).
 //! - **Logs, exec, attach, port-forward** go to the remote apiserver (kube-rs's
 //!   WebSocket client). Caveat: that port-forward protocol has no half-close,
 //!   so a forwarded connection ends as soon as either side closes its writes.
@@ -23,6 +25,13 @@
 //!   kept current by watches (nodes, and pods not Succeeded or Failed); the node is NotReady
 //!   while the remote apiserver does not answer, and Ready again without
 //!   re-creating anything when it returns.
+//!
+//! The watches (nodes, unfinished pods, this node's pods, Events) run in
+//! [`Provider::run`]. Settings and construction: [`Kube`] (`--remote-*`,
+//! `--cluster-id`, the `remote:` section of the config file). Remote API
+//! calls are counted in the shared `skylet_backend_api_*` metrics, service
+//! `kubernetes`, operations named by their OpenAPI operationId
+//! (`createCoreV1NamespacedPod`).
 //!
 //! # Networking
 //! Pod IPs of the remote cluster are reported as the home pods' IPs, but they
@@ -33,58 +42,72 @@
 //!
 //! # RBAC on the remote cluster
 //! `namespaces`: get, create; `pods`: get, list, watch, create, delete;
-//! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create;
-//! `configmaps`, `secrets`: get, create, update; `nodes`: list, watch;
-//! `events`: list, watch; `pods` in all namespaces: list, watch (capacity).
+//! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create
+//! (and get, for apiservers before 1.31); `configmaps`, `secrets`: get,
+//! create, update; `secrets`: patch (the home token, server-side apply);
+//! `nodes`: list, watch; `events`: list, watch. Cluster-wide (a
+//! ClusterRole): pods are listed and watched in all namespaces. On the home
+//! cluster the backend only reads ConfigMaps and Secrets (the core's RBAC);
+//! the core records its Events. README.md has the manifest.
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::Mutex,
+    fmt::Debug,
+    sync::{Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt, stream::BoxStream};
+use futures::{AsyncBufReadExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::core::v1::{Namespace, Node, Pod},
     apimachinery::pkg::api::resource::Quantity,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, LogParams, PostParams, Preconditions},
-    runtime::{WatchStreamExt, reflector, watcher},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, store::Writer},
+        watcher,
+    },
 };
 use skylet_provider::{
-    BackendEvent, BackendPod, Deleted, LogOptions, LogStream, PodRef, Provider, ProviderError,
-    ResolvedPod, Result,
+    BackendPod, BuildContext, CancellationToken, Deleted, LogOptions, LogStream, PodRef, Provider,
+    ProviderError, ResolvedPod, Result, Sink,
 };
 
+mod calls;
 mod events;
+mod kind;
 mod reflect;
 mod remote;
 pub mod translate;
 
+pub use kind::{Args, BuildError, Config, File, Kube};
 pub use translate::{Context, NamespaceMode, Rule, SchedulingPolicy, ServiceAccountPolicy};
 
-/// Settings of the backend.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Translation settings (cluster id, node, namespaces, scheduling).
-    pub context: Context,
-}
+use calls::{Calls, op};
+
+/// How long a ping waits for the remote apiserver.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The remote-cluster backend.
 pub struct KubeProvider {
     remote: Client,
     ctx: Context,
+    sink: Sink,
+    calls: Calls,
     nodes: reflector::Store<Node>,
+    /// Fills `nodes`, from the watch in [`Provider::run`].
+    node_writer: Mutex<Writer<Node>>,
     /// Remote pods that are not finished, for the capacity they take.
     running: reflector::Store<Pod>,
+    /// Fills `running`, from the watch in [`Provider::run`].
+    running_writer: Mutex<Writer<Pod>>,
     namespaces: Mutex<HashSet<String>>,
     reflections: reflect::Reflections,
     /// Remote pod (namespace, name) -> the home pod it runs, from the watch.
     owners: events::Owners,
-    _node_watch: tokio::task::JoinHandle<()>,
-    _event_watch: tokio::task::JoinHandle<()>,
 }
 
 /// Maps a remote API failure to the provider's error classes.
@@ -106,51 +129,54 @@ pub(crate) fn classify(what: &str, e: kube::Error) -> ProviderError {
     }
 }
 
+/// A lock whose holder cannot leave the data inconsistent (no panics
+/// between the updates it guards).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps `store` in step with a watch until it ends (never: it retries).
+async fn reflect<K>(
+    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>>,
+    store: &Mutex<Writer<K>>,
+) where
+    K: Resource + Clone + Debug,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Default,
+{
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(ev) => lock(store).apply_watcher_event(&ev),
+            Err(e) => tracing::debug!(error = %e, "remote node or pod watch; retrying"),
+        }
+    }
+}
+
 impl KubeProvider {
-    /// A backend for `remote`, reading referenced objects from `home`.
-    /// Starts the watch on the remote nodes (call inside a Tokio runtime).
-    pub fn new(home: Client, remote: Client, config: Config) -> Self {
-        let (nodes, writer) = reflector::store();
-        let stream = watcher(Api::<Node>::all(remote.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        let (running, pod_writer) = reflector::store();
-        let pods_wc =
-            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        let pod_stream = watcher(Api::<Pod>::all(remote.clone()), pods_wc)
-            .default_backoff()
-            .reflect(pod_writer)
-            .applied_objects();
-        let node_watch = tokio::spawn(async move {
-            let both = futures::stream::select(
-                stream.map(|r| r.map(|_| ())).boxed(),
-                pod_stream.map(|r| r.map(|_| ())).boxed(),
-            );
-            futures::pin_mut!(both);
-            while let Some(r) = both.next().await {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "remote node or pod watch; retrying");
-                }
-            }
-        });
-        let owners = events::Owners::default();
-        let event_watch = tokio::spawn(events::forward(
-            home.clone(),
-            remote.clone(),
-            config.context.node.clone(),
-            owners.clone(),
-        ));
+    /// A backend for `remote`, translating with `context`; it reads the
+    /// objects pods reference from `ctx.home` and reports to `ctx.sink`.
+    /// Nothing starts until [`Provider::run`].
+    pub fn new(remote: Client, context: Context, ctx: BuildContext) -> Self {
+        let (nodes, node_writer) = reflector::store();
+        let (running, running_writer) = reflector::store();
+        let calls = Calls::new(ctx.api_metrics);
         Self {
-            reflections: reflect::Reflections::new(home, remote.clone(), config.context.clone()),
-            owners,
-            _event_watch: event_watch,
+            reflections: reflect::Reflections::new(
+                ctx.home,
+                remote.clone(),
+                context.clone(),
+                calls.clone(),
+            ),
+            owners: events::Owners::default(),
             remote,
-            ctx: config.context,
+            ctx: context,
+            sink: ctx.sink,
+            calls,
             nodes,
+            node_writer: Mutex::new(node_writer),
             running,
+            running_writer: Mutex::new(running_writer),
             namespaces: Mutex::default(),
-            _node_watch: node_watch,
         }
     }
 
@@ -158,13 +184,57 @@ impl KubeProvider {
         Api::namespaced(self.remote.clone(), ns)
     }
 
+    /// Keeps the node and unfinished-pod stores (the capacity) current.
+    async fn watch_capacity(&self) {
+        let nodes = watcher(
+            Api::<Node>::all(self.remote.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff();
+        let unfinished =
+            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        let pods = watcher(Api::<Pod>::all(self.remote.clone()), unfinished).default_backoff();
+        tokio::join!(
+            reflect(nodes, &self.node_writer),
+            reflect(pods, &self.running_writer)
+        );
+    }
+
+    /// Pushes every change of this node's remote pods to the sink, and
+    /// keeps `owners` (for Events) current.
+    async fn watch_pods(&self) {
+        let wc = watcher::Config::default().labels(&self.ctx.selector());
+        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    if let Some(origin) = Self::origin(&p) {
+                        self.owners.insert(
+                            &p.namespace().unwrap_or_default(),
+                            &p.name_any(),
+                            origin,
+                        );
+                    }
+                    if let Some(bp) = Self::backend_pod(p) {
+                        self.sink.status(bp);
+                    }
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    self.owners
+                        .remove(&p.namespace().unwrap_or_default(), &p.name_any());
+                    if let Some(origin) = Self::origin(&p) {
+                        self.sink.gone(origin);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "remote pod watch; retrying"),
+            }
+        }
+    }
+
     async fn ensure_namespace(&self, ns: &str) -> Result<()> {
-        if self
-            .namespaces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(ns)
-        {
+        if lock(&self.namespaces).contains(ns) {
             return Ok(());
         }
         let api: Api<Namespace> = Api::all(self.remote.clone());
@@ -172,15 +242,19 @@ impl KubeProvider {
             "metadata": {"name": ns, "labels": {translate::CLUSTER_ID: self.ctx.cluster_id}}
         }))
         .map_err(ProviderError::transient)?;
-        match api.create(&PostParams::default(), &obj).await {
+        let created = self
+            .calls
+            .run(
+                op::CREATE_NAMESPACE,
+                api.create(&PostParams::default(), &obj),
+            )
+            .await;
+        match created {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(classify(&format!("creating namespace {ns}"), e)),
         }
-        self.namespaces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(ns.to_owned());
+        lock(&self.namespaces).insert(ns.to_owned());
         Ok(())
     }
 
@@ -188,8 +262,8 @@ impl KubeProvider {
     async fn find(&self, pod: &PodRef) -> Result<Option<Pod>> {
         let ns = self.ctx.remote_namespace(&pod.namespace);
         let found = self
-            .pods(&ns)
-            .get_opt(&pod.name)
+            .calls
+            .run(op::READ_POD, self.pods(&ns).get_opt(&pod.name))
             .await
             .map_err(|e| classify("reading the remote pod", e))?;
         Ok(found.filter(|p| p.labels().get(translate::ORIGIN_UID) == Some(&pod.uid)))
@@ -254,7 +328,11 @@ impl KubeProvider {
         };
         let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.remote.clone(), ns);
         let pp = kube::api::PatchParams::apply("skylet").force();
-        api.patch(&name, &pp, &kube::api::Patch::Apply(&secret))
+        self.calls
+            .run(
+                op::PATCH_SECRET,
+                api.patch(&name, &pp, &kube::api::Patch::Apply(&secret)),
+            )
             .await
             .map_err(|e| classify("writing the home token Secret", e))?;
         Ok(())
@@ -263,7 +341,7 @@ impl KubeProvider {
 
 impl Provider for KubeProvider {
     fn name(&self) -> &'static str {
-        "kubernetes"
+        <Kube as skylet_provider::Kind>::NAME
     }
 
     fn configure_node(&self, node: &mut Node) {
@@ -348,9 +426,13 @@ impl Provider for KubeProvider {
     }
 
     async fn ping(&self) -> Result<()> {
-        tokio::time::timeout(Duration::from_secs(5), self.remote.apiserver_version())
+        let version = self.calls.run(op::VERSION, self.remote.apiserver_version());
+        tokio::time::timeout(PING_TIMEOUT, version)
             .await
-            .map_err(|_| ProviderError::transient("the remote apiserver did not answer within 5s"))?
+            .map_err(|_| {
+                self.calls.timed_out(op::VERSION);
+                ProviderError::transient("the remote apiserver did not answer within 5s")
+            })?
             .map(|_| ())
             .map_err(|e| {
                 ProviderError::transient(format!("the remote apiserver is unreachable: {e}"))
@@ -364,16 +446,30 @@ impl Provider for KubeProvider {
         let ns = remote_pod.namespace().unwrap_or_default();
         self.ensure_namespace(&ns).await?;
         let api = self.pods(&ns);
-        let created = match api.create(&PostParams::default(), &remote_pod).await {
+        let created = self
+            .calls
+            .run(
+                op::CREATE_POD,
+                api.create(&PostParams::default(), &remote_pod),
+            )
+            .await;
+        let created = match created {
             Ok(p) => p,
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let existing = api
-                    .get(&pod_ref.name)
+                let existing = self
+                    .calls
+                    .run(op::READ_POD, api.get(&pod_ref.name))
                     .await
                     .map_err(|e| classify("reading the remote pod", e))?;
                 if existing.labels().get(translate::ORIGIN_UID) != Some(&pod_ref.uid) {
                     // a pod of the same name from an earlier home pod: remove it first
-                    let _ = api.delete(&pod_ref.name, &DeleteParams::default()).await;
+                    let _ = self
+                        .calls
+                        .run(
+                            op::DELETE_POD,
+                            api.delete(&pod_ref.name, &DeleteParams::default()),
+                        )
+                        .await;
                     return Err(ProviderError::transient(format!(
                         "remote pod {ns}/{} belongs to an earlier pod of that name; deleting it first",
                         pod_ref.name
@@ -415,7 +511,11 @@ impl Provider for KubeProvider {
             }),
             ..Default::default()
         };
-        match self.pods(&ns).delete(&pod.name, &dp).await {
+        let deleted = self
+            .calls
+            .run(op::DELETE_POD, self.pods(&ns).delete(&pod.name, &dp))
+            .await;
+        match deleted {
             Ok(either) => Ok(if either.is_right() {
                 Deleted::Gone
             } else {
@@ -428,12 +528,18 @@ impl Provider for KubeProvider {
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {
         let lp = ListParams::default().labels(&self.ctx.selector());
-        let list = Api::<Pod>::all(self.remote.clone())
-            .list(&lp)
-            .await
-            .map_err(|e| classify("listing remote pods", e))?;
+        let listed = self
+            .calls
+            .run(
+                op::LIST_PODS,
+                Api::<Pod>::all(self.remote.clone()).list(&lp),
+            )
+            .await;
+        self.calls.sweep(&[(op::LIST_PODS, 1)]);
+        let list = listed.map_err(|e| classify("listing remote pods", e))?;
         // the sweep also brings reflected ConfigMaps and Secrets up to date
-        self.reflections.sync().await;
+        let synced = self.reflections.sync().await;
+        self.calls.sweep(&synced);
         Ok(list
             .items
             .into_iter()
@@ -441,38 +547,18 @@ impl Provider for KubeProvider {
             .collect())
     }
 
-    fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
-        let wc = watcher::Config::default().labels(&self.ctx.selector());
-        let owners = self.owners.clone();
-        let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc)
-            .default_backoff()
-            .filter_map(move |ev| {
-                let owners = owners.clone();
-                async move {
-                    match ev {
-                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                            if let Some(origin) = Self::origin(&p) {
-                                owners.insert(
-                                    &p.namespace().unwrap_or_default(),
-                                    &p.name_any(),
-                                    origin,
-                                );
-                            }
-                            Self::backend_pod(p).map(|bp| BackendEvent::Status(Box::new(bp)))
-                        }
-                        Ok(watcher::Event::Delete(p)) => {
-                            owners.remove(&p.namespace().unwrap_or_default(), &p.name_any());
-                            Self::origin(&p).map(BackendEvent::Gone)
-                        }
-                        Ok(_) => None,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "remote pod watch; retrying");
-                            None
-                        }
-                    }
-                }
-            });
-        Some(stream.boxed())
+    /// Runs the watches: remote nodes and unfinished pods (capacity), this
+    /// node's remote pods (status pushed to the sink) and remote Events
+    /// (forwarded to the sink), until `shutdown`.
+    async fn run(&self, shutdown: CancellationToken) {
+        let events = events::forward(self.remote.clone(), self.sink.clone(), self.owners.clone());
+        let watches = async {
+            tokio::join!(self.watch_capacity(), self.watch_pods(), events);
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = watches => {}
+        }
     }
 
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
@@ -491,9 +577,10 @@ impl Provider for KubeProvider {
             ..Default::default()
         };
         let ns = remote.namespace().unwrap_or_default();
+        let pods = self.pods(&ns);
         let reader = self
-            .pods(&ns)
-            .log_stream(&pod.name, &lp)
+            .calls
+            .run(op::READ_POD_LOG, pods.log_stream(&pod.name, &lp))
             .await
             .map_err(|e| classify("reading remote logs", e))?;
         Ok(reader
@@ -515,6 +602,7 @@ impl Provider for KubeProvider {
             .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
         remote::exec(
             &self.pods(&remote.namespace().unwrap_or_default()),
+            &self.calls,
             &pod.name,
             container,
             Some(command),
@@ -535,6 +623,7 @@ impl Provider for KubeProvider {
             .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
         remote::exec(
             &self.pods(&remote.namespace().unwrap_or_default()),
+            &self.calls,
             &pod.name,
             container,
             None,
@@ -550,16 +639,10 @@ impl Provider for KubeProvider {
             .ok_or_else(|| ProviderError::NotFound(format!("no remote pod for {pod}")))?;
         remote::port_forward(
             &self.pods(&remote.namespace().unwrap_or_default()),
+            &self.calls,
             &pod.name,
             port,
         )
         .await
-    }
-}
-
-impl Drop for KubeProvider {
-    fn drop(&mut self) {
-        self._node_watch.abort();
-        self._event_watch.abort();
     }
 }

@@ -6,8 +6,9 @@
 //! sweep compares the home object's resourceVersion with the one last copied
 //! and updates the copy when it changed: a ConfigMap change at home reaches
 //! the remote copy (and, through the remote kubelet, mounted volumes of
-//! running pods) within one sweep interval. Costs one GET per reflected
-//! object per sweep.
+//! running pods) within one sweep interval. Costs one GET of the home
+//! object per reflected object per sweep, and remote calls only for what
+//! changed (counted per sweep, `crate::calls`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use skylet_provider::Result;
 
 use crate::{
+    calls::{Calls, op},
     classify,
     translate::{CLUSTER_ID, Context, References},
 };
@@ -52,7 +54,22 @@ pub(crate) struct Reflections {
     home: Client,
     remote: Client,
     ctx: Context,
+    calls: Calls,
     tracked: Mutex<HashMap<Key, String>>,
+}
+
+/// Remote calls made, per operation.
+#[derive(Debug, Default)]
+struct Tally(BTreeMap<&'static str, u64>);
+
+impl Tally {
+    fn add(&mut self, op: &'static str) {
+        *self.0.entry(op).or_default() += 1;
+    }
+
+    fn get(&self, op: &'static str) -> u64 {
+        self.0.get(op).copied().unwrap_or(0)
+    }
 }
 
 /// What differs between ConfigMaps and Secrets.
@@ -66,11 +83,20 @@ trait Reflected:
     + Sync
     + 'static
 {
+    /// The remote calls on this kind (`crate::calls::op`).
+    const READ: &'static str;
+    const CREATE: &'static str;
+    const REPLACE: &'static str;
+
     /// Copies the payload of `from` into `self`.
     fn copy_payload(&mut self, from: &Self);
 }
 
 impl Reflected for ConfigMap {
+    const READ: &'static str = op::READ_CONFIG_MAP;
+    const CREATE: &'static str = op::CREATE_CONFIG_MAP;
+    const REPLACE: &'static str = op::REPLACE_CONFIG_MAP;
+
     fn copy_payload(&mut self, from: &Self) {
         self.data = from.data.clone();
         self.binary_data = from.binary_data.clone();
@@ -78,6 +104,10 @@ impl Reflected for ConfigMap {
 }
 
 impl Reflected for Secret {
+    const READ: &'static str = op::READ_SECRET;
+    const CREATE: &'static str = op::CREATE_SECRET;
+    const REPLACE: &'static str = op::REPLACE_SECRET;
+
     fn copy_payload(&mut self, from: &Self) {
         self.data = from.data.clone();
         self.type_ = from.type_.clone();
@@ -95,11 +125,12 @@ fn owner(pod: &Pod) -> OwnerReference {
 }
 
 impl Reflections {
-    pub(crate) fn new(home: Client, remote: Client, ctx: Context) -> Self {
+    pub(crate) fn new(home: Client, remote: Client, ctx: Context, calls: Calls) -> Self {
         Self {
             home,
             remote,
             ctx,
+            calls,
             tracked: Mutex::default(),
         }
     }
@@ -125,7 +156,8 @@ impl Reflections {
                 remote_ns: remote_ns.into(),
                 name: name.clone(),
             };
-            self.copy::<ConfigMap>(&key, Some(pod)).await?;
+            self.copy::<ConfigMap>(&key, Some(pod), &mut Tally::default())
+                .await?;
         }
         for name in &refs.secrets {
             let key = Key {
@@ -134,33 +166,46 @@ impl Reflections {
                 remote_ns: remote_ns.into(),
                 name: name.clone(),
             };
-            self.copy::<Secret>(&key, Some(pod)).await?;
+            self.copy::<Secret>(&key, Some(pod), &mut Tally::default())
+                .await?;
         }
         Ok(())
     }
 
-    /// Brings every copy up to date with its home object.
-    pub(crate) async fn sync(&self) {
-        let keys: Vec<(Key, String)> = self
-            .tracked()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (key, _) in keys {
+    /// Brings every copy up to date with its home object; returns the
+    /// remote calls it made per operation (zeros included).
+    pub(crate) async fn sync(&self) -> Vec<(&'static str, u64)> {
+        let keys: Vec<Key> = self.tracked().keys().cloned().collect();
+        let mut tally = Tally::default();
+        for key in keys {
             let r = match key.kind {
-                Kind::ConfigMap => self.copy::<ConfigMap>(&key, None).await,
-                Kind::Secret => self.copy::<Secret>(&key, None).await,
+                Kind::ConfigMap => self.copy::<ConfigMap>(&key, None, &mut tally).await,
+                Kind::Secret => self.copy::<Secret>(&key, None, &mut tally).await,
             };
             if let Err(e) = r {
                 tracing::warn!(name = %key.name, namespace = %key.remote_ns, error = %e, "cannot sync a reflected object");
             }
         }
+        [
+            op::READ_CONFIG_MAP,
+            op::REPLACE_CONFIG_MAP,
+            op::READ_SECRET,
+            op::REPLACE_SECRET,
+        ]
+        .into_iter()
+        .map(|op| (op, tally.get(op)))
+        .collect()
     }
 
     /// Creates or updates the remote copy of one object; with `pod`, adds it
     /// as an owner. Without `pod` (a sync), only copies a changed payload and
     /// forgets copies the remote garbage collector removed.
-    async fn copy<K: Reflected>(&self, key: &Key, pod: Option<&Pod>) -> Result<()> {
+    async fn copy<K: Reflected>(
+        &self,
+        key: &Key,
+        pod: Option<&Pod>,
+        tally: &mut Tally,
+    ) -> Result<()> {
         let what = format!("{:?} {}/{}", key.kind, key.home_ns, key.name);
         let home: Api<K> = Api::namespaced(self.home.clone(), &key.home_ns);
         let Some(src) = home
@@ -177,8 +222,10 @@ impl Reflections {
         }
         let remote: Api<K> = Api::namespaced(self.remote.clone(), &key.remote_ns);
         for _attempt in 0..3 {
-            let existing = remote
-                .get_opt(&key.name)
+            tally.add(K::READ);
+            let existing = self
+                .calls
+                .run(K::READ, remote.get_opt(&key.name))
                 .await
                 .map_err(|e| classify(&format!("reading remote {what}"), e))?;
             let r = match existing {
@@ -202,8 +249,9 @@ impl Reflections {
                         (ORIGIN_VERSION.to_owned(), version.clone()),
                     ]));
                     m.owner_references = pod.map(|p| vec![owner(p)]);
-                    remote
-                        .create(&PostParams::default(), &obj)
+                    tally.add(K::CREATE);
+                    self.calls
+                        .run(K::CREATE, remote.create(&PostParams::default(), &obj))
                         .await
                         .map(|_| ())
                 }
@@ -220,8 +268,12 @@ impl Reflections {
                             owners.push(o);
                         }
                     }
-                    remote
-                        .replace(&key.name, &PostParams::default(), &obj)
+                    tally.add(K::REPLACE);
+                    self.calls
+                        .run(
+                            K::REPLACE,
+                            remote.replace(&key.name, &PostParams::default(), &obj),
+                        )
                         .await
                         .map(|_| ())
                 }

@@ -12,7 +12,10 @@ use kube::api::{AttachParams, AttachedProcess, TerminalSize};
 use skylet_provider::{ExecIo, ExitStatus, PortStream, ProviderError, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::classify;
+use crate::{
+    calls::{Calls, op},
+    classify,
+};
 
 /// A quantity in base units (cores, bytes, count); `None` if malformed.
 pub(crate) fn parse_quantity(q: &str) -> Option<f64> {
@@ -32,6 +35,7 @@ pub(crate) fn format_quantity(resource: &str, v: f64) -> String {
 /// Runs `command` (exec) or attaches (`None`) in a remote pod, wired to `io`.
 pub(crate) async fn exec(
     api: &kube::Api<Pod>,
+    calls: &Calls,
     name: &str,
     container: &str,
     command: Option<Vec<String>>,
@@ -53,12 +57,12 @@ pub(crate) async fn exec(
         ..Default::default()
     };
     let mut proc: AttachedProcess = match command {
-        Some(cmd) => api
-            .exec(name, cmd, &ap)
+        Some(cmd) => calls
+            .run(op::EXEC, api.exec(name, cmd, &ap))
             .await
             .map_err(|e| classify("exec in the remote pod", e))?,
-        None => api
-            .attach(name, &ap)
+        None => calls
+            .run(op::ATTACH, api.attach(name, &ap))
             .await
             .map_err(|e| classify("attach to the remote pod", e))?,
     };
@@ -162,11 +166,12 @@ impl AsyncWrite for Forwarded {
 /// Opens a connection to `port` of a remote pod through its apiserver.
 pub(crate) async fn port_forward(
     api: &kube::Api<Pod>,
+    calls: &Calls,
     name: &str,
     port: u16,
 ) -> Result<PortStream> {
-    let mut pf = api
-        .portforward(name, &[port])
+    let mut pf = calls
+        .run(op::PORT_FORWARD, api.portforward(name, &[port]))
         .await
         .map_err(|e| classify("port-forward to the remote pod", e))?;
     let stream = pf.take_stream(port).ok_or_else(|| {

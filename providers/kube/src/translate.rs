@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
 use kube::api::ObjectMeta;
+use serde::Deserialize;
 
 /// Label with the UID of the home pod a remote pod runs.
 pub const ORIGIN_UID: &str = "skylet.io/origin-uid";
@@ -37,23 +38,29 @@ pub const CLUSTER_ID: &str = "skylet.io/cluster-id";
 /// Label with the virtual node's name.
 pub const NODE: &str = "skylet.io/node";
 
+// The enums below are also the values of flags and config-file keys
+// (`crate::kind`): their variant docs are the `--help` texts.
+
 /// How home namespaces map to remote ones.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NamespaceMode {
-    /// The same name.
+    /// The same name (default).
+    #[default]
     Same,
-    /// `<cluster-id>-<namespace>`, so several home clusters can share one remote.
+    /// `<cluster-id>-<namespace>`.
     Prefixed,
-    /// An explicit map; unmapped namespaces keep their name.
-    Map(BTreeMap<String, String>),
+    /// `namespace-map` in the config file; unmapped namespaces keep their name.
+    Map,
 }
 
-/// Whether a scheduling field is passed to the remote pod or dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whether a scheduling field reaches the remote pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rule {
-    /// Kept as in the home pod.
+    /// Passed as is.
     Pass,
-    /// Removed.
+    /// Dropped.
     Drop,
 }
 
@@ -82,12 +89,13 @@ impl Default for SchedulingPolicy {
 }
 
 /// Which service account a remote pod uses (see the module docs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ServiceAccountPolicy {
-    /// The remote namespace's `default` service account.
+    /// The remote namespace's default service account (default).
     #[default]
     Remote,
-    /// The home pod's token, delivered as a Secret.
+    /// The home pod's own token, delivered as a Secret.
     HomeToken,
 }
 
@@ -102,6 +110,9 @@ pub struct Context {
     pub node_labels: BTreeMap<String, String>,
     /// Namespace mapping.
     pub namespaces: NamespaceMode,
+    /// Home namespace -> remote namespace, for [`NamespaceMode::Map`]
+    /// (unmapped namespaces keep their name).
+    pub namespace_map: BTreeMap<String, String>,
     /// Scheduling policy.
     pub scheduling: SchedulingPolicy,
     /// Service-account policy.
@@ -114,7 +125,11 @@ impl Context {
         match &self.namespaces {
             NamespaceMode::Same => home.to_owned(),
             NamespaceMode::Prefixed => format!("{}-{home}", self.cluster_id),
-            NamespaceMode::Map(m) => m.get(home).cloned().unwrap_or_else(|| home.to_owned()),
+            NamespaceMode::Map => self
+                .namespace_map
+                .get(home)
+                .cloned()
+                .unwrap_or_else(|| home.to_owned()),
         }
     }
 
@@ -332,6 +347,7 @@ mod tests {
             node: "vk".into(),
             node_labels: [("type".to_owned(), "virtual-kubelet".to_owned())].into(),
             namespaces: NamespaceMode::Prefixed,
+            namespace_map: BTreeMap::new(),
             scheduling: SchedulingPolicy::default(),
             service_account: ServiceAccountPolicy::Remote,
         }
@@ -448,7 +464,8 @@ mod tests {
         let mut c = ctx();
         c.namespaces = NamespaceMode::Same;
         assert_eq!(c.remote_namespace("shop"), "shop");
-        c.namespaces = NamespaceMode::Map([("shop".to_owned(), "tenant-a".to_owned())].into());
+        c.namespaces = NamespaceMode::Map;
+        c.namespace_map = [("shop".to_owned(), "tenant-a".to_owned())].into();
         assert_eq!(
             (
                 c.remote_namespace("shop").as_str(),

@@ -24,8 +24,12 @@
 //!
 //! Start latency and a transient failure rate are configurable; at zero
 //! latency a pod is Running when `create_pod` returns, and every state change
-//! is pushed to the core through [`Provider::status_updates`], so the mock is
-//! never the bottleneck of a benchmark.
+//! is pushed to the core through the [`Sink`] it was built with, so the mock
+//! is never the bottleneck of a benchmark. Pods that take time (a start
+//! latency, init containers, a script) run in [`Provider::run`].
+//!
+//! Its settings are the `--mock-*` flags and the `mock:` section of the
+//! config file ([`Mock`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,7 +41,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures::{StreamExt, stream::BoxStream};
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
@@ -48,17 +52,24 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use skylet_provider::{
-    AttachIo, BackendEvent, BackendPod, ContainerStats, Deleted, ExecIo, ExitStatus, LogOptions,
-    LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod, Result,
+    AttachIo, BackendPod, CancellationToken, ContainerStats, Deleted, ExecIo, ExitStatus,
+    LogOptions, LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod,
+    Result, Sink,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+use tracing::Instrument;
 
 mod exec;
+mod kind;
 mod logs;
 mod script;
 mod state;
 
 pub use exec::REFUSED_PORT;
+pub use kind::{Args, File, Mock};
 
 use logs::LogBuffer;
 use script::Statement;
@@ -106,10 +117,16 @@ pub struct MockProvider {
     inner: Arc<Inner>,
 }
 
+/// A simulated pod's containers at work, for [`Provider::run`] to run.
+type Job = BoxFuture<'static, ()>;
+
 struct Inner {
     config: Config,
     pods: Mutex<HashMap<String, MockPod>>,
-    updates: broadcast::Sender<BackendEvent>,
+    sink: Sink,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Taken by [`Provider::run`] while it runs.
+    job_queue: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
     next_ip: AtomicU32,
     creates: AtomicU32,
     /// Serializes writes of the state file.
@@ -150,12 +167,16 @@ enum CState {
 }
 
 impl MockProvider {
-    /// A backend with the given settings; with a state file, it starts with
-    /// the pods recorded there.
-    pub fn new(config: Config) -> Self {
-        // a subscriber that lags loses events and catches up at the next
-        // sweep; 16,384 slots (1.5 MiB) keep a 10,000-pod burst lossless
-        let (updates, _) = broadcast::channel(16_384);
+    /// A backend with the given settings, reporting status changes to
+    /// `sink` (`Sink::discard()` in tests without a core); with a state
+    /// file, it starts with the pods recorded there.
+    ///
+    /// Pods that take time (a start latency, init containers, a script)
+    /// run in [`Provider::run`]: until it runs they stay Pending. Pods of
+    /// long-running containers without a script and without latency are
+    /// Running when `create_pod` returns, `run` or not.
+    pub fn new(config: Config, sink: Sink) -> Self {
+        let (jobs, job_queue) = mpsc::unbounded_channel();
         let saved = config
             .state_file
             .as_deref()
@@ -191,7 +212,9 @@ impl MockProvider {
             inner: Arc::new(Inner {
                 config,
                 pods: Mutex::new(pods),
-                updates,
+                sink,
+                jobs,
+                job_queue: Mutex::new(Some(job_queue)),
                 next_ip: AtomicU32::new(saved.next_ip.max(1)),
                 creates: AtomicU32::new(saved.creates),
                 save_lock: Mutex::new(()),
@@ -244,7 +267,7 @@ impl Inner {
         self.save();
         let snapshot = self.lock().get(uid).map(MockPod::backend_pod);
         if let Some(bp) = snapshot {
-            let _ = self.updates.send(BackendEvent::Status(Box::new(bp)));
+            self.sink.status(bp);
         }
     }
 
@@ -460,7 +483,7 @@ impl Provider for MockProvider {
             return Err(ProviderError::invalid("MockRejected", msg.clone()));
         }
         let rate = self.inner.config.failure_rate;
-        if rate > 0.0 && rand::random::<f64>() < rate {
+        if rate > 0.0 && fastrand::f64() < rate {
             return Err(ProviderError::transient(
                 "simulated transient failure (mock failure rate)",
             ));
@@ -559,9 +582,18 @@ impl Provider for MockProvider {
         let needs_task =
             latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.script.is_empty());
         if needs_task {
-            let inner = self.inner.clone();
+            // weak while queued: a queue that run() never drains must not
+            // keep the backend alive
+            let inner = Arc::downgrade(&self.inner);
             let uid = pod.uid.clone();
-            tokio::spawn(async move { run_pod(inner, uid, plans, latency, stop_rx).await });
+            let job = async move {
+                if let Some(inner) = inner.upgrade() {
+                    run_pod(inner, uid, plans, latency, stop_rx).await;
+                }
+            };
+            // run() has the receiver, or will have it: the send cannot fail
+            // while `inner` holds it
+            let _ = self.inner.jobs.send(Box::pin(job));
             self.inner.publish(&pod.uid);
         } else {
             // The fast path: every container is a long-running one with no
@@ -600,13 +632,43 @@ impl Provider for MockProvider {
             .collect())
     }
 
-    fn status_updates(&self) -> Option<BoxStream<'static, BackendEvent>> {
-        let rx = self.inner.updates.subscribe();
-        Some(
-            tokio_stream::wrappers::BroadcastStream::new(rx)
-                .filter_map(|r| async move { r.ok() })
-                .boxed(),
-        )
+    /// Runs the simulated containers of the pods created since it started
+    /// (and those created before, queued), each in a task of its own;
+    /// cancelling `shutdown` stops them all.
+    async fn run(&self, shutdown: CancellationToken) {
+        let taken = self
+            .inner
+            .job_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut queue) = taken else {
+            tracing::warn!("the simulated backend runs already; this run does nothing");
+            shutdown.cancelled().await;
+            return;
+        };
+        let mut pods = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(job) = queue.recv() => {
+                    pods.spawn(job.in_current_span());
+                }
+                Some(ended) = pods.join_next(), if !pods.is_empty() => {
+                    if let Err(e) = ended
+                        && e.is_panic()
+                    {
+                        tracing::error!(error = %e, "a simulated pod panicked");
+                    }
+                }
+            }
+        }
+        pods.shutdown().await;
+        *self
+            .inner
+            .job_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(queue);
     }
 
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
@@ -708,32 +770,12 @@ async fn run_pod(
             return;
         }
     }
-    let tasks: Vec<_> = app
+    // the app containers run side by side, in the pod's task
+    let containers = app
         .into_iter()
         .enumerate()
-        .map(|(i, plan)| {
-            tokio::spawn(run_container_owned(
-                inner.clone(),
-                uid.clone(),
-                i,
-                plan,
-                stop.clone(),
-            ))
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-async fn run_container_owned(
-    inner: Arc<Inner>,
-    uid: String,
-    i: usize,
-    plan: Plan,
-    stop: watch::Receiver<bool>,
-) {
-    run_container(&inner, &uid, false, i, plan, stop).await;
+        .map(|(i, plan)| run_container(&inner, &uid, false, i, plan, stop.clone()));
+    futures::future::join_all(containers).await;
 }
 
 /// Runs one container's script; `None` when the pod was deleted meanwhile.
@@ -787,4 +829,117 @@ async fn run_container(
         }
     });
     Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use serde_json::json;
+    use skylet_provider::{BackendEvent, SinkReceiver, testing::pod};
+
+    use super::*;
+
+    fn provider() -> (MockProvider, SinkReceiver) {
+        let (sink, rx) = Sink::channel();
+        (MockProvider::new(Config::default(), sink), rx)
+    }
+
+    /// The next status the backend pushed with this phase.
+    async fn phase(rx: &mut SinkReceiver, want: &str) -> BackendPod {
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Some(BackendEvent::Status(bp)) if bp.status.phase.as_deref() == Some(want) => {
+                        return *bp;
+                    }
+                    Some(_) => {}
+                    None => panic!("the sink closed"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no status with phase {want}"))
+    }
+
+    async fn log(p: &MockProvider, pod: &PodRef, opts: LogOptions) -> String {
+        let chunks: Vec<Bytes> = p
+            .logs(pod, "main", opts)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        String::from_utf8(chunks.concat()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plain_pod_is_running_when_create_returns_without_run() {
+        let (p, mut rx) = provider();
+        let rp = pod("ns", "web").container("main", "nginx").resolved();
+        p.create_pod(&rp).await.unwrap();
+        let bp = phase(&mut rx, "Running").await;
+        assert_eq!(bp.pod, rp.pod_ref());
+        assert_eq!(p.list_pods().await.unwrap().len(), 1);
+        p.create_pod(&rp).await.unwrap();
+        assert_eq!(
+            p.list_pods().await.unwrap().len(),
+            1,
+            "create is idempotent"
+        );
+    }
+
+    #[tokio::test]
+    async fn scripts_run_in_run_and_stop_with_it() {
+        let (p, mut rx) = provider();
+        let rp = pod("ns", "job")
+            .container_json(json!({"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo one; echo two; exit 3"]}))
+            .resolved();
+        p.create_pod(&rp).await.unwrap();
+        phase(&mut rx, "Pending").await;
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (p, shutdown) = (p.clone(), shutdown.clone());
+            async move { p.run(shutdown).await }
+        });
+        let bp = phase(&mut rx, "Failed").await;
+        let exit = bp.status.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap()
+            .exit_code;
+        assert_eq!(exit, 3);
+        let job = rp.pod_ref();
+        assert_eq!(log(&p, &job, LogOptions::default()).await, "one\ntwo\n");
+        let opts = LogOptions {
+            limit_bytes: Some(6),
+            ..LogOptions::default()
+        };
+        assert_eq!(log(&p, &job, opts).await, "one\ntw");
+        let opts = LogOptions {
+            timestamps: true,
+            tail_lines: Some(1),
+            ..LogOptions::default()
+        };
+        let last = log(&p, &job, opts).await;
+        let (ts, line) = last.split_once(' ').unwrap();
+        assert_eq!(line, "two\n");
+        assert!(ts.ends_with('Z') && ts.len() == 30, "{ts}");
+
+        // a long-running script stops when run() does
+        let rp = pod("ns", "ticker")
+            .container_json(json!({"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "log-every 0.01 tick"]}))
+            .resolved();
+        p.create_pod(&rp).await.unwrap();
+        phase(&mut rx, "Running").await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

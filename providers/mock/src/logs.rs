@@ -1,12 +1,16 @@
 //! Container logs of the simulated backend: an append-only buffer per
-//! container, read with the kubelet's log options.
+//! container, read with the kubelet's log options (lines rendered and
+//! `limitBytes` applied by `skylet_provider::logs`).
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use jiff::Timestamp;
-use skylet_provider::{LogOptions, LogStream};
+use skylet_provider::{
+    LogOptions, LogStream,
+    logs::{limited, push_line},
+};
 use tokio::sync::watch;
 
 /// Lines of one container, with the time each was written.
@@ -56,16 +60,17 @@ impl LogBuffer {
     }
 }
 
-fn format(ts: Timestamp, line: &str, timestamps: bool) -> String {
-    if timestamps {
-        // RFC 3339 with nanoseconds, as the kubelet writes them
-        format!("{} {line}\n", ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-    } else {
-        format!("{line}\n")
+/// Lines as `kubectl logs` shows them, in one chunk.
+fn render(lines: &[(Timestamp, String)], timestamps: bool) -> Bytes {
+    let mut out = String::new();
+    for (t, l) in lines {
+        push_line(&mut out, *t, l, timestamps);
     }
+    Bytes::from(out)
 }
 
-/// The log as a stream of chunks, one per line.
+/// The log as a stream of chunks: one per line already written, then one
+/// per batch of lines written while following.
 pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStream {
     let all = buf.from(0);
     let mut first: Vec<(Timestamp, String)> = all
@@ -79,9 +84,12 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
     }
     let next = all.len();
     let rx = buf.tx.subscribe();
-    let budget = opts.limit_bytes.unwrap_or(u64::MAX);
     let ts = opts.timestamps;
-    let initial = stream::iter(first.into_iter().map(move |(t, l)| format(t, &l, ts)));
+    let initial = stream::iter(
+        first
+            .into_iter()
+            .map(move |line| Ok(render(std::slice::from_ref(&line), ts))),
+    );
     let follow = stream::unfold(
         (buf, next, rx, opts.follow),
         move |(buf, mut next, mut rx, follow)| async move {
@@ -92,8 +100,7 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
                 let lines = buf.from(next);
                 if !lines.is_empty() {
                     next += lines.len();
-                    let chunk: String = lines.iter().map(|(t, l)| format(*t, l, ts)).collect();
-                    return Some((chunk, (buf, next, rx, follow)));
+                    return Some((Ok(render(&lines, ts)), (buf, next, rx, follow)));
                 }
                 if rx.borrow_and_update().1 {
                     return None;
@@ -104,16 +111,5 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
             }
         },
     );
-    initial
-        .chain(follow)
-        .scan(budget, |left, chunk| {
-            if *left == 0 {
-                return std::future::ready(None);
-            }
-            let bytes = Bytes::from(chunk);
-            let take = usize::try_from((*left).min(bytes.len() as u64)).unwrap_or(bytes.len());
-            *left -= take as u64;
-            std::future::ready(Some(Ok(bytes.slice(..take))))
-        })
-        .boxed()
+    limited(initial.chain(follow).boxed(), &opts)
 }

@@ -66,13 +66,14 @@ async fn router_with<P: Provider>(provider: P) -> Router {
         .unwrap();
     let mut writer = Writer::<Pod>::default();
     writer.apply_watcher_event(&watcher::Event::Apply(pod()));
-    let config = crate::config::Config::from_args(crate::config::Args::default()).unwrap();
+    let mut config = crate::config::Config::parse_from(["skylet"]).unwrap();
+    let backend = config.backends.remove(0);
     let metrics = Arc::new(crate::metrics::Metrics::new(provider.name()));
     let state = State::new(
         allow_all(),
         Arc::new(provider),
         writer.as_reader(),
-        config.server,
+        backend.server,
         metrics,
     );
     let who = crate::server::Identity {
@@ -84,7 +85,11 @@ async fn router_with<P: Provider>(provider: P) -> Router {
 }
 
 async fn router() -> Router {
-    router_with(MockProvider::new(skylet_mock::Config::default())).await
+    router_with(MockProvider::new(
+        skylet_mock::Config::default(),
+        skylet_provider::Sink::discard(),
+    ))
+    .await
 }
 
 fn spdy_request(uri: &str, protocol: &str) -> Request<Body> {

@@ -5,14 +5,16 @@
 //! `retry-after-ms` / `x-ms-retry-after-ms` in milliseconds; the first of
 //! those present wins, clamped to [`MAX_RETRY_AFTER`] so a bad header cannot
 //! park a reconcile for hours. Without a header the wait is exponential
-//! backoff with jitter ([`backoff`]).
+//! backoff with jitter ([`backoff`], on the workspace's [`Backoff`]).
 
 use std::time::Duration;
+
+use skylet_provider::Backoff;
 
 /// The longest wait a `Retry-After` header can impose.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// First backoff step.
+/// First backoff step (the longest wait after the first failure).
 const BASE: Duration = Duration::from_millis(500);
 
 /// Longest backoff step.
@@ -57,21 +59,19 @@ pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms).min(MAX_RETRY_AFTER))
 }
 
-/// The wait before attempt `attempt + 1` after `attempt` failed (1-based)
-/// when the server did not say: `BASE * 2^(attempt-1)`, capped at 30 s,
-/// with "equal jitter" (half fixed, half random) so that many pods throttled
-/// at once do not come back in lockstep.
-pub fn backoff(attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let step = BASE.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
-    let half = step / 2;
-    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    half + Duration::from_millis(fastrand::u64(0..=jitter_ms))
+/// The schedule of waits when the server did not say: after failure n
+/// (1-based) a step of `BASE * 2^(n-1)`, capped at 30 s, with "equal
+/// jitter" (half fixed, half random) so that many pods throttled at once do
+/// not come back in lockstep. As a [`Backoff`]: half a step doubling to half
+/// the cap, plus up to as much again at random.
+pub fn backoff() -> Backoff {
+    Backoff::new(BASE / 2, MAX_BACKOFF / 2, 1.0)
 }
 
-/// The wait before the next attempt: the server's, else [`backoff`].
+/// The wait before attempt `attempt + 1` after `attempt` failed (1-based):
+/// the server's, else [`backoff`]'s.
 pub fn delay(server: Option<Duration>, attempt: u32) -> Duration {
-    server.unwrap_or_else(|| backoff(attempt))
+    server.unwrap_or_else(|| backoff().delay(attempt))
 }
 
 #[cfg(test)]
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn backoff_grows_within_bounds() {
         for attempt in 1..40 {
-            let d = backoff(attempt);
+            let d = delay(None, attempt);
             let exp = attempt.saturating_sub(1).min(16);
             let step = BASE.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
             assert!(
@@ -143,7 +143,7 @@ mod tests {
                 "attempt {attempt}: {d:?} vs {step:?}"
             );
         }
-        assert!(backoff(100) <= MAX_BACKOFF);
+        assert!(delay(None, 100) <= MAX_BACKOFF);
     }
 
     #[test]

@@ -1,16 +1,30 @@
-//! Settings of the Azure Container Instances backend (`--provider azure-aci`):
+//! The ACI backend as a kind of backend ([`Aci`], `--provider azure-aci`):
 //! flags `--aci-*`, environment `SKYLET_ACI_*` and the standard `AZURE_*`
-//! variables, the `aci:` section of the file.
+//! variables, the `aci:` section of the config file, and how the backend
+//! is built from them.
+//!
+//! `AZURE_CLIENT_SECRET` is read from the environment only
+//! ([`Kind::read_env`]): never a flag, which `ps` shows, nor in `--help`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde::Deserialize;
-use skylet_aci::config::{AuthMode, Capacity};
+use skylet_provider::{BoxError, BuildContext, ConfigError, Kind, NodeContext};
 
-use super::{Error, Result};
+use crate::{
+    AciProvider, Config,
+    config::{AuthMode, Capacity},
+};
 
-/// How skylet signs in to Azure (see `skylet_aci::config::AuthMode`).
+/// The Azure Container Instances backend: one container group per pod.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Aci;
+
+/// How skylet signs in to Azure (see [`AuthMode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Auth {
@@ -27,8 +41,10 @@ pub enum Auth {
 }
 
 /// Flags of the ACI backend.
-#[derive(Debug, Default, Args)]
-pub struct AciArgs {
+#[derive(clap::Args, Debug, Default)]
+#[group(skip)]
+#[command(next_help_heading = "Azure Container Instances backend (--provider azure-aci)")]
+pub struct Args {
     /// Azure subscription id.
     #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
     pub aci_subscription_id: Option<String>,
@@ -94,7 +110,7 @@ pub struct AciArgs {
 /// The `aci:` section of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct AciFile {
+pub struct File {
     subscription_id: Option<String>,
     resource_group: Option<String>,
     location: Option<String>,
@@ -116,6 +132,30 @@ pub struct AciFile {
     max_attempts: Option<u32>,
 }
 
+impl Kind for Aci {
+    const NAME: &'static str = "azure-aci";
+    const SECTION: &'static str = "aci";
+    type Args = Args;
+    type File = File;
+    type Config = Config;
+    type Provider = AciProvider;
+
+    /// `AZURE_CLIENT_SECRET`, if set and not empty.
+    fn read_env(args: &mut Args) {
+        args.aci_client_secret_env = std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+    }
+
+    fn configure(args: Args, file: File, node: &NodeContext) -> Result<Config, ConfigError> {
+        configure(args, file, &node.name)
+    }
+
+    async fn build(config: Config, ctx: BuildContext) -> Result<AciProvider, BoxError> {
+        Ok(AciProvider::new(config, ctx.sink, ctx.api_metrics).await?)
+    }
+}
+
 fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
     if flag.is_empty() {
         file.unwrap_or_default()
@@ -124,27 +164,19 @@ fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
     }
 }
 
-fn required(v: Option<String>, field: &'static str, what: &str) -> Result<String> {
-    v.filter(|s| !s.is_empty()).ok_or_else(|| Error::Invalid {
-        field,
-        message: format!("the azure-aci provider needs {what}"),
-    })
+fn required(v: Option<String>, field: &str, what: &str) -> Result<String, ConfigError> {
+    v.filter(|s| !s.is_empty())
+        .ok_or_else(|| ConfigError::new(field, format!("the {} provider needs {what}", Aci::NAME)))
 }
 
-/// Merges flags over the file; `None` unless the backend is selected.
-///
-/// # Errors
-/// A missing or malformed setting, an unreadable secret file.
-pub fn merge(
-    args: AciArgs,
-    file: Option<AciFile>,
-    selected: bool,
-    node_name: &str,
-) -> Result<Option<skylet_aci::Config>> {
-    if !selected {
-        return Ok(None);
-    }
-    let f = file.unwrap_or_default();
+fn ensure_readable(field: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(field, format!("{}: {e}", path.display())))
+}
+
+/// Merges flags over the file and validates the result for node `node_name`.
+fn configure(args: Args, f: File, node_name: &str) -> Result<Config, ConfigError> {
     let subscription = required(
         args.aci_subscription_id.or(f.subscription_id),
         "aci-subscription-id",
@@ -160,7 +192,7 @@ pub fn merge(
         "aci-location",
         "the region (e.g. westeurope)",
     )?;
-    let mut c = skylet_aci::Config::new(node_name, subscription, rg, location);
+    let mut c = Config::new(node_name, subscription, rg, location);
     c.zones = or_vec(args.aci_zones, f.zones);
     if let Some(e) = args.aci_arm_endpoint.or(f.arm_endpoint) {
         c.arm_endpoint = e.trim_end_matches('/').to_owned();
@@ -168,7 +200,7 @@ pub fn merge(
     c.authority_host = args.aci_authority_host.or(f.authority_host);
     c.ca_file = args.aci_ca_file.or(f.ca_file);
     if let Some(path) = &c.ca_file {
-        super::ensure_readable("aci-ca-file", path)?;
+        ensure_readable("aci-ca-file", path)?;
     }
     c.auth = match args.aci_auth.or(f.auth).unwrap_or(Auth::Default) {
         Auth::Default => AuthMode::Default,
@@ -182,9 +214,8 @@ pub fn merge(
     c.client_secret = match args.aci_client_secret_file.or(f.client_secret_file) {
         Some(path) => Some(
             std::fs::read_to_string(&path)
-                .map_err(|e| Error::Invalid {
-                    field: "aci-client-secret-file",
-                    message: format!("{}: {e}", path.display()),
+                .map_err(|e| {
+                    ConfigError::new("aci-client-secret-file", format!("{}: {e}", path.display()))
                 })?
                 .trim()
                 .to_owned(),
@@ -201,10 +232,10 @@ pub fn merge(
     }
     if let Some(s) = args.aci_log_poll_interval.or(f.log_poll_interval) {
         if !(s.is_finite() && (0.1..=60.0).contains(&s)) {
-            return Err(Error::Invalid {
-                field: "aci-log-poll-interval",
-                message: format!("{s} is not between 0.1 and 60 seconds"),
-            });
+            return Err(ConfigError::new(
+                "aci-log-poll-interval",
+                format!("{s} is not between 0.1 and 60 seconds"),
+            ));
         }
         c.log_poll_interval = Duration::from_secs_f64(s);
     }
@@ -220,15 +251,12 @@ pub fn merge(
             .find(|f| **f == field)
             .copied()
             .unwrap_or("aci");
-        Error::Invalid {
-            field,
-            message: rest.to_owned(),
-        }
+        ConfigError::new(field, rest)
     })?;
-    Ok(Some(c))
+    Ok(c)
 }
 
-/// Setting names `skylet_aci::Config::check` may name.
+/// Setting names [`Config::check`] may name.
 const FIELDS: &[&str] = &[
     "aci-subscription-id",
     "aci-resource-group",
@@ -242,12 +270,10 @@ const FIELDS: &[&str] = &[
 ];
 
 /// `cpu=100,memory=400Gi,pods=100[,nvidia.com/gpu=4]`: any subset; the rest
-/// comes from the location's quota.
-fn parse_capacity(spec: &str) -> Result<Capacity> {
-    let bad = |message: String| Error::Invalid {
-        field: "aci-capacity",
-        message,
-    };
+/// comes from the location's quota. (Not [`skylet_provider::parse_capacity`],
+/// which requires cpu, memory and pods: here each may come from the quota.)
+fn parse_capacity(spec: &str) -> Result<Capacity, ConfigError> {
+    let bad = |message: String| ConfigError::new("aci-capacity", message);
     let mut c = Capacity::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
@@ -276,48 +302,55 @@ fn parse_capacity(spec: &str) -> Result<Capacity> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::collections::BTreeMap;
+
     use clap::Parser;
 
-    use crate::config::{Args, Config, ProviderKind};
+    use super::*;
 
     const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
-    fn load(flags: &[&str]) -> Result<Config, String> {
-        let args = Args::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::from_args(args).map_err(|e| e.to_string())
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn node(name: &str) -> NodeContext {
+        NodeContext {
+            name: name.to_owned(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn load(flags: &[&str], yaml: &str) -> Result<Config, String> {
+        let args = T::try_parse_from(std::iter::once("skylet").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .a;
+        let file: File = if yaml.is_empty() {
+            File::default()
+        } else {
+            serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?
+        };
+        Aci::configure(args, file, &node("aci-1")).map_err(|e| e.to_string())
     }
 
     #[test]
     fn aci_settings_from_flags_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        std::fs::write(
-            &path,
-            format!(
-                "provider: azure-aci\naci:\n  subscription-id: {SUB}\n  resource-group: burst-rg\n  location: westeurope\n  \
-                 auth: client-secret\n  tenant-id: t\n  client-id: c\n  client-secret-file: {}\n  capacity: cpu=8,pods=40\n",
-                secret.display()
-            ),
-        )
-        .unwrap();
-        let c = load(&[
-            "--config",
-            path.to_str().unwrap(),
-            "--aci-location",
-            "northeurope",
-            "--node-name",
-            "aci-1",
-        ])
-        .unwrap();
-        assert_eq!(c.provider, ProviderKind::AzureAci);
-        let a = c.aci.unwrap();
+        let yaml = format!(
+            "subscription-id: {SUB}\nresource-group: burst-rg\nlocation: westeurope\n\
+             auth: client-secret\ntenant-id: t\nclient-id: c\nclient-secret-file: {}\ncapacity: cpu=8,pods=40\n",
+            secret.display()
+        );
+        let a = load(&["--aci-location", "northeurope"], &yaml).unwrap();
         assert_eq!(
             (a.resource_group.as_str(), a.location.as_str()),
             ("burst-rg", "northeurope")
         );
+        assert_eq!(a.auth, AuthMode::ClientSecret);
         assert_eq!(a.client_secret.as_deref(), Some("s3cret"));
         assert_eq!(a.node_name, "aci-1");
         assert_eq!(
@@ -331,17 +364,44 @@ mod tests {
     }
 
     #[test]
-    fn aci_errors_name_the_setting() {
-        let base = [
-            "--provider",
-            "azure-aci",
+    fn the_secret_from_the_environment_is_used_without_a_file() {
+        let mut args = T::try_parse_from([
+            "skylet",
+            "--aci-subscription-id",
+            SUB,
             "--aci-resource-group",
             "rg",
             "--aci-location",
             "westeurope",
-        ];
-        let with = |extra: &[&str]| load(&[&base[..], extra].concat()).unwrap_err();
-        assert!(with(&[]).contains("aci-subscription-id"));
+            "--aci-auth",
+            "client-secret",
+            "--aci-tenant-id",
+            "t",
+            "--aci-client-id",
+            "c",
+        ])
+        .unwrap()
+        .a;
+        args.aci_client_secret_env = Some("from-env".into());
+        let c = Aci::configure(args, File::default(), &node("n")).unwrap();
+        assert_eq!(c.client_secret.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let e = load(&[], "subscription-id: x\nregion: westeurope\n").unwrap_err();
+        assert!(e.contains("region"), "{e}");
+    }
+
+    #[test]
+    fn aci_errors_name_the_setting() {
+        let base = ["--aci-resource-group", "rg", "--aci-location", "westeurope"];
+        let with = |extra: &[&str]| load(&[&base[..], extra].concat(), "").unwrap_err();
+        let err = with(&[]);
+        assert_eq!(
+            err,
+            "invalid aci-subscription-id: the azure-aci provider needs the subscription id"
+        );
         assert!(with(&["--aci-subscription-id", "nope"]).contains("aci-subscription-id"));
         let err = with(&[
             "--aci-subscription-id",
@@ -356,9 +416,22 @@ mod tests {
         assert!(err.contains("aci-subnet-ids"), "{err}");
         let err = with(&["--aci-subscription-id", SUB, "--aci-capacity", "cpu=lots"]);
         assert!(err.contains("aci-capacity"), "{err}");
+        let err = with(&["--aci-subscription-id", SUB, "--aci-log-poll-interval", "0"]);
+        assert_eq!(
+            err,
+            "invalid aci-log-poll-interval: 0 is not between 0.1 and 60 seconds"
+        );
+        let err = with(&["--aci-subscription-id", SUB, "--aci-max-attempts", "0"]);
+        assert_eq!(err, "invalid aci-max-attempts: must be at least 1");
+        let err = with(&[
+            "--aci-subscription-id",
+            SUB,
+            "--aci-ca-file",
+            "/nonexistent/ca.pem",
+        ]);
         assert!(
-            load(&["--aci-resource-group", "rg"]).unwrap().aci.is_none(),
-            "ignored unless selected"
+            err.starts_with("invalid aci-ca-file: /nonexistent/ca.pem"),
+            "{err}"
         );
     }
 }
