@@ -7,6 +7,7 @@ them), a subnet, a security group, the log group /skylet/NAME, and the ecs::task
 state manager set so that tasks stay RUNNING (moto otherwise advances a task one
 state per DescribeTasks until it is STOPPED).
 """
+
 import json
 import sys
 import urllib.request
@@ -16,7 +17,7 @@ import boto3
 url, name = sys.argv[1], sys.argv[2]
 region = "us-east-1"
 zone = "us-east-1a"
-kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="test", aws_secret_access_key="test")
+kw = {"endpoint_url": url, "region_name": region, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 ecs = boto3.client("ecs", **kw)
 ec2 = boto3.client("ec2", **kw)

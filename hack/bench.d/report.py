@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Tables and plots of a `hack/bench full` results directory.
 
     report.py DIR --docs docs/bench --markdown BENCHMARKS.md
@@ -19,7 +18,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
@@ -224,49 +223,51 @@ def targets(results, lines):
     defaults = {c: v for c, v in peers.items() if c in ("kwok", "vk")}
     rows = []
 
-    def verdict(ok):
-        return "–" if ok is None else ("met" if ok else "**missed**")
+    def checked(what, value, target, met, shown=None):
+        """A row measured against its target: met(value) says whether it holds."""
+        ok = None if value is None else met(value)
+        verdict = "–" if ok is None else ("met" if ok else "**missed**")
+        return (what, fmt(value, 2) if shown is None else shown, target, verdict)
 
     sk = burst.get("skylet")
-    r_ceiling = ratio(sk, burst.get("ceiling"))
-    rows.append(("(a) skylet / ceiling, pods/s", fmt(r_ceiling, 2), "≥ 0.8", verdict(None if r_ceiling is None else r_ceiling >= 0.8)))
+    rows.append(checked("(a) skylet / ceiling, pods/s", ratio(sk, burst.get("ceiling")), "≥ 0.8", lambda v: v >= 0.8))
     if peers:
         fastest = max(peers, key=lambda c: peers[c])
-        r_peer = ratio(sk, peers[fastest])
-        rows.append(
-            (f"(a) skylet / faster peer ({NAMES[fastest]}), pods/s", fmt(r_peer, 2), "≥ 5", verdict(None if r_peer is None else r_peer >= 5))
-        )
+        what = f"(a) skylet / faster peer ({NAMES[fastest]}), pods/s"
+        rows.append(checked(what, ratio(sk, peers[fastest]), "≥ 5", lambda v: v >= 5))
     if defaults:
         fastest = max(defaults, key=lambda c: defaults[c])
-        r_peer = ratio(sk, defaults[fastest])
-        rows.append(
-            (f"(a) skylet / faster peer at defaults ({NAMES[fastest]}), pods/s", fmt(r_peer, 2), "≥ 5", verdict(None if r_peer is None else r_peer >= 5))
-        )
+        what = f"(a) skylet / faster peer at defaults ({NAMES[fastest]}), pods/s"
+        rows.append(checked(what, ratio(sk, defaults[fastest]), "≥ 5", lambda v: v >= 5))
         if "ceiling" in burst:
             # what any node agent could reach against that peer here: the
             # ceiling does nothing but the writes every node must do
-            rows.append((f"(a) ceiling / faster peer ({NAMES[fastest]}), pods/s: the most any agent reaches here", fmt(ratio(burst["ceiling"], peers[fastest]), 2), "", ""))
+            what = f"(a) ceiling / faster peer ({NAMES[fastest]}), pods/s: the most any agent reaches here"
+            rows.append((what, fmt(ratio(burst["ceiling"], peers[fastest]), 2), "", ""))
     for c in PEERS:
         if c in burst:
             rows.append((f"(a) skylet / {NAMES[c]}, pods/s", fmt(ratio(sk, burst[c]), 2), "", ""))
     if "skylet" in p99:
-        rows.append(("(a) skylet p99 creation → Running", f"{p99['skylet']:.0f} ms", "< 1000 ms", verdict(p99["skylet"] < 1000)))
+        v = p99["skylet"]
+        rows.append(checked("(a) skylet p99 creation → Running", v, "< 1000 ms", lambda v: v < 1000, f"{v:.0f} ms"))
         if "ceiling" in p99:
             rows.append(("(a) ceiling p99 creation → Running: the floor here", f"{p99['ceiling']:.0f} ms", "", ""))
             rows.append(("(a) skylet p99 / ceiling p99", fmt(ratio(p99["skylet"], p99["ceiling"]), 2), "", ""))
     if ("steady", "skylet") in results:
+
         def rss(c):
             return med(
-                [r["processes"]["contender"]["usage"].get("hold", {}).get("peak_rss_mib") for r in results[("steady", c)]]
+                [
+                    r["processes"]["contender"]["usage"].get("hold", {}).get("peak_rss_mib")
+                    for r in results[("steady", c)]
+                ]
             )
 
         sk_rss = rss("skylet")
         for vk in ("vk", "vk-qps"):
             if ("steady", vk) in results:
-                r_rss = ratio(sk_rss, rss(vk))
-                rows.append(
-                    (f"(c) skylet / {NAMES[vk]}, peak RSS", fmt(r_rss, 2), "≤ 0.5", verdict(None if r_rss is None else r_rss <= 0.5))
-                )
+                what = f"(c) skylet / {NAMES[vk]}, peak RSS"
+                rows.append(checked(what, ratio(sk_rss, rss(vk)), "≤ 0.5", lambda v: v <= 0.5))
         other = []
         for r in results[("steady", "skylet")]:
             t = user_totals(r, "settled")
@@ -275,7 +276,8 @@ def targets(results, lines):
                 other.append(t["other"] / a["seconds"])
         if other:
             v = med(other)
-            rows.append(("(c) skylet apiserver requests beyond leases (settled hold)", f"{v:.3f}/s", "≤ 0.1/s", verdict(v <= 0.1)))
+            what = "(c) skylet apiserver requests beyond leases (settled hold)"
+            rows.append(checked(what, v, "≤ 0.1/s", lambda v: v <= 0.1, f"{v:.3f}/s"))
     lines.append("| what | measured | target | |")
     lines.append("|---|---|---|---|")
     for row in rows:
@@ -345,7 +347,9 @@ def plot_rss(results, path):
             continue
         t0 = samples[0][0]
         axes[0].plot([s[0] - t0 for s in samples], [s[1] for s in samples], label=NAMES[c], color=COLORS[c])
-        axes[1].plot([s[0] - t0 for s in samples], [s[2] - samples[0][2] for s in samples], label=NAMES[c], color=COLORS[c])
+        axes[1].plot(
+            [s[0] - t0 for s in samples], [s[2] - samples[0][2] for s in samples], label=NAMES[c], color=COLORS[c]
+        )
     n = results[("steady", cs[0])][0]["count"]
     axes[0].set_title(f"steady: RSS of the contender, {n} pods")
     axes[0].set_xlabel("s since the run started")
@@ -389,7 +393,9 @@ def main():
         lines.append(f"Conditions: {run['note']}")
     if run.get("failures"):
         lines.append("")
-        lines.append(f"**{run['failures']} runs did not complete** (not all pods Running or gone in time); see the tables.")
+        lines.append(
+            f"**{run['failures']} runs did not complete** (not all pods Running or gone in time); see the tables."
+        )
     lines.append("")
     lines.append("Cells are the median over repetitions, with (min–max) when there were several.")
     lines.append("")
@@ -437,7 +443,10 @@ def main():
     lines.append(END)
     block = "\n".join(lines)
 
-    text = open(args.markdown).read() if os.path.exists(args.markdown) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    text = f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if os.path.exists(args.markdown):
+        with open(args.markdown) as f:
+            text = f.read()
     if BEGIN not in text or END not in text:
         text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)

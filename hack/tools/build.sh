@@ -5,8 +5,8 @@
 #   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet]
 #
 # With no arguments it builds what the test suite needs (k8s, etcd,
-# metrics-server). Everything comes from the Go module proxy; nothing from the
-# wider network.
+# metrics-server, kwok). Everything comes from the Go module proxy; nothing
+# from the wider network.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -62,6 +62,10 @@ build_etcd() {
   [[ -x $ETCD_BIN/etcd ]] || die "etcd binary missing in $ETCD_BIN"
 }
 
+build_kwok() {
+  build_module kwok "$HACK_DIR/tools/kwok" "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok
+}
+
 build_metrics_server() {
   build_module metrics-server "$HACK_DIR/tools/metrics-server" "$METRICS_SERVER_BIN" \
     "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
@@ -69,13 +73,13 @@ build_metrics_server() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd metrics-server)
+[[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd metrics-server kwok)
 for t in "${targets[@]}"; do
   case $t in
     k8s) build_k8s ;;
     etcd) build_etcd ;;
     metrics-server) build_metrics_server ;;
-    kwok) go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN" ;;
+    kwok) build_kwok ;;
     virtual-kubelet) go_install virtual-kubelet \
       "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet@$VK_VERSION" "$VK_BIN" ;;
     *) die "unknown tool '$t'" ;;

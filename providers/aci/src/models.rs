@@ -1035,7 +1035,11 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    /// The spec, or `None` (and a note) when it is not on this machine.
+    /// The spec (always `Some`).
+    ///
+    /// # Panics
+    /// When the spec cannot be read: a missing spec fails the test, never
+    /// skips it.
     pub(crate) fn spec() -> Option<Value> {
         let path = std::env::var_os("SKYLET_ACI_SPEC")
             .map(std::path::PathBuf::from)
@@ -1045,13 +1049,10 @@ pub(crate) mod tests {
             });
         match std::fs::read(&path) {
             Ok(b) => Some(serde_json::from_slice(&b).unwrap()),
-            Err(e) => {
-                eprintln!(
-                    "skipping the spec check: cannot read {}: {e}",
-                    path.display()
-                );
-                None
-            }
+            Err(e) => panic!(
+                "cannot read the ACI spec {}: {e}; set SKYLET_ACI_SPEC to the path of containerInstance.json",
+                path.display()
+            ),
         }
     }
 

@@ -1,10 +1,10 @@
 //! moto, an AWS emulator, for the aws-ecs backend's tests: started once per
-//! test binary by `hack/moto up` on a free loopback port (installed into
-//! `~/.cache/skylet/moto-<version>/` on first use), set up with an ECS
+//! test binary by `hack/moto up` on a free loopback port, set up with an ECS
 //! cluster, a VPC, a subnet, a security group and a log group, and stopped
-//! when the test binary exits.
+//! when the test binary exits. `hack/setup test` installs it into
+//! `~/.cache/skylet/moto-<version>/`; the harness only checks that it is there.
 
-use std::{process::Command, sync::OnceLock};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 use crate::hack_dir;
 
@@ -29,13 +29,39 @@ pub struct Moto {
 
 static SHARED: OnceLock<Moto> = OnceLock::new();
 
+/// Panics unless moto is installed where `hack/setup test` puts it
+/// (`$MOTO_HOME`, hack/lib.sh): the harness never installs it.
+fn assert_installed() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}/lib.sh && echo \"$MOTO_HOME\"",
+            hack_dir().display()
+        ))
+        .output()
+        .expect("bash runs hack/lib.sh");
+    assert!(
+        out.status.success(),
+        "sourcing hack/lib.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        home.join(".installed").is_file(),
+        "moto is not installed in {}: run hack/setup test",
+        home.display()
+    );
+}
+
 impl Moto {
     /// The server shared by every test of this binary.
     ///
     /// # Panics
-    /// If moto cannot be installed or started: the tests cannot go on.
+    /// If moto is not installed (`hack/setup test`) or cannot be started:
+    /// the tests cannot go on.
     pub fn shared() -> &'static Moto {
         SHARED.get_or_init(|| {
+            assert_installed();
             let name = format!("test-{}", std::process::id());
             let out = Command::new(hack_dir().join("moto"))
                 .args(["up", &name, "--owner-pid", &std::process::id().to_string()])
