@@ -316,6 +316,11 @@ impl Provider for AciProvider {
         <Aci as skylet_provider::Kind>::NAME
     }
 
+    fn csi_secret_attributes(&self) -> &'static [(&'static str, &'static str)] {
+        // the Azure Files driver names its account Secret in `secretName`
+        &[(translate::AZURE_FILE_CSI_DRIVER, "secretName")]
+    }
+
     fn configure_node(&self, node: &mut Node) {
         let c = &self.inner.config.capacity;
         let quota = self.state().quota.clone();

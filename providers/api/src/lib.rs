@@ -282,6 +282,15 @@ pub trait Provider: Send + Sync + 'static {
     /// status update, so it may change over time.
     fn configure_node(&self, node: &mut Node);
 
+    /// CSI drivers whose inline volumes name a Secret in a volume attribute,
+    /// as `(driver, attribute)` (the Azure Files driver's `secretName`): the
+    /// core resolves that Secret into [`ResolvedPod::volumes`] for backends
+    /// that mount such volumes themselves. `nodePublishSecretRef` is resolved
+    /// for every driver. The default names none.
+    fn csi_secret_attributes(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// Whether the backend is reachable; an error makes the node NotReady.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
