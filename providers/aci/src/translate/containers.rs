@@ -1,0 +1,481 @@
+//! Containers and init containers.
+//!
+//! `image`; `command` + `args` → `command` (ACI has a single argv: `args`
+//! without `command` would lose the image's entrypoint, so such a pod is
+//! refused with the field named); env in Kubernetes order, Secret-derived
+//! values as `secureValue`, never `value`; `ports` (TCP/UDP) → container
+//! ports (their union becomes the group's IP address, [`super::network`]);
+//! resources ([`super::resources`]) and liveness/readiness probes
+//! ([`super::probes`]); volume mounts (whole volumes only); security
+//! context (privileged, allowPrivilegeEscalation, capabilities,
+//! runAsUser/runAsGroup, pod-level defaults included). Init containers
+//! become `initContainers` (image, command, env, volume mounts, security
+//! context) and run in order. Container names must follow ARM's rule (no
+//! `--`, [`names::is_valid_name`]).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Container as KubeContainer, PodSpec, SecurityContext};
+use skylet_provider::{ProviderError, ResolvedPod, checks::unsupported};
+
+use super::{Settings, invalid, probes::probe, resources::resources};
+use crate::{
+    models::{
+        Container, ContainerNetworkProtocol, ContainerPort, ContainerProperties,
+        EnvironmentVariable, GpuSku, InitContainerDefinition, InitContainerPropertiesDefinition,
+        SecretString, SecurityContextCapabilitiesDefinition, SecurityContextDefinition,
+        VolumeMount,
+    },
+    names,
+};
+
+fn command(c: &KubeContainer, path: &str) -> Result<Vec<String>, ProviderError> {
+    let cmd = c.command.clone().unwrap_or_default();
+    let args = c.args.clone().unwrap_or_default();
+    if cmd.is_empty() && !args.is_empty() {
+        return Err(unsupported(format!(
+            "{path}.args: container {:?} sets args without command; ACI has a single command that replaces the image's entrypoint, \
+             so the args alone cannot be passed: set command to the image's entrypoint as well",
+            c.name
+        )));
+    }
+    Ok(cmd.into_iter().chain(args).collect())
+}
+
+fn check_container(c: &KubeContainer, path: &str) -> Result<(), ProviderError> {
+    if !names::is_valid_name(&c.name) {
+        return Err(unsupported(format!(
+            "{path}.name: {:?} is not a valid ACI container name (lowercase letters, digits and '-', no '--'); rename the container",
+            c.name
+        )));
+    }
+    if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        return Err(invalid(
+            "InvalidImageName",
+            format!("{path}.image: container {:?} has no image", c.name),
+        ));
+    }
+    if c.working_dir.as_deref().is_some_and(|w| !w.is_empty()) {
+        return Err(unsupported(format!(
+            "{path}.workingDir: ACI cannot set a container's working directory; set WORKDIR in the image, or cd in the command"
+        )));
+    }
+    if c.lifecycle
+        .as_ref()
+        .is_some_and(|l| l.post_start.is_some() || l.pre_stop.is_some() || l.stop_signal.is_some())
+    {
+        return Err(unsupported(format!(
+            "{path}.lifecycle: ACI runs no lifecycle hooks and sends no custom stop signal; remove them"
+        )));
+    }
+    if c.startup_probe.is_some() {
+        return Err(unsupported(format!(
+            "{path}.startupProbe: ACI has no startup probes; use initialDelaySeconds on the liveness probe"
+        )));
+    }
+    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported(format!(
+            "{path}.volumeDevices: ACI attaches no block devices; remove them"
+        )));
+    }
+    if c.resources
+        .as_ref()
+        .and_then(|r| r.claims.as_ref())
+        .is_some_and(|c| !c.is_empty())
+    {
+        return Err(unsupported(format!(
+            "{path}.resources.claims: ACI has no dynamic resource allocation; remove them"
+        )));
+    }
+    Ok(())
+}
+
+/// The container's environment: later entries win, the first position kept.
+fn environment(rp: &ResolvedPod, c: &KubeContainer) -> Vec<EnvironmentVariable> {
+    let mut env: Vec<EnvironmentVariable> = Vec::new();
+    for (name, v) in rp.env.get(&c.name).into_iter().flatten() {
+        let var = if v.secret {
+            EnvironmentVariable {
+                name: name.clone(),
+                secure_value: Some(SecretString::new(v.as_str())),
+                ..Default::default()
+            }
+        } else {
+            EnvironmentVariable {
+                name: name.clone(),
+                value: Some(v.as_str().into_owned()),
+                ..Default::default()
+            }
+        };
+        match env.iter_mut().find(|e| e.name == *name) {
+            Some(slot) => *slot = var,
+            None => env.push(var),
+        }
+    }
+    env
+}
+
+fn mounts(
+    c: &KubeContainer,
+    path: &str,
+    file_volumes: &BTreeSet<String>,
+) -> Result<Vec<VolumeMount>, ProviderError> {
+    let mut out = Vec::new();
+    for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            return Err(unsupported(format!(
+                "{path}.volumeMounts[{j}].subPath: ACI mounts whole volumes only; mount volume {:?} as a directory",
+                m.name
+            )));
+        }
+        let read_only = m
+            .read_only
+            .filter(|r| *r)
+            .or(file_volumes.contains(&m.name).then_some(true));
+        out.push(VolumeMount {
+            name: m.name.clone(),
+            mount_path: m.mount_path.clone(),
+            read_only,
+        });
+    }
+    Ok(out)
+}
+
+fn security_context(
+    c: Option<&SecurityContext>,
+    spec: &PodSpec,
+    path: &str,
+) -> Result<Option<SecurityContextDefinition>, ProviderError> {
+    let pod = spec.security_context.as_ref();
+    let int = |v: Option<i64>, field: &str| {
+        v.map(|v| {
+            i32::try_from(v).map_err(|_| {
+                unsupported(format!(
+                    "{path}.securityContext.{field}: {v} is out of range for ACI (32 bits)"
+                ))
+            })
+        })
+        .transpose()
+    };
+    let windows = c
+        .and_then(|c| c.windows_options.as_ref())
+        .or(pod.and_then(|p| p.windows_options.as_ref()));
+    if windows.and_then(|w| w.host_process) == Some(true) {
+        return Err(unsupported(format!(
+            "{path}.securityContext.windowsOptions.hostProcess: ACI has no host; remove it"
+        )));
+    }
+    let seccomp = c
+        .and_then(|c| c.seccomp_profile.as_ref())
+        .or(pod.and_then(|p| p.seccomp_profile.as_ref()));
+    if let Some(p) = seccomp.filter(|p| p.type_ != "RuntimeDefault") {
+        return Err(unsupported(format!(
+            "{path}.securityContext.seccompProfile: type {} cannot be expressed on ACI, which applies its default profile; use RuntimeDefault",
+            p.type_
+        )));
+    }
+    let capabilities =
+        c.and_then(|c| c.capabilities.as_ref())
+            .map(|caps| SecurityContextCapabilitiesDefinition {
+                add: caps.add.clone().unwrap_or_default(),
+                drop: caps.drop.clone().unwrap_or_default(),
+            });
+    let def = SecurityContextDefinition {
+        privileged: c.and_then(|c| c.privileged),
+        allow_privilege_escalation: c.and_then(|c| c.allow_privilege_escalation),
+        capabilities: capabilities.filter(|c| !c.add.is_empty() || !c.drop.is_empty()),
+        run_as_group: int(
+            c.and_then(|c| c.run_as_group)
+                .or(pod.and_then(|p| p.run_as_group)),
+            "runAsGroup",
+        )?,
+        run_as_user: int(
+            c.and_then(|c| c.run_as_user)
+                .or(pod.and_then(|p| p.run_as_user)),
+            "runAsUser",
+        )?,
+        seccomp_profile: None,
+    };
+    Ok((def != SecurityContextDefinition::default()).then_some(def))
+}
+
+pub(super) fn container(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    c: &KubeContainer,
+    path: &str,
+    file_volumes: &BTreeSet<String>,
+    gpu_sku: Option<&GpuSku>,
+    s: &Settings,
+) -> Result<Container, ProviderError> {
+    check_container(c, path)?;
+    let mut ports = Vec::new();
+    for (j, p) in c.ports.iter().flatten().enumerate() {
+        let protocol = match p.protocol.as_deref() {
+            None | Some("TCP") => ContainerNetworkProtocol::Tcp,
+            Some("UDP") => ContainerNetworkProtocol::Udp,
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "{path}.ports[{j}].protocol: {other} is not supported by ACI; use TCP or UDP"
+                )));
+            }
+        };
+        if p.host_port.is_some_and(|h| h != p.container_port) {
+            return Err(unsupported(format!(
+                "{path}.ports[{j}].hostPort: {} differs from containerPort {}; an ACI group exposes a port on its own address as is",
+                p.host_port.unwrap_or_default(),
+                p.container_port
+            )));
+        }
+        if !(1..=65535).contains(&p.container_port) {
+            return Err(unsupported(format!(
+                "{path}.ports[{j}].containerPort: {} is out of range",
+                p.container_port
+            )));
+        }
+        let port = ContainerPort {
+            protocol: Some(protocol),
+            port: p.container_port,
+        };
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    Ok(Container {
+        name: c.name.clone(),
+        properties: ContainerProperties {
+            image: c.image.clone().unwrap_or_default(),
+            command: command(c, path)?,
+            ports,
+            environment_variables: environment(rp, c),
+            resources: resources(c.resources.as_ref(), path, gpu_sku, s)?,
+            volume_mounts: mounts(c, path, file_volumes)?,
+            liveness_probe: c
+                .liveness_probe
+                .as_ref()
+                .map(|p| probe(p, &format!("{path}.livenessProbe"), c))
+                .transpose()?,
+            readiness_probe: c
+                .readiness_probe
+                .as_ref()
+                .map(|p| probe(p, &format!("{path}.readinessProbe"), c))
+                .transpose()?,
+            security_context: security_context(c.security_context.as_ref(), spec, path)?,
+            ..Default::default()
+        },
+    })
+}
+
+pub(super) fn init_container(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    c: &KubeContainer,
+    path: &str,
+    file_volumes: &BTreeSet<String>,
+) -> Result<InitContainerDefinition, ProviderError> {
+    check_container(c, path)?;
+    if c.restart_policy.as_deref() == Some("Always") {
+        return Err(unsupported(format!(
+            "{path}.restartPolicy: {:?} is a sidecar container, which ACI does not have (its init containers run to completion); \
+             move it to spec.containers",
+            c.name
+        )));
+    }
+    // probes and ports of init containers mean nothing to Kubernetes
+    // either; resources: ACI runs init containers within the group's
+    Ok(InitContainerDefinition {
+        name: c.name.clone(),
+        properties: InitContainerPropertiesDefinition {
+            image: c.image.clone(),
+            command: command(c, path)?,
+            environment_variables: environment(rp, c),
+            volume_mounts: mounts(c, path, file_volumes)?,
+            security_context: security_context(c.security_context.as_ref(), spec, path)?,
+            ..Default::default()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use skylet_provider::Value;
+
+    use super::super::{
+        container_group,
+        fixtures::{group, one, pod, refusal, settings},
+    };
+    use crate::models::{EmptyDir, HttpHeader, Scheme};
+
+    #[test]
+    fn args_without_command_and_other_container_fields_are_refused_by_name() {
+        for (c, needle) in [
+            (
+                json!({"name": "a", "image": "i", "args": ["x"]}),
+                "spec.containers[0].args",
+            ),
+            (
+                json!({"name": "a", "image": "i", "workingDir": "/app"}),
+                "spec.containers[0].workingDir",
+            ),
+            (
+                json!({"name": "a--b", "image": "i"}),
+                "spec.containers[0].name",
+            ),
+            (
+                json!({"name": "a", "image": "i", "ports": [{"containerPort": 9, "protocol": "SCTP"}]}),
+                "spec.containers[0].ports[0].protocol",
+            ),
+            (
+                json!({"name": "a", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080}]}),
+                "spec.containers[0].ports[0].hostPort",
+            ),
+            (
+                json!({"name": "a", "image": "i", "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}}}),
+                "spec.containers[0].lifecycle",
+            ),
+            (
+                json!({"name": "a", "image": "i", "startupProbe": {"exec": {"command": ["true"]}}}),
+                "spec.containers[0].startupProbe",
+            ),
+            (
+                json!({"name": "a", "image": "i", "livenessProbe": {"tcpSocket": {"port": 80}}}),
+                "spec.containers[0].livenessProbe.tcpSocket",
+            ),
+            (
+                json!({"name": "a", "image": "i", "readinessProbe": {"grpc": {"port": 80}}}),
+                "spec.containers[0].readinessProbe.grpc",
+            ),
+            (
+                json!({"name": "a", "image": "i", "readinessProbe": {"httpGet": {"port": "web"}}}),
+                "spec.containers[0].readinessProbe.httpGet.port",
+            ),
+            (
+                json!({"name": "a", "image": "i", "readinessProbe": {"httpGet": {"port": 80, "host": "x"}}}),
+                "httpGet.host",
+            ),
+            (
+                json!({"name": "a", "image": "i", "resources": {"limits": {"example.com/fpga": "1"}}}),
+                "resources.limits[example.com/fpga]",
+            ),
+            (
+                json!({"name": "a", "image": "i", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+                "seccompProfile",
+            ),
+        ] {
+            let (reason, message) = refusal(container_group(&one(c.clone()), &settings()));
+            assert_eq!(reason, "UnsupportedPodSpec", "{c}");
+            assert!(message.contains(needle), "{needle} not in {message}");
+        }
+        let (reason, message) = refusal(container_group(&one(json!({"name": "a"})), &settings()));
+        assert_eq!(reason, "InvalidImageName");
+        assert!(message.contains("spec.containers[0].image"));
+        let (reason, message) = refusal(container_group(
+            &one(json!({"name": "a", "image": "i", "resources": {"requests": {"cpu": "lots"}}})),
+            &settings(),
+        ));
+        assert_eq!(reason, "InvalidResources");
+        assert!(message.contains("\"lots\" is not a quantity"), "{message}");
+    }
+
+    #[test]
+    fn probes_security_context_and_init_containers() {
+        let mut rp = pod(json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000},
+            "initContainers": [{"name": "migrate", "image": "app", "command": ["migrate"], "args": ["up"],
+                                "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]}],
+            "containers": [{"name": "web", "image": "app", "ports": [{"name": "http", "containerPort": 8080}],
+                "securityContext": {"runAsUser": 1, "allowPrivilegeEscalation": false, "privileged": false,
+                                    "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                                    "seccompProfile": {"type": "RuntimeDefault"}, "readOnlyRootFilesystem": true},
+                "livenessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}, "initialDelaySeconds": 5, "periodSeconds": 10,
+                                  "failureThreshold": 3, "successThreshold": 1, "timeoutSeconds": 2},
+                "readinessProbe": {"httpGet": {"port": "http", "path": "/ready", "scheme": "HTTPS",
+                                               "httpHeaders": [{"name": "X-Probe", "value": "1"}]}},
+                "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]}],
+            "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]}));
+        rp.env.insert(
+            "migrate".into(),
+            vec![("DB".into(), Value::secret("postgres://u:pw@db"))],
+        );
+        let g = group(&rp);
+        let web = &g.properties.containers[0].properties;
+        let live = web.liveness_probe.as_ref().unwrap();
+        assert_eq!(live.exec.as_ref().unwrap().command, ["cat", "/tmp/ok"]);
+        assert_eq!(
+            (
+                live.initial_delay_seconds,
+                live.period_seconds,
+                live.failure_threshold,
+                live.success_threshold,
+                live.timeout_seconds
+            ),
+            (Some(5), Some(10), Some(3), Some(1), Some(2))
+        );
+        let ready = web
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ready.port, ready.path.as_deref(), ready.scheme.clone()),
+            (8080, Some("/ready"), Some(Scheme::Https)),
+            "named port resolved"
+        );
+        assert_eq!(
+            ready.http_headers,
+            [HttpHeader {
+                name: Some("X-Probe".into()),
+                value: Some("1".into())
+            }]
+        );
+        let sc = web.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.run_as_user, sc.run_as_group),
+            (Some(1), Some(3000)),
+            "container wins, pod fills in"
+        );
+        assert_eq!(
+            (sc.privileged, sc.allow_privilege_escalation),
+            (Some(false), Some(false))
+        );
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(
+            (caps.add.as_slice(), caps.drop.as_slice()),
+            (
+                &["NET_BIND_SERVICE".to_owned()][..],
+                &["ALL".to_owned()][..]
+            )
+        );
+        assert_eq!(sc.seccomp_profile, None, "RuntimeDefault is ACI's default");
+        let init = &g.properties.init_containers[0];
+        assert_eq!(init.name, "migrate");
+        assert_eq!(init.properties.image.as_deref(), Some("app"));
+        assert_eq!(init.properties.command, ["migrate", "up"]);
+        assert!(
+            init.properties.environment_variables[0]
+                .secure_value
+                .is_some()
+                && init.properties.environment_variables[0].value.is_none()
+        );
+        assert_eq!(init.properties.volume_mounts[0].mount_path, "/tmp");
+        assert_eq!(
+            init.properties
+                .security_context
+                .as_ref()
+                .unwrap()
+                .run_as_user,
+            Some(1000),
+            "pod-level default"
+        );
+        assert_eq!(g.properties.volumes[0].empty_dir, Some(EmptyDir {}));
+        assert_eq!(
+            g.properties.ip_address.as_ref().unwrap().ports[0].port,
+            8080
+        );
+    }
+}
