@@ -65,11 +65,14 @@ use aws_sdk_ecs::types::{
     MountPoint, PortMapping, Secret, TransportProtocol, Volume,
 };
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Container, PodSpec, Volume as KubeVolume};
+use k8s_openapi::{
+    api::core::v1::{Container, PodSpec, Volume as KubeVolume},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use ring::hmac;
 use serde::Serialize;
 use skylet_provider::{
-    ProviderError, ResolvedPod,
+    ProviderError, ResolvedPod, Value, VolumeFile,
     checks::{self, unsupported},
     quantity::Quantity,
 };
@@ -264,6 +267,14 @@ fn invalid(reason: &str, message: impl Into<String>) -> ProviderError {
 
 /// Derives the plan for `rp`. `secret_key` keys the HMAC of secret values.
 ///
+/// One step after another, each a function of its own: pod-level checks
+/// and settings (`pod_options`), volumes and the files container
+/// (`volume_layout`), images (`check_images`), containers (`containers`),
+/// the Fargate size (`Needs::size`), per-pod environment that fits into
+/// RunTask (`fit_overrides`), the secret (`secret_payload`), the template
+/// key (`template_key`) and the tags (`tags`). A pod with several problems
+/// fails on the first in that order.
+///
 /// # Errors
 /// [`ProviderError::InvalidPod`] for a pod ECS/Fargate cannot run, with a
 /// reason and a message that says what to change.
@@ -272,91 +283,285 @@ pub fn plan(
     settings: &Settings,
     secret_key: &hmac::Key,
 ) -> Result<Plan, ProviderError> {
-    let pod = &rp.pod;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let meta = &pod.metadata;
+    let spec = rp.pod.spec.clone().unwrap_or_default();
+    let meta = &rp.pod.metadata;
+    let options = pod_options(meta, &spec, settings)?;
+    let mut values = PodValues::default();
+    let (layout, files) = volume_layout(rp, &spec, settings.service_account_token, &mut values)?;
+    check_images(&spec)?;
+    let ctx = Ctx {
+        rp,
+        spec: &spec,
+        volumes: &layout,
+        stop_timeout: options.stop_timeout,
+    };
+    let files = files.into_spec(&settings.files_image, options.stop_timeout);
+    let (mut containers, needs) = containers(&ctx, files, &mut values)?;
+    let size = needs.size()?;
+    cap_memory_limits(&mut containers, size.memory);
     let namespace = meta.namespace.clone().unwrap_or_default();
-    let annotations = meta.annotations.clone().unwrap_or_default();
-    checks::refuse_host_namespaces(&spec, "Fargate tasks")?;
-
-    let task_role_arn = match annotations.get(ANNOTATION_TASK_ROLE) {
-        Some(a) if a.starts_with("arn:") => Some(a.clone()),
-        Some(a) => {
-            return Err(invalid(
-                "InvalidTaskRole",
-                format!(
-                    "annotation {ANNOTATION_TASK_ROLE}={a:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-                ),
-            ));
-        }
-        None => settings.task_role_arn.clone(),
+    let mut task = TaskSpec {
+        cpu: size.cpu,
+        memory: size.memory,
+        ephemeral_gib: size.ephemeral_gib,
+        task_role_arn: options.task_role_arn,
+        execution_role_arn: settings.execution_role_arn.clone(),
+        volumes: layout.volumes,
+        containers,
+        log: (
+            settings.log_group.clone(),
+            settings.region.clone(),
+            namespace,
+        ),
     };
-    let spot = match annotations.get(ANNOTATION_CAPACITY).map(String::as_str) {
-        None | Some("on-demand") => false,
-        Some("spot") => true,
-        Some(other) => {
-            return Err(invalid(
-                "InvalidCapacity",
-                format!(
-                    "annotation {ANNOTATION_CAPACITY}={other:?}: use \"spot\" (FARGATE_SPOT) or \"on-demand\" (FARGATE)"
-                ),
-            ));
-        }
-    };
+    let overrides = fit_overrides(&mut task, values.overrides);
+    let secret = secret_payload(values.secret)?;
+    let key = template_key(&task, secret.as_ref(), secret_key);
+    Ok(Plan {
+        family: format!("{}{key}", settings.family_prefix),
+        key,
+        task,
+        secret,
+        overrides,
+        spot: options.spot,
+        tags: tags(meta, &settings.node),
+    })
+}
 
-    let mut secret = BTreeMap::new();
-    let mut overrides: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+// ---- pod-level checks and settings ----
+
+/// What the pod as a whole asks of its task.
+#[derive(Debug, PartialEq, Eq)]
+struct PodOptions {
+    /// The task role: the pod's annotation, else the default.
+    task_role_arn: Option<String>,
+    /// Run on FARGATE_SPOT.
+    spot: bool,
+    /// Every container's stop timeout.
+    stop_timeout: u32,
+}
+
+/// Pod-level checks and settings, before any container: no host
+/// namespaces, the task role and capacity annotations, the stop timeout.
+fn pod_options(
+    meta: &ObjectMeta,
+    spec: &PodSpec,
+    settings: &Settings,
+) -> Result<PodOptions, ProviderError> {
+    checks::refuse_host_namespaces(spec, "Fargate tasks")?;
+    let annotation = |name: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .map(String::as_str)
+    };
+    Ok(PodOptions {
+        task_role_arn: task_role(annotation(ANNOTATION_TASK_ROLE), settings)?,
+        spot: spot(annotation(ANNOTATION_CAPACITY))?,
+        stop_timeout: stop_timeout(spec),
+    })
+}
+
+/// The task role: the annotation when it is an ARN, the default without one.
+fn task_role(
+    annotation: Option<&str>,
+    settings: &Settings,
+) -> Result<Option<String>, ProviderError> {
+    match annotation {
+        Some(a) if a.starts_with("arn:") => Ok(Some(a.to_owned())),
+        Some(a) => Err(invalid(
+            "InvalidTaskRole",
+            format!(
+                "annotation {ANNOTATION_TASK_ROLE}={a:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            ),
+        )),
+        None => Ok(settings.task_role_arn.clone()),
+    }
+}
+
+/// Whether the capacity annotation asks for FARGATE_SPOT.
+fn spot(annotation: Option<&str>) -> Result<bool, ProviderError> {
+    match annotation {
+        None | Some("on-demand") => Ok(false),
+        Some("spot") => Ok(true),
+        Some(other) => Err(invalid(
+            "InvalidCapacity",
+            format!(
+                "annotation {ANNOTATION_CAPACITY}={other:?}: use \"spot\" (FARGATE_SPOT) or \"on-demand\" (FARGATE)"
+            ),
+        )),
+    }
+}
+
+/// `terminationGracePeriodSeconds` (30 by default) within
+/// 2..=[`MAX_STOP_TIMEOUT`].
+fn stop_timeout(spec: &PodSpec) -> u32 {
     // at least 2 s: ECS documents no minimum, and a kill without any
     // SIGTERM window gains nothing on Fargate
-    let stop_timeout = u32::try_from(
+    u32::try_from(
         spec.termination_grace_period_seconds
             .unwrap_or(30)
             .clamp(2, i64::from(MAX_STOP_TIMEOUT)),
     )
-    .unwrap_or(MAX_STOP_TIMEOUT);
+    .unwrap_or(MAX_STOP_TIMEOUT)
+}
 
-    // volumes
-    // ECS volumes are named by position: Kubernetes names can differ
-    // between replicas (`kube-api-access-<random>`)
-    let mut volumes = Vec::new();
-    let mut volume_names = BTreeMap::new();
-    let mut file_volumes = BTreeSet::new();
+/// The task's tags: the pod's UID, namespace and name, and the node.
+fn tags(meta: &ObjectMeta, node: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            names::TAG_POD_UID.to_owned(),
+            meta.uid.clone().unwrap_or_default(),
+        ),
+        (
+            names::TAG_POD_NAMESPACE.to_owned(),
+            meta.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            names::TAG_POD_NAME.to_owned(),
+            meta.name.clone().unwrap_or_default(),
+        ),
+        (names::TAG_NODE.to_owned(), node.to_owned()),
+    ]
+}
+
+// ---- per-pod values: the secret and the overrides ----
+
+/// What differs between pods of one template, gathered while containers
+/// and volumes are translated.
+#[derive(Debug, Default)]
+struct PodValues {
+    /// Secret values by JSON key (the [`SecretPayload`]).
+    secret: BTreeMap<String, String>,
+    /// Per-pod environment by ECS container name (RunTask overrides).
+    overrides: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl PodValues {
+    /// Stores a secret value under `key`.
+    fn secret(&mut self, key: String, value: String) {
+        self.secret.insert(key, value);
+    }
+
+    /// Adds variable `name` to the overrides of `container`.
+    fn per_pod(&mut self, container: &str, name: String, value: String) {
+        self.overrides
+            .entry(container.to_owned())
+            .or_default()
+            .push((name, value));
+    }
+}
+
+/// The overrides RunTask gets. Per-pod environment that does not fit into
+/// them ([`OVERRIDES_LIMIT`]) goes into the task definition instead, which
+/// then serves this pod alone.
+fn fit_overrides(
+    task: &mut TaskSpec,
+    overrides: BTreeMap<String, Vec<(String, String)>>,
+) -> Vec<(String, Vec<(String, String)>)> {
+    if overrides_size(&overrides) <= OVERRIDES_LIMIT {
+        return overrides.into_iter().collect();
+    }
+    for (name, env) in overrides {
+        if let Some(c) = task.containers.iter_mut().find(|c| c.name == name) {
+            c.environment.extend(env);
+        }
+    }
+    Vec::new()
+}
+
+/// About the size of the overrides' JSON.
+fn overrides_size(overrides: &BTreeMap<String, Vec<(String, String)>>) -> usize {
+    overrides
+        .iter()
+        .map(|(c, env)| {
+            c.len()
+                + 40
+                + env
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 30)
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+/// The pod's secret values as one document, `None` without any.
+///
+/// # Errors
+/// `SecretTooLarge` past what Secrets Manager stores ([`SECRET_LIMIT`]).
+fn secret_payload(
+    secret: BTreeMap<String, String>,
+) -> Result<Option<SecretPayload>, ProviderError> {
+    let payload = SecretPayload(secret);
+    if payload.to_json().len() > SECRET_LIMIT {
+        return Err(invalid(
+            "SecretTooLarge",
+            format!(
+                "the pod's Secret-derived environment and files add up to more than {SECRET_LIMIT} bytes, the Secrets Manager limit"
+            ),
+        ));
+    }
+    Ok((!payload.is_empty()).then_some(payload))
+}
+
+/// The template hash: of the task definition and, through an HMAC keyed
+/// by `secret_key`, of the secret values.
+fn template_key(task: &TaskSpec, secret: Option<&SecretPayload>, secret_key: &hmac::Key) -> String {
+    let mut hashed = serde_json::to_vec(task).unwrap_or_default();
+    if let Some(payload) = secret {
+        let tag = hmac::sign(secret_key, payload.to_json().as_bytes());
+        hashed.extend_from_slice(b"|secret:");
+        hashed.extend_from_slice(tag.as_ref());
+    }
+    names::short_hash(&hashed)
+}
+
+// ---- volumes and the files container ----
+
+/// How the pod's volumes map to task volumes.
+#[derive(Debug, Default)]
+struct VolumeLayout {
+    /// Task volumes, named by position (`v0`, `v1`, ...): Kubernetes names
+    /// can differ between replicas (`kube-api-access-<random>`).
+    volumes: Vec<String>,
+    /// Task volume by Kubernetes volume name.
+    names: BTreeMap<String, String>,
+    /// Task volumes the files container fills (mounted read-only).
+    files: BTreeSet<String>,
+}
+
+/// The task volume of the pod's volume at `index`.
+fn task_volume(index: usize) -> String {
+    format!("v{index}")
+}
+
+/// The task volumes of the pod, and the files container that fills those
+/// holding files (configMap, secret, downwardAPI, projected).
+///
+/// # Errors
+/// `UnsupportedVolume` for any other kind than these and emptyDir.
+fn volume_layout(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    token: ServiceAccountToken,
+    values: &mut PodValues,
+) -> Result<(VolumeLayout, FilesContainer), ProviderError> {
+    let mut layout = VolumeLayout::default();
     let mut files = FilesContainer::default();
     for (vi, v) in spec.volumes.iter().flatten().enumerate() {
-        let ecs_volume = format!("v{vi}");
-        volume_names.insert(v.name.clone(), ecs_volume.clone());
+        let ecs_volume = task_volume(vi);
+        layout.names.insert(v.name.clone(), ecs_volume.clone());
         match volume_kind(v) {
-            VolumeKind::EmptyDir => volumes.push(ecs_volume),
+            VolumeKind::EmptyDir => {}
             VolumeKind::Files { per_pod, tokens } => {
-                volumes.push(ecs_volume.clone());
-                file_volumes.insert(ecs_volume.clone());
+                layout.files.insert(ecs_volume.clone());
                 files.volumes.push(ecs_volume.clone());
+                // numbered before tokens are left out: names stay put
                 for (fi, f) in rp.volumes.get(&v.name).into_iter().flatten().enumerate() {
-                    if tokens.contains(&f.path)
-                        && settings.service_account_token == ServiceAccountToken::Omit
-                    {
+                    if tokens.contains(&f.path) && token == ServiceAccountToken::Omit {
                         continue;
                     }
-                    let var = format!("SKYLET_F{vi}_{fi}");
-                    let content = base64::engine::general_purpose::STANDARD.encode(&f.value.data);
-                    if f.value.secret {
-                        let key = format!("f{vi}.{fi}");
-                        secret.insert(key.clone(), content);
-                        files.secrets.push((var.clone(), key));
-                    } else if per_pod
-                        .iter()
-                        .any(|p| f.path == *p || f.path.starts_with(&format!("{p}/")))
-                    {
-                        overrides
-                            .entry(FILES_CONTAINER.to_owned())
-                            .or_default()
-                            .push((var.clone(), content));
-                    } else {
-                        files.environment.push((var.clone(), content));
-                    }
-                    files
-                        .script
-                        .push(file_command(&files_dir(&ecs_volume), &f.path, f.mode, &var));
+                    files.add_file((vi, fi), f, is_under(&f.path, &per_pod), values);
                 }
             }
             VolumeKind::Other(kind) => {
@@ -369,194 +574,16 @@ pub fn plan(
                 ));
             }
         }
+        layout.volumes.push(ecs_volume);
     }
+    Ok((layout, files))
+}
 
-    let app = &spec.containers;
-    let init = spec.init_containers.clone().unwrap_or_default();
-    let mut names_seen = BTreeSet::new();
-    for c in app.iter().chain(&init) {
-        if c.image.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(
-                "InvalidImageName",
-                format!("container {:?} has no image", c.name),
-            ));
-        }
-        names_seen.insert(c.name.clone());
-    }
-
-    // the chain containers depend on: files, then each init container
-    let mut prev: Option<(String, &'static str)> =
-        (!files.volumes.is_empty()).then(|| (FILES_CONTAINER.to_owned(), "SUCCESS"));
-    let mut containers = Vec::new();
-    let mut init_specs = Vec::new();
-    let mut sum_cpu: u64 = 0;
-    let mut sum_mem: u64 = 0;
-    let mut max_init_cpu: u64 = 0;
-    let mut max_init_mem: u64 = 0;
-    let mut sum_reservations: u64 = 0;
-    let mut eph_app: u64 = 0;
-    let mut eph_init: u64 = 0;
-    for c in &init {
-        let sidecar = c.restart_policy.as_deref() == Some("Always");
-        let name = names::ecs_container(&c.name, true);
-        let res = Resources::of(c)?;
-        let mut cs = container_spec(
-            c,
-            &name,
-            rp,
-            &spec,
-            (&volume_names, &file_volumes),
-            stop_timeout,
-            &mut secret,
-            &mut overrides,
-        )?;
-        cs.essential = false;
-        cs.depends_on = prev.iter().cloned().collect();
-        cs.memory_reservation = DEFAULT_RESERVATION_MIB;
-        cs.memory = res.memory_limit_mib.map(|m| m.max(DEFAULT_RESERVATION_MIB));
-        if sidecar {
-            cs.restart = Some(Vec::new());
-            cs.cpu = res.cpu_units();
-            sum_cpu += u64::from(res.cpu_units().unwrap_or(0));
-            sum_mem += res.memory_mib();
-            cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
-            eph_app += res.ephemeral_bytes;
-        } else {
-            max_init_cpu = max_init_cpu.max(u64::from(res.cpu_units().unwrap_or(0)));
-            max_init_mem = max_init_mem.max(res.memory_mib());
-            eph_init = eph_init.max(res.ephemeral_bytes);
-        }
-        sum_reservations += u64::from(cs.memory_reservation);
-        prev = Some((name, if sidecar { "START" } else { "SUCCESS" }));
-        init_specs.push(cs);
-    }
-    let restart = match spec.restart_policy.as_deref() {
-        None | Some("Always") => Some(Vec::new()),
-        Some("OnFailure") => Some(vec![0]),
-        _ => None,
-    };
-    for c in app {
-        let res = Resources::of(c)?;
-        let mut cs = container_spec(
-            c,
-            &c.name,
-            rp,
-            &spec,
-            (&volume_names, &file_volumes),
-            stop_timeout,
-            &mut secret,
-            &mut overrides,
-        )?;
-        cs.essential = true;
-        cs.depends_on = prev.iter().cloned().collect();
-        cs.cpu = res.cpu_units();
-        cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
-        cs.memory = res.memory_limit_mib.map(|m| m.max(cs.memory_reservation));
-        cs.restart = restart.clone();
-        sum_cpu += u64::from(res.cpu_units().unwrap_or(0));
-        sum_mem += res.memory_mib();
-        sum_reservations += u64::from(cs.memory_reservation);
-        eph_app += res.ephemeral_bytes;
-        containers.push(cs);
-    }
-    if !files.volumes.is_empty() {
-        sum_reservations += u64::from(DEFAULT_RESERVATION_MIB);
-        containers.push(files.into_spec(&settings.files_image, stop_timeout));
-    }
-    containers.extend(init_specs);
-
-    let need_cpu = sum_cpu.max(max_init_cpu);
-    let need_mem = sum_mem.max(max_init_mem).max(sum_reservations);
-    let (cpu, memory) = fargate_size(need_cpu, need_mem)?;
-    for c in &mut containers {
-        if let Some(m) = c.memory.as_mut() {
-            *m = (*m).min(memory);
-        }
-    }
-    let eph_gib = eph_app.max(eph_init).div_ceil(1 << 30);
-    if eph_gib > EPHEMERAL_MAX_GIB {
-        return Err(invalid(
-            "ResourcesTooLarge",
-            format!(
-                "the pod requests {eph_gib} GiB of ephemeral storage; Fargate tasks have at most {EPHEMERAL_MAX_GIB} GiB"
-            ),
-        ));
-    }
-
-    let mut task = TaskSpec {
-        cpu,
-        memory,
-        ephemeral_gib: (eph_gib > EPHEMERAL_DEFAULT_GIB)
-            .then(|| u32::try_from(eph_gib).unwrap_or(200)),
-        task_role_arn,
-        execution_role_arn: settings.execution_role_arn.clone(),
-        volumes,
-        containers,
-        log: (
-            settings.log_group.clone(),
-            settings.region.clone(),
-            namespace.clone(),
-        ),
-    };
-
-    // per-pod environment that does not fit into overrides goes into the
-    // task definition (which then serves this pod alone)
-    let size: usize = overrides
+/// Whether `path` is one of `paths` or inside one of them.
+fn is_under(path: &str, paths: &[String]) -> bool {
+    paths
         .iter()
-        .map(|(c, env)| {
-            c.len()
-                + 40
-                + env
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 30)
-                    .sum::<usize>()
-        })
-        .sum();
-    if size > OVERRIDES_LIMIT {
-        for (cname, env) in std::mem::take(&mut overrides) {
-            if let Some(c) = task.containers.iter_mut().find(|c| c.name == cname) {
-                c.environment.extend(env);
-            }
-        }
-    }
-
-    let payload = SecretPayload(secret);
-    if payload.to_json().len() > SECRET_LIMIT {
-        return Err(invalid(
-            "SecretTooLarge",
-            format!(
-                "the pod's Secret-derived environment and files add up to more than {SECRET_LIMIT} bytes, the Secrets Manager limit"
-            ),
-        ));
-    }
-    let mut hashed = serde_json::to_vec(&task).unwrap_or_default();
-    if !payload.is_empty() {
-        let tag = hmac::sign(secret_key, payload.to_json().as_bytes());
-        hashed.extend_from_slice(b"|secret:");
-        hashed.extend_from_slice(tag.as_ref());
-    }
-    let key = names::short_hash(&hashed);
-    let tags = vec![
-        (
-            names::TAG_POD_UID.to_owned(),
-            meta.uid.clone().unwrap_or_default(),
-        ),
-        (names::TAG_POD_NAMESPACE.to_owned(), namespace),
-        (
-            names::TAG_POD_NAME.to_owned(),
-            meta.name.clone().unwrap_or_default(),
-        ),
-        (names::TAG_NODE.to_owned(), settings.node.clone()),
-    ];
-    Ok(Plan {
-        family: format!("{}{key}", settings.family_prefix),
-        key,
-        task,
-        secret: (!payload.is_empty()).then_some(payload),
-        overrides: overrides.into_iter().collect(),
-        spot,
-        tags,
-    })
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 enum VolumeKind {
@@ -615,6 +642,7 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The `sh` line that writes `path` under `dir` from base64 variable `var`.
 fn file_command(dir: &str, path: &str, mode: u32, var: &str) -> String {
     let target = format!("{dir}/{path}");
     let parent = target
@@ -627,16 +655,55 @@ fn file_command(dir: &str, path: &str, mode: u32, var: &str) -> String {
     )
 }
 
-#[derive(Default)]
+/// The files container under construction.
+#[derive(Debug, Default)]
 struct FilesContainer {
+    /// Task volumes it fills.
     volumes: Vec<String>,
+    /// Files' contents that every pod of the template shares.
     environment: Vec<(String, String)>,
+    /// Secret files: variable and JSON key of the pod's secret.
     secrets: Vec<(String, String)>,
+    /// One `sh` line per file.
     script: Vec<String>,
 }
 
 impl FilesContainer {
-    fn into_spec(self, image: &str, stop_timeout: u32) -> ContainerSpec {
+    /// Adds file `fi` of the pod's volume `vi`: its content, base64-encoded,
+    /// goes in variable `SKYLET_F<vi>_<fi>` from the pod's secret (a secret
+    /// value), an override (`per_pod`) or the task definition, and a script
+    /// line writes it into place.
+    fn add_file(
+        &mut self,
+        (vi, fi): (usize, usize),
+        f: &VolumeFile,
+        per_pod: bool,
+        values: &mut PodValues,
+    ) {
+        let var = format!("SKYLET_F{vi}_{fi}");
+        let content = base64::engine::general_purpose::STANDARD.encode(&f.value.data);
+        if f.value.secret {
+            let key = format!("f{vi}.{fi}");
+            values.secret(key.clone(), content);
+            self.secrets.push((var.clone(), key));
+        } else if per_pod {
+            values.per_pod(FILES_CONTAINER, var.clone(), content);
+        } else {
+            self.environment.push((var.clone(), content));
+        }
+        self.script.push(file_command(
+            &files_dir(&task_volume(vi)),
+            &f.path,
+            f.mode,
+            &var,
+        ));
+    }
+
+    /// The container, `None` when no volume holds files.
+    fn into_spec(self, image: &str, stop_timeout: u32) -> Option<ContainerSpec> {
+        if self.volumes.is_empty() {
+            return None;
+        }
         let mut script = vec!["set -e".to_owned()];
         script.extend(
             self.volumes
@@ -644,7 +711,7 @@ impl FilesContainer {
                 .map(|v| format!("mkdir -p {}", sh_quote(&files_dir(v)))),
         );
         script.extend(self.script);
-        ContainerSpec {
+        Some(ContainerSpec {
             name: FILES_CONTAINER.into(),
             image: image.into(),
             essential: false,
@@ -669,8 +736,240 @@ impl FilesContainer {
             restart: None,
             interactive: false,
             tty: false,
+        })
+    }
+}
+
+// ---- containers ----
+
+/// What translating a container reads besides the container.
+struct Ctx<'a> {
+    rp: &'a ResolvedPod,
+    spec: &'a PodSpec,
+    volumes: &'a VolumeLayout,
+    stop_timeout: u32,
+}
+
+/// Every container has an image.
+///
+/// # Errors
+/// `InvalidImageName` naming the first container without one.
+fn check_images(spec: &PodSpec) -> Result<(), ProviderError> {
+    let init = spec.init_containers.iter().flatten();
+    match spec
+        .containers
+        .iter()
+        .chain(init)
+        .find(|c| c.image.as_deref().is_none_or(str::is_empty))
+    {
+        Some(c) => Err(invalid(
+            "InvalidImageName",
+            format!("container {:?} has no image", c.name),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The task's containers, app containers first, then the files container
+/// (`files`), then init containers; and what they need of the task.
+/// Containers start in a chain: the files container, each init container
+/// in turn, then the app containers.
+fn containers(
+    ctx: &Ctx<'_>,
+    files: Option<ContainerSpec>,
+    values: &mut PodValues,
+) -> Result<(Vec<ContainerSpec>, Needs), ProviderError> {
+    let mut needs = Needs::default();
+    let mut after = files.as_ref().map(|f| (f.name.clone(), "SUCCESS"));
+    let mut init = Vec::new();
+    for c in ctx.spec.init_containers.iter().flatten() {
+        let sidecar = c.restart_policy.as_deref() == Some("Always");
+        let (cs, res) = init_container(ctx, c, sidecar, after.take(), values)?;
+        if sidecar {
+            needs.running(&res, cs.memory_reservation);
+        } else {
+            needs.init(&res, cs.memory_reservation);
+        }
+        after = Some((cs.name.clone(), if sidecar { "START" } else { "SUCCESS" }));
+        init.push(cs);
+    }
+    let mut out = Vec::new();
+    for c in &ctx.spec.containers {
+        let (cs, res) = app_container(ctx, c, after.clone(), values)?;
+        needs.running(&res, cs.memory_reservation);
+        out.push(cs);
+    }
+    if let Some(f) = files {
+        needs.reserve(f.memory_reservation);
+        out.push(f);
+    }
+    out.extend(init);
+    Ok((out, needs))
+}
+
+/// An init container: `init_<name>`, not essential, started `after` the
+/// previous one. A sidecar (`restartPolicy: Always`) restarts and has its
+/// CPU and memory reserved; the others run alone and reserve the minimum.
+fn init_container(
+    ctx: &Ctx<'_>,
+    c: &Container,
+    sidecar: bool,
+    after: Option<(String, &'static str)>,
+    values: &mut PodValues,
+) -> Result<(ContainerSpec, Resources), ProviderError> {
+    let res = Resources::of(c)?;
+    let mut cs = container_spec(ctx, c, &names::ecs_container(&c.name, true), values)?;
+    cs.essential = false;
+    cs.depends_on = after.into_iter().collect();
+    cs.memory_reservation = DEFAULT_RESERVATION_MIB;
+    cs.memory = res.memory_limit_mib.map(|m| m.max(DEFAULT_RESERVATION_MIB));
+    if sidecar {
+        cs.restart = Some(Vec::new());
+        cs.cpu = res.cpu_units();
+        cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
+    }
+    Ok((cs, res))
+}
+
+/// An app container: essential, started `after` the last init container,
+/// with the pod's restart policy and its own CPU and memory.
+fn app_container(
+    ctx: &Ctx<'_>,
+    c: &Container,
+    after: Option<(String, &'static str)>,
+    values: &mut PodValues,
+) -> Result<(ContainerSpec, Resources), ProviderError> {
+    let res = Resources::of(c)?;
+    let mut cs = container_spec(ctx, c, &c.name, values)?;
+    cs.essential = true;
+    cs.depends_on = after.into_iter().collect();
+    cs.cpu = res.cpu_units();
+    cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
+    cs.memory = res.memory_limit_mib.map(|m| m.max(cs.memory_reservation));
+    cs.restart = restart_policy(ctx.spec);
+    Ok((cs, res))
+}
+
+/// The ECS restart policy of app containers: `None` (never) or the exit
+/// codes that do not restart.
+fn restart_policy(spec: &PodSpec) -> Option<Vec<i32>> {
+    match spec.restart_policy.as_deref() {
+        None | Some("Always") => Some(Vec::new()),
+        Some("OnFailure") => Some(vec![0]),
+        _ => None,
+    }
+}
+
+/// What every container shares: image, command, user, environment, ports,
+/// mounts; essential, without resources, restart or dependencies (the
+/// caller sets those).
+///
+/// # Errors
+/// `UnsupportedPodSpec` for a privileged container, a port or a mount
+/// Fargate cannot have.
+fn container_spec(
+    ctx: &Ctx<'_>,
+    c: &Container,
+    ecs_name: &str,
+    values: &mut PodValues,
+) -> Result<ContainerSpec, ProviderError> {
+    let sc = c.security_context.as_ref();
+    if sc.and_then(|s| s.privileged) == Some(true) {
+        return Err(unsupported(format!(
+            "container {:?} is privileged; Fargate does not run privileged containers",
+            c.name
+        )));
+    }
+    let env = environment(ctx.rp, c, ecs_name, values);
+    Ok(ContainerSpec {
+        name: ecs_name.to_owned(),
+        image: c.image.clone().unwrap_or_default(),
+        essential: true,
+        entry_point: c.command.clone().filter(|v| !v.is_empty()),
+        command: c.args.clone().filter(|v| !v.is_empty()),
+        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        user: user(c, ctx.spec),
+        environment: env.environment,
+        secrets: env.secrets,
+        ports: ports(c)?,
+        mounts: mounts(c, ctx.volumes)?,
+        depends_on: Vec::new(),
+        cpu: None,
+        memory: None,
+        memory_reservation: DEFAULT_RESERVATION_MIB,
+        stop_timeout: ctx.stop_timeout,
+        readonly_root: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
+        restart: None,
+        interactive: c.stdin.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+    })
+}
+
+/// `uid[:gid]` from `runAsUser`/`runAsGroup`, the container's over the pod's.
+fn user(c: &Container, spec: &PodSpec) -> Option<String> {
+    let sc = c.security_context.as_ref();
+    let pod_sc = spec.security_context.as_ref();
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
+    match (uid, gid) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        (None, Some(g)) => Some(format!("0:{g}")),
+        (None, None) => None,
+    }
+}
+
+/// What of a container's environment its definition holds.
+#[derive(Debug, Default)]
+struct ContainerEnv {
+    /// Values every pod of the template shares.
+    environment: Vec<(String, String)>,
+    /// Secret values: variable and JSON key of the pod's secret.
+    secrets: Vec<(String, String)>,
+}
+
+/// The container's environment, three ways: secret values go into the
+/// pod's secret (the definition references their keys), per-pod values
+/// into `values`' overrides, the rest stays in the task definition.
+fn environment(
+    rp: &ResolvedPod,
+    c: &Container,
+    ecs_name: &str,
+    values: &mut PodValues,
+) -> ContainerEnv {
+    let per_pod = per_pod_vars(c);
+    let mut out = ContainerEnv::default();
+    let env = rp.env.get(&c.name).map_or(&[][..], Vec::as_slice);
+    for (j, (name, value)) in last_wins(env).into_iter().enumerate() {
+        if value.secret {
+            let key = format!("e.{ecs_name}.{j}");
+            values.secret(key.clone(), value.as_str().into_owned());
+            out.secrets.push((name, key));
+        } else if per_pod.contains(&name) {
+            values.per_pod(ecs_name, name, value.as_str().into_owned());
+        } else {
+            out.environment.push((name, value.as_str().into_owned()));
         }
     }
+    out
+}
+
+/// One value per variable: later entries win, the first position stays.
+fn last_wins(env: &[(String, Value)]) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for (k, v) in env {
+        match out.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
 }
 
 /// Names of the variables of `c` whose values differ between pods of one
@@ -688,64 +987,12 @@ fn per_pod_vars(c: &Container) -> BTreeSet<String> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn container_spec(
-    c: &Container,
-    ecs_name: &str,
-    rp: &ResolvedPod,
-    spec: &PodSpec,
-    (volume_names, file_volumes): (&BTreeMap<String, String>, &BTreeSet<String>),
-    stop_timeout: u32,
-    secret: &mut BTreeMap<String, String>,
-    overrides: &mut BTreeMap<String, Vec<(String, String)>>,
-) -> Result<ContainerSpec, ProviderError> {
-    let sc = c.security_context.as_ref();
-    if sc.and_then(|s| s.privileged) == Some(true) {
-        return Err(unsupported(format!(
-            "container {:?} is privileged; Fargate does not run privileged containers",
-            c.name
-        )));
-    }
-    let pod_sc = spec.security_context.as_ref();
-    let uid = sc
-        .and_then(|s| s.run_as_user)
-        .or(pod_sc.and_then(|s| s.run_as_user));
-    let gid = sc
-        .and_then(|s| s.run_as_group)
-        .or(pod_sc.and_then(|s| s.run_as_group));
-    let user = match (uid, gid) {
-        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
-        (Some(u), None) => Some(u.to_string()),
-        (None, Some(g)) => Some(format!("0:{g}")),
-        (None, None) => None,
-    };
-
-    // environment: later entries win, first position kept
-    let mut env: Vec<(String, skylet_provider::Value)> = Vec::new();
-    for (k, v) in rp.env.get(&c.name).into_iter().flatten() {
-        match env.iter_mut().find(|(n, _)| n == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => env.push((k.clone(), v.clone())),
-        }
-    }
-    let per_pod = per_pod_vars(c);
-    let mut environment = Vec::new();
-    let mut secrets = Vec::new();
-    for (j, (name, value)) in env.into_iter().enumerate() {
-        if value.secret {
-            let key = format!("e.{ecs_name}.{j}");
-            secret.insert(key.clone(), value.as_str().into_owned());
-            secrets.push((name, key));
-        } else if per_pod.contains(&name) {
-            overrides
-                .entry(ecs_name.to_owned())
-                .or_default()
-                .push((name, value.as_str().into_owned()));
-        } else {
-            environment.push((name, value.as_str().into_owned()));
-        }
-    }
-
+/// Port mappings: container port and `tcp`/`udp`.
+///
+/// # Errors
+/// `UnsupportedPodSpec` for SCTP, a `hostPort` other than the container
+/// port, or a port out of range.
+fn ports(c: &Container) -> Result<Vec<(u16, &'static str)>, ProviderError> {
     let mut ports = Vec::new();
     for p in c.ports.iter().flatten() {
         let proto = match p.protocol.as_deref() {
@@ -774,7 +1021,17 @@ fn container_spec(
         })?;
         ports.push((port, proto));
     }
+    Ok(ports)
+}
 
+/// Mount points: task volume, path, read-only (always for file volumes).
+///
+/// # Errors
+/// `UnsupportedPodSpec` for a `subPath` mount.
+fn mounts(
+    c: &Container,
+    layout: &VolumeLayout,
+) -> Result<Vec<(String, String, bool)>, ProviderError> {
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
@@ -785,38 +1042,15 @@ fn container_spec(
                 c.name, m.name, m.mount_path
             )));
         }
-        let volume = volume_names
+        let volume = layout
+            .names
             .get(&m.name)
             .cloned()
             .unwrap_or_else(|| m.name.clone());
-        let read_only = m.read_only.unwrap_or(false) || file_volumes.contains(&volume);
+        let read_only = m.read_only.unwrap_or(false) || layout.files.contains(&volume);
         mounts.push((volume, m.mount_path.clone(), read_only));
     }
-
-    Ok(ContainerSpec {
-        name: ecs_name.to_owned(),
-        image: c.image.clone().unwrap_or_default(),
-        essential: true,
-        entry_point: c.command.clone().filter(|v| !v.is_empty()),
-        command: c.args.clone().filter(|v| !v.is_empty()),
-        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
-        user,
-        environment,
-        secrets,
-        ports,
-        mounts,
-        depends_on: Vec::new(),
-        cpu: None,
-        memory: None,
-        memory_reservation: DEFAULT_RESERVATION_MIB,
-        stop_timeout,
-        readonly_root: sc
-            .and_then(|s| s.read_only_root_filesystem)
-            .unwrap_or(false),
-        restart: None,
-        interactive: c.stdin.unwrap_or(false),
-        tty: c.tty.unwrap_or(false),
-    })
+    Ok(mounts)
 }
 
 /// Requests of one container (limits where no request).
@@ -890,6 +1124,99 @@ impl Resources {
 
     fn memory_request_mib(&self) -> u32 {
         u32::try_from(self.memory_mib()).unwrap_or(u32::MAX)
+    }
+}
+
+/// What the containers need of the task, gathered while they are
+/// translated.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Needs {
+    /// CPU units of the containers that run side by side (app containers
+    /// and sidecars), summed.
+    cpu: u64,
+    /// Their memory requests (MiB), summed.
+    memory_mib: u64,
+    /// Their ephemeral storage (bytes), summed.
+    ephemeral: u64,
+    /// CPU units of the largest init container (they run one at a time).
+    init_cpu: u64,
+    /// Memory (MiB) of the largest init container.
+    init_memory_mib: u64,
+    /// Ephemeral storage (bytes) of the largest init container.
+    init_ephemeral: u64,
+    /// Memory reservations (MiB) of every container, which ECS wants to fit
+    /// into the task.
+    reservations_mib: u64,
+}
+
+/// A task size.
+#[derive(Debug, PartialEq, Eq)]
+struct TaskSize {
+    /// CPU units.
+    cpu: u32,
+    /// Memory (MiB).
+    memory: u32,
+    /// Ephemeral storage (GiB) when more than the included 20 GiB.
+    ephemeral_gib: Option<u32>,
+}
+
+impl Needs {
+    /// Counts a container that runs beside the others.
+    fn running(&mut self, r: &Resources, reservation_mib: u32) {
+        self.cpu += u64::from(r.cpu_units().unwrap_or(0));
+        self.memory_mib += r.memory_mib();
+        self.ephemeral += r.ephemeral_bytes;
+        self.reserve(reservation_mib);
+    }
+
+    /// Counts an init container that runs alone.
+    fn init(&mut self, r: &Resources, reservation_mib: u32) {
+        self.init_cpu = self.init_cpu.max(u64::from(r.cpu_units().unwrap_or(0)));
+        self.init_memory_mib = self.init_memory_mib.max(r.memory_mib());
+        self.init_ephemeral = self.init_ephemeral.max(r.ephemeral_bytes);
+        self.reserve(reservation_mib);
+    }
+
+    /// Counts a container's memory reservation alone.
+    fn reserve(&mut self, reservation_mib: u32) {
+        self.reservations_mib += u64::from(reservation_mib);
+    }
+
+    /// The smallest Fargate size that holds what is needed.
+    ///
+    /// # Errors
+    /// `ResourcesTooLarge` when no Fargate size does.
+    fn size(&self) -> Result<TaskSize, ProviderError> {
+        let cpu = self.cpu.max(self.init_cpu);
+        let memory = self
+            .memory_mib
+            .max(self.init_memory_mib)
+            .max(self.reservations_mib);
+        let (cpu, memory) = fargate_size(cpu, memory)?;
+        let eph_gib = self.ephemeral.max(self.init_ephemeral).div_ceil(1 << 30);
+        if eph_gib > EPHEMERAL_MAX_GIB {
+            return Err(invalid(
+                "ResourcesTooLarge",
+                format!(
+                    "the pod requests {eph_gib} GiB of ephemeral storage; Fargate tasks have at most {EPHEMERAL_MAX_GIB} GiB"
+                ),
+            ));
+        }
+        Ok(TaskSize {
+            cpu,
+            memory,
+            ephemeral_gib: (eph_gib > EPHEMERAL_DEFAULT_GIB)
+                .then(|| u32::try_from(eph_gib).unwrap_or(200)),
+        })
+    }
+}
+
+/// Lowers containers' memory limits to the task's memory.
+fn cap_memory_limits(containers: &mut [ContainerSpec], task_memory: u32) {
+    for c in containers {
+        if let Some(m) = c.memory.as_mut() {
+            *m = (*m).min(task_memory);
+        }
     }
 }
 
@@ -1566,5 +1893,296 @@ mod tests {
         let p = plan(&rp, &settings(), &key()).unwrap();
         assert!(p.overrides.is_empty());
         assert_eq!(env_of(&p, "web")["BIG"].len(), 9000);
+    }
+
+    // ---- the steps of `plan`, one at a time ----
+
+    fn container(c: serde_json::Value) -> Container {
+        serde_json::from_value(c).unwrap()
+    }
+
+    fn reason(e: ProviderError) -> String {
+        match e {
+            ProviderError::InvalidPod { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_options_read_the_annotations_and_bound_the_grace_period() {
+        let mut s = settings();
+        s.task_role_arn = Some("arn:default".into());
+        assert_eq!(task_role(None, &s).unwrap().as_deref(), Some("arn:default"));
+        assert_eq!(
+            task_role(Some("arn:pod"), &s).unwrap().as_deref(),
+            Some("arn:pod")
+        );
+        assert_eq!(
+            reason(task_role(Some("pod"), &s).unwrap_err()),
+            "InvalidTaskRole"
+        );
+        assert!(!spot(None).unwrap() && !spot(Some("on-demand")).unwrap());
+        assert!(spot(Some("spot")).unwrap());
+        assert_eq!(reason(spot(Some("Spot")).unwrap_err()), "InvalidCapacity");
+        let grace = |g: Option<i64>| {
+            stop_timeout(&PodSpec {
+                termination_grace_period_seconds: g,
+                ..PodSpec::default()
+            })
+        };
+        assert_eq!(
+            [
+                grace(None),
+                grace(Some(0)),
+                grace(Some(60)),
+                grace(Some(3600))
+            ],
+            [30, 2, 60, MAX_STOP_TIMEOUT]
+        );
+    }
+
+    #[test]
+    fn tags_name_the_pod_and_the_node() {
+        let meta = pod("web-a", web()).pod.metadata;
+        assert_eq!(
+            tags(&meta, "burst-1"),
+            [
+                ("skylet.io/pod-uid", "uid-web-a"),
+                ("skylet.io/pod-namespace", "shop"),
+                ("skylet.io/pod-name", "web-a"),
+                ("skylet.io/node", "burst-1"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn overrides_past_the_limit_move_into_their_containers() {
+        let mut task = plan(&pod("p", web()), &settings(), &key()).unwrap().task;
+        let small: BTreeMap<_, _> =
+            [("web".to_owned(), vec![("A".to_owned(), "a".to_owned())])].into();
+        assert_eq!(
+            fit_overrides(&mut task.clone(), small.clone()),
+            small.into_iter().collect::<Vec<_>>()
+        );
+        let big: BTreeMap<_, _> = [(
+            "web".to_owned(),
+            vec![("A".to_owned(), "a".repeat(OVERRIDES_LIMIT))],
+        )]
+        .into();
+        assert!(fit_overrides(&mut task, big).is_empty());
+        assert_eq!(
+            task.containers[0].environment.last().unwrap().1.len(),
+            OVERRIDES_LIMIT
+        );
+    }
+
+    #[test]
+    fn the_secret_payload_is_none_when_empty_and_at_most_what_secrets_manager_holds() {
+        assert!(secret_payload(BTreeMap::new()).unwrap().is_none());
+        let one: BTreeMap<_, _> = [("k".to_owned(), "v".to_owned())].into();
+        assert_eq!(
+            secret_payload(one).unwrap().unwrap().to_json(),
+            r#"{"k":"v"}"#
+        );
+        let huge: BTreeMap<_, _> = [("k".to_owned(), "v".repeat(SECRET_LIMIT))].into();
+        assert_eq!(reason(secret_payload(huge).unwrap_err()), "SecretTooLarge");
+    }
+
+    #[test]
+    fn file_volumes_keep_their_variable_numbers_when_tokens_are_left_out() {
+        let mut rp = pod(
+            "p",
+            json!({"containers": [], "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "api", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token"}},
+                    {"downwardAPI": {"items": [{"path": "meta", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}]}),
+        );
+        let file = |path: &str, value: Value| VolumeFile {
+            path: path.into(),
+            mode: 0o400,
+            value,
+        };
+        rp.volumes.insert(
+            "api".into(),
+            vec![
+                file("token", Value::secret("t")),
+                file("meta/labels", Value::plain("a=b")),
+                file("metadata", Value::plain("shared")),
+            ],
+        );
+        let spec = rp.pod.spec.clone().unwrap();
+        let mut values = PodValues::default();
+        let (layout, files) =
+            volume_layout(&rp, &spec, ServiceAccountToken::Omit, &mut values).unwrap();
+        assert_eq!(layout.volumes, ["v0", "v1"]);
+        assert_eq!(layout.names["api"], "v1");
+        assert_eq!(layout.files, BTreeSet::from(["v1".to_owned()]));
+        assert!(values.secret.is_empty(), "the token is left out");
+        assert_eq!(
+            values.overrides[FILES_CONTAINER][0].0, "SKYLET_F1_1",
+            "under a downward-API path: per pod; numbered as if the token were there"
+        );
+        assert_eq!(
+            files.environment[0].0, "SKYLET_F1_2",
+            "a prefix is no parent"
+        );
+        assert_eq!(files.script.len(), 2);
+        let mut values = PodValues::default();
+        volume_layout(&rp, &spec, ServiceAccountToken::Mount, &mut values).unwrap();
+        assert_eq!(values.secret.keys().collect::<Vec<_>>(), ["f1.0"]);
+        let hostpath = pod(
+            "p",
+            json!({"containers": [], "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}),
+        );
+        let spec = hostpath.pod.spec.clone().unwrap();
+        let e = volume_layout(&hostpath, &spec, ServiceAccountToken::Omit, &mut values);
+        assert_eq!(reason(e.unwrap_err()), "UnsupportedVolume");
+    }
+
+    #[test]
+    fn file_commands_quote_paths_and_make_parent_directories() {
+        assert_eq!(
+            file_command("/d", "it's/x", 0o600, "V"),
+            r#"mkdir -p '/d/it'\''s'; printf '%s' "$V" | base64 -d > '/d/it'\''s/x'; chmod 600 '/d/it'\''s/x'"#
+        );
+        assert!(FilesContainer::default().into_spec("busybox", 30).is_none());
+    }
+
+    #[test]
+    fn every_container_needs_an_image() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "a", "image": "i"}],
+            "initContainers": [{"name": "b", "image": ""}, {"name": "c"}]}))
+        .unwrap();
+        let e = check_images(&spec).unwrap_err();
+        assert!(e.to_string().contains("\"b\" has no image"), "{e}");
+    }
+
+    #[test]
+    fn needs_sum_side_by_side_containers_and_take_the_largest_init_container() {
+        let res = |cpu: &str, mem: &str, eph: &str| {
+            Resources::of(&container(json!({"name": "c", "resources": {"requests":
+                {"cpu": cpu, "memory": mem, "ephemeral-storage": eph}}})))
+            .unwrap()
+        };
+        let mut needs = Needs::default();
+        needs.running(&res("500m", "1Gi", "10Gi"), 1024);
+        needs.running(&res("500m", "1Gi", "15Gi"), 1024);
+        needs.init(&res("1", "1Gi", "1Gi"), 32);
+        needs.init(&res("250m", "3Gi", "30Gi"), 32);
+        needs.reserve(32);
+        assert_eq!(
+            (
+                needs.cpu,
+                needs.init_cpu,
+                needs.memory_mib,
+                needs.init_memory_mib
+            ),
+            (1024, 1024, 2048, 3072)
+        );
+        assert_eq!(needs.reservations_mib, 2048 + 96);
+        assert_eq!(
+            needs.size().unwrap(),
+            TaskSize {
+                cpu: 1024,
+                memory: 3072,
+                ephemeral_gib: Some(30)
+            }
+        );
+        let mut small = Needs::default();
+        small.running(&res("1", "1Gi", "20Gi"), 1024);
+        assert_eq!(
+            small.size().unwrap().ephemeral_gib,
+            None,
+            "20 GiB are included"
+        );
+        small.running(&res("1", "1Gi", "181Gi"), 1024);
+        assert_eq!(reason(small.size().unwrap_err()), "ResourcesTooLarge");
+    }
+
+    #[test]
+    fn user_is_uid_and_gid_the_container_over_the_pod() {
+        let spec = |sc: serde_json::Value| -> PodSpec {
+            serde_json::from_value(json!({"containers": [], "securityContext": sc})).unwrap()
+        };
+        let c = container(json!({"name": "c", "securityContext": {"runAsUser": 5}}));
+        assert_eq!(user(&c, &spec(json!({}))).as_deref(), Some("5"));
+        assert_eq!(
+            user(&c, &spec(json!({"runAsUser": 1, "runAsGroup": 2}))).as_deref(),
+            Some("5:2")
+        );
+        let bare = container(json!({"name": "c"}));
+        assert_eq!(
+            user(&bare, &spec(json!({"runAsGroup": 2}))).as_deref(),
+            Some("0:2")
+        );
+        assert_eq!(user(&bare, &spec(json!({}))), None);
+    }
+
+    #[test]
+    fn environment_goes_to_the_secret_the_overrides_or_the_task_definition() {
+        let mut rp = pod("p", json!({"containers": []}));
+        let c = container(json!({"name": "app", "env": [
+            {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "URL", "value": "http://$(ME)"}]}));
+        rp.env.insert(
+            "app".into(),
+            vec![
+                ("MODE".into(), Value::plain("dev")),
+                ("ME".into(), Value::plain("p")),
+                ("PW".into(), Value::secret("pw")),
+                ("URL".into(), Value::plain("http://p")),
+                ("MODE".into(), Value::plain("prod")),
+            ],
+        );
+        let mut values = PodValues::default();
+        let env = environment(&rp, &c, "init_app", &mut values);
+        assert_eq!(
+            env.environment,
+            [("MODE".to_owned(), "prod".to_owned())],
+            "the last wins, first place"
+        );
+        assert_eq!(env.secrets, [("PW".to_owned(), "e.init_app.2".to_owned())]);
+        assert_eq!(values.secret["e.init_app.2"], "pw");
+        assert_eq!(
+            values.overrides["init_app"],
+            [("ME", "p"), ("URL", "http://p")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn ports_map_as_is_and_file_volumes_mount_read_only() {
+        let c = container(json!({"name": "c", "ports": [
+            {"containerPort": 80, "hostPort": 80}, {"containerPort": 53, "protocol": "UDP"}]}));
+        assert_eq!(ports(&c).unwrap(), [(80, "tcp"), (53, "udp")]);
+        for bad in [
+            json!({"containerPort": 80, "hostPort": 8080}),
+            json!({"containerPort": 70000}),
+        ] {
+            let c = container(json!({"name": "c", "ports": [bad]}));
+            assert_eq!(reason(ports(&c).unwrap_err()), "UnsupportedPodSpec");
+        }
+        let layout = VolumeLayout {
+            volumes: vec!["v0".into(), "v1".into()],
+            names: [("conf", "v0"), ("data", "v1")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            files: ["v0".to_owned()].into(),
+        };
+        let c = container(json!({"name": "c", "volumeMounts": [
+            {"name": "conf", "mountPath": "/etc/c"},
+            {"name": "data", "mountPath": "/data"},
+            {"name": "data", "mountPath": "/ro", "readOnly": true}]}));
+        assert_eq!(
+            mounts(&c, &layout).unwrap(),
+            [
+                ("v0", "/etc/c", true),
+                ("v1", "/data", false),
+                ("v1", "/ro", true)
+            ]
+            .map(|(v, p, ro)| (v.to_owned(), p.to_owned(), ro))
+        );
     }
 }
