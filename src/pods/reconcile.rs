@@ -1,0 +1,380 @@
+//! One reconcile of one pod: wait for a turn in its lane, gather the
+//! [`Facts`], [`decide`], and do what was decided.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
+use tracing::Instrument;
+
+use super::{
+    Ctx,
+    decide::{Decision, Facts, REPORT_WAIT, decide},
+    lanes::Lane,
+    policy::{self, Error, Result},
+    resolve,
+    status::{self, Observed},
+};
+use crate::{config::DaemonSetPods, metrics::timed};
+
+/// A steady pod is looked at again this often even if nothing changed.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Why DaemonSet pods are refused, and what to do about it.
+const DAEMONSET_REFUSED: &str = "DaemonSet pods do not run on skylet virtual nodes: a node agent has \
+     no node to act on here. Add a nodeAffinity to the DaemonSet that excludes nodes labelled \
+     type=virtual-kubelet, or start skylet with --daemonset-pods run";
+
+/// Waits for the pod's turn in its lane, then reconciles the pod as it is
+/// then. While it waits, this future holds two pointers and the semaphore's
+/// waiter, not a whole reconcile: thousands may wait during a burst.
+pub(super) async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+    ctx.metrics.reconcile_queue.inc();
+    let uid = pod.uid().unwrap_or_default();
+    let lane = if pod.metadata.deletion_timestamp.is_none() && ctx.table.in_backend(&uid) {
+        Lane::Status
+    } else {
+        Lane::Backend
+    };
+    let turn = ctx.lanes.turn(lane).await;
+    // the pod may have changed, or gone, while it waited
+    let out = match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
+        Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => {
+            Box::pin(run(p, ctx.clone())).await
+        }
+        _ => Ok(Action::await_change()),
+    };
+    drop(turn);
+    ctx.metrics.reconcile_queue.dec();
+    out
+}
+
+/// The error policy of the controller: count the failure, wait as
+/// [`policy::retry_after`] says.
+pub(super) fn on_error<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Action {
+    let r = PodRef::of(&pod);
+    let failures = ctx.table.failed(&r);
+    let (delay, counts) = policy::retry_after(err, failures);
+    if !counts {
+        ctx.table
+            .update(&r, |l| l.failures = l.failures.saturating_sub(1));
+        tracing::debug!(error = %err, retry_after = ?delay, "API server throttled; waiting as asked");
+    } else if matches!(
+        err,
+        Error::Provider {
+            source: ProviderError::Throttled { .. },
+            ..
+        }
+    ) {
+        tracing::info!(error = %err, retry_after = ?delay, "backend throttled; waiting");
+    } else {
+        tracing::warn!(error = %err, cause = ?std::error::Error::source(err).map(ToString::to_string), retry_in = ?delay, "reconcile failed");
+    }
+    Action::requeue(delay)
+}
+
+async fn run<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+    let r = PodRef::of(&pod);
+    let span = tracing::info_span!("reconcile", pod.namespace = %r.namespace, pod.name = %r.name, pod.uid = %r.uid, provider = ctx.provider.name());
+    let out = act(&pod, &ctx, &r).instrument(span).await;
+    ctx.metrics.reconciles.inc();
+    if out.is_ok() {
+        ctx.table.update(&r, |l| l.failures = 0);
+    }
+    out
+}
+
+/// What skylet knows of `pod` now.
+fn facts<P>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Facts {
+    let local = ctx.table.local(&r.uid);
+    let deadline = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0);
+    Facts {
+        deadline,
+        refused_daemonset: is_daemonset_pod(pod)
+            && ctx.config.daemonset_pods == DaemonSetPods::Reject,
+        finished: status::is_terminal(pod),
+        in_backend: ctx.table.in_backend(&r.uid),
+        removed: ctx.table.is_removed(&r.uid),
+        stop_requested: local.delete_requested.is_some(),
+        created_ago: local.created.map(|t| t.elapsed()),
+        token_due: local.refresh_at.is_some_and(|t| t <= Timestamp::now()),
+        sweep_interval: ctx.config.sweep_interval,
+    }
+}
+
+/// Decides and acts; a stop that ends at once is followed by the
+/// finalization in the same reconcile.
+async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
+    loop {
+        let facts = facts(pod, ctx, r);
+        match decide(&facts, Timestamp::now()) {
+            Decision::Nothing => return Ok(Action::await_change()),
+            Decision::RefuseDaemonSet => {
+                if !facts.finished {
+                    event(
+                        ctx,
+                        pod,
+                        EventType::Warning,
+                        "DaemonSetPodNotSupported",
+                        DAEMONSET_REFUSED,
+                    )
+                    .await;
+                }
+                let failed = Observed::Failed {
+                    reason: "DaemonSetPodNotSupported",
+                    message: DAEMONSET_REFUSED,
+                };
+                write_status(ctx, pod, &failed).await?;
+                return Ok(Action::await_change());
+            }
+            Decision::Sync { refresh_token } => {
+                if let Some(held) = ctx.table.backend_status(&r.uid) {
+                    write_status(ctx, pod, &Observed::Backend(&held)).await?;
+                }
+                if refresh_token {
+                    refresh_token_of(ctx, pod, r).await?;
+                }
+                return Ok(Action::requeue(RESYNC));
+            }
+            Decision::AwaitReport(d) | Decision::AwaitStop(d) => return Ok(Action::requeue(d)),
+            Decision::ReportCreating => {
+                let creating = Observed::Waiting {
+                    reason: "ContainerCreating",
+                    message: None,
+                };
+                write_status(ctx, pod, &creating).await?;
+                return Ok(Action::requeue(ctx.config.sweep_interval));
+            }
+            Decision::Create => {
+                if facts.created_ago.is_some() {
+                    tracing::info!(
+                        "the backend does not report the pod it was asked to create; creating again"
+                    );
+                }
+                return create(pod, ctx, r).await;
+            }
+            Decision::Stop => stop(pod, ctx, r).await?,
+            Decision::Finalize { grace_over } => {
+                if grace_over {
+                    tracing::warn!(
+                        "grace period over and the backend still reports the pod; removing it anyway"
+                    );
+                }
+                return finalize(ctx, r).await;
+            }
+        }
+    }
+}
+
+async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
+    let resolved = match resolve::resolve(&ctx.source, &ctx.node_info, pod).await {
+        Ok(res) => res,
+        Err(e) => {
+            let msg = e.to_string();
+            event(ctx, pod, EventType::Warning, e.reason(), &msg).await;
+            if e.retriable() {
+                let waiting = Observed::Waiting {
+                    reason: e.reason(),
+                    message: Some(&msg),
+                };
+                write_status(ctx, pod, &waiting).await?;
+                return Err(Error::Resolve {
+                    pod: r.clone(),
+                    source: e,
+                });
+            }
+            let failed = Observed::Failed {
+                reason: e.reason(),
+                message: &msg,
+            };
+            write_status(ctx, pod, &failed).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    ctx.table.update(r, |l| {
+        l.created = Some(std::time::Instant::now());
+        l.refresh_at = resolved.refresh_at;
+    });
+    match timed(
+        &ctx.metrics,
+        "create",
+        ctx.provider.create_pod(&resolved.pod),
+    )
+    .await
+    {
+        // The backend's report (a push, or the next sweep) triggers the
+        // status write, in the status lane: writing it here would let this
+        // pod overtake the pods queued there. If it has reported already,
+        // that reconcile is on its way; without a report by REPORT_WAIT,
+        // the pod is said to be ContainerCreating.
+        Ok(()) if ctx.table.in_backend(&r.uid) => Ok(Action::await_change()),
+        Ok(()) => Ok(Action::requeue(REPORT_WAIT)),
+        Err(e) => {
+            ctx.table.update(r, |l| l.created = None);
+            fail(ctx, pod, r, "create", e).await
+        }
+    }
+}
+
+/// Applies [`policy::on_provider_error`].
+async fn fail<P: Provider>(
+    ctx: &Ctx<P>,
+    pod: &Pod,
+    r: &PodRef,
+    op: &'static str,
+    e: ProviderError,
+) -> Result<Action> {
+    match policy::on_provider_error(op, ctx.provider.name(), &e) {
+        policy::Outcome::Fail { reason, message } => {
+            event(ctx, pod, EventType::Warning, &reason, &message).await;
+            write_status(
+                ctx,
+                pod,
+                &Observed::Failed {
+                    reason: &reason,
+                    message: &message,
+                },
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+        policy::Outcome::Retry { event: note } => {
+            if let Some((reason, message)) = note {
+                event(ctx, pod, EventType::Warning, reason, &message).await;
+            }
+            Err(Error::Provider {
+                op,
+                pod: r.clone(),
+                source: e,
+            })
+        }
+    }
+}
+
+async fn refresh_token_of<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef) -> Result<()> {
+    let resolved = resolve::resolve(&ctx.source, &ctx.node_info, pod)
+        .await
+        .map_err(|source| Error::Resolve {
+            pod: r.clone(),
+            source,
+        })?;
+    ctx.table.update(r, |l| l.refresh_at = resolved.refresh_at);
+    timed(
+        &ctx.metrics,
+        "update",
+        ctx.provider.update_pod(&resolved.pod),
+    )
+    .await
+    .map_err(|source| Error::Provider {
+        op: "update",
+        pod: r.clone(),
+        source,
+    })
+}
+
+/// Asks the backend to stop the pod within its grace period.
+async fn stop<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<()> {
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(30)
+        .max(0);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    match timed(&ctx.metrics, "delete", ctx.provider.delete_pod(r, grace)).await {
+        Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
+            ctx.table.report_gone(&r.uid);
+        }
+        Ok(Deleted::Stopping) => ctx
+            .table
+            .update(r, |l| l.delete_requested = Some(std::time::Instant::now())),
+        Err(source) => {
+            return Err(Error::Provider {
+                op: "delete",
+                pod: r.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes the pod object, with a UID precondition so that a pod of the
+/// same name created since is left alone.
+async fn finalize<P>(ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(r.uid.clone()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&r.name, &dp).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(source) => {
+            return Err(Error::Delete {
+                pod: r.clone(),
+                source,
+            });
+        }
+    }
+    ctx.table.removed(&r.uid);
+    Ok(Action::await_change())
+}
+
+/// Writes the status for `observed` if it differs from the pod's.
+async fn write_status<P>(ctx: &Ctx<P>, pod: &Pod, observed: &Observed<'_>) -> Result<()> {
+    let desired = status::desired(pod, observed, &ctx.node_info.ip, Timestamp::now());
+    if !status::changed(pod.status.as_ref(), &desired) {
+        return Ok(());
+    }
+    let r = PodRef::of(pod);
+    if tracing::enabled!(tracing::Level::TRACE) {
+        tracing::trace!(current = %serde_json::to_string(&pod.status).unwrap_or_default(), desired = %serde_json::to_string(&desired).unwrap_or_default(), "status differs");
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    // the UID precondition keeps a status from landing on a recreated pod
+    let patch = json!({"metadata": {"uid": r.uid}, "status": desired});
+    ctx.metrics.status_writes.inc();
+    match api
+        .patch_status(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => Ok(()), // gone or replaced
+        Err(source) => Err(Error::WriteStatus { pod: r, source }),
+    }
+}
+
+/// Records an Event on the pod as skylet.
+async fn event<P>(ctx: &Ctx<P>, pod: &Pod, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &pod.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "failed to publish event");
+    }
+}
+
+fn is_daemonset_pod(pod: &Pod) -> bool {
+    pod.owner_references()
+        .iter()
+        .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+}

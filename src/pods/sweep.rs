@@ -1,0 +1,159 @@
+//! The sweep: what the backend holds, in one list call per interval (the
+//! safety net under the backend's pushes, and its only status source when it
+//! pushes nothing). It notes status changes, deletes backend pods that no
+//! Kubernetes pod owns, wakes pods the backend should hold but does not, and
+//! refreshes the phase gauges.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
+use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Ctx, status};
+use crate::metrics::{PhaseLabels, timed};
+
+/// Lists the backend before the first reconcile, so that existing pods are
+/// adopted rather than created again. Gives up after three tries: creates
+/// are idempotent and the next sweep catches up.
+pub(super) async fn initial_listing<P: Provider>(ctx: &Ctx<P>) {
+    for attempt in 1..=3 {
+        let started = Instant::now();
+        match timed(&ctx.metrics, "list", ctx.provider.list_pods()).await {
+            Ok(list) => {
+                tracing::info!(pods = list.len(), "backend holds pods for this node");
+                ctx.table.apply_listing(list, started);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot list backend pods at start");
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        "starting without a backend listing; creates are idempotent, the next sweep catches up"
+    );
+}
+
+/// Sweeps every `sweep_interval` until `shutdown`, once the pod watch has a
+/// complete picture (orphans are judged against it).
+pub(super) async fn sweep_loop<P: Provider>(ctx: Arc<Ctx<P>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.config.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the initial listing was just taken
+    // kube-runtime's readiness signal wakes only its most recent waiter (the
+    // controller also waits on it), so poll it again now and then.
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_millis(500), ctx.store.wait_until_ready()) => match r {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            },
+        }
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => sweep(&ctx).await,
+        }
+    }
+}
+
+/// One sweep.
+async fn sweep<P: Provider>(ctx: &Ctx<P>) {
+    let started = Instant::now();
+    match timed(&ctx.metrics, "list", ctx.provider.list_pods()).await {
+        Ok(list) => {
+            ctx.metrics
+                .backend_pods
+                .set(i64::try_from(list.len()).unwrap_or(i64::MAX));
+            for pod in ctx.table.apply_listing(list, started) {
+                ctx.trigger(&pod);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "backend sweep failed; retrying next interval");
+            return;
+        }
+    }
+    let known: HashMap<String, Arc<Pod>> = ctx
+        .store
+        .state()
+        .into_iter()
+        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+        .collect();
+    tracing::debug!(
+        backend = ctx.table.backend_len(),
+        kubernetes = known.len(),
+        "sweep"
+    );
+    for orphan in ctx
+        .table
+        .backend_pods()
+        .into_iter()
+        .filter(|p| !known.contains_key(&p.uid))
+    {
+        delete_orphan(ctx, orphan).await;
+    }
+    // pods the backend should hold but does not (lost, or a failed create);
+    // not those waiting out a backoff: a trigger would retry them at once,
+    // every sweep, hammering a backend that refuses (quota, throttling)
+    for pod in known.values() {
+        let uid = pod.uid().unwrap_or_default();
+        let missing = !status::is_terminal(pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && !ctx.table.in_backend(&uid);
+        if missing && ctx.table.local(&uid).failures == 0 {
+            ctx.trigger(&PodRef::of(pod));
+        }
+    }
+    count_phases(ctx, known.values());
+}
+
+fn count_phases<'a, P>(ctx: &Ctx<P>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
+    let mut phases: HashMap<&str, i64> = HashMap::new();
+    for p in pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        *phases.entry(phase.unwrap_or("Pending")).or_default() += 1;
+    }
+    for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
+        ctx.metrics
+            .pods
+            .get_or_create(&PhaseLabels {
+                phase: phase.into(),
+            })
+            .set(phases.get(phase).copied().unwrap_or(0));
+    }
+}
+
+/// Deletes a backend pod that no Kubernetes pod owns, after checking with the
+/// apiserver (not only the watch cache) that its pod is really gone.
+async fn delete_orphan<P: Provider>(ctx: &Ctx<P>, orphan: PodRef) {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+    match api.get_opt(&orphan.name).await {
+        // the watch is behind
+        Ok(Some(p)) if p.metadata.uid.as_deref() == Some(orphan.uid.as_str()) => return,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(pod = %orphan, error = %e, "cannot check a possible orphan; keeping it for now");
+            return;
+        }
+    }
+    tracing::info!(pod = %orphan, "deleting backend pod that no Kubernetes pod owns");
+    let stop = ctx.provider.delete_pod(&orphan, Duration::from_secs(30));
+    match timed(&ctx.metrics, "delete", stop).await {
+        Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => ctx.table.forget(&orphan.uid),
+        Ok(Deleted::Stopping) => {}
+        Err(e) => {
+            tracing::warn!(pod = %orphan, error = %e, "failed to delete orphan; retrying next sweep");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! [`PodTable`]: everything skylet knows of a pod that is neither in
+//! Kubernetes nor only in the backend, in one map behind one lock.
+//!
+//! Per pod UID: what the backend last reported (fed by sweeps and pushes,
+//! so a pod costs no backend call per status check: one list per sweep
+//! serves them all), and skylet's own bookkeeping between reconciles (when
+//! it asked the backend to create or stop the pod, consecutive failures,
+//! when its token is due). Beside the map, the UIDs of pods whose object
+//! skylet removed, so that a stale copy from the watch is not removed twice.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Instant,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PodStatus;
+use skylet_provider::{BackendPod, BoundedSet, PodRef};
+
+/// How many removed pods are remembered.
+const REMOVED_MAX: usize = 4096;
+
+/// What the backend last reported of a pod.
+#[derive(Clone, Debug)]
+struct Held {
+    status: PodStatus,
+    /// When it was reported.
+    seen: Instant,
+}
+
+/// One pod's row.
+#[derive(Clone, Debug)]
+struct Row {
+    pod: PodRef,
+    held: Option<Held>,
+    local: Local,
+}
+
+/// skylet's bookkeeping of a pod between reconciles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Local {
+    /// When skylet last asked the backend to create it.
+    pub(crate) created: Option<Instant>,
+    /// When skylet asked the backend to stop it.
+    pub(crate) delete_requested: Option<Instant>,
+    /// Consecutive failed reconciles, for backoff.
+    pub(crate) failures: u32,
+    /// When its service-account token must be refreshed.
+    pub(crate) refresh_at: Option<Timestamp>,
+}
+
+impl Row {
+    fn is_empty(&self) -> bool {
+        self.held.is_none() && self.local == Local::default()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    rows: HashMap<String, Row>,
+    removed: BoundedSet<String>,
+}
+
+/// The table. Every method takes the lock once and never across an await.
+#[derive(Debug)]
+pub(crate) struct PodTable {
+    inner: Mutex<Inner>,
+}
+
+impl Default for PodTable {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                rows: HashMap::new(),
+                removed: BoundedSet::new(REMOVED_MAX),
+            }),
+        }
+    }
+}
+
+impl PodTable {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // a panic while holding the lock would be a bug here; every method
+        // leaves the map consistent, so keep going
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // --- what the backend holds ------------------------------------------
+
+    /// The last status the backend reported for `uid`.
+    pub(crate) fn backend_status(&self, uid: &str) -> Option<PodStatus> {
+        self.lock()
+            .rows
+            .get(uid)
+            .and_then(|r| r.held.as_ref().map(|h| h.status.clone()))
+    }
+
+    /// Whether the backend holds `uid`.
+    pub(crate) fn in_backend(&self, uid: &str) -> bool {
+        self.lock().rows.get(uid).is_some_and(|r| r.held.is_some())
+    }
+
+    /// Records a reported status; returns whether it differs from the last
+    /// one (or the pod is new to the backend).
+    pub(crate) fn report(&self, bp: BackendPod) -> bool {
+        let mut inner = self.lock();
+        let row = inner.rows.entry(bp.pod.uid.clone()).or_insert_with(|| Row {
+            pod: bp.pod.clone(),
+            held: None,
+            local: Local::default(),
+        });
+        let changed = row.held.as_ref().is_none_or(|h| h.status != bp.status);
+        row.held = Some(Held {
+            status: bp.status,
+            seen: Instant::now(),
+        });
+        changed
+    }
+
+    /// The backend no longer holds `uid`; returns whether it did.
+    pub(crate) fn report_gone(&self, uid: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(row) = inner.rows.get_mut(uid) else {
+            return false;
+        };
+        let was = row.held.take().is_some();
+        if row.is_empty() {
+            inner.rows.remove(uid);
+        }
+        was
+    }
+
+    /// Applies a full listing taken at `started`: records every pod, and
+    /// forgets pods last seen before `started` that the listing lacks (pods
+    /// pushed or created while the list ran are kept). Returns the pods whose
+    /// status changed or that disappeared.
+    pub(crate) fn apply_listing(&self, listing: Vec<BackendPod>, started: Instant) -> Vec<PodRef> {
+        let mut inner = self.lock();
+        let mut changed = Vec::new();
+        let mut listed = HashSet::with_capacity(listing.len());
+        let now = Instant::now();
+        for bp in listing {
+            listed.insert(bp.pod.uid.clone());
+            let row = inner.rows.entry(bp.pod.uid.clone()).or_insert_with(|| Row {
+                pod: bp.pod.clone(),
+                held: None,
+                local: Local::default(),
+            });
+            if row.held.as_ref().is_none_or(|h| h.status != bp.status) {
+                changed.push(bp.pod.clone());
+            }
+            row.held = Some(Held {
+                status: bp.status,
+                seen: now,
+            });
+        }
+        inner.rows.retain(|uid, row| {
+            if let Some(h) = &row.held
+                && !listed.contains(uid)
+                && h.seen < started
+            {
+                changed.push(row.pod.clone());
+                row.held = None;
+            }
+            !row.is_empty()
+        });
+        changed
+    }
+
+    /// Every pod the backend holds.
+    pub(crate) fn backend_pods(&self) -> Vec<PodRef> {
+        self.lock()
+            .rows
+            .values()
+            .filter(|r| r.held.is_some())
+            .map(|r| r.pod.clone())
+            .collect()
+    }
+
+    /// How many pods the backend holds.
+    pub(crate) fn backend_len(&self) -> usize {
+        self.lock()
+            .rows
+            .values()
+            .filter(|r| r.held.is_some())
+            .count()
+    }
+
+    // --- skylet's own bookkeeping ----------------------------------------
+
+    /// skylet's bookkeeping of `pod` (defaults when it has none).
+    pub(crate) fn local(&self, uid: &str) -> Local {
+        self.lock()
+            .rows
+            .get(uid)
+            .map(|r| r.local)
+            .unwrap_or_default()
+    }
+
+    /// Changes the bookkeeping of `pod`; returns what `f` returns.
+    pub(crate) fn update<T>(&self, pod: &PodRef, f: impl FnOnce(&mut Local) -> T) -> T {
+        let mut inner = self.lock();
+        let row = inner.rows.entry(pod.uid.clone()).or_insert_with(|| Row {
+            pod: pod.clone(),
+            held: None,
+            local: Local::default(),
+        });
+        let out = f(&mut row.local);
+        if row.is_empty() {
+            inner.rows.remove(&pod.uid);
+        }
+        out
+    }
+
+    /// Counts a failed reconcile; returns the failures in a row.
+    pub(crate) fn failed(&self, pod: &PodRef) -> u32 {
+        self.update(pod, |l| {
+            l.failures = l.failures.saturating_add(1);
+            l.failures
+        })
+    }
+
+    /// skylet removed the pod's object: forget its bookkeeping and remember
+    /// that it is removed.
+    pub(crate) fn removed(&self, uid: &str) {
+        let mut inner = self.lock();
+        if let Some(row) = inner.rows.get_mut(uid) {
+            row.local = Local::default();
+            if row.is_empty() {
+                inner.rows.remove(uid);
+            }
+        }
+        inner.removed.insert(uid.to_owned());
+    }
+
+    /// Whether skylet removed the pod's object.
+    pub(crate) fn is_removed(&self, uid: &str) -> bool {
+        self.lock().removed.contains(uid)
+    }
+
+    /// Forgets everything of `uid` but its removal.
+    pub(crate) fn forget(&self, uid: &str) {
+        self.lock().rows.remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bp(uid: &str, phase: &str) -> BackendPod {
+        BackendPod {
+            pod: PodRef::new("ns", uid, uid),
+            status: PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn listing_reports_changes_and_removals_but_keeps_newer_pushes() {
+        let t = PodTable::default();
+        t.report(bp("a", "Running"));
+        t.report(bp("b", "Running"));
+        let started = Instant::now();
+        // "c" is pushed while the list call is in flight; the listing lacks it
+        t.report(bp("c", "Pending"));
+        let changed = t.apply_listing(vec![bp("a", "Running"), bp("d", "Running")], started);
+        let mut names: Vec<_> = changed.into_iter().map(|p| p.uid).collect();
+        names.sort();
+        assert_eq!(names, ["b", "d"], "b disappeared, d appeared, a unchanged");
+        assert!(t.in_backend("c"), "a pod pushed during the listing is kept");
+        assert!(!t.in_backend("b"));
+        assert_eq!(t.backend_len(), 3);
+    }
+
+    #[test]
+    fn report_says_whether_anything_changed() {
+        let t = PodTable::default();
+        assert!(t.report(bp("a", "Pending")));
+        assert!(!t.report(bp("a", "Pending")));
+        assert!(t.report(bp("a", "Running")));
+        assert!(t.report_gone("a"));
+        assert!(!t.report_gone("a"));
+    }
+
+    #[test]
+    fn bookkeeping_outlives_a_listing_and_rows_go_when_empty() {
+        let t = PodTable::default();
+        let p = PodRef::new("ns", "p", "p");
+        t.update(&p, |l| l.created = Some(Instant::now()));
+        t.report(bp("p", "Running"));
+        // the backend lost the pod: its status goes, skylet's note stays
+        t.apply_listing(Vec::new(), Instant::now());
+        assert!(!t.in_backend("p"));
+        assert!(t.local("p").created.is_some());
+        assert_eq!(t.failed(&p), 1);
+        assert_eq!(t.failed(&p), 2);
+        t.removed("p");
+        assert_eq!(t.local("p"), Local::default());
+        assert!(t.is_removed("p"));
+        assert!(t.lock().rows.is_empty(), "no row is kept for nothing");
+    }
+}
