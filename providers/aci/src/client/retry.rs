@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use azure_core::http::headers::{Headers, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
 use skylet_provider::Backoff;
 
 /// The longest wait a `Retry-After` header can impose.
@@ -72,6 +73,19 @@ pub fn backoff() -> Backoff {
 /// the server's, else [`backoff`]'s.
 pub fn delay(server: Option<Duration>, attempt: u32) -> Duration {
     server.unwrap_or_else(|| backoff().delay(attempt))
+}
+
+/// What a header says about waiting: `retry-after-ms`,
+/// `x-ms-retry-after-ms`, then `Retry-After`.
+pub(crate) fn retry_after(headers: &Headers) -> Option<Duration> {
+    [RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS]
+        .iter()
+        .find_map(|h| headers.get_optional_str(h).and_then(parse_retry_after_ms))
+        .or_else(|| {
+            headers
+                .get_optional_str(&RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()))
+        })
 }
 
 #[cfg(test)]
@@ -163,5 +177,14 @@ mod tests {
         for s in [200, 201, 204, 400, 401, 403, 404, 409, 501, 505] {
             assert!(!retryable_status(s), "{s}");
         }
+    }
+
+    #[test]
+    fn retry_after_ms_headers_win() {
+        let mut headers = Headers::new();
+        headers.insert(RETRY_AFTER, "9");
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(9)));
+        headers.insert(RETRY_AFTER_MS, "250");
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
     }
 }
