@@ -1,7 +1,8 @@
 //! ACI instance-view events -> Kubernetes Events on the pod.
 //!
 //! Each sweep hands over the events of every group; an event is recorded
-//! once per key ([`status::event_key`]: name, container, first time, count),
+//! once per key ([`status::event_key`]: pod UID, container, first time,
+//! count, name),
 //! so a repeated event (`count` grows) is recorded again and an unchanged one
 //! never. Events whose last occurrence predates this process are taken as
 //! recorded by an earlier skylet and skipped: a restart does not replay
@@ -44,19 +45,19 @@ impl Forwarder {
         }
     }
 
-    /// The events not recorded yet, remembering them as recorded.
-    pub(crate) fn fresh(&self, events: Vec<GroupEvent>) -> Vec<GroupEvent> {
+    /// The events of `pod` not recorded yet, remembering them as recorded.
+    pub(crate) fn fresh(&self, pod: &PodRef, events: Vec<GroupEvent>) -> Vec<GroupEvent> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         events
             .into_iter()
-            .filter(|e| seen.insert(status::event_key(e)))
+            .filter(|e| seen.insert(status::event_key(&pod.uid, e)))
             .filter(|e| e.last_timestamp.is_none_or(|t| t >= self.since))
             .collect()
     }
 
     /// Sends the new events of `pod` to the core.
     pub(crate) fn forward(&self, pod: &PodRef, events: Vec<GroupEvent>) {
-        for e in self.fresh(events) {
+        for e in self.fresh(pod, events) {
             self.sink.event(pod_event(pod, &e));
         }
     }
@@ -165,6 +166,27 @@ mod tests {
         assert_eq!(got[1].reason, "ImagePullFailed");
         assert_eq!(got[1].note, "ACI container group: image pull failed!");
         assert_eq!(got[2].reason, "Pulling");
+    }
+
+    #[test]
+    fn two_pods_with_the_same_event_both_get_it() {
+        // two pods' groups report the same event text at the same time (the
+        // same image pulled in the same sweep): each pod gets its Event
+        let (sink, mut rx) = Sink::channel();
+        let f = Forwarder::new(sink);
+        let pulling = event(Some("web"), "Pulling", "Normal", 1);
+        let a = PodRef::new("shop", "web-a", "uid-a");
+        let b = PodRef::new("shop", "web-b", "uid-b");
+        f.forward(&a, vec![pulling.clone()]);
+        f.forward(&b, vec![pulling.clone()]);
+        // and each only once
+        f.forward(&a, vec![pulling.clone()]);
+        f.forward(&b, vec![pulling]);
+        let mut got = Vec::new();
+        while let Ok(BackendEvent::Event(e)) = rx.try_recv() {
+            got.push(e.pod.uid.clone());
+        }
+        assert_eq!(got, ["uid-a", "uid-b"]);
     }
 
     #[test]

@@ -103,17 +103,18 @@ pub fn events(group: &ContainerGroup) -> Vec<GroupEvent> {
     out
 }
 
-/// A key that is the same for an event in every sweep until it happens
-/// again: container, first occurrence, count and name. Container names
-/// and timestamps hold no `/`, and the name comes last, so keys of
-/// different events differ.
-pub fn event_key(e: &GroupEvent) -> String {
+/// A key that is the same for an event of the pod with UID `pod_uid` in
+/// every sweep until it happens again: pod UID, container, first
+/// occurrence, count and name. UIDs, container names and timestamps hold
+/// no `/`, and the name comes last, so keys of different events differ,
+/// also when two pods' groups report the same event text at the same time.
+pub fn event_key(pod_uid: &str, e: &GroupEvent) -> String {
     let first = e
         .first_timestamp
         .map(|t| t.to_string())
         .unwrap_or_else(|| "-".into());
     format!(
-        "{}/{first}/{}/{}",
+        "{pod_uid}/{}/{first}/{}/{}",
         e.container.as_deref().unwrap_or(""),
         e.count,
         e.name
@@ -949,20 +950,22 @@ mod tests {
             (1, "Normal"),
             "defaults"
         );
-        let keys: std::collections::BTreeSet<String> = es.iter().map(event_key).collect();
+        let key = |e: &GroupEvent| event_key("uid-1", e);
+        let keys: std::collections::BTreeSet<String> = es.iter().map(key).collect();
         assert_eq!(keys.len(), es.len(), "distinct events, distinct keys");
         // stable across sweeps; new when it happens again
-        assert_eq!(event_key(&events(&g)[2]), event_key(&es[2]));
+        assert_eq!(key(&events(&g)[2]), key(&es[2]));
         let mut again = es[2].clone();
         again.count = 2;
         again.last_timestamp = Some(now());
-        assert_ne!(event_key(&again), event_key(&es[2]));
+        assert_ne!(key(&again), key(&es[2]));
         let mut msg = es[2].clone();
         msg.message = Some("other".into());
-        assert_eq!(
-            event_key(&msg),
-            event_key(&es[2]),
-            "the message is not part of the key"
+        assert_eq!(key(&msg), key(&es[2]), "the message is not part of the key");
+        assert_ne!(
+            event_key("uid-2", &es[2]),
+            key(&es[2]),
+            "the same event of another pod is another event"
         );
     }
 
