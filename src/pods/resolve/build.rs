@@ -220,7 +220,7 @@ mod tests {
             {"kind": "Secret", "metadata": {"namespace": "shop", "name": "opaque"}, "stringData": {"x": "y"}},
         ]));
         let pod = pod(json!({"containers": [{"name": "app"}],
-        "imagePullSecrets": [{"name": "regcred"}, {"name": "gone"}, {"name": "opaque"}]}));
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "gone"}, {"name": "opaque"}]}));
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         let pulls = &resolved.pod.image_pull_secrets;
         assert_eq!(pulls.len(), 1, "{pulls:?}");

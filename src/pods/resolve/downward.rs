@@ -328,10 +328,10 @@ mod tests {
         assert!(!err.retriable());
         assert_eq!(err.reason(), "CreateContainerConfigError");
         assert!(
-        err.to_string().starts_with(
-            "spec.containers[0].env[0].valueFrom.fieldRef: fieldPath \"spec.hostname\" is not supported"
-        )
-    );
+            err.to_string().starts_with(
+                "spec.containers[0].env[0].valueFrom.fieldRef: fieldPath \"spec.hostname\" is not supported"
+            )
+        );
     }
 
     #[tokio::test]
@@ -424,7 +424,7 @@ mod tests {
 
         let pod = self::pod(
             json!({"containers": [{"name": "app"}], "volumes": [{"name": "info", "downwardAPI": {
-        "items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]}),
+            "items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]}),
         );
         let err = resolve_with(&Fake::default(), &pod).await.unwrap_err();
         assert!(!err.retriable());

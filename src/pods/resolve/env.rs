@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.containers[0].env[0].valueFrom.configMapKeyRef: ConfigMap shop/settings not found; \
-         create it in namespace shop, or set `optional: true` on the reference"
+             create it in namespace shop, or set `optional: true` on the reference"
         );
 
         let pod = env_pod(

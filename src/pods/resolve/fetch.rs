@@ -283,8 +283,8 @@ mod tests {
         };
         let container = |name: &str| {
             json!({"name": name,
-            "envFrom": [{"configMapRef": {"name": "app"}}],
-            "env": [{"name": "B", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "A"}}}]})
+                "envFrom": [{"configMapRef": {"name": "app"}}],
+                "env": [{"name": "B", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "A"}}}]})
         };
         let pod = pod(json!({
             "initContainers": [container("init")],
@@ -300,14 +300,14 @@ mod tests {
         assert_eq!(env(&resolved, "init"), pairs(&[("A", "1"), ("B", "1")]));
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "creds", "secret": {"secretName": "creds"}}]}));
+            {"name": "creds", "secret": {"secretName": "creds"}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(err.retriable());
         assert_eq!(err.reason(), "FailedMount");
         assert_eq!(
             err.to_string(),
             "spec.volumes[0].secret: reading Secret shop/creds failed: secrets \"creds\" is forbidden (403 Forbidden); \
-         grant skylet `get` on secrets in namespace shop"
+             grant skylet `get` on secrets in namespace shop"
         );
     }
 }

@@ -431,11 +431,11 @@ mod tests {
     async fn unsupported_sources_are_refused_for_good() {
         let fake = Fake::default();
         let pod = pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "a", "emptyDir": {}},
-        {"name": "b", "emptyDir": {}},
-        {"name": "bundle", "projected": {"sources": [
-            {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
-            {"clusterTrustBundle": {"signerName": "example.com/signer", "path": "bundle.pem"}}]}}]}));
+            {"name": "a", "emptyDir": {}},
+            {"name": "b", "emptyDir": {}},
+            {"name": "bundle", "projected": {"sources": [
+                {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"clusterTrustBundle": {"signerName": "example.com/signer", "path": "bundle.pem"}}]}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
         assert!(!err.retriable());
@@ -443,13 +443,13 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "spec.volumes[2].projected.sources[1].clusterTrustBundle: a clusterTrustBundle projection is not \
-         supported by skylet; remove it from the pod spec"
+             supported by skylet; remove it from the pod spec"
         );
 
         let pod = self::pod(
             json!({"containers": [{"name": "app"}], "volumes": [{"name": "cert", "projected": {
-        "sources": [{"podCertificate": {
-            "signerName": "example.com/signer", "keyType": "ED25519", "credentialBundlePath": "c"}}]}}]}),
+            "sources": [{"podCertificate": {
+                "signerName": "example.com/signer", "keyType": "ED25519", "credentialBundlePath": "c"}}]}}]}),
         );
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(!err.retriable());
@@ -462,7 +462,7 @@ mod tests {
         let pod = env_pod(
             json!([]),
             json!([{"name": "F", "valueFrom": {"fileKeyRef": {
-        "volumeName": "v", "path": "env", "key": "F"}}}]),
+            "volumeName": "v", "path": "env", "key": "F"}}}]),
         );
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(!err.retriable());

@@ -346,7 +346,7 @@ mod tests {
         );
 
         let missing_key = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "conf", "configMap": {"name": "web", "items": [{"key": "missing", "path": "m"}]}}]}));
+            {"name": "conf", "configMap": {"name": "web", "items": [{"key": "missing", "path": "m"}]}}]}));
         let err = resolve_with(&fake, &missing_key).await.unwrap_err();
         assert!(err.retriable());
         assert_eq!(err.reason(), "FailedMount");
@@ -365,8 +365,8 @@ mod tests {
              "stringData": {"password": "hunter2", "user": "bob"}},
         ]));
         let pod = pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "creds", "secret": {"secretName": "creds"}},
-        {"name": "tls", "secret": {"secretName": "tls", "optional": true}}]}));
+            {"name": "creds", "secret": {"secretName": "creds"}},
+            {"name": "tls", "secret": {"secretName": "tls", "optional": true}}]}));
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         assert_eq!(
             resolved.pod.volumes["creds"],
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(resolved.pod.volumes["tls"], []);
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "tls", "secret": {"secretName": "tls"}}]}));
+            {"name": "tls", "secret": {"secretName": "tls"}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(
             matches!(
@@ -405,10 +405,10 @@ mod tests {
              "stringData": {"azurestorageaccountname": "acct", "azurestorageaccountkey": "k3y"}},
         ]));
         let pod = pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "share", "csi": {"driver": "file.csi.azure.com",
-            "volumeAttributes": {"shareName": "data", "secretName": "azure-files"}}},
-        {"name": "other", "csi": {"driver": "x.example", "nodePublishSecretRef": {"name": "azure-files"}}},
-        {"name": "plain", "csi": {"driver": "x.example"}}]}));
+            {"name": "share", "csi": {"driver": "file.csi.azure.com",
+                "volumeAttributes": {"shareName": "data", "secretName": "azure-files"}}},
+            {"name": "other", "csi": {"driver": "x.example", "nodePublishSecretRef": {"name": "azure-files"}}},
+            {"name": "plain", "csi": {"driver": "x.example"}}]}));
         let resolved = resolve_with(&fake, &pod).await.unwrap();
         for v in ["share", "other"] {
             assert_eq!(
@@ -422,7 +422,7 @@ mod tests {
         assert!(!resolved.pod.volumes.contains_key("plain"));
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
-        {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "nope"}}}]}));
+            {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "nope"}}}]}));
         let err = resolve_with(&fake, &pod).await.unwrap_err();
         assert!(
             err.to_string().starts_with(
