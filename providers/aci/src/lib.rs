@@ -59,6 +59,8 @@ pub mod kind;
 pub mod logs;
 pub mod models;
 pub mod names;
+#[cfg(test)]
+mod spec_check;
 pub mod status;
 pub mod stream;
 pub mod translate;

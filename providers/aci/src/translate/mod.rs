@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_body_follows_the_spec() {
-        let Some(spec) = crate::models::tests::spec() else {
+        let Some(spec) = crate::spec_check::spec() else {
             return;
         };
         let mut rp = web();
@@ -510,7 +510,7 @@ mod tests {
             .collect(),
         );
         let body = serde_json::to_value(group(&rp)).unwrap();
-        let errors = crate::models::tests::spec_errors(&spec, "ContainerGroup", &body);
+        let errors = crate::spec_check::spec_errors(&spec, "ContainerGroup", &body);
         assert!(errors.is_empty(), "{errors:#?}");
     }
 }
