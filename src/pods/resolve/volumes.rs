@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use skylet_provider::{Value, VolumeFile};
 
-use super::build::{Inputs, Kind, Object};
+use super::build::{Inputs, Kind};
 use super::downward::{field_value, resource_value};
 use super::refs::TokenKey;
 use super::{Error, Usage, service_account};
@@ -27,58 +27,22 @@ pub(super) fn volume_files(
     let mut files = Files::default();
     if let Some(cm) = &volume.config_map {
         let field = format!("{field}.configMap");
-        let mode = file_mode(
-            cm.default_mode,
-            DEFAULT_MODE,
-            &format!("{field}.defaultMode"),
-        )?;
-        let object = inputs.object(
-            Kind::ConfigMap,
-            &cm.name,
-            cm.optional,
-            Usage::Volume,
-            &field,
-        )?;
-        files.key_files(
-            inputs,
-            object.as_ref(),
-            cm.items.as_deref(),
-            cm.optional,
-            mode,
-            &field,
-        )?;
+        let mode = default_mode(cm.default_mode, &field)?;
+        let keys = Keys::new(Kind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional);
+        files.key_files(inputs, &keys, mode, &field)?;
     } else if let Some(s) = &volume.secret {
         let field = format!("{field}.secret");
-        let mode = file_mode(
-            s.default_mode,
-            DEFAULT_MODE,
-            &format!("{field}.defaultMode"),
-        )?;
+        let mode = default_mode(s.default_mode, &field)?;
         let name = s.secret_name.as_deref().unwrap_or_default();
-        let object = inputs.object(Kind::Secret, name, s.optional, Usage::Volume, &field)?;
-        files.key_files(
-            inputs,
-            object.as_ref(),
-            s.items.as_deref(),
-            s.optional,
-            mode,
-            &field,
-        )?;
+        let keys = Keys::new(Kind::Secret, name, s.items.as_deref(), s.optional);
+        files.key_files(inputs, &keys, mode, &field)?;
     } else if let Some(d) = &volume.downward_api {
         let field = format!("{field}.downwardAPI");
-        let mode = file_mode(
-            d.default_mode,
-            DEFAULT_MODE,
-            &format!("{field}.defaultMode"),
-        )?;
+        let mode = default_mode(d.default_mode, &field)?;
         files.downward_files(inputs, d.items.as_deref().unwrap_or_default(), mode, &field)?;
     } else if let Some(p) = &volume.projected {
         let field = format!("{field}.projected");
-        let mode = file_mode(
-            p.default_mode,
-            DEFAULT_MODE,
-            &format!("{field}.defaultMode"),
-        )?;
+        let mode = default_mode(p.default_mode, &field)?;
         for (j, source) in p.sources.iter().flatten().enumerate() {
             files.projection(inputs, source, mode, &format!("{field}.sources[{j}]"))?;
         }
@@ -86,12 +50,37 @@ pub(super) fn volume_files(
         // The driver's credentials, for backends that mount the share
         // themselves (ACI's azureFile volume): every key as a file.
         let field = format!("{field}.csi.{f}");
-        let object = inputs.object(Kind::Secret, name, None, Usage::Volume, &field)?;
-        files.key_files(inputs, object.as_ref(), None, None, DEFAULT_MODE, &field)?;
+        let keys = Keys::new(Kind::Secret, name, None, None);
+        files.key_files(inputs, &keys, DEFAULT_MODE, &field)?;
     } else {
         return Ok(None);
     }
     Ok(Some(files.0.into_values().collect()))
+}
+
+/// A ConfigMap or Secret whose keys become files, and which of its keys.
+struct Keys<'a> {
+    kind: Kind,
+    name: &'a str,
+    /// The keys to project and where; every key when `None` or empty.
+    items: Option<&'a [KeyToPath]>,
+    optional: Option<bool>,
+}
+
+impl<'a> Keys<'a> {
+    fn new(
+        kind: Kind,
+        name: &'a str,
+        items: Option<&'a [KeyToPath]>,
+        optional: Option<bool>,
+    ) -> Self {
+        Self {
+            kind,
+            name,
+            items,
+            optional,
+        }
+    }
 }
 
 /// A volume's files by path; a later file with the same path replaces an
@@ -117,14 +106,13 @@ impl Files {
     fn key_files(
         &mut self,
         inputs: &Inputs<'_>,
-        object: Option<&Object<'_>>,
-        items: Option<&[KeyToPath]>,
-        optional: Option<bool>,
+        keys: &Keys<'_>,
         default_mode: u32,
         field: &str,
     ) -> Result<(), Error> {
+        let object = inputs.object(keys.kind, keys.name, keys.optional, Usage::Volume, field)?;
         let Some(object) = object else { return Ok(()) };
-        let Some(items) = items.filter(|i| !i.is_empty()) else {
+        let Some(items) = keys.items.filter(|i| !i.is_empty()) else {
             for (key, data) in object.files() {
                 self.add(key, default_mode, object.value(data), field)?;
             }
@@ -133,10 +121,10 @@ impl Files {
         for (i, item) in items.iter().enumerate() {
             let field = format!("{field}.items[{i}]");
             let Some(data) = object.file(&item.key) else {
-                if optional == Some(true) {
+                if keys.optional == Some(true) {
                     continue;
                 }
-                return Err(inputs.missing_key(object, &item.key, Usage::Volume, &field));
+                return Err(inputs.missing_key(&object, &item.key, Usage::Volume, &field));
             };
             let mode = file_mode(item.mode, default_mode, &format!("{field}.mode"))?;
             self.add(&item.path, mode, object.value(data), &field)?;
@@ -195,34 +183,12 @@ impl Files {
             return Err(unsupported("podCertificate", "a podCertificate projection"));
         }
         if let Some(cm) = &source.config_map {
-            let field = format!("{field}.configMap");
-            let object = inputs.object(
-                Kind::ConfigMap,
-                &cm.name,
-                cm.optional,
-                Usage::Volume,
-                &field,
-            )?;
-            self.key_files(
-                inputs,
-                object.as_ref(),
-                cm.items.as_deref(),
-                cm.optional,
-                default_mode,
-                &field,
-            )?;
+            let keys = Keys::new(Kind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional);
+            self.key_files(inputs, &keys, default_mode, &format!("{field}.configMap"))?;
         }
         if let Some(s) = &source.secret {
-            let field = format!("{field}.secret");
-            let object = inputs.object(Kind::Secret, &s.name, s.optional, Usage::Volume, &field)?;
-            self.key_files(
-                inputs,
-                object.as_ref(),
-                s.items.as_deref(),
-                s.optional,
-                default_mode,
-                &field,
-            )?;
+            let keys = Keys::new(Kind::Secret, &s.name, s.items.as_deref(), s.optional);
+            self.key_files(inputs, &keys, default_mode, &format!("{field}.secret"))?;
         }
         if let Some(d) = &source.downward_api {
             let items = d.items.as_deref().unwrap_or_default();
@@ -244,6 +210,11 @@ impl Files {
         }
         Ok(())
     }
+}
+
+/// The `defaultMode` of the volume at `field`, [`DEFAULT_MODE`] when unset.
+fn default_mode(mode: Option<i32>, field: &str) -> Result<u32, Error> {
+    file_mode(mode, DEFAULT_MODE, &format!("{field}.defaultMode"))
 }
 
 /// A file mode, `default` when unset; the API server allows 0 to 0777.
