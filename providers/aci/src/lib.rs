@@ -7,7 +7,7 @@
 //! | the pod | a container group named by [`names::group_name`] (unique by pod UID), tagged with the pod's UID, namespace, name and the node |
 //! | containers, init containers, env, probes, resources, volumes | the group's properties ([`translate`]); Secret-derived values only in `secureValue` and secret volumes |
 //! | status | a sweep: ContainerGroups_ListByResourceGroup, all pages, filtered by the node tag ([`status`]); never one GET per pod |
-//! | Events | each instance-view event sent once to the core ([`skylet_provider::Sink`]), which records it on the pod |
+//! | Events | each instance-view event sent once to the core ([`skylet_provider::Sink`]), which records it on the pod ([`events`]) |
 //! | logs | Containers_ListLogs, polled for `-f` ([`logs`]) |
 //! | exec, attach | Containers_ExecuteCommand / Containers_Attach and their WebSocket ([`stream`]) |
 //! | delete | ContainerGroups_Stop, wait up to the grace period, ContainerGroups_Delete |
@@ -54,7 +54,7 @@ use skylet_provider::{
 
 pub mod client;
 pub mod config;
-mod events;
+pub mod events;
 pub mod kind;
 pub mod logs;
 pub mod models;
@@ -237,7 +237,7 @@ impl AciProvider {
                 continue;
             };
             let Some(name) = g.name.clone() else { continue };
-            self.inner.events.forward(&pod, status::events(g));
+            self.inner.events.forward(&pod, events::events(g));
             view.insert(pod.uid.clone(), Known::of(name, g));
             pods.push(BackendPod {
                 status: status::pod_status(g),

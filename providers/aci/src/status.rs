@@ -1,6 +1,6 @@
 //! From a container group (GET or LIST answer) to the pod status skylet
-//! reports, and the group's events. Pure functions (but for
-//! [`pod_status`]'s clock).
+//! reports (the group's events are [`crate::events`]). Pure functions (but
+//! for [`pod_status`]'s clock).
 //!
 //! | container `currentState.state` | container state |
 //! |---|---|
@@ -41,85 +41,13 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use crate::models::{
-    self, ContainerGroup, ContainerGroupProvisioningState, ContainerGroupRestartPolicy,
-    ContainerPropertiesInstanceView,
+use crate::{
+    events::events,
+    models::{
+        self, ContainerGroup, ContainerGroupProvisioningState, ContainerGroupRestartPolicy,
+        ContainerPropertiesInstanceView,
+    },
 };
-
-/// One ACI event, from the group or one of its containers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupEvent {
-    /// The container it is about; `None` for the group.
-    pub container: Option<String>,
-    /// Event name (`Pulling`, `Pulled`, `Started`, `Killing`, ...).
-    pub name: String,
-    /// `Normal` or `Warning`.
-    pub type_: String,
-    /// Message.
-    pub message: Option<String>,
-    /// How often it happened.
-    pub count: i32,
-    /// First occurrence.
-    pub first_timestamp: Option<Timestamp>,
-    /// Last occurrence.
-    pub last_timestamp: Option<Timestamp>,
-}
-
-/// Every event of the group: group-level first, then each init container's
-/// and each container's, in the order ACI lists them.
-pub fn events(group: &ContainerGroup) -> Vec<GroupEvent> {
-    let p = &group.properties;
-    let convert = |container: Option<&str>, e: &models::Event| GroupEvent {
-        container: container.map(str::to_owned),
-        name: e.name.clone().unwrap_or_default(),
-        type_: e.type_.clone().unwrap_or_else(|| "Normal".into()),
-        message: e.message.clone(),
-        count: e.count.unwrap_or(1),
-        first_timestamp: e.first_timestamp,
-        last_timestamp: e.last_timestamp,
-    };
-    let mut out: Vec<GroupEvent> = p
-        .instance_view
-        .iter()
-        .flat_map(|v| &v.events)
-        .map(|e| convert(None, e))
-        .collect();
-    let views = p
-        .init_containers
-        .iter()
-        .map(|c| (c.name.as_str(), c.properties.instance_view.as_ref()))
-        .chain(
-            p.containers
-                .iter()
-                .map(|c| (c.name.as_str(), c.properties.instance_view.as_ref())),
-        );
-    for (name, view) in views {
-        out.extend(
-            view.into_iter()
-                .flat_map(|v| &v.events)
-                .map(|e| convert(Some(name), e)),
-        );
-    }
-    out
-}
-
-/// A key that is the same for an event of the pod with UID `pod_uid` in
-/// every sweep until it happens again: pod UID, container, first
-/// occurrence, count and name. UIDs, container names and timestamps hold
-/// no `/`, and the name comes last, so keys of different events differ,
-/// also when two pods' groups report the same event text at the same time.
-pub fn event_key(pod_uid: &str, e: &GroupEvent) -> String {
-    let first = e
-        .first_timestamp
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "{pod_uid}/{}/{first}/{}/{}",
-        e.container.as_deref().unwrap_or(""),
-        e.count,
-        e.name
-    )
-}
 
 /// Whether no container of the group runs any more (each has terminated
 /// or never started): stopping it is done.
@@ -913,60 +841,6 @@ mod tests {
         .unwrap();
         assert_eq!(s.waiting.unwrap().reason.as_deref(), Some("Repairing"));
         assert_eq!(state(&models::ContainerState::default()), None);
-    }
-
-    #[test]
-    fn events_and_their_keys() {
-        let ev = |name: &str, count: i32, first: &str| json!({"name": name, "type": "Normal", "count": count, "firstTimestamp": first, "lastTimestamp": T2, "message": format!("{name}!")});
-        let mut g = group(
-            "Succeeded",
-            "Always",
-            vec![(
-                "web",
-                json!({"currentState": {"state": "Running"}, "events": [ev("Pulling", 1, T0), ev("Started", 1, T1)]}),
-            )],
-            vec![(
-                "init",
-                json!({"currentState": {"state": "Terminated", "exitCode": 0}, "events": [ev("Started", 1, T0)]}),
-            )],
-        );
-        g.properties.instance_view = Some(serde_json::from_value(json!({"state": "Running", "events": [{"name": "SuccessfulMountAzureFileVolume", "type": "Normal"}]})).unwrap());
-        let es = events(&g);
-        let who: Vec<(Option<&str>, &str)> = es
-            .iter()
-            .map(|e| (e.container.as_deref(), e.name.as_str()))
-            .collect();
-        assert_eq!(
-            who,
-            [
-                (None, "SuccessfulMountAzureFileVolume"),
-                (Some("init"), "Started"),
-                (Some("web"), "Pulling"),
-                (Some("web"), "Started")
-            ]
-        );
-        assert_eq!(
-            (es[0].count, es[0].type_.as_str()),
-            (1, "Normal"),
-            "defaults"
-        );
-        let key = |e: &GroupEvent| event_key("uid-1", e);
-        let keys: std::collections::BTreeSet<String> = es.iter().map(key).collect();
-        assert_eq!(keys.len(), es.len(), "distinct events, distinct keys");
-        // stable across sweeps; new when it happens again
-        assert_eq!(key(&events(&g)[2]), key(&es[2]));
-        let mut again = es[2].clone();
-        again.count = 2;
-        again.last_timestamp = Some(now());
-        assert_ne!(key(&again), key(&es[2]));
-        let mut msg = es[2].clone();
-        msg.message = Some("other".into());
-        assert_eq!(key(&msg), key(&es[2]), "the message is not part of the key");
-        assert_ne!(
-            event_key("uid-2", &es[2]),
-            key(&es[2]),
-            "the same event of another pod is another event"
-        );
     }
 
     #[test]
