@@ -51,12 +51,29 @@ impl EcsProvider {
     /// Active task definitions (ARN, template key) and secrets (key, ARN)
     /// of this node.
     async fn leftovers(&self) -> Result<(Vec<(String, String)>, Vec<(String, String)>), AwsError> {
-        let c = &self.inner.clients;
+        let prefix = self.inner.settings.family_prefix.as_str();
+        let mut tds = Vec::new();
+        for fam in self.families().await? {
+            let key = fam.strip_prefix(prefix).unwrap_or(&fam).to_owned();
+            tds.extend(
+                self.task_definitions(&fam)
+                    .await?
+                    .into_iter()
+                    .map(|a| (a, key.clone())),
+            );
+        }
+        Ok((tds, self.secrets().await?))
+    }
+
+    /// The node's active task definition families, all pages.
+    async fn families(&self) -> Result<Vec<String>, AwsError> {
         let prefix = self.inner.settings.family_prefix.as_str();
         let mut families = Vec::new();
         let mut token = None;
         loop {
-            let r = c
+            let r = self
+                .inner
+                .clients
                 .ecs
                 .list_task_definition_families()
                 .family_prefix(prefix)
@@ -73,44 +90,50 @@ impl EcsProvider {
             );
             token = r.next_token().map(str::to_owned);
             if token.is_none() {
-                break;
+                return Ok(families);
             }
         }
+    }
+
+    /// The active task definition ARNs of family `fam`, all pages.
+    async fn task_definitions(&self, fam: &str) -> Result<Vec<String>, AwsError> {
         let mut tds = Vec::new();
-        for fam in families {
-            let key = fam.strip_prefix(prefix).unwrap_or(&fam).to_owned();
-            let mut token = None;
-            loop {
-                let r = c
-                    .ecs
-                    .list_task_definitions()
-                    .family_prefix(&fam)
-                    .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(aws(ECS, "ListTaskDefinitions", self.m()))?;
-                tds.extend(
-                    r.task_definition_arns()
-                        .iter()
-                        .map(|a| (a.clone(), key.clone())),
-                );
-                token = r.next_token().map(str::to_owned);
-                if token.is_none() {
-                    break;
-                }
+        let mut token = None;
+        loop {
+            let r = self
+                .inner
+                .clients
+                .ecs
+                .list_task_definitions()
+                .family_prefix(fam)
+                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(aws(ECS, "ListTaskDefinitions", self.m()))?;
+            tds.extend(r.task_definition_arns().iter().cloned());
+            token = r.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(tds);
             }
         }
+    }
+
+    /// The node's secrets (template key, ARN), all pages.
+    async fn secrets(&self) -> Result<Vec<(String, String)>, AwsError> {
+        let prefix = self.inner.secret_prefix.as_str();
         let mut secrets = Vec::new();
         let mut token = None;
         loop {
-            let r = c
+            let r = self
+                .inner
+                .clients
                 .secrets
                 .list_secrets()
                 .filters(
                     aws_sdk_secretsmanager::types::Filter::builder()
                         .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
-                        .values(&self.inner.secret_prefix)
+                        .values(prefix)
                         .build(),
                 )
                 .set_next_token(token)
@@ -119,19 +142,20 @@ impl EcsProvider {
                 .map_err(aws(SECRETS, "ListSecrets", self.m()))?;
             for s in r.secret_list() {
                 if let (Some(name), Some(arn)) = (s.name(), s.arn())
-                    && let Some(key) = name.strip_prefix(self.inner.secret_prefix.as_str())
+                    && let Some(key) = name.strip_prefix(prefix)
                 {
                     secrets.push((key.to_owned(), arn.to_owned()));
                 }
             }
             token = r.next_token().map(str::to_owned);
             if token.is_none() {
-                break;
+                return Ok(secrets);
             }
         }
-        Ok((tds, secrets))
     }
 
+    /// Deregisters and deletes the task definitions, deletes the secrets;
+    /// failures are logged, not returned.
     pub(crate) async fn remove_garbage(&self, g: Garbage) {
         let c = &self.inner.clients;
         for arn in &g.tds {
@@ -231,6 +255,7 @@ pub(crate) fn collect_garbage(st: &mut State, grace: Duration) -> Garbage {
     g.secrets.sort();
     g
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,13 +43,9 @@
 //! `templates` (task definitions and secrets), `gc` (their removal).
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, LaunchType,
-    NetworkConfiguration, Tag, TaskOverride,
-};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::api::resource::Quantity};
 use ring::{hmac, rand::SecureRandom};
 use skylet_provider::{
@@ -74,7 +70,7 @@ pub use config::Config;
 pub use kind::Ecs;
 
 use client::{Clients, ECS, LOGS, aws};
-use state::{State, TaskEntry};
+use state::State;
 use status::Observation;
 
 /// Why the backend could not start.
@@ -245,111 +241,7 @@ impl Provider for EcsProvider {
         }
         let plan = translate::plan(rp, &self.inner.settings, &self.inner.secret_key)?;
         let td_arn = self.ensure_template(&plan).await?;
-        let cfg = &self.inner.config;
-        let vpc = AwsVpcConfiguration::builder()
-            .set_subnets(Some(cfg.subnets.clone()))
-            .set_security_groups(
-                (!cfg.security_groups.is_empty()).then(|| cfg.security_groups.clone()),
-            )
-            .assign_public_ip(if cfg.assign_public_ip {
-                AssignPublicIp::Enabled
-            } else {
-                AssignPublicIp::Disabled
-            })
-            .build()
-            .map_err(ProviderError::transient)?;
-        let mut req = self
-            .inner
-            .clients
-            .ecs
-            .run_task()
-            .cluster(&cfg.cluster)
-            .task_definition(&td_arn)
-            .count(1)
-            .started_by(&self.inner.started_by)
-            .client_token(&pod.uid)
-            .enable_execute_command(false)
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(vpc)
-                    .build(),
-            )
-            .set_platform_version(cfg.platform_version.clone())
-            .set_tags(Some(
-                plan.tags
-                    .iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ));
-        if !plan.overrides.is_empty() {
-            req = req.overrides(
-                TaskOverride::builder()
-                    .set_container_overrides(Some(plan.container_overrides()))
-                    .build(),
-            );
-        }
-        req = if plan.spot {
-            req.capacity_provider_strategy(
-                CapacityProviderStrategyItem::builder()
-                    .capacity_provider("FARGATE_SPOT")
-                    .weight(1)
-                    .build()
-                    .map_err(ProviderError::transient)?,
-            )
-        } else {
-            req.launch_type(LaunchType::Fargate)
-        };
-        let out = match req.send().await.map_err(aws(ECS, "RunTask", self.m())) {
-            Ok(out) => out,
-            Err(e)
-                if e.is("InvalidParameterException")
-                    && e.message().contains("TaskDefinition is inactive") =>
-            {
-                // removed under our feet: register again next time
-                self.state().templates.remove(&plan.key);
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(f) = out.failures().first() {
-            return Err(ProviderError::transient(format!(
-                "RunTask could not place the task: {} {}",
-                f.reason().unwrap_or_default(),
-                f.detail().unwrap_or_default()
-            )));
-        }
-        let mut st = self.state();
-        for t in out.tasks() {
-            let Some(arn) = t.task_arn() else { continue };
-            tracing::info!(pod = %pod, task = %arn, family = %plan.family, "started a task");
-            let mut obs = status::observe(t);
-            if matches!(obs, Observation::Foreign) {
-                // tags not echoed: the pod is known anyway
-                obs = Observation::Pod(Box::new(BackendPod {
-                    pod: pod.clone(),
-                    status: status::pod_status(t),
-                }));
-            }
-            st.tasks.insert(
-                arn.to_owned(),
-                TaskEntry {
-                    pod: pod.clone(),
-                    td_arn: td_arn.clone(),
-                    containers: t
-                        .containers()
-                        .iter()
-                        .filter_map(|c| c.name().map(str::to_owned))
-                        .collect(),
-                    stopped: status::is_stopped(t),
-                    observation: obs,
-                    seen: Instant::now(),
-                    created_at: t
-                        .created_at()
-                        .map_or(i64::MAX, aws_smithy_types::DateTime::secs),
-                },
-            );
-        }
-        Ok(())
+        self.run_task(&plan, &td_arn, &pod).await
     }
 
     async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<Deleted> {
@@ -365,9 +257,8 @@ impl Provider for EcsProvider {
             pod.name
         );
         let mut stopping = false;
-        for (arn, e) in entries.iter().filter(|(_, e)| !e.stopped) {
+        for (arn, _) in entries.iter().filter(|(_, e)| !e.stopped) {
             tracing::info!(pod = %pod, task = %arn, "stopping the pod's task");
-            let _ = e;
             if !self.stop_task(arn, &reason).await? {
                 stopping = true;
             }

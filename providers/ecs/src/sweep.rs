@@ -2,10 +2,7 @@
 //! into the provider's state; duplicates stopped, garbage collected, and
 //! the listing the core asked for.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, time::Instant};
 
 use aws_sdk_ecs::types::{DesiredStatus, TaskField};
 use skylet_provider::{BackendPod, Result};
@@ -14,13 +11,8 @@ use crate::{
     EcsProvider,
     client::{AwsError, ECS, aws},
     gc::{Garbage, collect_garbage},
-    state::{TaskEntry, duplicates_of, listing_of},
-    status::{self, Observation},
+    state::{duplicates_of, listing_of},
 };
-
-/// How long a task that RunTask returned is kept in the cache even when a
-/// listing lacks it (ListTasks is eventually consistent).
-const FRESH: Duration = Duration::from_secs(60);
 
 impl EcsProvider {
     /// Every task ARN of the node with this desired status, all pages;
@@ -89,14 +81,7 @@ impl EcsProvider {
                 .await?,
         );
         let listed: HashSet<String> = arns.iter().cloned().collect();
-        let to_describe: Vec<String> = {
-            let st = self.state();
-            let mut seen = HashSet::new();
-            arns.into_iter()
-                .filter(|a| seen.insert(a.clone()))
-                .filter(|a| !st.foreign.contains(a) && !st.tasks.get(a).is_some_and(|e| e.stopped))
-                .collect()
-        };
+        let to_describe = self.state().to_describe(arns);
         let described = self.describe(&to_describe).await?;
         let describe_calls = u64::try_from(to_describe.len().div_ceil(100)).unwrap_or(u64::MAX);
         self.m().sweep_calls(ECS, "ListTasks", list_calls);
@@ -104,44 +89,8 @@ impl EcsProvider {
 
         let (listing, duplicates, garbage) = {
             let mut st = self.state();
-            for t in &described {
-                let Some(arn) = t.task_arn() else { continue };
-                let obs = status::observe(t);
-                let pod = match &obs {
-                    Observation::Pod(bp) => bp.pod.clone(),
-                    Observation::Finished(p) => p.clone(),
-                    Observation::Foreign => {
-                        st.foreign.insert(arn.to_owned());
-                        continue;
-                    }
-                };
-                st.tasks.insert(
-                    arn.to_owned(),
-                    TaskEntry {
-                        pod,
-                        td_arn: t.task_definition_arn().unwrap_or_default().to_owned(),
-                        containers: t
-                            .containers()
-                            .iter()
-                            .filter_map(|c| c.name().map(str::to_owned))
-                            .collect(),
-                        observation: obs,
-                        stopped: status::is_stopped(t),
-                        seen: Instant::now(),
-                        created_at: t
-                            .created_at()
-                            .map_or(i64::MAX, aws_smithy_types::DateTime::secs),
-                    },
-                );
-            }
-            // forget what ECS no longer lists (unless just created)
-            st.tasks.retain(|arn, e| {
-                listed.contains(arn) || e.seen >= started || e.seen.elapsed() < FRESH
-            });
-            st.foreign.retain(|a| listed.contains(a));
-            let uids: HashSet<String> = st.tasks.values().map(|e| e.pod.uid.clone()).collect();
-            st.released.retain(|u| uids.contains(u));
-            st.listed = true;
+            st.record(&described);
+            st.forget_unlisted(&listed, started);
             let listing = listing_of(&st);
             let duplicates = duplicates_of(&st);
             let garbage = if st.discovered {

@@ -1,8 +1,6 @@
 //! Templates: the task definition of a plan, registered once per template,
 //! with the Secrets Manager secret holding its secret values.
 
-use std::time::Instant;
-
 use aws_sdk_ecs::types::{Compatibility, NetworkMode, Tag};
 use skylet_provider::{ProviderError, Result};
 
@@ -10,7 +8,6 @@ use crate::{
     EcsProvider,
     client::{ECS, SECRETS, aws},
     names,
-    state::{Owned, State, Template},
     translate::{self, Plan},
 };
 
@@ -18,30 +15,43 @@ impl EcsProvider {
     /// The task definition ARN for a plan: cached, or registered now (with
     /// its secret).
     pub(crate) async fn ensure_template(&self, plan: &Plan) -> Result<String> {
-        let cached = |st: &mut State| {
-            let arn = st.templates.get(&plan.key).map(|t| t.td_arn.clone())?;
-            if let Some(o) = st.owned_tds.get_mut(&arn) {
-                o.last_used = Instant::now();
-            }
-            Some(arn)
-        };
-        if let Some(arn) = cached(&mut self.state()) {
+        if let Some(arn) = self.state().template(&plan.key) {
             return Ok(arn);
         }
         let _g = self.inner.register.lock().await;
-        if let Some(arn) = cached(&mut self.state()) {
+        if let Some(arn) = self.state().template(&plan.key) {
             return Ok(arn);
         }
         let secret_arn = match &plan.secret {
             Some(payload) => Some(self.put_secret(&plan.key, payload).await?),
             None => None,
         };
-        let c = &self.inner.clients;
+        let arn = self
+            .register_task_definition(plan, secret_arn.as_deref())
+            .await?;
+        tracing::info!(family = %plan.family, task_definition = %arn, "registered a task definition");
+        self.state().remember_template(&plan.key, &arn, secret_arn);
+        Ok(arn)
+    }
+
+    /// RegisterTaskDefinition for a plan whose secret (if any) is
+    /// `secret_arn`; returns the task definition's ARN.
+    ///
+    /// # Errors
+    /// `TaskDefinitionRejected` ([`ProviderError::InvalidPod`]) when ECS
+    /// refuses the definition itself.
+    async fn register_task_definition(
+        &self,
+        plan: &Plan,
+        secret_arn: Option<&str>,
+    ) -> Result<String> {
         let task = &plan.task;
         let defs = task
-            .container_definitions(secret_arn.as_deref())
+            .container_definitions(secret_arn)
             .map_err(ProviderError::transient)?;
-        let r = c
+        let r = self
+            .inner
+            .clients
             .ecs
             .register_task_definition()
             .family(&plan.family)
@@ -63,49 +73,21 @@ impl EcsProvider {
             .send()
             .await
             .map_err(aws(ECS, "RegisterTaskDefinition", self.m()));
-        let arn = match r {
-            Ok(out) => out
+        match r {
+            Ok(out) => Ok(out
                 .task_definition()
                 .and_then(|t| t.task_definition_arn())
                 .unwrap_or_default()
-                .to_owned(),
+                .to_owned()),
             // ECS refuses the definition itself: the pod cannot run here as is.
             // (ClientException stays transient: it is as often skylet's
             // configuration, e.g. a missing execution role, as the pod.)
-            Err(e) if e.is("InvalidParameterException") => {
-                return Err(ProviderError::invalid(
-                    "TaskDefinitionRejected",
-                    format!("ECS refused the pod's task definition: {}", e.message()),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        tracing::info!(family = %plan.family, task_definition = %arn, "registered a task definition");
-        let mut st = self.state();
-        let now = Instant::now();
-        st.templates.insert(
-            plan.key.clone(),
-            Template {
-                td_arn: arn.clone(),
-            },
-        );
-        st.owned_tds.insert(
-            arn.clone(),
-            Owned {
-                id: plan.key.clone(),
-                last_used: now,
-            },
-        );
-        if let Some(s) = secret_arn {
-            st.owned_secrets.insert(
-                plan.key.clone(),
-                Owned {
-                    id: s,
-                    last_used: now,
-                },
-            );
+            Err(e) if e.is("InvalidParameterException") => Err(ProviderError::invalid(
+                "TaskDefinitionRejected",
+                format!("ECS refused the pod's task definition: {}", e.message()),
+            )),
+            Err(e) => Err(e.into()),
         }
-        Ok(arn)
     }
 
     /// Stores a template's secret values; returns the secret's ARN.
