@@ -326,6 +326,7 @@ fn mounts(
     }
     Ok(mounts)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,7 @@ pub(super) fn tags(meta: &ObjectMeta, node: &str) -> Vec<(String, String)> {
         (names::TAG_NODE.to_owned(), node.to_owned()),
     ]
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

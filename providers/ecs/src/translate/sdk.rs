@@ -53,56 +53,17 @@ fn kv(pairs: &[(String, String)]) -> Vec<KeyValuePair> {
 }
 
 impl ContainerSpec {
+    /// The container definition; `log` is the awslogs group, region and
+    /// stream prefix.
     fn definition(
         &self,
         log: &(String, String, String),
         secret_arn: Option<&str>,
     ) -> Result<ContainerDefinition, String> {
-        let secrets = self
-            .secrets
-            .iter()
-            .map(|(name, key)| {
-                let arn = secret_arn.ok_or_else(|| {
-                    format!(
-                        "container {} references a secret but none was created",
-                        self.name
-                    )
-                })?;
-                Secret::builder()
-                    .name(name)
-                    .value_from(format!("{arn}:{key}::"))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let depends = self
-            .depends_on
-            .iter()
-            .map(|(c, cond)| {
-                ContainerDependency::builder()
-                    .container_name(c)
-                    .condition(ContainerCondition::from(*cond))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let logc = LogConfiguration::builder()
-            .log_driver(LogDriver::Awslogs)
-            .options("awslogs-group", &log.0)
-            .options("awslogs-region", &log.1)
-            .options("awslogs-stream-prefix", &log.2)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let restart = match &self.restart {
-            Some(ignored) => Some(
-                ContainerRestartPolicy::builder()
-                    .enabled(true)
-                    .set_ignored_exit_codes((!ignored.is_empty()).then(|| ignored.clone()))
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
+        let secrets = self.secret_refs(secret_arn)?;
+        let depends = self.dependencies()?;
+        let logc = awslogs(log)?;
+        let restart = self.restart_policy()?;
         Ok(ContainerDefinition::builder()
             .name(&self.name)
             .image(&self.image)
@@ -147,6 +108,54 @@ impl ContainerSpec {
             .log_configuration(logc)
             .build())
     }
+
+    /// `secrets[]`: each a key of the template's secret `secret_arn`.
+    fn secret_refs(&self, secret_arn: Option<&str>) -> Result<Vec<Secret>, String> {
+        self.secrets
+            .iter()
+            .map(|(name, key)| {
+                let arn = secret_arn.ok_or_else(|| {
+                    format!(
+                        "container {} references a secret but none was created",
+                        self.name
+                    )
+                })?;
+                Secret::builder()
+                    .name(name)
+                    .value_from(format!("{arn}:{key}::"))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// `dependsOn[]`.
+    fn dependencies(&self) -> Result<Vec<ContainerDependency>, String> {
+        self.depends_on
+            .iter()
+            .map(|(c, cond)| {
+                ContainerDependency::builder()
+                    .container_name(c)
+                    .condition(ContainerCondition::from(*cond))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// The restart policy, if the container restarts.
+    fn restart_policy(&self) -> Result<Option<ContainerRestartPolicy>, String> {
+        self.restart
+            .as_ref()
+            .map(|ignored| {
+                ContainerRestartPolicy::builder()
+                    .enabled(true)
+                    .set_ignored_exit_codes((!ignored.is_empty()).then(|| ignored.clone()))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
+    }
 }
 
 impl Plan {
@@ -162,4 +171,15 @@ impl Plan {
             })
             .collect()
     }
+}
+
+/// The awslogs configuration: group, region and stream prefix.
+fn awslogs(log: &(String, String, String)) -> Result<LogConfiguration, String> {
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", &log.0)
+        .options("awslogs-region", &log.1)
+        .options("awslogs-stream-prefix", &log.2)
+        .build()
+        .map_err(|e| e.to_string())
 }

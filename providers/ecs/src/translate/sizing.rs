@@ -221,6 +221,7 @@ pub fn fargate_size(cpu: u64, memory_mib: u64) -> Result<(u32, u32), ProviderErr
         ),
     ))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,6 +139,7 @@ pub(super) fn template_key(
     }
     names::short_hash(&hashed)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,7 @@ impl FilesContainer {
         })
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
