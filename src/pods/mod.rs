@@ -119,6 +119,7 @@ impl<P: Provider> PodController<P> {
             allocatable_memory: alloc
                 .get("memory")
                 .map_or_else(|| "1Gi".into(), |q| q.0.clone()),
+            csi_secret_attributes: provider.csi_secret_attributes(),
         };
         let ctx = Arc::new(Ctx {
             source: resolve::KubeSource::new(client.clone(), services_store.clone()),

@@ -131,6 +131,7 @@ pub(super) fn node() -> NodeInfo {
         ip: "10.0.0.1".into(),
         allocatable_cpu: "1000".into(),
         allocatable_memory: "4Ti".into(),
+        csi_secret_attributes: &[],
     }
 }
 

@@ -193,6 +193,12 @@ pub struct NodeInfo {
     /// Allocatable memory as a quantity, e.g. `"4Ti"`: `limits.memory` of a
     /// container without a memory limit.
     pub allocatable_memory: String,
+    /// CSI drivers whose inline volumes name a Secret of the pod's namespace
+    /// in a volume attribute, as `(driver, attribute)`: the backend's
+    /// [`Provider::csi_secret_attributes`](skylet_provider::Provider::csi_secret_attributes).
+    /// That Secret's keys become the volume's files, as do those of a
+    /// `nodePublishSecretRef` of any driver.
+    pub csi_secret_attributes: &'static [(&'static str, &'static str)],
 }
 
 /// A resolved pod and when to resolve it again.
@@ -347,7 +353,7 @@ fn describe(err: &kube::Error) -> String {
 /// When a referenced object or key is missing, reading it fails, or the pod
 /// uses something skylet does not support; see [`Error::retriable`].
 pub async fn resolve<S: Source>(source: &S, node: &NodeInfo, pod: &Pod) -> Result<Resolved, Error> {
-    let refs = References::of(pod);
+    let refs = References::of(pod, node.csi_secret_attributes);
     let fetched = fetch(source, pod, &refs).await?;
     let ns = namespace(pod);
     let links = spec(pod).enable_service_links.unwrap_or(true);

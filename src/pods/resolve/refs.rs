@@ -43,10 +43,12 @@ pub(super) struct References {
 }
 
 impl References {
-    pub(super) fn of(pod: &Pod) -> Self {
+    /// The references of `pod`; `csi_secret_attributes` as in
+    /// [`NodeInfo::csi_secret_attributes`](super::NodeInfo::csi_secret_attributes).
+    pub(super) fn of(pod: &Pod, csi_secret_attributes: &[(&str, &str)]) -> Self {
         let mut refs = Self::default();
         for (i, volume) in spec(pod).volumes.iter().flatten().enumerate() {
-            refs.add_volume(volume, &format!("spec.volumes[{i}]"));
+            refs.add_volume(volume, &format!("spec.volumes[{i}]"), csi_secret_attributes);
         }
         for (field, container) in containers(pod) {
             refs.add_container(container, &field);
@@ -60,7 +62,7 @@ impl References {
         refs
     }
 
-    fn add_volume(&mut self, volume: &Volume, field: &str) {
+    fn add_volume(&mut self, volume: &Volume, field: &str, csi_secret_attributes: &[(&str, &str)]) {
         let at = |f: &str| Origin {
             usage: Usage::Volume,
             field: format!("{field}.{f}"),
@@ -75,7 +77,8 @@ impl References {
         {
             note(&mut self.secrets, name, || at("secret"));
         }
-        if let Some((name, f)) = volume.csi.as_ref().and_then(csi_secret) {
+        let csi = volume.csi.as_ref();
+        if let Some((name, f)) = csi.and_then(|c| csi_secret(c, csi_secret_attributes)) {
             note(&mut self.secrets, name, || at(&format!("csi.{f}")));
         }
         let sources = volume

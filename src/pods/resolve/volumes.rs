@@ -46,9 +46,13 @@ pub(super) fn volume_files(
         for (j, source) in p.sources.iter().flatten().enumerate() {
             files.projection(inputs, source, mode, &format!("{field}.sources[{j}]"))?;
         }
-    } else if let Some((name, f)) = volume.csi.as_ref().and_then(csi_secret) {
-        // The driver's credentials, for backends that mount the share
-        // themselves (ACI's azureFile volume): every key as a file.
+    } else if let Some((name, f)) = volume
+        .csi
+        .as_ref()
+        .and_then(|c| csi_secret(c, inputs.node.csi_secret_attributes))
+    {
+        // The driver's credentials, for backends that mount the volume
+        // themselves: every key as a file.
         let field = format!("{field}.csi.{f}");
         let keys = Keys::new(Kind::Secret, name, None, None);
         files.key_files(inputs, &keys, DEFAULT_MODE, &field)?;
@@ -244,21 +248,26 @@ fn clean_path(path: &str) -> Option<String> {
 }
 
 /// The Secret a CSI volume names for its driver, and the field naming it:
-/// `nodePublishSecretRef`, or the Azure Files driver's `secretName` attribute
-/// (which reads the Secret from the pod's namespace).
-pub(super) fn csi_secret(csi: &CSIVolumeSource) -> Option<(&str, &'static str)> {
+/// `nodePublishSecretRef` for any driver, else the first attribute that
+/// `attributes` (`(driver, attribute)` pairs, the backend's declaration)
+/// names for the volume's driver and the volume sets. Such an attribute
+/// names a Secret of the pod's namespace.
+pub(super) fn csi_secret<'a>(
+    csi: &'a CSIVolumeSource,
+    attributes: &[(&str, &str)],
+) -> Option<(&'a str, String)> {
     if let Some(r) = &csi.node_publish_secret_ref {
-        return Some((r.name.as_str(), "nodePublishSecretRef"));
+        return Some((r.name.as_str(), "nodePublishSecretRef".to_owned()));
     }
-    let attrs = csi.volume_attributes.as_ref()?;
-    (csi.driver == AZURE_FILE_CSI_DRIVER)
-        .then(|| attrs.get("secretName"))
-        .flatten()
-        .map(|n| (n.as_str(), "volumeAttributes.secretName"))
+    let set = csi.volume_attributes.as_ref()?;
+    attributes
+        .iter()
+        .filter(|(driver, _)| *driver == csi.driver)
+        .find_map(|(_, attribute)| {
+            let name = set.get(*attribute)?;
+            Some((name.as_str(), format!("volumeAttributes.{attribute}")))
+        })
 }
-
-/// The Azure Files CSI driver, whose inline volumes name their Secret in an attribute.
-const AZURE_FILE_CSI_DRIVER: &str = "file.csi.azure.com";
 
 #[cfg(test)]
 mod tests {
@@ -267,7 +276,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::fixtures::*;
-    use super::super::{Error, Usage};
+    use super::super::{Error, NodeInfo, Usage, resolve};
     use super::*;
 
     #[tokio::test]
@@ -369,6 +378,9 @@ mod tests {
         );
     }
 
+    /// What the ACI backend declares.
+    const AZURE_FILES: &[(&str, &str)] = &[("file.csi.azure.com", "secretName")];
+
     #[tokio::test]
     async fn csi_volume_secrets_become_files_and_are_required() {
         let fake = Fake::new(json!([
@@ -380,7 +392,11 @@ mod tests {
                 "volumeAttributes": {"shareName": "data", "secretName": "azure-files"}}},
             {"name": "other", "csi": {"driver": "x.example", "nodePublishSecretRef": {"name": "azure-files"}}},
             {"name": "plain", "csi": {"driver": "x.example"}}]}));
-        let resolved = resolve_with(&fake, &pod).await.unwrap();
+        let node = NodeInfo {
+            csi_secret_attributes: AZURE_FILES,
+            ..node()
+        };
+        let resolved = resolve(&fake, &node, &pod).await.unwrap();
         for v in ["share", "other"] {
             assert_eq!(
                 resolved.pod.volumes[v],
@@ -394,13 +410,40 @@ mod tests {
 
         let pod = self::pod(json!({"containers": [{"name": "app"}], "volumes": [
             {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "nope"}}}]}));
-        let err = resolve_with(&fake, &pod).await.unwrap_err();
+        let err = resolve(&fake, &node, &pod).await.unwrap_err();
         assert!(
             err.to_string().starts_with(
                 "spec.volumes[0].csi.volumeAttributes.secretName: Secret shop/nope not found"
             ),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn csi_secret_attributes_of_undeclared_drivers_are_not_resolved() {
+        let fake = Fake::new(json!([
+            {"kind": "Secret", "metadata": {"namespace": "shop", "name": "creds"}, "stringData": {"key": "k3y"}},
+        ]));
+        let pod = pod(json!({"containers": [{"name": "app"}], "volumes": [
+            {"name": "share", "csi": {"driver": "file.csi.azure.com", "volumeAttributes": {"secretName": "creds"}}},
+            {"name": "other", "csi": {"driver": "x.example", "volumeAttributes": {"secretName": "creds"}}}]}));
+        // the backend declares no driver: neither attribute names a Secret
+        let resolved = resolve_with(&fake, &pod).await.unwrap();
+        assert!(
+            resolved.pod.volumes.is_empty(),
+            "{:?}",
+            resolved.pod.volumes
+        );
+        assert_eq!(fake.calls(), Vec::<String>::new());
+
+        // the backend declares one driver: only its volume is resolved
+        let node = NodeInfo {
+            csi_secret_attributes: AZURE_FILES,
+            ..node()
+        };
+        let resolved = resolve(&fake, &node, &pod).await.unwrap();
+        assert_eq!(resolved.pod.volumes.keys().collect::<Vec<_>>(), ["share"]);
+        assert_eq!(fake.calls(), ["secret shop/creds"]);
     }
 
     #[test]
