@@ -177,28 +177,23 @@ impl Clients {
             .region()
             .map(ToString::to_string)
             .ok_or(Error::NoRegion)?;
+        let counting = |service| Counting {
+            metrics: metrics.clone(),
+            service,
+        };
         let ecs = aws_sdk_ecs::Client::from_conf(
             aws_sdk_ecs::config::Builder::from(&shared)
-                .interceptor(Counting {
-                    metrics: metrics.clone(),
-                    service: ECS,
-                })
+                .interceptor(counting(ECS))
                 .build(),
         );
         let logs = aws_sdk_cloudwatchlogs::Client::from_conf(
             aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
-                .interceptor(Counting {
-                    metrics: metrics.clone(),
-                    service: LOGS,
-                })
+                .interceptor(counting(LOGS))
                 .build(),
         );
         let secrets = aws_sdk_secretsmanager::Client::from_conf(
             aws_sdk_secretsmanager::config::Builder::from(&shared)
-                .interceptor(Counting {
-                    metrics: metrics.clone(),
-                    service: SECRETS,
-                })
+                .interceptor(counting(SECRETS))
                 .build(),
         );
         Ok(Self {
@@ -334,6 +329,26 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     move |e| AwsError::new(service, operation, metrics, e)
+}
+
+/// Every item of a paginated listing: `page` makes the call for one
+/// continuation token (none for the first) and returns its items and the
+/// next token; the listing ends at a page without one.
+pub(crate) async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, AwsError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), AwsError>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(token).await?;
+        out.extend(items);
+        token = next;
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -514,5 +529,21 @@ mod tests {
             metrics.requests(ECS, "DescribeClusters", Outcome::client_error),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn all_pages_follows_the_tokens_to_the_last_page() {
+        let mut asked = Vec::new();
+        let items = all_pages(|token: Option<String>| {
+            asked.push(token.clone());
+            let n: u32 = token.map_or(0, |t| t.parse().unwrap());
+            async move { Ok((vec![n, n], (n < 2).then(|| (n + 1).to_string()))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(items, [0, 0, 1, 1, 2, 2]);
+        assert_eq!(asked, [None, Some("1".into()), Some("2".into())]);
+        let e = all_pages::<u32, _, _>(|_| async { Err(err(Some("Boom"), Some(500))) }).await;
+        assert_eq!(e.unwrap_err().code.as_deref(), Some("Boom"));
     }
 }

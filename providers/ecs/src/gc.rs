@@ -9,7 +9,7 @@ use std::{
 
 use crate::{
     EcsProvider,
-    client::{AwsError, ECS, SECRETS, aws},
+    client::{AwsError, ECS, SECRETS, all_pages, aws},
     state::{Owned, State},
 };
 
@@ -68,64 +68,60 @@ impl EcsProvider {
     /// The node's active task definition families, all pages.
     async fn families(&self) -> Result<Vec<String>, AwsError> {
         let prefix = self.inner.settings.family_prefix.as_str();
-        let mut families = Vec::new();
-        let mut token = None;
-        loop {
-            let r = self
+        all_pages(|token| {
+            let req = self
                 .inner
                 .clients
                 .ecs
                 .list_task_definition_families()
                 .family_prefix(prefix)
                 .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(aws(ECS, "ListTaskDefinitionFamilies", self.m()))?;
-            families.extend(
-                r.families()
-                    .iter()
-                    .filter(|f| f.starts_with(prefix))
-                    .cloned(),
-            );
-            token = r.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(families);
+                .set_next_token(token);
+            async move {
+                let r =
+                    req.send()
+                        .await
+                        .map_err(aws(ECS, "ListTaskDefinitionFamilies", self.m()))?;
+                let families = r.families().iter().filter(|f| f.starts_with(prefix));
+                Ok((
+                    families.cloned().collect(),
+                    r.next_token().map(str::to_owned),
+                ))
             }
-        }
+        })
+        .await
     }
 
     /// The active task definition ARNs of family `fam`, all pages.
     async fn task_definitions(&self, fam: &str) -> Result<Vec<String>, AwsError> {
-        let mut tds = Vec::new();
-        let mut token = None;
-        loop {
-            let r = self
+        all_pages(|token| {
+            let req = self
                 .inner
                 .clients
                 .ecs
                 .list_task_definitions()
                 .family_prefix(fam)
                 .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(aws(ECS, "ListTaskDefinitions", self.m()))?;
-            tds.extend(r.task_definition_arns().iter().cloned());
-            token = r.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(tds);
+                .set_next_token(token);
+            async move {
+                let r = req
+                    .send()
+                    .await
+                    .map_err(aws(ECS, "ListTaskDefinitions", self.m()))?;
+                Ok((
+                    r.task_definition_arns().to_vec(),
+                    r.next_token().map(str::to_owned),
+                ))
             }
-        }
+        })
+        .await
     }
 
     /// The node's secrets (template key, ARN), all pages.
     async fn secrets(&self) -> Result<Vec<(String, String)>, AwsError> {
         let prefix = self.inner.secret_prefix.as_str();
-        let mut secrets = Vec::new();
-        let mut token = None;
-        loop {
-            let r = self
+        all_pages(|token| {
+            let req = self
                 .inner
                 .clients
                 .secrets
@@ -136,22 +132,20 @@ impl EcsProvider {
                         .values(prefix)
                         .build(),
                 )
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(aws(SECRETS, "ListSecrets", self.m()))?;
-            for s in r.secret_list() {
-                if let (Some(name), Some(arn)) = (s.name(), s.arn())
-                    && let Some(key) = name.strip_prefix(prefix)
-                {
-                    secrets.push((key.to_owned(), arn.to_owned()));
-                }
+                .set_next_token(token);
+            async move {
+                let r = req
+                    .send()
+                    .await
+                    .map_err(aws(SECRETS, "ListSecrets", self.m()))?;
+                let secrets = r.secret_list().iter().filter_map(|s| {
+                    let key = s.name()?.strip_prefix(prefix)?;
+                    Some((key.to_owned(), s.arn()?.to_owned()))
+                });
+                Ok((secrets.collect(), r.next_token().map(str::to_owned)))
             }
-            token = r.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(secrets);
-            }
-        }
+        })
+        .await
     }
 
     /// Deregisters and deletes the task definitions, deletes the secrets;

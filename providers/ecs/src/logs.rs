@@ -328,8 +328,9 @@ mod tests {
         f
     }
 
-    async fn collect(s: LogStream) -> String {
-        let chunks: Vec<_> = s.collect().await;
+    /// Everything `stream` yields for `opts`, as text.
+    async fn read(f: &Arc<Fake>, opts: LogOptions) -> String {
+        let chunks: Vec<_> = stream(f.clone(), opts).await.unwrap().collect().await;
         chunks
             .into_iter()
             .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
@@ -339,62 +340,32 @@ mod tests {
     #[tokio::test]
     async fn tail_since_timestamps_and_limit_bytes() {
         let f = fake(&[("one", 1_000), ("two", 2_000), ("three", 3_000)]);
-        let all = collect(stream(f.clone(), LogOptions::default()).await.unwrap()).await;
+        let all = read(&f, LogOptions::default()).await;
         assert_eq!(all, "one\ntwo\nthree\n");
-        let tail = collect(
-            stream(
-                f.clone(),
-                LogOptions {
-                    tail_lines: Some(2),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap(),
-        )
-        .await;
-        assert_eq!(tail, "two\nthree\n");
-        let since = jiff::Timestamp::from_millisecond(2_000).unwrap();
-        let s = collect(
-            stream(
-                f.clone(),
-                LogOptions {
-                    since: Some(since),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap(),
-        )
-        .await;
-        assert_eq!(s, "two\nthree\n");
-        let ts = collect(
-            stream(
-                f.clone(),
-                LogOptions {
-                    timestamps: true,
-                    tail_lines: Some(1),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap(),
-        )
-        .await;
-        assert_eq!(ts, "1970-01-01T00:00:03.000000000Z three\n");
-        let cut = collect(
-            stream(
-                f,
-                LogOptions {
-                    limit_bytes: Some(6),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap(),
-        )
-        .await;
-        assert_eq!(cut, "one\ntw");
+        let tail = LogOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(read(&f, tail).await, "two\nthree\n");
+        let since = LogOptions {
+            since: Some(jiff::Timestamp::from_millisecond(2_000).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(read(&f, since).await, "two\nthree\n");
+        let timestamps = LogOptions {
+            timestamps: true,
+            tail_lines: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            read(&f, timestamps).await,
+            "1970-01-01T00:00:03.000000000Z three\n"
+        );
+        let cut = LogOptions {
+            limit_bytes: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(read(&f, cut).await, "one\ntw");
     }
 
     #[tokio::test(start_paused = true)]
@@ -434,10 +405,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_does_not_exist_yet_is_empty_or_awaited() {
         let f = Arc::new(Fake::default());
-        assert_eq!(
-            collect(stream(f.clone(), LogOptions::default()).await.unwrap()).await,
-            ""
-        );
+        assert_eq!(read(&f, LogOptions::default()).await, "");
         let mut s = stream(
             f.clone(),
             LogOptions {

@@ -9,7 +9,7 @@ use skylet_provider::{BackendPod, Result};
 
 use crate::{
     EcsProvider,
-    client::{AwsError, ECS, aws},
+    client::{AwsError, ECS, all_pages, aws},
     gc::{Garbage, collect_garbage},
     state::{duplicates_of, listing_of},
 };
@@ -22,11 +22,9 @@ impl EcsProvider {
         desired: DesiredStatus,
         calls: &mut u64,
     ) -> Result<Vec<String>, AwsError> {
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
+        all_pages(|token| {
             *calls += 1;
-            let r = self
+            let req = self
                 .inner
                 .clients
                 .ecs
@@ -35,16 +33,13 @@ impl EcsProvider {
                 .started_by(&self.inner.started_by)
                 .desired_status(desired.clone())
                 .max_results(100)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(aws(ECS, "ListTasks", self.m()))?;
-            out.extend(r.task_arns().iter().cloned());
-            token = r.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(out);
+                .set_next_token(token);
+            async move {
+                let r = req.send().await.map_err(aws(ECS, "ListTasks", self.m()))?;
+                Ok((r.task_arns().to_vec(), r.next_token().map(str::to_owned)))
             }
-        }
+        })
+        .await
     }
 
     /// DescribeTasks for `arns`, 100 at a time, with tags.
