@@ -44,8 +44,8 @@ use k8s_openapi::{
 use crate::{
     events::events,
     models::{
-        self, ContainerGroup, ContainerGroupProvisioningState, ContainerGroupRestartPolicy,
-        ContainerPropertiesInstanceView,
+        self, ContainerGroup, ContainerGroupPropertiesProperties, ContainerGroupProvisioningState,
+        ContainerGroupRestartPolicy, ContainerPropertiesInstanceView,
     },
 };
 
@@ -249,53 +249,9 @@ pub fn pod_status_at(group: &ContainerGroup, now: Timestamp) -> PodStatus {
         .restart_policy
         .clone()
         .unwrap_or(ContainerGroupRestartPolicy::Always);
-
-    let inits: Vec<ContainerStatus> = p
-        .init_containers
-        .iter()
-        .map(|c| {
-            let mut s = status(
-                &ctx,
-                &c.name,
-                c.properties.image.as_deref().unwrap_or_default(),
-                c.properties.instance_view.as_ref(),
-                "PodInitializing",
-            );
-            s.ready = s
-                .state
-                .as_ref()
-                .and_then(terminated)
-                .is_some_and(|t| t.exit_code == 0);
-            s
-        })
-        .collect();
+    let inits = init_statuses(&ctx, p);
     let init_done = inits.iter().all(|s| s.ready);
-    let placeholder = if init_done {
-        "ContainerCreating"
-    } else {
-        "PodInitializing"
-    };
-    let apps: Vec<ContainerStatus> = p
-        .containers
-        .iter()
-        .map(|c| {
-            let mut s = status(
-                &ctx,
-                &c.name,
-                &c.properties.image,
-                c.properties.instance_view.as_ref(),
-                placeholder,
-            );
-            s.ready = ctx.failure.is_none()
-                && ready(
-                    s.state.as_ref(),
-                    c.properties.readiness_probe.as_ref(),
-                    ctx.now,
-                );
-            s
-        })
-        .collect();
-
+    let apps = app_statuses(&ctx, p, init_done);
     let stopped_group = p
         .instance_view
         .as_ref()
@@ -310,6 +266,77 @@ pub fn pod_status_at(group: &ContainerGroup, now: Timestamp) -> PodStatus {
         .as_ref()
         .and_then(|a| a.ip.clone())
         .filter(|ip| !ip.is_empty());
+    PodStatus {
+        phase: Some(phase.into()),
+        reason,
+        message,
+        pod_ip: ip.clone(),
+        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+        start_time: time(start_time(group)),
+        container_statuses: Some(apps),
+        init_container_statuses: (!inits.is_empty()).then_some(inits),
+        ..Default::default()
+    }
+}
+
+/// The init containers' statuses: ready once exited 0.
+fn init_statuses(ctx: &Ctx<'_>, p: &ContainerGroupPropertiesProperties) -> Vec<ContainerStatus> {
+    p.init_containers
+        .iter()
+        .map(|c| {
+            let mut s = status(
+                ctx,
+                &c.name,
+                c.properties.image.as_deref().unwrap_or_default(),
+                c.properties.instance_view.as_ref(),
+                "PodInitializing",
+            );
+            s.ready = s
+                .state
+                .as_ref()
+                .and_then(terminated)
+                .is_some_and(|t| t.exit_code == 0);
+            s
+        })
+        .collect()
+}
+
+/// The app containers' statuses (`PodInitializing` until `init_done`).
+fn app_statuses(
+    ctx: &Ctx<'_>,
+    p: &ContainerGroupPropertiesProperties,
+    init_done: bool,
+) -> Vec<ContainerStatus> {
+    let placeholder = if init_done {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    p.containers
+        .iter()
+        .map(|c| {
+            let mut s = status(
+                ctx,
+                &c.name,
+                &c.properties.image,
+                c.properties.instance_view.as_ref(),
+                placeholder,
+            );
+            s.ready = ctx.failure.is_none()
+                && ready(
+                    s.state.as_ref(),
+                    c.properties.readiness_probe.as_ref(),
+                    ctx.now,
+                );
+            s
+        })
+        .collect()
+}
+
+/// When the pod started: the group's creation, else its first container
+/// start.
+fn start_time(group: &ContainerGroup) -> Option<Timestamp> {
+    let p = &group.properties;
     let created = group
         .system_data
         .as_ref()
@@ -327,17 +354,7 @@ pub fn pod_status_at(group: &ContainerGroup, now: Timestamp) -> PodStatus {
         .flat_map(|v| v.current_state.iter().chain(v.previous_state.iter()))
         .filter_map(|s| s.start_time)
         .min();
-    PodStatus {
-        phase: Some(phase.into()),
-        reason,
-        message,
-        pod_ip: ip.clone(),
-        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
-        start_time: time(created.or(first_start)),
-        container_statuses: Some(apps),
-        init_container_statuses: (!inits.is_empty()).then_some(inits),
-        ..Default::default()
-    }
+    created.or(first_start)
 }
 
 /// Running, and past the readiness probe's initial delay.

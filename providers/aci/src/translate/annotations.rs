@@ -1,7 +1,7 @@
 //! The `skylet.io/aci-*` pod annotations: their names, the table the
 //! README documents ([`ANNOTATIONS`]), and the group-level choices they make
 //! besides network and volumes: SKU (and the confidential-computing policy),
-//! managed identities and the OS type (annotation, else `spec.os`, else the
+//! priority, availability zone, managed identities and the OS type (annotation, else `spec.os`, else the
 //! `kubernetes.io/os` node selector, else [`Settings::default_os_type`]).
 //! Values are matched case-insensitively against the spec's enum values; an
 //! unknown value is refused with the annotation named.
@@ -14,8 +14,8 @@ use skylet_provider::{ProviderError, checks::unsupported};
 
 use super::{Settings, bad_annotation, enum_value, invalid};
 use crate::models::{
-    ConfidentialComputeProperties, ContainerGroupIdentity, ContainerGroupSku, OperatingSystemTypes,
-    ResourceIdentityType, UserAssignedIdentities,
+    ConfidentialComputeProperties, ContainerGroupIdentity, ContainerGroupPriority,
+    ContainerGroupSku, OperatingSystemTypes, ResourceIdentityType, UserAssignedIdentities,
 };
 
 /// Pod annotation: the GPU SKU of `nvidia.com/gpu` requests.
@@ -163,6 +163,38 @@ pub(super) fn sku(
     Ok((sku, confidential))
 }
 
+/// The group's priority: annotation [`ANNOTATION_PRIORITY`], else ACI's
+/// default (Regular).
+pub(super) fn priority(
+    ann: &BTreeMap<String, String>,
+) -> Result<Option<ContainerGroupPriority>, ProviderError> {
+    let Some(v) = ann.get(ANNOTATION_PRIORITY) else {
+        return Ok(None);
+    };
+    enum_value(ContainerGroupPriority::VALUES, v)
+        .map(|v| Some(ContainerGroupPriority::from(v)))
+        .ok_or_else(|| bad_annotation(ANNOTATION_PRIORITY, v, "use Regular or Spot"))
+}
+
+/// The group's availability zone: annotation [`ANNOTATION_ZONE`], else the
+/// node's when it has exactly one, else none.
+pub(super) fn zones(
+    ann: &BTreeMap<String, String>,
+    s: &Settings,
+) -> Result<Vec<String>, ProviderError> {
+    match ann.get(ANNOTATION_ZONE) {
+        Some(z) if z.trim().is_empty() || z.contains(',') => Err(bad_annotation(
+            ANNOTATION_ZONE,
+            z,
+            "name one availability zone (1, 2 or 3)",
+        )),
+        Some(z) => Ok(vec![z.trim().to_owned()]),
+        None if s.zones.len() == 1 => Ok(s.zones.clone()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The group's user-assigned identities: annotation [`ANNOTATION_IDENTITY`].
 pub(super) fn identity(
     ann: &BTreeMap<String, String>,
 ) -> Result<Option<ContainerGroupIdentity>, ProviderError> {
@@ -206,7 +238,6 @@ mod tests {
         container_group,
         fixtures::{group, pod, pod_with, refusal, settings},
     };
-    use crate::models::ContainerGroupPriority;
 
     #[test]
     fn group_annotations() {

@@ -201,7 +201,37 @@ fn security_context(
     Ok((def != SecurityContextDefinition::default()).then_some(def))
 }
 
-pub(super) fn container(
+/// The group's containers, in the pod's order.
+pub(super) fn containers(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    file_volumes: &BTreeSet<String>,
+    gpu_sku: Option<&GpuSku>,
+    s: &Settings,
+) -> Result<Vec<Container>, ProviderError> {
+    let mut out = Vec::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let path = format!("spec.containers[{i}]");
+        out.push(container(rp, spec, c, &path, file_volumes, gpu_sku, s)?);
+    }
+    Ok(out)
+}
+
+/// The group's init containers, in the pod's order.
+pub(super) fn init_containers(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    file_volumes: &BTreeSet<String>,
+) -> Result<Vec<InitContainerDefinition>, ProviderError> {
+    let mut out = Vec::new();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let path = format!("spec.initContainers[{i}]");
+        out.push(init_container(rp, spec, c, &path, file_volumes)?);
+    }
+    Ok(out)
+}
+
+fn container(
     rp: &ResolvedPod,
     spec: &PodSpec,
     c: &KubeContainer,
@@ -268,7 +298,7 @@ pub(super) fn container(
     })
 }
 
-pub(super) fn init_container(
+fn init_container(
     rp: &ResolvedPod,
     spec: &PodSpec,
     c: &KubeContainer,

@@ -60,9 +60,8 @@ pub use volumes::{ACCOUNT_KEY_KEY, ACCOUNT_NAME_KEY, AZURE_FILE_CSI_DRIVER};
 
 use crate::{
     models::{
-        ContainerGroup, ContainerGroupNetworkProtocol, ContainerGroupPriority,
-        ContainerGroupPropertiesProperties, ContainerGroupRestartPolicy, ContainerNetworkProtocol,
-        OperatingSystemTypes, Port,
+        ContainerGroup, ContainerGroupPropertiesProperties, ContainerGroupRestartPolicy,
+        OperatingSystemTypes,
     },
     names,
 };
@@ -155,82 +154,14 @@ pub fn container_group(rp: &ResolvedPod, s: &Settings) -> Result<ContainerGroup,
     let (volumes, file_volumes) = volumes::volumes(rp, spec, &ann)?;
     let gpu_sku = resources::gpu_sku(&ann)?;
 
-    let mut containers = Vec::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let path = format!("spec.containers[{i}]");
-        containers.push(containers::container(
-            rp,
-            spec,
-            c,
-            &path,
-            &file_volumes,
-            gpu_sku.as_ref(),
-            s,
-        )?);
-    }
-    let mut init_containers = Vec::new();
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        let path = format!("spec.initContainers[{i}]");
-        init_containers.push(containers::init_container(
-            rp,
-            spec,
-            c,
-            &path,
-            &file_volumes,
-        )?);
-    }
-
-    // the group's ports: the union of the containers'
-    let mut ports: Vec<Port> = Vec::new();
-    for c in &containers {
-        for p in &c.properties.ports {
-            let protocol = Some(match p.protocol {
-                Some(ContainerNetworkProtocol::Udp) => ContainerGroupNetworkProtocol::Udp,
-                _ => ContainerGroupNetworkProtocol::Tcp,
-            });
-            let port = Port {
-                protocol,
-                port: p.port,
-            };
-            if !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
-    }
+    let containers = containers::containers(rp, spec, &file_volumes, gpu_sku.as_ref(), s)?;
+    let init_containers = containers::init_containers(rp, spec, &file_volumes)?;
+    let ports = network::group_ports(&containers);
     let (ip_address, subnet_ids) = network::network(&ann, s, ports)?;
-
-    let restart_policy = Some(match spec.restart_policy.as_deref() {
-        None | Some("Always") => ContainerGroupRestartPolicy::Always,
-        Some("OnFailure") => ContainerGroupRestartPolicy::OnFailure,
-        Some("Never") => ContainerGroupRestartPolicy::Never,
-        Some(other) => {
-            return Err(unsupported(format!(
-                "spec.restartPolicy: {other:?} is not Always, OnFailure or Never"
-            )));
-        }
-    });
-
+    let restart_policy = Some(restart_policy(spec)?);
     let (sku, confidential_compute_properties) = annotations::sku(&ann)?;
-    let priority = match ann.get(ANNOTATION_PRIORITY) {
-        None => None,
-        Some(v) => Some(
-            enum_value(ContainerGroupPriority::VALUES, v)
-                .map(ContainerGroupPriority::from)
-                .ok_or_else(|| bad_annotation(ANNOTATION_PRIORITY, v, "use Regular or Spot"))?,
-        ),
-    };
-    let zones = match ann.get(ANNOTATION_ZONE) {
-        Some(z) if z.trim().is_empty() || z.contains(',') => {
-            return Err(bad_annotation(
-                ANNOTATION_ZONE,
-                z,
-                "name one availability zone (1, 2 or 3)",
-            ));
-        }
-        Some(z) => vec![z.trim().to_owned()],
-        None if s.zones.len() == 1 => s.zones.clone(),
-        None => Vec::new(),
-    };
+    let priority = annotations::priority(&ann)?;
+    let zones = annotations::zones(&ann, s)?;
 
     Ok(ContainerGroup {
         location: Some(s.location.clone()),
@@ -256,6 +187,19 @@ pub fn container_group(rp: &ResolvedPod, s: &Settings) -> Result<ContainerGroup,
     })
 }
 
+/// The group's restart policy: the pod's.
+fn restart_policy(spec: &PodSpec) -> Result<ContainerGroupRestartPolicy, ProviderError> {
+    match spec.restart_policy.as_deref() {
+        None | Some("Always") => Ok(ContainerGroupRestartPolicy::Always),
+        Some("OnFailure") => Ok(ContainerGroupRestartPolicy::OnFailure),
+        Some("Never") => Ok(ContainerGroupRestartPolicy::Never),
+        Some(other) => Err(unsupported(format!(
+            "spec.restartPolicy: {other:?} is not Always, OnFailure or Never"
+        ))),
+    }
+}
+
+/// Refuses the pod-level fields ACI cannot honour.
 fn check_pod_level(spec: &PodSpec) -> Result<(), ProviderError> {
     checks::refuse_host_namespaces(spec, "ACI container groups")?;
     if spec.share_process_namespace == Some(true) {
@@ -298,7 +242,7 @@ mod tests {
     use skylet_provider::{PodRef, Value};
 
     use super::fixtures::{b64, file, group, pod, pod_with, refusal, settings};
-    use crate::models::{ContainerGroupIpAddressType, SecretString};
+    use crate::models::{ContainerGroupIpAddressType, ContainerNetworkProtocol, SecretString};
 
     /// A pod of two containers with ports, resources and env.
     fn web() -> ResolvedPod {

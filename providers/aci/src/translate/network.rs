@@ -23,16 +23,65 @@ use super::{
 };
 use crate::{
     models::{
-        ContainerGroupIpAddressType, ContainerGroupSubnetId, DnsConfiguration, IpAddress, Port,
+        Container, ContainerGroupIpAddressType, ContainerGroupNetworkProtocol,
+        ContainerGroupSubnetId, ContainerNetworkProtocol, DnsConfiguration, IpAddress, Port,
     },
     names,
 };
 
+/// The group's ports: the union of the containers'.
+pub(super) fn group_ports(containers: &[Container]) -> Vec<Port> {
+    let mut ports: Vec<Port> = Vec::new();
+    for c in containers {
+        for p in &c.properties.ports {
+            let protocol = Some(match p.protocol {
+                Some(ContainerNetworkProtocol::Udp) => ContainerGroupNetworkProtocol::Udp,
+                _ => ContainerGroupNetworkProtocol::Tcp,
+            });
+            let port = Port {
+                protocol,
+                port: p.port,
+            };
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+/// How the group is addressed ([`ANNOTATION_IP`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IpMode {
+    /// A public address.
+    Public,
+    /// In subnets, with a private address when it has ports.
+    Private,
+    /// No address.
+    None,
+}
+
+/// The group's IP address and subnets.
 pub(super) fn network(
     ann: &BTreeMap<String, String>,
     s: &Settings,
     ports: Vec<Port>,
 ) -> Result<(Option<IpAddress>, Vec<ContainerGroupSubnetId>), ProviderError> {
+    let from_annotation = annotated_subnets(ann)?;
+    let subnets = from_annotation
+        .clone()
+        .unwrap_or_else(|| s.subnet_ids.clone());
+    let mode = ip_mode(ann, &subnets, &ports)?;
+    let label = dns_name_label(ann, mode)?;
+    match mode {
+        IpMode::Private => private(subnets, ports),
+        IpMode::Public => public(from_annotation.as_deref(), label, ports),
+        IpMode::None => Ok((None, Vec::new())),
+    }
+}
+
+/// The subnets of annotation [`ANNOTATION_SUBNET_IDS`], if set.
+fn annotated_subnets(ann: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, ProviderError> {
     let from_annotation = ann.get(ANNOTATION_SUBNET_IDS).map(|v| {
         v.split(',')
             .map(str::trim)
@@ -51,31 +100,43 @@ pub(super) fn network(
             "give subnet resource ids (/subscriptions/.../virtualNetworks/VNET/subnets/SUBNET)",
         ));
     }
-    let subnets = from_annotation
-        .clone()
-        .unwrap_or_else(|| s.subnet_ids.clone());
-    let mode = match ann
-        .get(ANNOTATION_IP)
-        .map(|v| v.trim().to_ascii_lowercase())
-    {
-        Some(m) if matches!(m.as_str(), "public" | "private" | "none") => m,
-        Some(_) => {
-            return Err(bad_annotation(
+    Ok(from_annotation)
+}
+
+/// The annotated mode, else private with subnets, public with ports, else
+/// none.
+fn ip_mode(
+    ann: &BTreeMap<String, String>,
+    subnets: &[String],
+    ports: &[Port],
+) -> Result<IpMode, ProviderError> {
+    match ann.get(ANNOTATION_IP) {
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "public" => Ok(IpMode::Public),
+            "private" => Ok(IpMode::Private),
+            "none" => Ok(IpMode::None),
+            _ => Err(bad_annotation(
                 ANNOTATION_IP,
-                ann.get(ANNOTATION_IP)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
+                v,
                 "use public, private or none",
-            ));
-        }
-        None if !subnets.is_empty() => "private".to_owned(),
-        None if !ports.is_empty() => "public".to_owned(),
-        None => "none".to_owned(),
-    };
+            )),
+        },
+        None if !subnets.is_empty() => Ok(IpMode::Private),
+        None if !ports.is_empty() => Ok(IpMode::Public),
+        None => Ok(IpMode::None),
+    }
+}
+
+/// The DNS name label of annotation [`ANNOTATION_DNS_NAME_LABEL`]: only for
+/// a public group.
+fn dns_name_label(
+    ann: &BTreeMap<String, String>,
+    mode: IpMode,
+) -> Result<Option<String>, ProviderError> {
     let label = ann
         .get(ANNOTATION_DNS_NAME_LABEL)
         .map(|l| l.trim().to_owned());
-    if label.is_some() && mode != "public" {
+    if label.is_some() && mode != IpMode::Public {
         return Err(invalid(
             "InvalidAnnotation",
             format!(
@@ -93,60 +154,68 @@ pub(super) fn network(
             "use 5-63 lowercase letters, digits and '-'",
         ));
     }
-    let subnet_ids = |ids: Vec<String>| {
-        ids.into_iter()
-            .map(|id| ContainerGroupSubnetId { id, name: None })
-            .collect()
-    };
-    match mode.as_str() {
-        "private" => {
-            if subnets.is_empty() {
-                return Err(invalid(
-                    "InvalidAnnotation",
-                    format!(
-                        "metadata.annotations[{ANNOTATION_IP}]: a private group needs subnets; set {ANNOTATION_SUBNET_IDS} (or the node's subnet ids)"
-                    ),
-                ));
-            }
-            let ip = (!ports.is_empty()).then_some(IpAddress {
-                ports,
-                type_: ContainerGroupIpAddressType::Private,
-                ip: None,
-                dns_name_label: None,
-                auto_generated_domain_name_label_scope: None,
-                fqdn: None,
-            });
-            Ok((ip, subnet_ids(subnets)))
-        }
-        "public" => {
-            if from_annotation.as_ref().is_some_and(|s| !s.is_empty()) {
-                return Err(invalid(
-                    "InvalidAnnotation",
-                    format!(
-                        "metadata.annotations[{ANNOTATION_SUBNET_IDS}]: a public group is in no subnet; remove it or set {ANNOTATION_IP}: private"
-                    ),
-                ));
-            }
-            if ports.is_empty() {
-                return Err(invalid(
-                    "InvalidAnnotation",
-                    format!(
-                        "metadata.annotations[{ANNOTATION_IP}]: a public address needs at least one container port; declare the ports to expose"
-                    ),
-                ));
-            }
-            let ip = IpAddress {
-                ports,
-                type_: ContainerGroupIpAddressType::Public,
-                ip: None,
-                dns_name_label: label,
-                auto_generated_domain_name_label_scope: None,
-                fqdn: None,
-            };
-            Ok((Some(ip), Vec::new()))
-        }
-        _ => Ok((None, Vec::new())),
+    Ok(label)
+}
+
+/// A private group: in `subnets`, with an address when it has ports.
+fn private(
+    subnets: Vec<String>,
+    ports: Vec<Port>,
+) -> Result<(Option<IpAddress>, Vec<ContainerGroupSubnetId>), ProviderError> {
+    if subnets.is_empty() {
+        return Err(invalid(
+            "InvalidAnnotation",
+            format!(
+                "metadata.annotations[{ANNOTATION_IP}]: a private group needs subnets; set {ANNOTATION_SUBNET_IDS} (or the node's subnet ids)"
+            ),
+        ));
     }
+    let ip = (!ports.is_empty()).then_some(IpAddress {
+        ports,
+        type_: ContainerGroupIpAddressType::Private,
+        ip: None,
+        dns_name_label: None,
+        auto_generated_domain_name_label_scope: None,
+        fqdn: None,
+    });
+    let subnet_ids = subnets
+        .into_iter()
+        .map(|id| ContainerGroupSubnetId { id, name: None })
+        .collect();
+    Ok((ip, subnet_ids))
+}
+
+/// A public group: an address with `ports` (at least one), in no subnet.
+fn public(
+    annotated_subnets: Option<&[String]>,
+    label: Option<String>,
+    ports: Vec<Port>,
+) -> Result<(Option<IpAddress>, Vec<ContainerGroupSubnetId>), ProviderError> {
+    if annotated_subnets.is_some_and(|s| !s.is_empty()) {
+        return Err(invalid(
+            "InvalidAnnotation",
+            format!(
+                "metadata.annotations[{ANNOTATION_SUBNET_IDS}]: a public group is in no subnet; remove it or set {ANNOTATION_IP}: private"
+            ),
+        ));
+    }
+    if ports.is_empty() {
+        return Err(invalid(
+            "InvalidAnnotation",
+            format!(
+                "metadata.annotations[{ANNOTATION_IP}]: a public address needs at least one container port; declare the ports to expose"
+            ),
+        ));
+    }
+    let ip = IpAddress {
+        ports,
+        type_: ContainerGroupIpAddressType::Public,
+        ip: None,
+        dns_name_label: label,
+        auto_generated_domain_name_label_scope: None,
+        fqdn: None,
+    };
+    Ok((Some(ip), Vec::new()))
 }
 
 pub(super) fn dns_config(

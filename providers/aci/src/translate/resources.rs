@@ -11,7 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements as KubeResources;
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements as KubeResources,
+    apimachinery::pkg::api::resource::Quantity as KubeQuantity,
+};
 use skylet_provider::{
     ProviderError,
     checks::unsupported,
@@ -34,121 +37,162 @@ fn gigabytes(q: Quantity) -> Option<f64> {
     Some(ceil_div(q.num.checked_mul(10)?, q.den.checked_mul(1_000_000_000)?)? as f64 / 10.0)
 }
 
+/// A container's requests and limits in ACI's units.
 pub(super) fn resources(
     r: Option<&KubeResources>,
     path: &str,
     gpu_sku: Option<&GpuSku>,
     s: &Settings,
 ) -> Result<ResourceRequirements, ProviderError> {
-    let requests = r.and_then(|r| r.requests.clone()).unwrap_or_default();
-    let limits = r.and_then(|r| r.limits.clone()).unwrap_or_default();
-    for (field, map) in [("requests", &requests), ("limits", &limits)] {
-        if let Some(name) = map.keys().find(|k| {
-            !matches!(
-                k.as_str(),
-                "cpu" | "memory" | "ephemeral-storage" | GPU_RESOURCE
-            )
-        }) {
-            return Err(unsupported(format!(
-                "{path}.resources.{field}[{name}]: ACI offers cpu, memory and {GPU_RESOURCE} only; remove {name}"
-            )));
-        }
-    }
-    let parse =
-        |field: &str,
-         map: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-         name: &str| {
-            map.get(name)
-                .map(|q| {
-                    Quantity::parse(q.0.trim()).ok_or_else(|| {
-                        invalid(
-                            "InvalidResources",
-                            format!(
-                                "{path}.resources.{field}[{name}]: {:?} is not a quantity",
-                                q.0
-                            ),
-                        )
-                    })
-                })
-                .transpose()
-                .map(|q| q.filter(|q| !q.is_zero()))
-        };
-    let convert = |q: Option<Quantity>, f: fn(Quantity) -> Option<f64>, field: &str, name: &str| {
-        q.map(|q| {
-            f(q).ok_or_else(|| {
-                invalid(
-                    "InvalidResources",
-                    format!("{path}.resources.{field}[{name}]: too large"),
-                )
-            })
+    let requests = Amounts::new(path, "requests", r.and_then(|r| r.requests.as_ref()));
+    let limits = Amounts::new(path, "limits", r.and_then(|r| r.limits.as_ref()));
+    requests.check_names()?;
+    limits.check_names()?;
+    let cpu_limit = limits.converted("cpu", cores)?;
+    let mem_limit = limits.converted("memory", gigabytes)?;
+    let cpu = requests
+        .converted("cpu", cores)?
+        .or(cpu_limit)
+        .unwrap_or(s.default_cpu);
+    let memory = requests
+        .converted("memory", gigabytes)?
+        .or(mem_limit)
+        .unwrap_or(s.default_memory_gb);
+    let gpu_request = requests.gpus()?;
+    let gpu_limit = limits.gpus()?;
+    let gpu = |count| gpu_resource(path, gpu_sku, count);
+    let limits = if cpu_limit.is_some() || mem_limit.is_some() || gpu_limit.is_some() {
+        Some(ResourceLimits {
+            memory_in_gb: mem_limit,
+            cpu: cpu_limit,
+            gpu: gpu(gpu_limit)?,
         })
-        .transpose()
+    } else {
+        None
     };
-    let cpu_limit = convert(parse("limits", &limits, "cpu")?, cores, "limits", "cpu")?;
-    let mem_limit = convert(
-        parse("limits", &limits, "memory")?,
-        gigabytes,
-        "limits",
-        "memory",
-    )?;
-    let cpu = convert(
-        parse("requests", &requests, "cpu")?,
-        cores,
-        "requests",
-        "cpu",
-    )?
-    .or(cpu_limit)
-    .unwrap_or(s.default_cpu);
-    let memory = convert(
-        parse("requests", &requests, "memory")?,
-        gigabytes,
-        "requests",
-        "memory",
-    )?
-    .or(mem_limit)
-    .unwrap_or(s.default_memory_gb);
-
-    let gpus = |field: &str, map| -> Result<Option<i32>, ProviderError> {
-        let Some(q) = parse(field, map, GPU_RESOURCE)? else {
-            return Ok(None);
-        };
-        let n = (q.den != 0 && q.num % q.den == 0).then(|| q.num / q.den).and_then(|n| i32::try_from(n).ok()).ok_or_else(|| {
-            invalid("InvalidResources", format!("{path}.resources.{field}[{GPU_RESOURCE}]: {} is not a whole number of GPUs", q.as_f64()))
-        })?;
-        Ok(Some(n))
-    };
-    let gpu_request = gpus("requests", &requests)?;
-    let gpu_limit = gpus("limits", &limits)?;
-    let gpu = |n: Option<i32>| -> Result<Option<GpuResource>, ProviderError> {
-        let Some(count) = n else { return Ok(None) };
-        let sku = gpu_sku.cloned().ok_or_else(|| {
-            invalid(
-                "InvalidAnnotation",
-                format!(
-                    "metadata.annotations[{ANNOTATION_GPU_SKU}]: required because {path} requests {GPU_RESOURCE}; set it to one of {}",
-                    GpuSku::VALUES.join(", ")
-                ),
-            )
-        })?;
-        Ok(Some(GpuResource { count, sku }))
-    };
-    let limits = (cpu_limit.is_some() || mem_limit.is_some() || gpu_limit.is_some()).then(
-        || -> Result<_, ProviderError> {
-            Ok(ResourceLimits {
-                memory_in_gb: mem_limit,
-                cpu: cpu_limit,
-                gpu: gpu(gpu_limit)?,
-            })
-        },
-    );
     Ok(ResourceRequirements {
         requests: ResourceRequests {
             memory_in_gb: memory,
             cpu,
             gpu: gpu(gpu_request.or(gpu_limit))?,
         },
-        limits: limits.transpose()?,
+        limits,
     })
+}
+
+/// The requests or the limits of a container, read with errors that name
+/// the field (`spec.containers[0].resources.limits[cpu]`).
+struct Amounts<'a> {
+    path: &'a str,
+    field: &'static str,
+    map: Option<&'a BTreeMap<String, KubeQuantity>>,
+}
+
+impl<'a> Amounts<'a> {
+    fn new(
+        path: &'a str,
+        field: &'static str,
+        map: Option<&'a BTreeMap<String, KubeQuantity>>,
+    ) -> Self {
+        Self { path, field, map }
+    }
+
+    /// Refuses a resource ACI does not offer.
+    fn check_names(&self) -> Result<(), ProviderError> {
+        let Self { path, field, .. } = self;
+        let unknown = self.map.into_iter().flatten().map(|(k, _)| k).find(|k| {
+            !matches!(
+                k.as_str(),
+                "cpu" | "memory" | "ephemeral-storage" | GPU_RESOURCE
+            )
+        });
+        match unknown {
+            Some(name) => Err(unsupported(format!(
+                "{path}.resources.{field}[{name}]: ACI offers cpu, memory and {GPU_RESOURCE} only; remove {name}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The quantity of `name`; `None` when absent or zero.
+    fn quantity(&self, name: &str) -> Result<Option<Quantity>, ProviderError> {
+        let Self { path, field, .. } = self;
+        self.map
+            .and_then(|m| m.get(name))
+            .map(|q| {
+                Quantity::parse(q.0.trim()).ok_or_else(|| {
+                    invalid(
+                        "InvalidResources",
+                        format!(
+                            "{path}.resources.{field}[{name}]: {:?} is not a quantity",
+                            q.0
+                        ),
+                    )
+                })
+            })
+            .transpose()
+            .map(|q| q.filter(|q| !q.is_zero()))
+    }
+
+    /// The quantity of `name` in ACI's unit (`to`: [`cores`], [`gigabytes`]).
+    fn converted(
+        &self,
+        name: &str,
+        to: fn(Quantity) -> Option<f64>,
+    ) -> Result<Option<f64>, ProviderError> {
+        let Self { path, field, .. } = self;
+        self.quantity(name)?
+            .map(|q| {
+                to(q).ok_or_else(|| {
+                    invalid(
+                        "InvalidResources",
+                        format!("{path}.resources.{field}[{name}]: too large"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// The number of GPUs: a whole number.
+    fn gpus(&self) -> Result<Option<i32>, ProviderError> {
+        let Self { path, field, .. } = self;
+        let Some(q) = self.quantity(GPU_RESOURCE)? else {
+            return Ok(None);
+        };
+        let n = (q.den != 0 && q.num % q.den == 0)
+            .then(|| q.num / q.den)
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "InvalidResources",
+                    format!(
+                        "{path}.resources.{field}[{GPU_RESOURCE}]: {} is not a whole number of GPUs",
+                        q.as_f64()
+                    ),
+                )
+            })?;
+        Ok(Some(n))
+    }
+}
+
+/// `count` GPUs of the pod's SKU (annotation [`ANNOTATION_GPU_SKU`], required
+/// with GPUs).
+fn gpu_resource(
+    path: &str,
+    gpu_sku: Option<&GpuSku>,
+    count: Option<i32>,
+) -> Result<Option<GpuResource>, ProviderError> {
+    let Some(count) = count else { return Ok(None) };
+    let sku = gpu_sku.cloned().ok_or_else(|| {
+        invalid(
+            "InvalidAnnotation",
+            format!(
+                "metadata.annotations[{ANNOTATION_GPU_SKU}]: required because {path} requests {GPU_RESOURCE}; set it to one of {}",
+                GpuSku::VALUES.join(", ")
+            ),
+        )
+    })?;
+    Ok(Some(GpuResource { count, sku }))
 }
 
 pub(super) fn gpu_sku(ann: &BTreeMap<String, String>) -> Result<Option<GpuSku>, ProviderError> {

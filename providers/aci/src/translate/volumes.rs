@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{CSIVolumeSource, PodSpec, Volume as KubeVolume};
 use skylet_provider::{ProviderError, ResolvedPod, Value, VolumeFile};
 
 use super::{ANNOTATION_AZURE_FILE_PREFIX, bad_annotation, invalid};
@@ -34,6 +34,30 @@ pub(super) fn volumes(
     spec: &PodSpec,
     ann: &BTreeMap<String, String>,
 ) -> Result<(Vec<Volume>, BTreeSet<String>), ProviderError> {
+    check_share_annotations(spec, ann)?;
+    let mut out = Vec::new();
+    let mut files = BTreeSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let path = format!("spec.volumes[{i}]");
+        let resolved = rp
+            .volumes
+            .get(&v.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let volume = volume(&path, v, resolved, ann)?;
+        if volume.secret.is_some() {
+            files.insert(v.name.clone());
+        }
+        out.push(volume);
+    }
+    Ok((out, files))
+}
+
+/// Refuses an Azure Files annotation naming a volume the pod lacks.
+fn check_share_annotations(
+    spec: &PodSpec,
+    ann: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
     let declared: BTreeSet<&str> = spec
         .volumes
         .iter()
@@ -52,113 +76,127 @@ pub(super) fn volumes(
             ));
         }
     }
-    let mut out = Vec::new();
-    let mut files = BTreeSet::new();
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let path = format!("spec.volumes[{i}]");
-        let resolved = rp
-            .volumes
-            .get(&v.name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut volume = Volume {
-            name: v.name.clone(),
-            ..Default::default()
-        };
-        if let Some(share) = ann.get(&format!("{ANNOTATION_AZURE_FILE_PREFIX}{}", v.name)) {
-            let (account, share) = match share.split_once('/') {
-                Some((a, s)) => (Some(a.trim()), s.trim()),
-                None => (None, share.trim()),
-            };
-            if share.is_empty() || account.is_some_and(str::is_empty) {
-                return Err(bad_annotation(
-                    &format!("{ANNOTATION_AZURE_FILE_PREFIX}{}", v.name),
-                    share,
-                    "use <account>/<share> or <share>",
-                ));
-            }
-            volume.azure_file = Some(azure_file(&path, &v.name, resolved, share, account, None)?);
-        } else if v.empty_dir.is_some() {
-            volume.empty_dir = Some(EmptyDir {});
-        } else if v.config_map.is_some()
-            || v.secret.is_some()
-            || v.downward_api.is_some()
-            || v.projected.is_some()
-        {
-            match secret_files(&path, &v.name, resolved)? {
-                Some(map) => {
-                    volume.secret = Some(map);
-                    files.insert(v.name.clone());
-                }
-                // nothing to write (an optional source that is absent): an
-                // empty directory, as the kubelet mounts
-                None => volume.empty_dir = Some(EmptyDir {}),
-            }
-        } else if let Some(csi) = &v.csi {
-            if csi.driver != AZURE_FILE_CSI_DRIVER {
-                return Err(invalid(
-                    "UnsupportedVolume",
-                    format!(
-                        "{path}.csi.driver: {:?} cannot be mounted by ACI; only {AZURE_FILE_CSI_DRIVER} (Azure Files) is supported",
-                        csi.driver
-                    ),
-                ));
-            }
-            let attrs = csi.volume_attributes.clone().unwrap_or_default();
-            let Some(share) = attrs.get("shareName").filter(|s| !s.is_empty()) else {
-                return Err(invalid(
-                    "UnsupportedVolume",
-                    format!(
-                        "{path}.csi.volumeAttributes.shareName: required for an Azure Files volume"
-                    ),
-                ));
-            };
-            let account = attrs
-                .get("storageAccount")
-                .or(attrs.get("storageAccountName"))
-                .map(String::as_str);
-            volume.azure_file = Some(azure_file(
-                &path,
-                &v.name,
-                resolved,
-                share,
-                account,
-                csi.read_only,
-            )?);
-        } else if let Some(git) = &v.git_repo {
-            volume.git_repo = Some(GitRepoVolume {
-                directory: git.directory.clone().filter(|d| !d.is_empty()),
-                repository: git.repository.clone(),
-                revision: git.revision.clone().filter(|r| !r.is_empty()),
-            });
-        } else {
-            // the name of whichever source field is set
-            let kind = serde_json::to_value(v)
-                .ok()
-                .and_then(|j| {
-                    j.as_object()
-                        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
-                })
-                .unwrap_or_else(|| "unknown".into());
-            let hint = if kind == "azureFile" {
-                format!(
-                    "; use a csi volume with driver {AZURE_FILE_CSI_DRIVER} and volumeAttributes shareName and secretName"
-                )
-            } else {
-                String::new()
-            };
-            return Err(invalid(
-                "UnsupportedVolume",
-                format!(
-                    "{path}.{kind}: volume {:?} is a {kind} volume, which ACI cannot mount; skylet supports emptyDir, configMap, secret, \
-                     downwardAPI, projected, gitRepo and Azure Files{hint}",
-                    v.name
-                ),
-            ));
+    Ok(())
+}
+
+/// The ACI volume of pod volume `v` (at `path`), whose files the core
+/// resolved into `resolved`.
+fn volume(
+    path: &str,
+    v: &KubeVolume,
+    resolved: &[VolumeFile],
+    ann: &BTreeMap<String, String>,
+) -> Result<Volume, ProviderError> {
+    let mut volume = Volume {
+        name: v.name.clone(),
+        ..Default::default()
+    };
+    if let Some(share) = ann.get(&format!("{ANNOTATION_AZURE_FILE_PREFIX}{}", v.name)) {
+        volume.azure_file = Some(annotated_share(path, &v.name, resolved, share)?);
+    } else if v.empty_dir.is_some() {
+        volume.empty_dir = Some(EmptyDir {});
+    } else if v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+    {
+        match secret_files(path, &v.name, resolved)? {
+            Some(map) => volume.secret = Some(map),
+            // nothing to write (an optional source that is absent): an
+            // empty directory, as the kubelet mounts
+            None => volume.empty_dir = Some(EmptyDir {}),
         }
-        out.push(volume);
+    } else if let Some(csi) = &v.csi {
+        volume.azure_file = Some(csi_share(path, &v.name, csi, resolved)?);
+    } else if let Some(git) = &v.git_repo {
+        volume.git_repo = Some(GitRepoVolume {
+            directory: git.directory.clone().filter(|d| !d.is_empty()),
+            repository: git.repository.clone(),
+            revision: git.revision.clone().filter(|r| !r.is_empty()),
+        });
+    } else {
+        return Err(unsupported_kind(path, v));
     }
-    Ok((out, files))
+    Ok(volume)
+}
+
+/// The Azure Files share of annotation `skylet.io/aci-azure-file-<name>:
+/// [<account>/]<share>`.
+fn annotated_share(
+    path: &str,
+    name: &str,
+    resolved: &[VolumeFile],
+    share: &str,
+) -> Result<AzureFileVolume, ProviderError> {
+    let (account, share) = match share.split_once('/') {
+        Some((a, s)) => (Some(a.trim()), s.trim()),
+        None => (None, share.trim()),
+    };
+    if share.is_empty() || account.is_some_and(str::is_empty) {
+        return Err(bad_annotation(
+            &format!("{ANNOTATION_AZURE_FILE_PREFIX}{name}"),
+            share,
+            "use <account>/<share> or <share>",
+        ));
+    }
+    azure_file(path, name, resolved, share, account, None)
+}
+
+/// The Azure Files share of a csi volume; other drivers are refused.
+fn csi_share(
+    path: &str,
+    name: &str,
+    csi: &CSIVolumeSource,
+    resolved: &[VolumeFile],
+) -> Result<AzureFileVolume, ProviderError> {
+    if csi.driver != AZURE_FILE_CSI_DRIVER {
+        return Err(invalid(
+            "UnsupportedVolume",
+            format!(
+                "{path}.csi.driver: {:?} cannot be mounted by ACI; only {AZURE_FILE_CSI_DRIVER} (Azure Files) is supported",
+                csi.driver
+            ),
+        ));
+    }
+    let attrs = csi.volume_attributes.clone().unwrap_or_default();
+    let Some(share) = attrs.get("shareName").filter(|s| !s.is_empty()) else {
+        return Err(invalid(
+            "UnsupportedVolume",
+            format!("{path}.csi.volumeAttributes.shareName: required for an Azure Files volume"),
+        ));
+    };
+    let account = attrs
+        .get("storageAccount")
+        .or(attrs.get("storageAccountName"))
+        .map(String::as_str);
+    azure_file(path, name, resolved, share, account, csi.read_only)
+}
+
+/// The refusal of a volume kind ACI cannot mount, naming the kind.
+fn unsupported_kind(path: &str, v: &KubeVolume) -> ProviderError {
+    // the name of whichever source field is set
+    let kind = serde_json::to_value(v)
+        .ok()
+        .and_then(|j| {
+            j.as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let hint = if kind == "azureFile" {
+        format!(
+            "; use a csi volume with driver {AZURE_FILE_CSI_DRIVER} and volumeAttributes shareName and secretName"
+        )
+    } else {
+        String::new()
+    };
+    invalid(
+        "UnsupportedVolume",
+        format!(
+            "{path}.{kind}: volume {:?} is a {kind} volume, which ACI cannot mount; skylet supports emptyDir, configMap, secret, \
+             downwardAPI, projected, gitRepo and Azure Files{hint}",
+            v.name
+        ),
+    )
 }
 
 /// A `secret` volume of resolved files; `None` when there are none.
