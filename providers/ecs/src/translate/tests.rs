@@ -3,10 +3,10 @@
 
 use aws_sdk_ecs::types::ContainerCondition;
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Container;
 use ring::hmac;
 use serde_json::json;
-use skylet_provider::{ProviderError, ResolvedPod, Value, VolumeFile};
+use skylet_provider::{ProviderError, ResolvedPod, Value, VolumeFile, testing};
 
 use super::*;
 use crate::names::{ANNOTATION_CAPACITY, ANNOTATION_TASK_ROLE, FILES_CONTAINER};
@@ -51,12 +51,7 @@ pub(super) fn key() -> hmac::Key {
 
 /// A pod fixture: `spec` merged into a minimal pod named `name`.
 pub(super) fn pod(name: &str, spec: serde_json::Value) -> ResolvedPod {
-    let p: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")},
-        "spec": spec,
-    }))
-    .unwrap();
-    ResolvedPod::bare(p)
+    testing::pod("shop", name).spec(spec).resolved()
 }
 
 /// A file of a volume, mode 0644.
@@ -383,26 +378,15 @@ fn what_fargate_cannot_run_fails_with_a_reason() {
             other => panic!("{other:?}"),
         }
     }
-    let mut rp = pod("p", json!({"containers": [{"name": "a", "image": "i"}]}));
-    rp.pod.metadata.annotations =
-        Some([(ANNOTATION_CAPACITY.to_owned(), "cheap".to_owned())].into());
-    assert!(
-        plan(&rp, &settings(), &key())
-            .unwrap_err()
-            .to_string()
-            .contains("spot")
-    );
-    rp.pod.metadata.annotations = Some(
-        [
-            (ANNOTATION_CAPACITY.to_owned(), "spot".to_owned()),
-            (
-                ANNOTATION_TASK_ROLE.to_owned(),
-                "arn:aws:iam::1:role/pod".to_owned(),
-            ),
-        ]
-        .into(),
-    );
-    let p = plan(&rp, &settings(), &key()).unwrap();
+    let pod = || testing::pod("shop", "p").container("a", "i");
+    let cheap = pod().annotation(ANNOTATION_CAPACITY, "cheap").resolved();
+    let e = plan(&cheap, &settings(), &key()).unwrap_err();
+    assert!(e.to_string().contains("spot"), "{e}");
+    let spot = pod()
+        .annotation(ANNOTATION_CAPACITY, "spot")
+        .annotation(ANNOTATION_TASK_ROLE, "arn:aws:iam::1:role/pod")
+        .resolved();
+    let p = plan(&spot, &settings(), &key()).unwrap();
     assert!(p.spot);
     assert_eq!(
         p.task.task_role_arn.as_deref(),
