@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     ArmClient, ArmError, Op,
     ops::{ATTACH, EXEC, LIST_LOGS},
+    send::{Answer, json_body},
 };
 
 /// `Logs`: the answer of Containers_ListLogs.
@@ -143,17 +144,10 @@ impl ArmClient {
                     cols: Some(cols.into()),
                 }),
             };
-            let json = serde_json::to_vec(&request).map_err(|source| ArmError::Json {
-                operation: op.name,
-                source,
-            })?;
+            let json = json_body(op, &request)?;
             let url = self.group_url(rg, group, &["containers", container, "exec"], &[]);
-            let answer = self.send(op, Method::Post, &url, Some(json.into())).await?;
-            if answer.status != 200 {
-                return Err(answer.error(op));
-            }
-            let rsp: ContainerExecResponse = answer.json(op)?;
-            session(op, rsp.web_socket_uri, rsp.password)
+            let answer = self.send(op, Method::Post, &url, Some(json)).await?;
+            session(op, &answer)
         }
         .await;
         self.counted(op, result)
@@ -173,22 +167,27 @@ impl ArmClient {
         let result = async {
             let url = self.group_url(rg, group, &["containers", container, "attach"], &[]);
             let answer = self.send(op, Method::Post, &url, None).await?;
-            if answer.status != 200 {
-                return Err(answer.error(op));
-            }
-            let rsp: ContainerAttachResponse = answer.json(op)?;
-            session(op, rsp.web_socket_uri, rsp.password)
+            session(op, &answer)
         }
         .await;
         self.counted(op, result)
     }
 }
 
-fn session(op: Op, uri: Option<String>, password: Option<String>) -> Result<Session, ArmError> {
-    match uri.filter(|u| u.starts_with("wss://") || u.starts_with("ws://")) {
+/// The WebSocket session of an exec or attach answer
+/// ([`ContainerExecResponse`], [`ContainerAttachResponse`]).
+fn session(op: Op, answer: &Answer) -> Result<Session, ArmError> {
+    if answer.status != 200 {
+        return Err(answer.error(op));
+    }
+    let rsp: SocketResponse = answer.json(op)?;
+    match rsp
+        .web_socket_uri
+        .filter(|u| u.starts_with("wss://") || u.starts_with("ws://"))
+    {
         Some(uri) => Ok(Session {
             uri,
-            password: password.unwrap_or_default(),
+            password: rsp.password.unwrap_or_default(),
         }),
         None => Err(ArmError::Protocol {
             operation: op.name,

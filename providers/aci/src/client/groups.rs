@@ -5,8 +5,9 @@ use azure_core::http::Method;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    ArmClient, ArmError, LIST_GROUPS, Operation, RESOURCE_PROVIDER,
+    ArmClient, ArmError, LIST_GROUPS, Operation,
     ops::{DELETE_GROUP, GET_GROUP, PUT_GROUP, STOP_GROUP},
+    send::json_body,
 };
 
 /// The outcome of [`ArmClient::put_group`].
@@ -32,16 +33,13 @@ impl ArmClient {
     ) -> Result<Put, ArmError> {
         let op = PUT_GROUP;
         let result = async {
-            let json = serde_json::to_vec(body).map_err(|source| ArmError::Json {
-                operation: op.name,
-                source,
-            })?;
+            let json = json_body(op, body)?;
             let answer = self
                 .send(
                     op,
                     Method::Put,
                     &self.group_url(rg, name, &[], &[]),
-                    Some(json.into()),
+                    Some(json),
                 )
                 .await?;
             match answer.status {
@@ -87,18 +85,7 @@ impl ArmClient {
     /// # Errors
     /// [`ArmError`] (a missing resource group is a 404 `ResourceGroupNotFound`).
     pub async fn list_groups<T: DeserializeOwned>(&self, rg: &str) -> Result<Vec<T>, ArmError> {
-        let url = self.url(
-            &[
-                "subscriptions",
-                &self.subscription_id,
-                "resourceGroups",
-                rg,
-                "providers",
-                RESOURCE_PROVIDER,
-                "containerGroups",
-            ],
-            &[],
-        );
+        let url = self.groups_url(rg, &[], &[]);
         self.counted(LIST_GROUPS, self.list_all(LIST_GROUPS, url).await)
     }
 

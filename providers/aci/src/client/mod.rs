@@ -238,7 +238,9 @@ impl ArmClient {
         url
     }
 
-    fn group_url(&self, rg: &str, name: &str, tail: &[&str], query: &[(&str, String)]) -> Url {
+    /// A URL under the container groups of resource group `rg`:
+    /// `.../containerGroups/<tail>`.
+    fn groups_url(&self, rg: &str, tail: &[&str], query: &[(&str, String)]) -> Url {
         let mut segments = vec![
             "subscriptions",
             &self.subscription_id,
@@ -247,10 +249,16 @@ impl ArmClient {
             "providers",
             RESOURCE_PROVIDER,
             "containerGroups",
-            name,
         ];
         segments.extend_from_slice(tail);
         self.url(&segments, query)
+    }
+
+    /// A URL under container group `name`: `.../containerGroups/<name>/<tail>`.
+    fn group_url(&self, rg: &str, name: &str, tail: &[&str], query: &[(&str, String)]) -> Url {
+        let mut segments = vec![name];
+        segments.extend_from_slice(tail);
+        self.groups_url(rg, &segments, query)
     }
 
     /// A URL ARM handed us (nextLink, operation): only on ARM's own origin,

@@ -14,7 +14,7 @@ use azure_core::{
     },
 };
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 use skylet_provider::metrics::Outcome;
 
 use super::{
@@ -30,6 +30,16 @@ pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: Headers,
     pub(super) body: Bytes,
+}
+
+/// `value` as the JSON body of a request of `op`.
+pub(super) fn json_body<T: Serialize + ?Sized>(op: Op, value: &T) -> Result<Bytes, ArmError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|source| ArmError::Json {
+            operation: op.name,
+            source,
+        })
 }
 
 impl Answer {
