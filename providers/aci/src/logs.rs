@@ -299,6 +299,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The texts of the lines `c` advances over in `text`.
+    fn texts<'a>(c: &mut Cursor, text: &'a str) -> Vec<&'a str> {
+        c.advance(text).iter().map(|l| l.text).collect()
+    }
+
     #[test]
     fn prefix_is_split_off() {
         let l = parse_line("2026-11-25T21:40:00.123456789Z hello world");
@@ -344,25 +349,16 @@ mod tests {
     fn dedup_across_polls() {
         let mut c = Cursor::default();
         let t1 = "2026-11-25T21:40:00Z a\n2026-11-25T21:40:01Z b\n";
-        assert_eq!(
-            c.advance(t1).iter().map(|l| l.text).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(texts(&mut c, t1), ["a", "b"]);
         // the same text again: nothing new
         assert!(c.advance(t1).is_empty());
         // more lines, some at the same instant as the last sent one
         let t2 = "2026-11-25T21:40:00Z a\n2026-11-25T21:40:01Z b\n2026-11-25T21:40:01Z b2\n2026-11-25T21:40:02Z c\n";
-        assert_eq!(
-            c.advance(t2).iter().map(|l| l.text).collect::<Vec<_>>(),
-            ["b2", "c"]
-        );
+        assert_eq!(texts(&mut c, t2), ["b2", "c"]);
         assert!(c.advance(t2).is_empty());
         // a tail window that no longer shows the oldest lines
         let t3 = "2026-11-25T21:40:02Z c\n2026-11-25T21:40:03Z d\n";
-        assert_eq!(
-            c.advance(t3).iter().map(|l| l.text).collect::<Vec<_>>(),
-            ["d"]
-        );
+        assert_eq!(texts(&mut c, t3), ["d"]);
     }
 
     #[test]
@@ -382,10 +378,7 @@ mod tests {
         let t = "2026-11-25T21:40:00Z start\ncontinued\n";
         assert_eq!(c.advance(t).len(), 2);
         let t = "2026-11-25T21:40:00Z start\ncontinued\nmore\n";
-        assert_eq!(
-            c.advance(t).iter().map(|l| l.text).collect::<Vec<_>>(),
-            ["more"]
-        );
+        assert_eq!(texts(&mut c, t), ["more"]);
     }
 
     #[test]
@@ -471,12 +464,7 @@ mod tests {
             follow: true,
             ..LogOptions::default()
         };
-        let out = collect(
-            stream(Arc::clone(&src), opts, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let out = read(&src, opts).await;
         let got: Vec<&str> = out.lines().collect();
         let want: Vec<String> = (1..=2 * per).map(|i| format!("line {i}")).collect();
         assert_eq!(got, want);
@@ -494,6 +482,16 @@ mod tests {
             .collect()
     }
 
+    /// All that a stream of `src` with `opts` (polling every second) sends.
+    async fn read(src: &Arc<Growing>, opts: LogOptions) -> String {
+        collect(
+            stream(Arc::clone(src), opts, Duration::from_secs(1))
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn follow_sends_each_line_once_and_ends_on_404() {
         let src = growing(4);
@@ -501,12 +499,7 @@ mod tests {
             follow: true,
             ..LogOptions::default()
         };
-        let out = collect(
-            stream(Arc::clone(&src), opts, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let out = read(&src, opts).await;
         assert_eq!(out, "line 1\nline 2\nline 3\nline 4\n");
     }
 
@@ -518,12 +511,7 @@ mod tests {
             timestamps: true,
             ..LogOptions::default()
         };
-        let out = collect(
-            stream(Arc::clone(&src), opts, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let out = read(&src, opts).await;
         assert_eq!(out, "2026-11-25T21:40:00.000000001Z line 1\n");
         assert_eq!(*src.fetches.lock().unwrap(), vec![Some(7)]);
     }
@@ -536,12 +524,7 @@ mod tests {
             limit_bytes: Some(10),
             ..LogOptions::default()
         };
-        let out = collect(
-            stream(Arc::clone(&src), opts, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let out = read(&src, opts).await;
         assert_eq!(out, "line 1\nlin");
     }
 
