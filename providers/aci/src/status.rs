@@ -504,6 +504,11 @@ mod tests {
         &s.container_statuses.as_ref().unwrap()[i]
     }
 
+    /// The reason of a terminated state.
+    fn exit_reason(state: Option<&ContainerState>) -> Option<&str> {
+        state.and_then(terminated).and_then(|t| t.reason.as_deref())
+    }
+
     fn st(s: &PodStatus, i: usize) -> ContainerState {
         cs(s, i).state.clone().unwrap()
     }
@@ -558,17 +563,7 @@ mod tests {
         );
         let init = &s.init_container_statuses.as_ref().unwrap()[0];
         assert!(init.ready, "a completed init container is ready");
-        assert_eq!(
-            init.state
-                .as_ref()
-                .unwrap()
-                .terminated
-                .as_ref()
-                .unwrap()
-                .reason
-                .as_deref(),
-            Some("Completed")
-        );
+        assert_eq!(exit_reason(init.state.as_ref()), Some("Completed"));
         assert!(!all_terminated(&g));
     }
 
@@ -712,15 +707,7 @@ mod tests {
         );
         assert!(cs(&s, 0).ready);
         assert_eq!(
-            cs(&s, 0)
-                .last_state
-                .as_ref()
-                .unwrap()
-                .terminated
-                .as_ref()
-                .unwrap()
-                .reason
-                .as_deref(),
+            exit_reason(cs(&s, 0).last_state.as_ref()),
             Some("OOMKilled")
         );
     }
