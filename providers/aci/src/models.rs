@@ -1007,30 +1007,5 @@ pub struct ContainerGroupListResult {
     pub next_link: Option<String>,
 }
 
-/// `CloudError`: the body of every ARM error answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudError {
-    /// The error.
-    #[serde(default)]
-    pub error: CloudErrorBody,
-}
-
-/// `CloudErrorBody`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudErrorBody {
-    /// Error code (`ResourceNotFound`, ...).
-    #[serde(default)]
-    pub code: String,
-    /// Message.
-    #[serde(default)]
-    pub message: String,
-    /// What the error is about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// Nested errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub details: Vec<CloudErrorBody>,
-}
-
 #[cfg(test)]
 mod tests;

@@ -102,8 +102,8 @@ pub use lro::{DEFAULT_POLL, Operation, OperationKind, OperationStatus};
 pub(crate) use ops::{LIST_GROUPS, Op};
 pub use usages::{Usage, UsageName};
 
-/// The api-version of every call.
-pub const API_VERSION: &str = "2026-05-01";
+/// The api-version of every call: the one the models follow.
+pub const API_VERSION: &str = crate::models::API_VERSION;
 /// The `service` label of ARM calls in [`ApiMetrics`].
 pub const SERVICE: &str = "arm";
 

@@ -5,7 +5,10 @@
 use serde_json::json;
 
 use super::*;
-use crate::spec_check::{definition, spec, spec_errors};
+use crate::{
+    client::{CloudError, CloudErrorBody},
+    spec_check::{definition, spec, spec_errors},
+};
 
 /// A group with every field skylet can write or read set.
 fn full_group() -> ContainerGroup {
@@ -214,13 +217,14 @@ fn every_property_written_is_in_the_spec() {
     errors.extend(spec_errors(&spec, "ListResultContainerGroup", &item));
     let page = json!({"value": [item], "nextLink": "https://x/?$skipToken=1"});
     errors.extend(spec_errors(&spec, "ContainerGroupListResult", &page));
+    // the client's error body
     let err = serde_json::to_value(CloudError {
-        error: CloudErrorBody {
-            code: "X".into(),
-            message: "m".into(),
+        error: Some(CloudErrorBody {
+            code: Some("X".into()),
+            message: Some("m".into()),
             target: Some("t".into()),
             details: vec![CloudErrorBody::default()],
-        },
+        }),
     })
     .unwrap();
     errors.extend(spec_errors(&spec, "CloudError", &err));
