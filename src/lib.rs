@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 pub mod backends;
 pub mod config;
+pub mod cost;
 pub mod metrics;
 pub mod node;
 pub mod pods;

@@ -323,6 +323,10 @@ impl Provider for AciProvider {
         &[(translate::AZURE_FILE_CSI_DRIVER, "secretName")]
     }
 
+    fn billed_size(&self, pod: &skylet_provider::Pod) -> skylet_provider::BilledSize {
+        billed_size(pod, &self.inner.settings)
+    }
+
     fn configure_node(&self, node: &mut Node) {
         let c = &self.inner.config.capacity;
         let quota = self.state().quota.clone();
@@ -488,5 +492,64 @@ mod tests {
             "never negative"
         );
         assert_eq!(cap.len(), 3);
+    }
+}
+
+/// What ACI bills for `pod`: the requests of its group as
+/// [`translate::container_group`] sends them (per container, CPU rounded
+/// up to 0.01 core and memory to 0.1 GB of 10^9 bytes, the defaults where
+/// nothing is requested), summed over the containers; init containers
+/// have no resources of their own. The pod's requests if ACI cannot run
+/// it (it is then never billed).
+fn billed_size(
+    pod: &skylet_provider::Pod,
+    settings: &translate::Settings,
+) -> skylet_provider::BilledSize {
+    use skylet_provider::BilledSize;
+    match translate::container_group(&ResolvedPod::bare(pod.clone()), settings) {
+        Ok(group) => group
+            .properties
+            .containers
+            .iter()
+            .fold(BilledSize::default(), |sum, c| {
+                let r = &c.properties.resources.requests;
+                // cores to the 0.01 and GB to the 0.1: exact once rounded
+                let cpu_millis = (r.cpu * 1000.0).round() as u64;
+                let memory_bytes = (r.memory_in_gb * 10.0).round() as u64 * 100_000_000;
+                sum.plus(BilledSize::new(cpu_millis, memory_bytes))
+            }),
+        Err(_) => BilledSize::requests(pod),
+    }
+}
+
+#[cfg(test)]
+mod billing_tests {
+    use serde_json::json;
+    use skylet_provider::BilledSize;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_is_billed_its_groups_rounded_requests() {
+        let pod: skylet_provider::Pod = serde_json::from_value(json!({
+            "metadata": {"namespace": "shop", "name": "web", "uid": "uid-web"},
+            "spec": {
+                "initContainers": [{"name": "setup", "image": "busybox",
+                    "resources": {"requests": {"cpu": "4", "memory": "8Gi"}}}],
+                "containers": [
+                    {"name": "web", "image": "nginx",
+                     "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}}},
+                    {"name": "log", "image": "fluent-bit"},
+                ],
+            },
+        }))
+        .unwrap();
+        // 250m + 1 core (the default); 1Gi = 1.07 GB -> 1.1, + 1.5 (the default)
+        assert_eq!(
+            billed_size(&pod, &translate::Settings::default()),
+            BilledSize::new(1250, 2_600_000_000)
+        );
+        // the scheduler's count takes the init container, which ACI does not bill
+        assert_eq!(BilledSize::requests(&pod), BilledSize::new(4000, 8 << 30));
     }
 }

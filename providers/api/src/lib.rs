@@ -31,8 +31,9 @@
 //! Pieces every backend needs once: [`Backoff`], [`BoundedSet`], log
 //! rendering, `limitBytes` and following by polling ([`logs`]), API metrics
 //! with one naming scheme ([`metrics`]), spec checks ([`checks`]), exact
-//! Kubernetes quantities ([`quantity`]) and, with feature `testing`, a pod
-//! builder (the `testing` module).
+//! Kubernetes quantities ([`quantity`]), the size a pod is billed for
+//! ([`billing`]) and, with feature `testing`, a pod builder (the `testing`
+//! module).
 
 use std::{collections::BTreeMap, fmt, future::Future, io, pin::Pin, time::Duration};
 
@@ -41,6 +42,7 @@ use futures::stream::BoxStream;
 pub use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 
 pub mod backoff;
+pub mod billing;
 pub mod bounded;
 pub mod checks;
 mod error;
@@ -54,6 +56,7 @@ mod streams;
 pub mod testing;
 
 pub use backoff::Backoff;
+pub use billing::BilledSize;
 pub use bounded::BoundedSet;
 pub use error::{BoxError, ErrorClass, ProviderError, Result};
 pub use kind::{BuildContext, ConfigError, Kind, NodeContext, parse_capacity};
@@ -289,6 +292,15 @@ pub trait Provider: Send + Sync + 'static {
     /// for every driver. The default names none.
     fn csi_secret_attributes(&self) -> &'static [(&'static str, &'static str)] {
         &[]
+    }
+
+    /// The size of the instance the backend bills for `pod` (what the cost
+    /// model prices). The default is the pod's requests as the scheduler
+    /// counts them ([`BilledSize::requests`]); a backend that rounds a pod
+    /// up to a size of its own returns that size. Pure and cheap: called
+    /// when a pod starts, never with I/O.
+    fn billed_size(&self, pod: &Pod) -> BilledSize {
+        BilledSize::requests(pod)
     }
 
     /// Whether the backend is reachable; an error makes the node NotReady.

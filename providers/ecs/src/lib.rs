@@ -186,6 +186,10 @@ impl Provider for EcsProvider {
         Ecs::NAME
     }
 
+    fn billed_size(&self, pod: &k8s_openapi::api::core::v1::Pod) -> skylet_provider::BilledSize {
+        billed_size(pod, &self.inner.settings, &self.inner.secret_key)
+    }
+
     fn configure_node(&self, node: &mut Node) {
         let c = &self.inner.config.capacity;
         let q: std::collections::BTreeMap<String, Quantity> =
@@ -313,5 +317,69 @@ impl Provider for EcsProvider {
              with a task role that allows ssmmessages:*"
                 .into(),
         ))
+    }
+}
+
+/// What Fargate bills for `pod`: the task size [`translate::plan`] picks,
+/// the pod's needs rounded up to a valid CPU/memory pair (1024 CPU units
+/// are one vCPU); the pod's requests if it cannot run on Fargate (it is
+/// then never billed).
+fn billed_size(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    settings: &translate::Settings,
+    key: &hmac::Key,
+) -> skylet_provider::BilledSize {
+    match translate::plan(&ResolvedPod::bare(pod.clone()), settings, key) {
+        Ok(plan) => skylet_provider::BilledSize::new(
+            u64::from(plan.task.cpu) * 1000 / 1024,
+            u64::from(plan.task.memory) << 20,
+        ),
+        Err(_) => skylet_provider::BilledSize::requests(pod),
+    }
+}
+
+#[cfg(test)]
+mod billing_tests {
+    use serde_json::json;
+    use skylet_provider::BilledSize;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_is_billed_the_fargate_size_it_runs_as() {
+        let settings = translate::Settings {
+            node: "burst-1".into(),
+            family_prefix: "skylet-abcd1234-".into(),
+            log_group: "/skylet/test".into(),
+            region: "us-east-1".into(),
+            execution_role_arn: None,
+            task_role_arn: None,
+            files_image: "busybox".into(),
+            service_account_token: config::ServiceAccountToken::Omit,
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"test-key");
+        let pod = |resources: serde_json::Value| {
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "shop", "name": "web", "uid": "uid-web"},
+                "spec": {"containers": [{"name": "web", "image": "nginx", "resources": resources}]},
+            }))
+            .unwrap()
+        };
+        let billed = |resources| billed_size(&pod(resources), &settings, &key);
+        // 300m is 308 CPU units: 0.5 vCPU, whose smallest memory is 1 GiB
+        assert_eq!(
+            billed(json!({"requests": {"cpu": "300m", "memory": "600Mi"}})),
+            BilledSize::new(500, 1 << 30)
+        );
+        assert_eq!(billed(json!({})), BilledSize::new(250, 512 << 20));
+        assert_eq!(
+            billed(json!({"limits": {"cpu": "2", "memory": "9Gi"}})),
+            BilledSize::new(2000, 9 << 30)
+        );
+        // larger than any Fargate size: never runs, billed its requests
+        assert_eq!(
+            billed(json!({"requests": {"cpu": "64", "memory": "1Gi"}})),
+            BilledSize::new(64_000, 1 << 30)
+        );
     }
 }
