@@ -1,4 +1,21 @@
 //! Starting and stopping a pod's task.
+//!
+//! # When RunTask cannot place a task
+//! RunTask answers 200 with an entry in `failures[]` when ECS cannot place
+//! the task; [`placement_failure`] classifies it:
+//!
+//! | `reason` (and `detail`) | class |
+//! |---|---|
+//! | `RESOURCE:*` (`RESOURCE:CPU`, `RESOURCE:MEMORY`, `RESOURCE:ENI`, ...) | [`ProviderError::Capacity`] |
+//! | "Capacity is unavailable at this time" (Fargate has no room in the zone) | [`ProviderError::Capacity`] |
+//! | "You've reached the limit on the number of (spot) tasks you can run concurrently" (the account's Fargate or Fargate Spot task quota) | [`ProviderError::Capacity`] |
+//! | anything else (`MISSING`, `AGENT`, `ATTRIBUTE`, ...) | [`ProviderError::Transient`] |
+//!
+//! Capacity is not the pod's fault and may pass, or be found on another
+//! backend: the core fails a pod that a controller owns (its controller
+//! replaces it elsewhere) and retries a bare one. Throttling is an error
+//! answer, not a failure entry, and stays [`ProviderError::Throttled`]
+//! (`client`).
 
 use aws_sdk_ecs::{
     operation::run_task::builders::RunTaskFluentBuilder,
@@ -21,9 +38,10 @@ impl EcsProvider {
     /// RunTask for `pod` from task definition `td_arn`; records the task.
     ///
     /// # Errors
-    /// Transient when ECS cannot place the task; when the task definition
-    /// was removed meanwhile, the template is forgotten so that the next
-    /// attempt registers it again.
+    /// When ECS cannot place the task, as [`placement_failure`] classifies
+    /// it (capacity, else transient); when the task definition was removed
+    /// meanwhile, the template is forgotten so that the next attempt
+    /// registers it again.
     pub(crate) async fn run_task(&self, plan: &Plan, td_arn: &str, pod: &PodRef) -> Result<()> {
         let req = self.run_task_request(plan, td_arn, pod)?;
         let out = match req.send().await.map_err(aws(ECS, "RunTask", self.m())) {
@@ -39,11 +57,12 @@ impl EcsProvider {
             Err(e) => return Err(e.into()),
         };
         if let Some(f) = out.failures().first() {
-            return Err(ProviderError::transient(format!(
-                "RunTask could not place the task: {} {}",
+            let e = placement_failure(
                 f.reason().unwrap_or_default(),
-                f.detail().unwrap_or_default()
-            )));
+                f.detail().unwrap_or_default(),
+            );
+            tracing::info!(pod = %pod, class = e.class().as_str(), error = %e, "RunTask could not place the task");
+            return Err(e);
         }
         self.record_started(out.tasks(), pod, td_arn, &plan.family);
         Ok(())
@@ -165,5 +184,125 @@ impl EcsProvider {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// What a RunTask `failures[]` entry with `reason` and `detail` means (see
+/// the module docs): [`ProviderError::Capacity`] when ECS has no room for
+/// the task now (a `RESOURCE:*` reason, Fargate capacity unavailable, the
+/// account's concurrent task or Spot task limit), else
+/// [`ProviderError::Transient`]. The message quotes ECS's words.
+pub(crate) fn placement_failure(reason: &str, detail: &str) -> ProviderError {
+    let said = match (reason.trim(), detail.trim()) {
+        (r, "") => r.to_owned(),
+        ("", d) => d.to_owned(),
+        (r, d) => format!("{r} ({d})"),
+    };
+    let lower = said.to_lowercase();
+    let capacity = reason.trim_start().starts_with("RESOURCE:")
+        || lower.contains("capacity is unavailable")
+        || lower.contains("reached the limit on the number of");
+    if capacity {
+        let what = if lower.contains("spot tasks") {
+            "the account's Fargate Spot task limit is reached"
+        } else if lower.contains("reached the limit on the number of") {
+            "the account's Fargate task limit is reached"
+        } else if lower.contains("capacity is unavailable") {
+            "Fargate has no capacity in the subnets' zones now"
+        } else {
+            "no resources to place the task"
+        };
+        ProviderError::Capacity(format!("ECS RunTask: {what}: {said}"))
+    } else {
+        ProviderError::transient(format!("RunTask could not place the task: {said}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skylet_provider::ErrorClass;
+
+    use super::*;
+
+    fn class(reason: &str, detail: &str) -> ErrorClass {
+        placement_failure(reason, detail).class()
+    }
+
+    #[test]
+    fn resource_failures_are_capacity() {
+        for reason in [
+            "RESOURCE:CPU",
+            "RESOURCE:MEMORY",
+            "RESOURCE:ENI",
+            "RESOURCE:PORTS_TCP",
+            "RESOURCE:GPU",
+        ] {
+            assert_eq!(class(reason, ""), ErrorClass::Capacity, "{reason}");
+        }
+        let e = placement_failure("RESOURCE:MEMORY", "");
+        assert_eq!(
+            e.to_string(),
+            "ECS RunTask: no resources to place the task: RESOURCE:MEMORY"
+        );
+    }
+
+    #[test]
+    fn fargate_capacity_unavailable_is_capacity() {
+        let reason = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+        assert_eq!(class(reason, ""), ErrorClass::Capacity);
+        let text = placement_failure(reason, "").to_string();
+        assert!(text.contains("no capacity in the subnets' zones"), "{text}");
+        assert!(
+            text.contains("Capacity is unavailable"),
+            "ECS's words: {text}"
+        );
+        // in the detail, in other case
+        assert_eq!(
+            class("", "capacity is unavailable at this time"),
+            ErrorClass::Capacity
+        );
+    }
+
+    #[test]
+    fn the_spot_and_on_demand_task_limits_are_capacity_naming_the_quota() {
+        for apostrophe in ["'", "\u{2019}"] {
+            let spot = format!(
+                "You{apostrophe}ve reached the limit on the number of spot tasks you can run concurrently. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+            );
+            let e = placement_failure(&spot, "");
+            assert_eq!(e.class(), ErrorClass::Capacity, "{spot}");
+            assert!(e.to_string().contains("Fargate Spot task limit"), "{e}");
+            let on_demand = spot.replace("spot tasks", "tasks");
+            let e = placement_failure(&on_demand, "");
+            assert_eq!(e.class(), ErrorClass::Capacity, "{on_demand}");
+            assert!(e.to_string().contains("Fargate task limit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn other_failures_stay_transient() {
+        for (reason, detail) in [
+            ("MISSING", ""),
+            ("AGENT", ""),
+            (
+                "ATTRIBUTE",
+                "ecs.capability.secrets.asm.environment-variables",
+            ),
+            ("LOCATION", "no container instance in the zone"),
+            ("", ""),
+            // a resource word that is not a RESOURCE: reason
+            ("Task failed ELB health checks", "resources"),
+        ] {
+            let e = placement_failure(reason, detail);
+            assert_eq!(e.class(), ErrorClass::Transient, "{reason} {detail}");
+            assert!(
+                e.to_string().contains("RunTask could not place the task"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            placement_failure("ATTRIBUTE", "ecs.capability.x").to_string(),
+            "transient backend error: RunTask could not place the task: ATTRIBUTE (ecs.capability.x)"
+        );
     }
 }
