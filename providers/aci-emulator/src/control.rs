@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /_emulator/stats` | [`crate::Stats`] |
 //! | `POST /_emulator/throttle` `{"requests": N, "retryAfterSeconds": S}` | [`crate::Emulator::throttle`] |
+//! | `POST /_emulator/capacity` `{"available": false}` | [`crate::Emulator::set_capacity_available`] |
 //! | `GET /_emulator/requests/{operationId}` | [`crate::Emulator::requests`] |
 //! | `GET /_emulator/groups` | [`crate::Emulator::groups`] (write-only values included) |
 //! | `POST /_emulator/exit` `{"resourceGroup", "containerGroup", "container", "exitCode"}` | [`crate::Emulator::set_container_exit`] |
@@ -38,6 +39,14 @@ fn one() -> f64 {
     1.0
 }
 
+/// `POST /_emulator/capacity`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapacityRequest {
+    /// Whether the location has room for new groups.
+    pub available: bool,
+}
+
 /// `POST /_emulator/exit`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -56,6 +65,7 @@ pub(crate) fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/throttle", post(throttle))
+        .route("/capacity", post(capacity))
         .route("/requests/{operation_id}", get(requests))
         .route("/groups", get(groups))
         .route("/exit", post(exit))
@@ -78,6 +88,11 @@ async fn throttle(State(app): State<Arc<App>>, Json(req): Json<ThrottleRequest>)
         )
             .into_response(),
     }
+}
+
+async fn capacity(State(app): State<Arc<App>>, Json(req): Json<CapacityRequest>) -> Response {
+    app.set_capacity_available(req.available);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn requests(State(app): State<Arc<App>>, Path(operation_id): Path<String>) -> Response {

@@ -21,9 +21,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Test controls: [`Emulator::throttle`], [`Emulator::set_container_exit`],
-//! [`Emulator::stats`], [`Emulator::requests`], [`Emulator::groups`], and the
-//! same over HTTP (no auth) under `/_emulator/` ([`control`]).
+//! Quotas are enforced on the creation of a group as ARM does, with its
+//! answer, 409 `ContainerGroupQuotaReached` naming the quota
+//! (`ContainerGroups`, `StandardCores`, `StandardSpotCores`): see
+//! [`Config::container_group_quota`].
+//!
+//! Test controls: [`Emulator::throttle`], [`Emulator::set_capacity_available`]
+//! (409 `ServiceUnavailable`: the location has no room for new groups),
+//! [`Emulator::set_container_exit`], [`Emulator::stats`],
+//! [`Emulator::requests`], [`Emulator::groups`], and the same over HTTP (no
+//! auth) under `/_emulator/` ([`control`]).
 
 pub mod spec;
 
@@ -105,10 +112,16 @@ pub struct Config {
     pub spec_path: PathBuf,
     /// Where to listen (`127.0.0.1:0` picks a port).
     pub bind: SocketAddr,
-    /// The subscription's container group quota in the location.
+    /// The subscription's container group quota in the location
+    /// (`ContainerGroups`): creating a group beyond it is answered 409
+    /// `ContainerGroupQuotaReached`.
     pub container_group_quota: u32,
-    /// The subscription's standard core quota in the location.
+    /// The subscription's standard core quota in the location
+    /// (`StandardCores`): the CPU requests of its Regular groups together.
     pub core_quota: u32,
+    /// The subscription's Spot core quota in the location
+    /// (`StandardSpotCores`): the CPU requests of its Spot groups together.
+    pub spot_core_quota: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -128,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("container_group_quota", &self.container_group_quota)
             .field("core_quota", &self.core_quota)
+            .field("spot_core_quota", &self.spot_core_quota)
             .finish()
     }
 }
@@ -159,6 +173,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             container_group_quota: 100,
             core_quota: 100,
+            spot_core_quota: 100,
         }
     }
 }
@@ -214,6 +229,8 @@ pub(crate) struct App {
     pub(crate) sessions: Mutex<HashMap<String, ws::Session>>,
     stats: Mutex<Stats>,
     throttle: Mutex<Throttle>,
+    /// Whether the location has room for new groups.
+    capacity_available: std::sync::atomic::AtomicBool,
     requests: Mutex<HashMap<String, Vec<Value>>>,
     ratelimit: Mutex<RateWindow>,
     pub(crate) tasks: TaskTracker,
@@ -292,6 +309,17 @@ impl App {
 
     fn stats(&self) -> Stats {
         lock(&self.stats).clone()
+    }
+
+    /// Whether the location has room for new groups now.
+    pub(crate) fn capacity_available(&self) -> bool {
+        self.capacity_available
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_capacity_available(&self, available: bool) {
+        self.capacity_available
+            .store(available, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn set_throttle(&self, requests: u32, retry_after: Duration) {
@@ -395,6 +423,7 @@ impl Emulator {
                 remaining: 0,
                 retry_after: Duration::ZERO,
             }),
+            capacity_available: std::sync::atomic::AtomicBool::new(true),
             requests: Mutex::default(),
             ratelimit: Mutex::new(RateWindow {
                 start: std::time::Instant::now(),
@@ -446,6 +475,15 @@ impl Emulator {
     /// (whole seconds, rounded up).
     pub fn throttle(&self, requests: u32, retry_after: Duration) {
         self.app.set_throttle(requests, retry_after);
+    }
+
+    /// With `false`, the location has no room for new groups: creating one
+    /// is answered 409 `ServiceUnavailable`, "The requested resource is not
+    /// available in the location ... at this moment", as ARM does when a
+    /// region runs out of capacity (updates of existing groups still pass);
+    /// `true` ends that.
+    pub fn set_capacity_available(&self, available: bool) {
+        self.app.set_capacity_available(available);
     }
 
     /// The request bodies of an operation as received (before validation),

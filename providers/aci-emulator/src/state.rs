@@ -448,15 +448,7 @@ impl Group {
 
     /// The sum of the containers' CPU requests.
     pub(crate) fn cpu(&self) -> f64 {
-        self.body
-            .pointer("/properties/containers")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| c.pointer("/properties/resources/requests/cpu")?.as_f64())
-                    .sum()
-            })
-            .unwrap_or(0.0)
+        requested_cpu(&self.body)
     }
 
     /// `instanceView.state` as ACI reports it.
@@ -943,4 +935,23 @@ pub(crate) fn environment(host: &str, env: &[(String, String)]) -> Vec<String> {
     ];
     out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     out
+}
+
+/// The sum of the CPU requests of a group body's containers.
+pub(crate) fn requested_cpu(body: &Value) -> f64 {
+    body.pointer("/properties/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.pointer("/properties/resources/requests/cpu")?.as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Whether a group body asks for Spot capacity (`properties.priority`).
+pub(crate) fn is_spot(body: &Value) -> bool {
+    body.pointer("/properties/priority")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p.eq_ignore_ascii_case("Spot"))
 }

@@ -495,3 +495,130 @@ async fn public_ip_fqdn_and_tag_updates() {
     assert_eq!(emu.stats().invalid_responses, 0);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn quotas_and_a_full_location_refuse_new_groups_as_arm_does() {
+    let (emu, client) = setup(Config {
+        container_group_quota: 3,
+        core_quota: 1,
+        spot_core_quota: 1,
+        ..Config::default()
+    })
+    .await;
+    let with = |cpu: f64, spot: bool| {
+        let mut g = simple_group(&[]);
+        g["properties"]["containers"][0]["properties"]["resources"]["requests"]["cpu"] = json!(cpu);
+        if spot {
+            g["properties"]["priority"] = json!("Spot");
+        }
+        g
+    };
+    let quota = |r: &common::Resp, name: &str, limit: u32, usage: u32, requested: u32| {
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "ContainerGroupQuotaReached"),
+            "{}",
+            r.json
+        );
+        assert_eq!(
+            r.json["error"]["message"],
+            format!(
+                "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota '{name}' exceeded in region 'westeurope'. Limit: '{limit}', Usage: '{usage}', Requested: '{requested}'."
+            )
+        );
+    };
+    // StandardCores: 0.5 + 0.5 fit in one core, a third half does not
+    assert_eq!(
+        client.put_group("a", &with(0.5, false)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        client.put_group("b", &with(0.5, false)).await.status,
+        StatusCode::CREATED
+    );
+    quota(
+        &client.put_group("c", &with(0.5, false)).await,
+        "StandardCores",
+        1,
+        1,
+        1,
+    );
+    // Spot groups count against StandardSpotCores
+    quota(
+        &client.put_group("s", &with(2.0, true)).await,
+        "StandardSpotCores",
+        1,
+        0,
+        2,
+    );
+    assert_eq!(
+        client.put_group("s", &with(1.0, true)).await.status,
+        StatusCode::CREATED
+    );
+    // ContainerGroups: three groups exist
+    quota(
+        &client.put_group("d", &with(0.1, false)).await,
+        "ContainerGroups",
+        3,
+        3,
+        1,
+    );
+    // an existing group may still be updated
+    let mut update = with(0.5, false);
+    update["tags"]["x"] = json!("y");
+    assert_eq!(client.put_group("a", &update).await.status, StatusCode::OK);
+    let usages = client
+        .arm(Method::GET, &format!("/subscriptions/{}/providers/Microsoft.ContainerInstance/locations/westeurope/usages", client.sub), None)
+        .await;
+    let current = |name: &str| {
+        usages.json["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"]["value"] == name)
+            .map(|u| u["currentValue"].clone())
+    };
+    assert_eq!(current("StandardCores"), Some(json!(1)));
+    assert_eq!(current("StandardSpotCores"), Some(json!(1)));
+
+    // a location without room: 409 ServiceUnavailable for new groups only
+    let r = client
+        .arm(Method::DELETE, &client.group_path("b"), None)
+        .await;
+    assert!(r.status.is_success());
+    client
+        .wait_group("b", |g| g["error"]["code"] == "ResourceNotFound")
+        .await;
+    emu.set_capacity_available(false);
+    let r = client.put_group("e", &with(0.25, false)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "ServiceUnavailable"),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        r.json["error"]["message"],
+        "The requested resource is not available in the location 'westeurope' at this moment. Please retry with a different resource request or in another location. Resource requested: '0.25' CPU '0.5' GB memory 'Linux' OS"
+    );
+    assert_eq!(
+        client.put_group("a", &with(0.5, false)).await.status,
+        StatusCode::OK
+    );
+    // and over HTTP
+    let r = client
+        .send(
+            Method::POST,
+            "/_emulator/capacity",
+            &[("content-type", "application/json")],
+            Some(br#"{"available":true}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        client.put_group("e", &with(0.25, false)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(emu.stats().invalid_responses, 0);
+    emu.shutdown().await;
+}
