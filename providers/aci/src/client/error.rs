@@ -1,8 +1,20 @@
 //! How an ARM call fails: [`ArmError`] (after retries), ARM's error body
 //! ([`CloudError`]), and how an error is classified for the core
-//! (`impl From<ArmError> for ProviderError`): 404 → `NotFound`, 429 →
-//! `Throttled`, a 400 about the body → `InvalidPod`, 401/403 → a transient
-//! [`AccessDenied`] naming the RBAC action, the rest transient.
+//! (`impl From<ArmError> for ProviderError`):
+//!
+//! | ARM answer | class |
+//! |---|---|
+//! | 404 | `NotFound` |
+//! | 429 | `Throttled` (with `Retry-After`) |
+//! | a quota code (`ContainerGroupQuotaReached`: the `ContainerGroups`, `StandardCores`, `StandardSpotCores` or a GPU cores quota) | `Capacity` ([`is_capacity_error`]) |
+//! | 409 `ServiceUnavailable` ("the requested resource ... is not available in the location ... at this moment") | `Capacity` |
+//! | another 400 about the body | `InvalidPod` |
+//! | 401/403 | a transient [`AccessDenied`] naming the RBAC action |
+//! | the rest (5xx, 503 `ServiceUnavailable`, 409 `Conflict`, network) | `Transient` |
+//!
+//! Capacity is not the pod's fault: the location has no room for it now.
+//! The core fails a pod that a controller owns (it is replaced, on another
+//! node) and retries a bare one.
 
 use std::time::Duration;
 
@@ -181,6 +193,26 @@ pub fn is_content_error(code: &str) -> bool {
         || code.to_ascii_lowercase().contains("quota"))
 }
 
+/// Whether an ARM error with `status`, `code` and `message` says the
+/// location has no room for the group now: a quota is used up
+/// (`ContainerGroupQuotaReached`, or any code that names a quota), or the
+/// requested resources are not available in the location (409
+/// `ServiceUnavailable`, or that message with another status but 503,
+/// which is ARM itself being unavailable).
+pub fn is_capacity_error(status: u16, code: &str, message: &str) -> bool {
+    if status == 429 || status == 404 {
+        return false;
+    }
+    let quota = code.to_ascii_lowercase().contains("quota");
+    let unavailable_here = code.eq_ignore_ascii_case("ServiceUnavailable")
+        && (status == 409
+            || (status != 503
+                && message
+                    .to_ascii_lowercase()
+                    .contains("not available in the location")));
+    quota || unavailable_here
+}
+
 /// A 401/403: names the RBAC action to grant.
 #[derive(Debug, thiserror::Error)]
 #[error("Azure denied {operation}: the identity needs RBAC action {action} on the resource group")]
@@ -207,6 +239,21 @@ impl From<ArmError> for ProviderError {
                 retry_after,
                 ..
             } => ProviderError::Throttled { retry_after },
+            ArmError::Status {
+                status,
+                ref code,
+                ref message,
+                ..
+            } if is_capacity_error(status, code, message) => {
+                ProviderError::Capacity(format!("ACI answered HTTP {status} {code}: {message}"))
+            }
+            ArmError::OperationFailed {
+                ref code,
+                ref message,
+                ..
+            } if is_capacity_error(409, code, message) => {
+                ProviderError::Capacity(format!("ACI provisioning failed with {code}: {message}"))
+            }
             ArmError::Status {
                 status: 400,
                 ref code,
@@ -281,15 +328,88 @@ mod tests {
     }
 
     #[test]
-    fn protocol_and_quota_400s_are_transient() {
-        for code in [
-            "MissingApiVersionParameter",
-            "InvalidApiVersionParameter",
-            "ContainerGroupQuotaReached",
-        ] {
+    fn protocol_400s_are_transient() {
+        for code in ["MissingApiVersionParameter", "InvalidApiVersionParameter"] {
             let e: ProviderError = status(400, code).into();
             assert!(matches!(e, ProviderError::Transient(_)), "{code}: {e:?}");
         }
+    }
+
+    fn answer(status: u16, code: &str, message: &str) -> ArmError {
+        ArmError::Status {
+            operation: "ContainerGroups_CreateOrUpdate",
+            action: "Microsoft.ContainerInstance/containerGroups/write",
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            retry_after: None,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn quotas_reached_are_capacity_naming_the_quota() {
+        for (s, quota) in [
+            (409, "ContainerGroups"),
+            (409, "StandardCores"),
+            (400, "StandardSpotCores"),
+            (409, "StandardK80Cores"),
+            (403, "StandardV100Cores"),
+        ] {
+            let message = format!(
+                "Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota '{quota}' exceeded in region 'westeurope'. Limit: '10', Usage: '10', Requested: '1'."
+            );
+            let e: ProviderError = answer(s, "ContainerGroupQuotaReached", &message).into();
+            let ProviderError::Capacity(text) = &e else {
+                panic!("{s} {quota}: {e:?}")
+            };
+            assert!(text.contains(&format!("quota '{quota}'")), "{text}");
+            assert!(text.contains("ContainerGroupQuotaReached"), "{text}");
+        }
+        // any code that names a quota
+        let e: ProviderError = answer(400, "QuotaExceeded", "m").into();
+        assert!(matches!(e, ProviderError::Capacity(_)), "{e:?}");
+    }
+
+    #[test]
+    fn resources_unavailable_in_the_location_are_capacity() {
+        let message = "The requested resource with 'cpu: 4, memoryInGB: 16' is not available in the location 'westeurope' at this moment. Please retry with a different resource request or in another location.";
+        let e: ProviderError = answer(409, "ServiceUnavailable", message).into();
+        let ProviderError::Capacity(text) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            text.contains("not available in the location 'westeurope'"),
+            "{text}"
+        );
+        // the code at 409 whatever the wording
+        let e: ProviderError = answer(409, "ServiceUnavailable", "try later").into();
+        assert!(matches!(e, ProviderError::Capacity(_)), "{e:?}");
+        // a provisioning that failed the same way
+        let e: ProviderError = ArmError::OperationFailed {
+            status: "Failed".into(),
+            code: "ServiceUnavailable".into(),
+            message: message.into(),
+        }
+        .into();
+        assert!(matches!(e, ProviderError::Capacity(_)), "{e:?}");
+    }
+
+    #[test]
+    fn throttling_and_arm_outages_are_not_capacity() {
+        // 429 stays throttled even when it names a quota (ARM's request quota)
+        let e: ProviderError =
+            answer(429, "SubscriptionRequestsThrottled", "quota of reads").into();
+        assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
+        // 503 is ARM (or ACI) itself being unavailable: retry in place
+        let e: ProviderError = answer(
+            503,
+            "ServiceUnavailable",
+            "The requested resource is not available in the location 'westeurope'.",
+        )
+        .into();
+        assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+        assert!(!is_capacity_error(404, "ContainerGroupQuotaReached", ""));
     }
 
     #[test]

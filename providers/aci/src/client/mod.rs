@@ -96,7 +96,9 @@ pub use containers::{
     ContainerAttachResponse, ContainerExecRequest, ContainerExecResponse, Logs, Session,
     SocketResponse, TerminalSize,
 };
-pub use error::{AccessDenied, ArmError, CloudError, CloudErrorBody, is_content_error};
+pub use error::{
+    AccessDenied, ArmError, CloudError, CloudErrorBody, is_capacity_error, is_content_error,
+};
 pub use groups::Put;
 pub use lro::{DEFAULT_POLL, Operation, OperationKind, OperationStatus};
 pub(crate) use ops::{LIST_GROUPS, Op};
