@@ -10,7 +10,7 @@
 //! | Events | each instance-view event sent once to the core ([`skylet_provider::Sink`]), which records it on the pod ([`events`]) |
 //! | logs | Containers_ListLogs, polled for `-f` ([`logs`]) |
 //! | exec, attach | Containers_ExecuteCommand / Containers_Attach and their WebSocket ([`stream`]) |
-//! | delete | ContainerGroups_Stop, wait up to the grace period, ContainerGroups_Delete |
+//! | delete | ContainerGroups_Stop; the sweep deletes the group once its containers ended (or the core does once the grace period is over); gone only when ARM answers 404 ([`delete`]) |
 //!
 //! # Idempotency and restarts
 //! The group name is a function of the pod UID, so a create repeated after a
@@ -21,8 +21,8 @@
 //!
 //! # Cost
 //! One list call per page (100 groups) per sweep for the resource group, one
-//! PUT per pod, Stop + Delete (+ operation polls) per deleted pod, one usage
-//! call per node ping. virtual-kubelet's azure-aci provider GETs every group
+//! PUT per pod, Stop + Delete per deleted pod (+ one GET when a delete is
+//! confirmed at once), one usage call per node ping. virtual-kubelet's azure-aci provider GETs every group
 //! every 5 s instead.
 //!
 //! # Settings and metrics
@@ -54,6 +54,7 @@ use skylet_provider::{
 
 pub mod client;
 pub mod config;
+mod delete;
 pub mod events;
 pub mod kind;
 pub mod logs;
@@ -106,6 +107,8 @@ struct State {
     listed: bool,
     /// Node capacity from the location's quota, refreshed by pings.
     quota: BTreeMap<String, String>,
+    /// Groups being deleted, by pod UID.
+    deleting: HashMap<String, delete::Deleting>,
 }
 
 /// A group as the last sweep saw it.
@@ -224,6 +227,7 @@ impl AciProvider {
         );
         let mut pods = Vec::new();
         let mut view = HashMap::new();
+        let mut listed = Vec::new();
         for g in &groups {
             let Some(tags) = g.tags.as_ref() else {
                 continue;
@@ -239,30 +243,21 @@ impl AciProvider {
             let Some(name) = g.name.clone() else { continue };
             self.inner.events.forward(&pod, events::events(g));
             view.insert(pod.uid.clone(), Known::of(name, g));
+            listed.push((pod.uid.clone(), g));
             pods.push(BackendPod {
                 status: status::pod_status(g),
                 pod,
             });
         }
-        let mut st = self.state();
-        st.groups = view;
-        st.listed = true;
-        Ok(pods)
-    }
-
-    /// Waits until every container of the group has ended, up to `grace`
-    /// (one GET per second: deletes are rare next to sweeps).
-    async fn wait_stopped(&self, group: &str, grace: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let g: Option<ContainerGroup> = self.inner.client.get_group(self.rg(), group).await?;
-            let Some(g) = g else { return Ok(()) };
-            if status::all_terminated(&g) || tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_secs(1).min(deadline - tokio::time::Instant::now()))
-                .await;
+        {
+            let mut st = self.state();
+            st.groups = view;
+            st.listed = true;
         }
+        let listed: Vec<(&str, &ContainerGroup)> =
+            listed.iter().map(|(uid, g)| (uid.as_str(), *g)).collect();
+        self.advance_deletions(&listed).await;
+        Ok(pods)
     }
 }
 
@@ -394,21 +389,7 @@ impl Provider for AciProvider {
     }
 
     async fn delete_pod(&self, pod: &PodRef, grace: Duration) -> Result<Deleted> {
-        let name = self.group_of(pod);
-        if !grace.is_zero() {
-            self.inner.client.stop_group(self.rg(), &name).await?;
-            self.wait_stopped(&name, grace).await?;
-        }
-        let op = self.inner.client.delete_group(self.rg(), &name).await?;
-        if let Some(op) = op
-            && let Err(e) = self.inner.client.wait(&op, Duration::from_secs(60)).await
-        {
-            tracing::info!(pod = %pod, group = %name, error = %e, "deletion still running; the sweep will see it gone");
-            return Ok(Deleted::Stopping);
-        }
-        self.state().groups.remove(&pod.uid);
-        tracing::info!(pod = %pod, group = %name, "container group deleted");
-        Ok(Deleted::Gone)
+        self.delete(pod, grace).await
     }
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {

@@ -619,3 +619,173 @@ async fn the_provider_reports_through_the_sink_and_the_api_metrics() {
     }
     emulator.shutdown().await;
 }
+
+/// The provider on `emulator`, as the core builds it, and its node name.
+async fn provider_on(emulator: &Emulator, dir: &tempfile::TempDir) -> skylet_aci::AciProvider {
+    use skylet_aci::{AciProvider, Config, config::AuthMode};
+    use skylet_provider::{ApiMetrics, Sink};
+    let ca = dir.path().join("ca.pem");
+    emulator.write_ca(&ca).unwrap();
+    let e = emulator.config().clone();
+    let mut config = Config::new("aci-node", e.subscription_id, RG, e.location);
+    config.arm_endpoint = emulator.url();
+    config.authority_host = Some(emulator.url());
+    config.ca_file = Some(ca);
+    config.auth = AuthMode::ClientSecret;
+    config.tenant_id = Some(e.tenant_id);
+    config.client_id = Some(e.client_id);
+    config.client_secret = Some(e.client_secret);
+    config.max_attempts = 2;
+    AciProvider::new(config, Sink::discard(), ApiMetrics::detached("azure-aci"))
+        .await
+        .unwrap()
+}
+
+fn small_pod(name: &str) -> skylet_provider::ResolvedPod {
+    use skylet_provider::testing::pod;
+    skylet_provider::ResolvedPod::bare(
+        pod("shop", name)
+            .node("aci-node")
+            .container_json(json!({"name": "main", "image": "busybox:1.36",
+                "command": ["sleep", "infinity"],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}))
+            .build(),
+    )
+}
+
+/// A quota used up and a location without room are `Capacity` errors
+/// that name what is missing (the core then fails a controller's pod so
+/// that it is replaced elsewhere); a 429 stays `Throttled`.
+#[tokio::test]
+async fn quota_and_location_refusals_are_capacity_errors_naming_the_cause() {
+    use skylet_provider::Provider;
+    let emulator = Emulator::start(EmulatorConfig {
+        container_group_quota: 1,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let provider = provider_on(&emulator, &dir).await;
+    provider.create_pod(&small_pod("a")).await.unwrap();
+    let e = provider.create_pod(&small_pod("b")).await.unwrap_err();
+    let ProviderError::Capacity(message) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        message.contains("ContainerGroupQuotaReached")
+            && message.contains("quota 'ContainerGroups' exceeded in region 'westeurope'"),
+        "{message}"
+    );
+    emulator.set_capacity_available(false);
+    let e = provider.create_pod(&small_pod("b")).await.unwrap_err();
+    let ProviderError::Capacity(message) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        message.contains("ServiceUnavailable")
+            && message.contains("not available in the location 'westeurope'"),
+        "{message}"
+    );
+    // an existing group's create repeats fine (a PUT of the same body)
+    provider.create_pod(&small_pod("a")).await.unwrap();
+    emulator.throttle(2, Duration::from_secs(1));
+    let e = provider.create_pod(&small_pod("b")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
+    assert_eq!(emulator.stats().invalid_responses, 0);
+    emulator.shutdown().await;
+}
+
+/// A delete is `Gone` only on ARM's 404, after at most one GET: a graceful
+/// delete stops the group and the sweep deletes it once its containers
+/// ended; a delete at once is a DELETE and one GET; a repeat while the
+/// DELETE runs costs nothing; the sweep's listing confirms the rest.
+#[tokio::test]
+async fn deletes_are_confirmed_by_arm_with_at_most_one_get_each() {
+    use skylet_provider::{Deleted, Provider};
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let provider = provider_on(&emulator, &dir).await;
+    let (a, b) = (small_pod("a"), small_pod("b"));
+    provider.create_pod(&a).await.unwrap();
+    provider.create_pod(&b).await.unwrap();
+    let listed =
+        |pods: &[skylet_provider::BackendPod], name: &str| pods.iter().any(|p| p.pod.name == name);
+    for _ in 0..100 {
+        let pods = provider.list_pods().await.unwrap();
+        let running = pods
+            .iter()
+            .filter(|p| p.status.phase.as_deref() == Some("Running"))
+            .count();
+        if running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = |op: &str| emulator.stats().count(op);
+
+    // graceful: Stop, no GET; the next sweep lists it stopped and deletes it
+    let d = provider
+        .delete_pod(&a.pod_ref(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(d, Deleted::Stopping);
+    assert_eq!(calls("ContainerGroups_Stop"), 1);
+    assert_eq!(calls("ContainerGroups_Delete"), 0);
+    let pods = provider.list_pods().await.unwrap();
+    assert!(listed(&pods, "a"), "not gone before ARM says so");
+    assert_eq!(calls("ContainerGroups_Delete"), 1, "the sweep deleted it");
+    // the core's repeat (an orphan's next sweep, the grace period over)
+    // while the DELETE runs: no call
+    let d = provider
+        .delete_pod(&a.pod_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(d, Deleted::Stopping);
+    assert_eq!(calls("ContainerGroups_Delete"), 1);
+
+    // at once: DELETE and one GET, which still sees it Deleting
+    let d = provider
+        .delete_pod(&b.pod_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(d, Deleted::Stopping, "a DELETE's answer is no confirmation");
+    assert_eq!(calls("ContainerGroups_Delete"), 2);
+    assert_eq!(calls("ContainerGroups_Get"), 1);
+    let d = provider
+        .delete_pod(&b.pod_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(d, Deleted::Stopping);
+    assert_eq!(
+        (
+            calls("ContainerGroups_Delete"),
+            calls("ContainerGroups_Get")
+        ),
+        (2, 1),
+        "no GET loop, no second DELETE while one runs"
+    );
+
+    // the sweep's listing confirms both
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pods = provider.list_pods().await.unwrap();
+    assert!(!listed(&pods, "a") && !listed(&pods, "b"), "{pods:?}");
+    // a delete of a group ARM no longer has: DELETE (204) and a GET's 404
+    let d = provider
+        .delete_pod(&b.pod_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(d, Deleted::Gone);
+    assert_eq!(calls("ContainerGroups_Get"), 2);
+    let d = provider
+        .delete_pod(&small_pod("never").pod_ref(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        Deleted::Stopping,
+        "a Stop's 404 is not a confirmation either: the sweep confirms"
+    );
+    assert_eq!(emulator.stats().invalid_responses, 0);
+    emulator.shutdown().await;
+}
