@@ -17,6 +17,8 @@ use skylet_provider::{ConfigError, NodeContext};
 
 use crate::backends::{self, Configured};
 
+mod fleet;
+
 /// Why the configuration is unusable. Every variant is a user error: exit 64.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +43,9 @@ pub enum Error {
     /// A backend refused its settings.
     #[error(transparent)]
     Backend(#[from] ConfigError),
+    /// An entry of `backends:`, or the fleet as a whole, is invalid.
+    #[error("invalid {at}: {message}")]
+    Backends { at: String, message: String },
     /// The command line could not be parsed.
     #[error("{0}")]
     Args(#[from] clap::Error),
@@ -214,6 +219,73 @@ struct File {
     status_concurrency: Option<u16>,
     log_format: Option<LogFormat>,
     websocket_to_kubelet: Option<bool>,
+    /// Several backends, each its own node (see [`fleet`]).
+    backends: Option<Vec<serde_yaml_ng::Mapping>>,
+    /// How the fleet reacts to full and failing backends.
+    failover: Option<FailoverFile>,
+}
+
+/// The `failover:` section of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FailoverFile {
+    capacity_cooldown_min: Option<u64>,
+    capacity_cooldown_max: Option<u64>,
+    unhealthy_after: Option<u32>,
+    healthy_after: Option<u32>,
+}
+
+/// How the fleet reacts to full and failing backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// How long a backend that refused a pod for lack of capacity keeps the
+    /// `skylet.io/capacity-exhausted` taint at first; each refusal while the
+    /// taint is recent doubles it, up to `capacity_cooldown_max`.
+    pub capacity_cooldown_min: Duration,
+    /// The longest cooldown.
+    pub capacity_cooldown_max: Duration,
+    /// Failed pings in a row before the node is NotReady.
+    pub unhealthy_after: u32,
+    /// Answered pings in a row before it is Ready again.
+    pub healthy_after: u32,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            capacity_cooldown_min: Duration::from_secs(60),
+            capacity_cooldown_max: Duration::from_secs(900),
+            unhealthy_after: 2,
+            healthy_after: 2,
+        }
+    }
+}
+
+fn failover(f: FailoverFile) -> Result<FailoverConfig> {
+    let d = FailoverConfig::default();
+    let c = FailoverConfig {
+        capacity_cooldown_min: f
+            .capacity_cooldown_min
+            .map_or(d.capacity_cooldown_min, Duration::from_secs),
+        capacity_cooldown_max: f
+            .capacity_cooldown_max
+            .map_or(d.capacity_cooldown_max, Duration::from_secs),
+        unhealthy_after: f.unhealthy_after.unwrap_or(d.unhealthy_after),
+        healthy_after: f.healthy_after.unwrap_or(d.healthy_after),
+    };
+    if c.capacity_cooldown_min.is_zero() || c.capacity_cooldown_min > c.capacity_cooldown_max {
+        return Err(Error::Invalid {
+            field: "failover.capacity-cooldown-min",
+            message: "must be at least 1 second and at most capacity-cooldown-max".into(),
+        });
+    }
+    if c.unhealthy_after == 0 || c.healthy_after == 0 {
+        return Err(Error::Invalid {
+            field: "failover",
+            message: "unhealthy-after and healthy-after must be at least 1".into(),
+        });
+    }
+    Ok(c)
 }
 
 /// The validated configuration.
@@ -227,6 +299,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The backends, each its own virtual node.
     pub backends: Vec<Backend>,
+    /// How the fleet reacts to full and failing backends.
+    pub failover: FailoverConfig,
 }
 
 /// One backend and the virtual node that shows it.
@@ -240,6 +314,10 @@ pub struct Backend {
     pub server: ServerConfig,
     /// The backend, with its validated settings.
     pub configured: Box<dyn Configured>,
+    /// Its price (`price:` of its entry), for the cost metrics.
+    pub price: Option<crate::cost::Price>,
+    /// Its region (`region:` of its entry), for the cost metrics.
+    pub region: Option<String>,
 }
 
 /// Settings of the Node object.
@@ -251,6 +329,10 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Taints; `None` means the provider's default taint.
     pub taints: Option<Vec<Taint>>,
+    /// Caps on what the backend reports as capacity and allocatable.
+    pub capacity: Option<BTreeMap<String, String>>,
+    /// Its price, published on the Node as annotations.
+    pub price: Option<crate::cost::Price>,
     /// InternalIP.
     pub ip: IpAddr,
     /// Port published in `daemonEndpoints.kubeletEndpoint`.
@@ -341,23 +423,83 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileParts::default(),
         };
-        let kind_name = args
-            .provider
-            .clone()
-            .or(file.core.provider.take())
-            .unwrap_or_else(|| "mock".into());
-        let kind = backends::kind(&kind_name).ok_or_else(|| Error::Invalid {
-            field: "provider",
-            message: format!(
-                "{kind_name:?} is not a backend of this binary; one of {}",
-                backends::names().join(", ")
-            ),
-        })?;
-        let section = file.sections.remove(kind.section());
-        merge(args, file.core, kind.name(), |node| {
-            kind.configure(Some(matches), section, node, read_env)
-        })
+        let entries = match file.core.backends.take() {
+            Some(list) => {
+                refuse_single_backend_settings(&args, &file)?;
+                fleet::entries(list)?
+            }
+            None => vec![single_backend(&args, &mut file)?],
+        };
+        merge(args, file.core, entries, matches, read_env)
     }
+}
+
+/// The one backend that the flags and the file's top-level keys describe.
+fn single_backend(args: &Args, file: &mut FileParts) -> Result<fleet::Entry> {
+    let kind_name = args
+        .provider
+        .clone()
+        .or(file.core.provider.take())
+        .unwrap_or_else(|| "mock".into());
+    let kind = backends::kind(&kind_name).ok_or_else(|| Error::Invalid {
+        field: "provider",
+        message: format!(
+            "{kind_name:?} is not a backend of this binary; one of {}",
+            backends::names().join(", ")
+        ),
+    })?;
+    let taints = if args.node_taints.is_empty() {
+        file.core.node_taints.take()
+    } else {
+        Some(args.node_taints.clone())
+    };
+    Ok(fleet::Entry {
+        name: args
+            .node_name
+            .clone()
+            .or(file.core.node_name.take())
+            .unwrap_or_else(|| "skylet".into()),
+        kind,
+        section: file.sections.remove(kind.section()),
+        common: fleet::Common {
+            taints,
+            no_taint: Some(args.no_taint || file.core.no_taint.unwrap_or(false)),
+            ..Default::default()
+        },
+        from_flags: true,
+    })
+}
+
+/// With `backends:` in the file, the settings of a single backend are an
+/// error: which backend would they be for?
+fn refuse_single_backend_settings(args: &Args, file: &FileParts) -> Result<()> {
+    let f = &file.core;
+    let given = [
+        ("provider", args.provider.is_some() || f.provider.is_some()),
+        (
+            "node-name",
+            args.node_name.is_some() || f.node_name.is_some(),
+        ),
+        (
+            "node-taint",
+            !args.node_taints.is_empty() || f.node_taints.is_some(),
+        ),
+        ("no-taint", args.no_taint || f.no_taint.is_some()),
+    ];
+    let sections: Vec<&str> = file.sections.keys().map(String::as_str).collect();
+    if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+        return Err(Error::Backends {
+            at: (*name).to_owned(),
+            message: "is set, and the config file lists backends: set it per backend there".into(),
+        });
+    }
+    if let Some(s) = sections.first() {
+        return Err(Error::Backends {
+            at: format!("the `{s}` section"),
+            message: "is at the top of the config file, which lists backends: move it into its backend's entry".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The config file: skylet's own keys, and the backends' sections by key.
@@ -392,19 +534,31 @@ fn read_file(path: &Path) -> Result<FileParts> {
     Ok(FileParts { core, sections })
 }
 
+/// What every backend's node shares: the process's settings.
+struct Shared {
+    labels: BTreeMap<String, String>,
+    listen: SocketAddr,
+    node_ip: IpAddr,
+    serving_cert: ServingCert,
+    tls_files: Option<(PathBuf, PathBuf)>,
+    client_ca_file: Option<PathBuf>,
+    anonymous_auth: bool,
+    on_shutdown: NodeOnShutdown,
+    websocket_to_kubelet: bool,
+    daemonset_pods: DaemonSetPods,
+    sweep_interval: Duration,
+    concurrency: u16,
+    status_concurrency: u16,
+}
+
 fn merge(
     args: Args,
-    file: File,
-    kind: &str,
-    configure: impl FnOnce(&NodeContext) -> Result<Box<dyn Configured>, ConfigError>,
+    mut file: File,
+    entries: Vec<fleet::Entry>,
+    matches: &ArgMatches,
+    read_env: bool,
 ) -> Result<Config> {
-    let node_name = args
-        .node_name
-        .or(file.node_name)
-        .unwrap_or_else(|| "skylet".into());
-    validate_dns_subdomain("node-name", &node_name)?;
-
-    let mut labels = file.node_labels;
+    let mut labels = std::mem::take(&mut file.node_labels);
     for l in &args.node_labels {
         let (k, v) = l.split_once('=').ok_or_else(|| Error::Invalid {
             field: "node-label",
@@ -415,23 +569,6 @@ fn merge(
     for (k, v) in &labels {
         validate_label(k, v)?;
     }
-
-    let no_taint = args.no_taint || file.no_taint.unwrap_or(false);
-    let taint_specs = if args.node_taints.is_empty() {
-        file.node_taints
-    } else {
-        Some(args.node_taints)
-    };
-    let taints = match (no_taint, taint_specs) {
-        (true, _) => Some(Vec::new()),
-        (false, Some(specs)) => Some(
-            specs
-                .iter()
-                .map(|s| parse_taint(s))
-                .collect::<Result<_>>()?,
-        ),
-        (false, None) => None,
-    };
 
     let listen = args
         .listen
@@ -445,14 +582,6 @@ fn merge(
         .metrics_listen
         .or(file.metrics_listen)
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10255)));
-    if metrics_listen == listen && listen.port() != 0 {
-        return Err(Error::Invalid {
-            field: "metrics-listen",
-            message: format!(
-                "{metrics_listen} is also the kubelet API address; metrics are served on a port of their own"
-            ),
-        });
-    }
 
     let serving_cert = args.serving_cert.or(file.serving_cert).unwrap_or_default();
     let cert = args.tls_cert_file.or(file.tls_cert_file);
@@ -497,67 +626,217 @@ fn merge(
             message: "must be at least 1 second".into(),
         });
     }
-
-    let mut node_labels = crate::node::base_labels(&node_name, kind);
-    node_labels.extend(labels.clone());
-    let configured = configure(&NodeContext {
-        name: node_name.clone(),
-        labels: node_labels,
-    })?;
-
-    let backend = Backend {
-        configured,
-        node: NodeConfig {
-            name: node_name.clone(),
-            labels,
-            taints,
-            ip: node_ip,
-            port: listen.port(),
-            on_shutdown: args
-                .node_on_shutdown
-                .or(file.node_on_shutdown)
-                .unwrap_or_default(),
-            lease_duration: Duration::from_secs(40),
-            ping_interval: Duration::from_secs(10),
-            websocket_to_kubelet: args
-                .websocket_to_kubelet
-                .or(file.websocket_to_kubelet)
-                .unwrap_or(true),
-        },
-        pods: PodsConfig {
-            node_name: node_name.clone(),
-            node_ip,
-            daemonset_pods: args
-                .daemonset_pods
-                .or(file.daemonset_pods)
-                .unwrap_or_default(),
-            sweep_interval: Duration::from_secs(sweep),
-            concurrency: args
-                .concurrency
-                .or(file.concurrency)
-                .unwrap_or(DEFAULT_CONCURRENCY),
-            status_concurrency: args
-                .status_concurrency
-                .or(file.status_concurrency)
-                .unwrap_or(DEFAULT_STATUS_CONCURRENCY),
-        },
-        server: ServerConfig {
-            listen,
-            serving_cert,
-            tls_files,
-            client_ca_file,
-            anonymous_auth: args.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
-            node_ip,
-            node_name,
-        },
+    let shared = Shared {
+        labels,
+        listen,
+        node_ip,
+        serving_cert,
+        tls_files,
+        client_ca_file,
+        anonymous_auth: args.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
+        on_shutdown: args
+            .node_on_shutdown
+            .or(file.node_on_shutdown)
+            .unwrap_or_default(),
+        websocket_to_kubelet: args
+            .websocket_to_kubelet
+            .or(file.websocket_to_kubelet)
+            .unwrap_or(true),
+        daemonset_pods: args
+            .daemonset_pods
+            .or(file.daemonset_pods)
+            .unwrap_or_default(),
+        sweep_interval: Duration::from_secs(sweep),
+        concurrency: args
+            .concurrency
+            .or(file.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY),
+        status_concurrency: args
+            .status_concurrency
+            .or(file.status_concurrency)
+            .unwrap_or(DEFAULT_STATUS_CONCURRENCY),
     };
+
+    let mut backends = Vec::with_capacity(entries.len());
+    let mut ports = std::collections::BTreeMap::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let b = backend(&shared, i, entry, matches, read_env)?;
+        let addr = b.server.listen;
+        if addr.port() != 0 {
+            if addr == metrics_listen
+                || metrics_listen.port() == addr.port() && addr.ip() == metrics_listen.ip()
+            {
+                return Err(Error::Invalid {
+                    field: "metrics-listen",
+                    message: format!(
+                        "{metrics_listen} is also the kubelet API address of {}; metrics are served on a port of their own",
+                        b.node.name
+                    ),
+                });
+            }
+            if let Some(other) = ports.insert(addr, b.node.name.clone()) {
+                return Err(Error::Backends {
+                    at: format!("backend {}", b.node.name),
+                    message: format!(
+                        "listens on {addr}, as {other} does; give each backend its own port"
+                    ),
+                });
+            }
+        }
+        backends.push(b);
+    }
     Ok(Config {
         kubeconfig: args.kubeconfig.or(file.kubeconfig),
         metrics_listen,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-        backends: vec![backend],
+        failover: failover(file.failover.unwrap_or_default())?,
+        backends,
     })
 }
+
+/// The `i`-th backend of the process, validated.
+fn backend(
+    shared: &Shared,
+    i: usize,
+    entry: fleet::Entry,
+    matches: &ArgMatches,
+    read_env: bool,
+) -> Result<Backend> {
+    let fleet::Entry {
+        name,
+        kind,
+        section,
+        common,
+        from_flags,
+    } = entry;
+    let field = if from_flags {
+        "node-name"
+    } else {
+        "backends[].name"
+    };
+    validate_dns_subdomain(field, &name)?;
+    let mut labels = shared.labels.clone();
+    for (k, v) in &common.labels {
+        validate_label(k, v)?;
+        labels.insert(k.clone(), v.clone());
+    }
+    labels.insert(BACKEND_LABEL.into(), name.clone());
+    if let Some(r) = &common.region {
+        validate_label(REGION_LABEL, r)?;
+        labels.insert(REGION_LABEL.into(), r.clone());
+    }
+    if let Some(z) = &common.zone {
+        validate_label(ZONE_LABEL, z)?;
+        labels.insert(ZONE_LABEL.into(), z.clone());
+    }
+    let taints = match (common.no_taint.unwrap_or(false), &common.taints) {
+        (true, _) => Some(Vec::new()),
+        (false, Some(specs)) => Some(
+            specs
+                .iter()
+                .map(|s| parse_taint(s))
+                .collect::<Result<_>>()?,
+        ),
+        (false, None) => None,
+    };
+    let capacity = common
+        .capacity
+        .as_deref()
+        .map(|c| {
+            skylet_provider::parse_capacity(
+                if from_flags {
+                    "node-capacity"
+                } else {
+                    "backends[].capacity"
+                },
+                c,
+            )
+        })
+        .transpose()?;
+    let listen = match common.listen {
+        Some(addr) => addr,
+        None if shared.listen.port() == 0 => shared.listen,
+        None => {
+            let port = u16::try_from(usize::from(shared.listen.port()) + i).map_err(|_| {
+                Error::Backends {
+                    at: format!("backend {name}"),
+                    message: "no port left after the first backend's; set listen".into(),
+                }
+            })?;
+            SocketAddr::new(shared.listen.ip(), port)
+        }
+    };
+
+    let mut node_labels = crate::node::base_labels(&name, kind.name());
+    node_labels.extend(labels.clone());
+    let ctx = NodeContext {
+        name: name.clone(),
+        labels: node_labels,
+    };
+    let configured = kind
+        .configure(from_flags.then_some(matches), section, &ctx, read_env)
+        .map_err(|e| {
+            if from_flags {
+                Error::Backend(e)
+            } else {
+                Error::Backends {
+                    at: format!("backend {name}"),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+    let price = common
+        .price
+        .map(|v| crate::cost::Price::from_yaml(v, &format!("backend {name}: price")))
+        .transpose()
+        .map_err(|e| Error::Backends {
+            at: e.field,
+            message: e.message,
+        })?;
+    let region = common.region.clone();
+    Ok(Backend {
+        configured,
+        price: price.clone(),
+        region,
+        node: NodeConfig {
+            name: name.clone(),
+            labels,
+            taints,
+            capacity,
+            price,
+            ip: shared.node_ip,
+            port: listen.port(),
+            on_shutdown: shared.on_shutdown,
+            lease_duration: Duration::from_secs(40),
+            ping_interval: Duration::from_secs(10),
+            websocket_to_kubelet: shared.websocket_to_kubelet,
+        },
+        pods: PodsConfig {
+            node_name: name.clone(),
+            node_ip: shared.node_ip,
+            daemonset_pods: shared.daemonset_pods,
+            sweep_interval: shared.sweep_interval,
+            concurrency: shared.concurrency,
+            status_concurrency: shared.status_concurrency,
+        },
+        server: ServerConfig {
+            listen,
+            serving_cert: shared.serving_cert,
+            tls_files: shared.tls_files.clone(),
+            client_ca_file: shared.client_ca_file.clone(),
+            anonymous_auth: shared.anonymous_auth,
+            node_ip: shared.node_ip,
+            node_name: name,
+        },
+    })
+}
+
+/// The label naming a node's backend.
+pub const BACKEND_LABEL: &str = "skylet.io/backend";
+/// The well-known region label.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// The well-known zone label.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// Reconciles that call the backend at once by default: cloud APIs throttle
 /// long before this (ECS, ARM), and a simulated backend answers at once.

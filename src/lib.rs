@@ -110,8 +110,12 @@ pub struct NodeParts {
     pub pods: config::PodsConfig,
     /// The kubelet API's settings.
     pub server: config::ServerConfig,
-    /// skylet's metrics.
-    pub metrics: Arc<metrics::Metrics>,
+    /// The node's metrics.
+    pub metrics: metrics::NodeMetrics,
+    /// What its pods cost, when the backend has a price.
+    pub meter: Option<cost::CostMeter>,
+    /// How the fleet reacts to full and failing backends.
+    pub failover: config::FailoverConfig,
     /// The families of backend API metrics, shared by every backend.
     pub api_metrics: BackendApiMetrics,
     /// Cancelled on SIGTERM.
@@ -136,12 +140,10 @@ impl NodeParts {
 /// registered, a port cannot be bound). Once running, transient failures are
 /// retried and logged, never returned.
 pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> Result<()> {
-    let kind = config
-        .backends
-        .first()
-        .map_or("none", |b| b.configured.kind());
-    let mut metrics = metrics::Metrics::new(kind);
+    let mut metrics = metrics::Metrics::new();
     let api_metrics = BackendApiMetrics::register(metrics.registry_mut());
+    let cost_metrics = cost::CostMetrics::register(metrics.registry_mut());
+    metrics.serve_unprefixed(cost_metrics.opencost_registry());
     let metrics = Arc::new(metrics);
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -161,6 +163,16 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
         let mut labels = node::base_labels(&backend.node.name, backend.configured.kind());
         labels.extend(backend.node.labels.clone());
         let span = tracing::info_span!("node", node = %backend.node.name, provider = backend.configured.kind());
+        let node_metrics = metrics.node(&backend.node.name, backend.configured.kind());
+        let meter = backend.price.clone().map(|price| {
+            let labels = cost::MeterLabels {
+                backend: backend.node.name.clone(),
+                kind: backend.configured.kind().into(),
+                node: backend.node.name.clone(),
+                region: backend.region.clone().unwrap_or_default(),
+            };
+            cost_metrics.meter(labels, price, cost::Config::default())
+        });
         let parts = NodeParts {
             client: client.clone(),
             node: config::NodeConfig {
@@ -169,7 +181,9 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
             },
             pods: backend.pods,
             server: backend.server,
-            metrics: metrics.clone(),
+            metrics: node_metrics,
+            meter,
+            failover: config.failover.clone(),
             api_metrics: api_metrics.clone(),
             shutdown: shutdown.clone(),
         };
@@ -208,9 +222,15 @@ pub async fn run_node<P: Provider>(
         pods: pods_config,
         server: server_config,
         metrics,
+        meter,
+        failover,
         shutdown,
         ..
     } = parts;
+    if let Some(m) = &meter {
+        tokio::spawn(m.clone().run(shutdown.clone()).in_current_span());
+    }
+    let signals = node::Signals::new(&failover);
     let provider = Arc::new(provider);
     let backend_task = {
         let provider = provider.clone();
@@ -225,6 +245,8 @@ pub async fn run_node<P: Provider>(
         provider.clone(),
         pods_config,
         metrics.clone(),
+        signals.clone(),
+        meter,
         events,
     );
     let state = server::State::new(
@@ -240,7 +262,14 @@ pub async fn run_node<P: Provider>(
     // the node publishes the port actually bound (`--listen :0` picks one)
     node_config.port = server.local_addr().port();
 
-    let node = node::NodeController::new(client.clone(), provider.clone(), node_config, metrics);
+    let node = node::NodeController::new(
+        client.clone(),
+        provider.clone(),
+        node_config,
+        &failover,
+        signals,
+        metrics,
+    );
     register(&node, &shutdown).await?;
     tracing::info!(addr = %server.local_addr(), "skylet running");
 

@@ -1,11 +1,38 @@
 //! Prometheus metrics (`skylet_` prefix), served on their own port, off the
 //! kubelet API.
+//!
+//! One registry per process; every family is labelled with the `backend`
+//! (the virtual node's name) and its `provider` kind, so one scrape shows a
+//! whole fleet. [`Metrics`] owns the families; each node gets a
+//! [`NodeMetrics`] with its labels applied.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `skylet_pods` | backend, provider, phase | pods bound to the node, by phase (each sweep) |
+//! | `skylet_backend_pods` | backend, provider | pods the backend held at the last sweep |
+//! | `skylet_provider_call_duration_seconds` | backend, provider, op | latency of provider calls |
+//! | `skylet_provider_errors_total` | backend, provider, op, class | provider call failures by class |
+//! | `skylet_provider_throttles_total` | backend, provider | times the backend asked skylet to slow down |
+//! | `skylet_reconcile_queue_depth` | backend, provider | reconciles running or waiting for their lane |
+//! | `skylet_reconciles_total` | backend, provider | reconciles done |
+//! | `skylet_pod_status_writes_total` | backend, provider | pod status writes |
+//! | `skylet_kubelet_api_requests_total` | backend, provider, route, code | kubelet API requests |
+//! | `skylet_backend_up` | backend, provider | 1 while the backend answers (after the health hysteresis), else 0 |
+//! | `skylet_backend_capacity_exhausted` | backend, provider | 1 while the node carries the capacity-exhausted taint |
+//! | `skylet_pods_awaiting_fencing` | backend, provider | deleted pods whose instance the backend has not confirmed gone |
+//! | `skylet_pods_displaced_total` | backend, provider, reason | pods failed here so that their controller replaces them elsewhere (`capacity`) |
+//!
+//! The backends' own API use is in `skylet_backend_api_*`
+//! ([`skylet_provider::metrics`]).
 
 use std::sync::Arc;
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -13,150 +40,299 @@ use skylet_provider::ErrorClass;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The labels every family carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// The backend (its virtual node's name).
+    pub backend: Arc<str>,
+    /// The backend's kind (`aws-ecs`, ...).
+    pub provider: &'static str,
+}
+
 /// Labels of provider calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
     /// `create`, `delete`, `list`, `ping`, `logs`, ...
-    pub op: &'static str,
+    op: &'static str,
 }
 
 /// Labels of provider errors.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
     /// The provider operation.
-    pub op: &'static str,
+    op: &'static str,
     /// The error class (`transient`, `throttled`, ...).
-    pub class: &'static str,
+    class: &'static str,
 }
 
 /// Labels of pod phase gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
     /// Pod phase.
-    pub phase: String,
+    phase: &'static str,
 }
 
 /// Labels of kubelet API requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
     /// Route (`containerLogs`, `exec`, ...).
-    pub route: &'static str,
+    route: &'static str,
     /// HTTP status code.
-    pub code: u16,
+    code: u16,
 }
 
-/// All of skylet's metrics.
+/// The families of skylet's metrics, and the registry they are served from.
 pub struct Metrics {
     registry: Registry,
-    /// Pods on this node by phase (refreshed every sweep).
-    pub pods: Family<PhaseLabels, Gauge>,
-    /// Latency of provider calls.
-    pub provider_latency: Family<OpLabels, Histogram>,
-    /// Provider errors by class.
-    pub provider_errors: Family<ErrorLabels, Counter>,
-    /// Reconciles running or waiting to run.
-    pub reconcile_queue: Gauge,
-    /// Reconciles done.
-    pub reconciles: Counter,
-    /// Times the backend throttled us.
-    pub throttles: Counter,
-    /// Pod status writes to the apiserver.
-    pub status_writes: Counter,
-    /// Kubelet API requests.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Pods the backend held at its last sweep.
-    pub backend_pods: Gauge,
+    /// Registries served next to skylet's, without its prefix (OpenCost's
+    /// series keep their exact names).
+    unprefixed: Vec<Arc<Registry>>,
+    pods: Family<PhaseLabels, Gauge>,
+    backend_pods: Family<NodeLabels, Gauge>,
+    provider_latency: Family<OpLabels, Histogram>,
+    provider_errors: Family<ErrorLabels, Counter>,
+    throttles: Family<NodeLabels, Counter>,
+    reconcile_queue: Family<NodeLabels, Gauge>,
+    reconciles: Family<NodeLabels, Counter>,
+    status_writes: Family<NodeLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    backend_up: Family<NodeLabels, Gauge>,
+    capacity_exhausted: Family<NodeLabels, Gauge>,
+    awaiting_fencing: Family<NodeLabels, Gauge>,
+    displaced: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of counters by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    #[prometheus(flatten)]
+    node: NodeLabels,
+    /// Why.
+    reason: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    /// A fresh registry for `provider`.
-    pub fn new(provider: &str) -> Self {
-        let mut registry = Registry::with_prefix_and_labels(
-            "skylet",
-            [(
-                std::borrow::Cow::Borrowed("provider"),
-                std::borrow::Cow::Owned(provider.to_owned()),
-            )]
-            .into_iter(),
+    /// A fresh registry with skylet's families.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("skylet");
+        let m = Self {
+            pods: Family::default(),
+            backend_pods: Family::default(),
+            provider_latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            provider_errors: Family::default(),
+            throttles: Family::default(),
+            reconcile_queue: Family::default(),
+            reconciles: Family::default(),
+            status_writes: Family::default(),
+            requests: Family::default(),
+            backend_up: Family::default(),
+            capacity_exhausted: Family::default(),
+            awaiting_fencing: Family::default(),
+            displaced: Family::default(),
+            registry: Registry::default(),
+            unprefixed: Vec::new(),
+        };
+        registry.register(
+            "backend_up",
+            "1 while the backend answers its pings, else 0",
+            m.backend_up.clone(),
         );
-        let pods = Family::<PhaseLabels, Gauge>::default();
-        registry.register("pods", "Pods bound to this node, by phase", pods.clone());
-        let provider_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ])
-        });
+        registry.register(
+            "backend_capacity_exhausted",
+            "1 while the node carries the capacity-exhausted taint",
+            m.capacity_exhausted.clone(),
+        );
+        registry.register(
+            "pods_awaiting_fencing",
+            "Deleted pods whose instance the backend has not confirmed gone",
+            m.awaiting_fencing.clone(),
+        );
+        registry.register(
+            "pods_displaced",
+            "Pods failed on this backend so that their controller replaces them elsewhere",
+            m.displaced.clone(),
+        );
+        registry.register("pods", "Pods bound to the node, by phase", m.pods.clone());
+        registry.register(
+            "backend_pods",
+            "Pods the backend held for the node at the last sweep",
+            m.backend_pods.clone(),
+        );
         registry.register(
             "provider_call_duration_seconds",
             "Latency of provider calls",
-            provider_latency.clone(),
+            m.provider_latency.clone(),
         );
-        let provider_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "provider_errors",
             "Provider call failures, by class",
-            provider_errors.clone(),
+            m.provider_errors.clone(),
         );
-        let reconcile_queue = Gauge::default();
-        registry.register(
-            "reconcile_queue_depth",
-            "Pod reconciles running or waiting for their turn in a lane",
-            reconcile_queue.clone(),
-        );
-        let reconciles = Counter::default();
-        registry.register("reconciles", "Pod reconciles done", reconciles.clone());
-        let throttles = Counter::default();
         registry.register(
             "provider_throttles",
             "Times the backend asked skylet to slow down",
-            throttles.clone(),
+            m.throttles.clone(),
         );
-        let status_writes = Counter::default();
+        registry.register(
+            "reconcile_queue_depth",
+            "Pod reconciles running or waiting for their turn in a lane",
+            m.reconcile_queue.clone(),
+        );
+        registry.register("reconciles", "Pod reconciles done", m.reconciles.clone());
         registry.register(
             "pod_status_writes",
             "Pod status writes to the apiserver",
-            status_writes.clone(),
+            m.status_writes.clone(),
         );
-        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "kubelet_api_requests",
             "Kubelet API requests by route and status",
-            requests.clone(),
+            m.requests.clone(),
         );
-        let backend_pods = Gauge::default();
-        registry.register(
-            "backend_pods",
-            "Pods the backend held for this node at the last sweep",
-            backend_pods.clone(),
-        );
-        Self {
-            backend_pods,
-            registry,
-            pods,
-            provider_latency,
-            provider_errors,
-            reconcile_queue,
-            reconciles,
-            throttles,
-            status_writes,
-            requests,
-        }
+        Self { registry, ..m }
     }
 
-    /// The registry, for the metric families registered next to skylet's
-    /// own (the backends' API metrics).
+    /// The registry, for the families registered next to skylet's own (the
+    /// backends' API metrics, cost).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }
 
+    /// Serves `registry` too, its names as they are.
+    pub fn serve_unprefixed(&mut self, registry: Arc<Registry>) {
+        self.unprefixed.push(registry);
+    }
+
+    /// The metrics of one backend's node.
+    pub fn node(&self, backend: &str, provider: &'static str) -> NodeMetrics {
+        let labels = NodeLabels {
+            backend: Arc::from(backend),
+            provider,
+        };
+        NodeMetrics {
+            backend_pods: self.backend_pods.get_or_create(&labels).clone(),
+            throttles: self.throttles.get_or_create(&labels).clone(),
+            reconcile_queue: self.reconcile_queue.get_or_create(&labels).clone(),
+            reconciles: self.reconciles.get_or_create(&labels).clone(),
+            status_writes: self.status_writes.get_or_create(&labels).clone(),
+            backend_up: self.backend_up.get_or_create(&labels).clone(),
+            capacity_exhausted: self.capacity_exhausted.get_or_create(&labels).clone(),
+            awaiting_fencing: self.awaiting_fencing.get_or_create(&labels).clone(),
+            displaced: self.displaced.clone(),
+            pods: self.pods.clone(),
+            provider_latency: self.provider_latency.clone(),
+            provider_errors: self.provider_errors.clone(),
+            requests: self.requests.clone(),
+            labels,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // writing to a String cannot fail
+        let _ = encode_registry(&mut out, &self.registry);
+        for r in &self.unprefixed {
+            let _ = encode_registry(&mut out, r);
+        }
+        let _ = encode_eof(&mut out);
+        out
+    }
+}
+
+/// One node's metrics: [`Metrics`] with its `backend` and `provider` labels.
+/// Cheap to clone; clones count together.
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    labels: NodeLabels,
+    /// Pods the backend held at its last sweep.
+    pub backend_pods: Gauge,
+    /// Times the backend throttled skylet.
+    pub throttles: Counter,
+    /// Reconciles running or waiting to run.
+    pub reconcile_queue: Gauge,
+    /// Reconciles done.
+    pub reconciles: Counter,
+    /// Pod status writes to the apiserver.
+    pub status_writes: Counter,
+    /// 1 while the backend answers.
+    pub backend_up: Gauge,
+    /// 1 while the node carries the capacity-exhausted taint.
+    pub capacity_exhausted: Gauge,
+    /// Deleted pods whose instance is not confirmed gone.
+    pub awaiting_fencing: Gauge,
+    displaced: Family<ReasonLabels, Counter>,
+    pods: Family<PhaseLabels, Gauge>,
+    provider_latency: Family<OpLabels, Histogram>,
+    provider_errors: Family<ErrorLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl NodeMetrics {
+    /// Metrics that are not exported (unit tests).
+    pub fn detached(backend: &str) -> Self {
+        Metrics::new().node(backend, "test")
+    }
+
+    /// Sets the number of pods in `phase`.
+    pub fn set_phase(&self, phase: &'static str, pods: i64) {
+        let labels = PhaseLabels {
+            node: self.labels.clone(),
+            phase,
+        };
+        self.pods.get_or_create(&labels).set(pods);
+    }
+
+    /// Counts a pod failed here so that it is replaced elsewhere.
+    pub fn displaced(&self, reason: &'static str) {
+        let labels = ReasonLabels {
+            node: self.labels.clone(),
+            reason,
+        };
+        self.displaced.get_or_create(&labels).inc();
+    }
+
+    /// Counts a kubelet API request.
+    pub fn request(&self, route: &'static str, code: u16) {
+        let labels = RequestLabels {
+            node: self.labels.clone(),
+            route,
+            code,
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+
     /// Records the outcome of a provider call that took `secs`.
     pub fn provider_call(&self, op: &'static str, secs: f64, err: Option<ErrorClass>) {
+        let node = self.labels.clone();
         self.provider_latency
-            .get_or_create(&OpLabels { op })
+            .get_or_create(&OpLabels {
+                node: node.clone(),
+                op,
+            })
             .observe(secs);
         if let Some(class) = err {
             self.provider_errors
                 .get_or_create(&ErrorLabels {
+                    node,
                     op,
                     class: class.as_str(),
                 })
@@ -166,19 +342,11 @@ impl Metrics {
             }
         }
     }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // writing to a String cannot fail
-        let _ = encode(&mut out, &self.registry);
-        out
-    }
 }
 
 /// Times a provider call and records it in `metrics`.
 pub async fn timed<T>(
-    metrics: &Metrics,
+    metrics: &NodeMetrics,
     op: &'static str,
     fut: impl Future<Output = skylet_provider::Result<T>>,
 ) -> skylet_provider::Result<T> {
@@ -213,4 +381,48 @@ async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
         )],
         m.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_family_per_metric_labelled_by_backend() {
+        let m = Metrics::new();
+        let (a, b) = (
+            m.node("ecs-east", "aws-ecs"),
+            m.node("aci-west", "azure-aci"),
+        );
+        a.status_writes.inc();
+        b.status_writes.inc();
+        b.status_writes.inc();
+        a.set_phase("Running", 3);
+        b.provider_call("create", 0.2, Some(ErrorClass::Throttled));
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE skylet_pod_status_writes counter")
+                .count(),
+            1
+        );
+        assert!(
+            text.contains(
+                "skylet_pod_status_writes_total{backend=\"aci-west\",provider=\"azure-aci\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "skylet_pods{backend=\"ecs-east\",provider=\"aws-ecs\",phase=\"Running\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "skylet_provider_throttles_total{backend=\"aci-west\",provider=\"azure-aci\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("skylet_provider_errors_total{backend=\"aci-west\",provider=\"azure-aci\",op=\"create\",class=\"throttled\"} 1"), "{text}");
+    }
 }

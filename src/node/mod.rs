@@ -1,44 +1,48 @@
-//! The Node: registration, the Lease heartbeat, conditions from the backend's
-//! health, and what happens to the Node on shutdown.
+//! The Node of one backend: registration, the Lease heartbeat ([`lease`]),
+//! conditions and taints from the backend's health and capacity
+//! ([`health`], [`status`]), Events when the backend goes down or comes
+//! back, and what happens to the Node on shutdown.
 //!
-//! Like the kubelet since v1.17, liveness travels through the Lease in
-//! `kube-node-lease` (renewed every quarter of its duration, one small write),
-//! and the Node status is written only when something changed or once a
-//! minute, which keeps apiserver writes low.
+//! The Node status is written only when something changed or once a
+//! minute, which keeps apiserver writes low; liveness travels through the
+//! Lease.
 //!
 //! # RBAC
 //! `nodes`: get, create, patch, delete; `nodes/status`: patch;
-//! `leases` in `kube-node-lease`: get, create, update, patch.
+//! `leases` in `kube-node-lease`: get, create, update, patch;
+//! `events` (events.k8s.io): create, patch.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{
-        coordination::v1::{Lease, LeaseSpec},
-        core::v1::{
-            DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec,
-            NodeStatus, NodeSystemInfo, Taint,
-        },
-    },
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time},
-};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Taint};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use serde_json::json;
 use skylet_provider::Provider;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{NodeConfig, NodeOnShutdown},
-    metrics::{Metrics, timed},
+    config::{FailoverConfig, NodeConfig, NodeOnShutdown},
+    metrics::{NodeMetrics, timed},
 };
+
+pub mod health;
+mod lease;
+mod status;
+
+use health::{CAPACITY_TAINT, Change, Cooldown, Health};
 
 /// Why the Node could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -82,16 +86,81 @@ pub fn base_labels(node: &str, provider: &str) -> BTreeMap<String, String> {
 /// How often the full Node status is written even when nothing changed.
 const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How long to wait between retries of a failed registration.
+pub const REGISTER_RETRY: Duration = Duration::from_secs(2);
+
+/// What the pod controller tells the node: refusals for lack of capacity,
+/// and how many pods the backend holds. Shared by both.
+#[derive(Debug)]
+pub struct Signals {
+    /// The capacity-exhausted cooldown.
+    pub cooldown: Cooldown,
+    held: AtomicUsize,
+    changed: Notify,
+    recovered: Notify,
+}
+
+impl Signals {
+    /// Signals with the cooldown of `failover`.
+    pub fn new(failover: &FailoverConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cooldown: Cooldown::new(
+                failover.capacity_cooldown_min,
+                failover.capacity_cooldown_max,
+            ),
+            held: AtomicUsize::new(0),
+            changed: Notify::new(),
+            recovered: Notify::new(),
+        })
+    }
+
+    /// The backend refused a pod for lack of capacity; returns how long
+    /// the node stays tainted.
+    pub fn capacity_refused(&self) -> Duration {
+        let d = self.cooldown.refused(Instant::now(), self.held());
+        self.changed.notify_one();
+        d
+    }
+
+    /// The backend now holds `pods` pods.
+    pub fn held_pods(&self, pods: usize) {
+        if self.held.swap(pods, Ordering::Relaxed) > pods {
+            // capacity freed: the taint may go
+            self.changed.notify_one();
+        }
+    }
+
+    /// Waits until the backend answers again after an outage.
+    pub async fn recovered(&self) {
+        self.recovered.notified().await;
+    }
+
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn capacity_exhausted(&self) -> bool {
+        self.cooldown.tainted(Instant::now(), self.held())
+    }
+}
+
 /// Registers and maintains the Node.
 pub struct NodeController<P> {
     client: Client,
     provider: Arc<P>,
     config: NodeConfig,
-    metrics: Arc<Metrics>,
-    /// The last ping error, `None` when the backend answered.
-    health: Mutex<Option<String>>,
-    /// The Node's UID (owner of the Lease).
+    metrics: NodeMetrics,
+    signals: Arc<Signals>,
+    recorder: Recorder,
+    health: Mutex<Health>,
+    transitions: Mutex<status::Transitions>,
+    stopped: AtomicBool,
+    /// The Node's UID (owner of the Lease, subject of Events).
     uid: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<P: Provider> NodeController<P> {
@@ -100,14 +169,30 @@ impl<P: Provider> NodeController<P> {
         client: Client,
         provider: Arc<P>,
         config: NodeConfig,
-        metrics: Arc<Metrics>,
+        failover: &FailoverConfig,
+        signals: Arc<Signals>,
+        metrics: NodeMetrics,
     ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "skylet".into(),
+                instance: Some(config.name.clone()),
+            },
+        );
         Arc::new(Self {
             client,
             provider,
             config,
             metrics,
-            health: Mutex::new(None),
+            signals,
+            recorder,
+            health: Mutex::new(Health::new(
+                failover.unhealthy_after,
+                failover.healthy_after,
+            )),
+            transitions: Mutex::default(),
+            stopped: AtomicBool::new(false),
             uid: Mutex::new(None),
         })
     }
@@ -116,140 +201,49 @@ impl<P: Provider> NodeController<P> {
         Api::all(self.client.clone())
     }
 
-    /// The taints the node carries: configured, or the provider's default.
-    fn taints(&self) -> Vec<Taint> {
-        self.config.taints.clone().unwrap_or_else(|| {
-            vec![Taint {
-                key: "virtual-kubelet.io/provider".into(),
-                value: Some(self.provider.name().into()),
-                effect: "NoSchedule".into(),
-                time_added: None,
-            }]
-        })
-    }
-
-    /// The Node as skylet wants it: metadata, spec and status.
+    /// The Node as skylet wants it now: metadata, spec and status.
     pub fn desired(&self) -> Node {
-        let labels = base_labels(&self.config.name, self.provider.name());
-        let mut node = Node {
-            metadata: ObjectMeta {
-                name: Some(self.config.name.clone()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                taints: Some(self.taints()),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: self.config.ip.to_string(),
-                }]),
-                daemon_endpoints: Some(NodeDaemonEndpoints {
-                    kubelet_endpoint: Some(DaemonEndpoint {
-                        port: i32::from(self.config.port),
-                    }),
-                }),
-                node_info: Some(NodeSystemInfo {
-                    architecture: "amd64".into(),
-                    operating_system: "linux".into(),
-                    kubelet_version: KUBELET_VERSION.into(),
-                    container_runtime_version: format!(
-                        "skylet://{} ({})",
-                        env!("CARGO_PKG_VERSION"),
-                        self.provider.name()
-                    ),
-                    os_image: format!("skylet {} provider", self.provider.name()),
-                    kernel_version: String::new(),
-                    machine_id: String::new(),
-                    system_uuid: String::new(),
-                    boot_id: String::new(),
-                    kube_proxy_version: String::new(),
-                    ..Default::default()
-                }),
-                conditions: Some(self.conditions()),
-                // kube-apiserver 1.36 sends WebSocket streams straight to a kubelet
-                // that declares this; skylet serves them (server::streaming)
-                declared_features: self
-                    .config
-                    .websocket_to_kubelet
-                    .then(|| vec!["ExtendWebSocketsToKubelet".to_owned()]),
-                ..Default::default()
-            }),
-        };
-        self.provider.configure_node(&mut node);
-        // configured labels win over the provider's
-        if let Some(l) = node.metadata.labels.as_mut() {
-            l.extend(self.config.labels.clone());
-        }
-        node
+        let conditions = status::conditions(
+            self.provider.name(),
+            &lock(&self.health),
+            self.stopped.load(Ordering::Relaxed),
+            &mut lock(&self.transitions),
+            Timestamp::now(),
+        );
+        status::node(
+            &self.config,
+            &*self.provider,
+            conditions,
+            self.signals.capacity_exhausted(),
+        )
     }
 
-    fn conditions(&self) -> Vec<NodeCondition> {
-        let now = Time(Timestamp::now());
-        let health = self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let cond = |type_: &str, status: &str, reason: &str, message: String| NodeCondition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: Some(reason.into()),
-            message: Some(message),
-            last_heartbeat_time: Some(now.clone()),
-            last_transition_time: Some(now.clone()),
-        };
-        let ready = match &health {
-            None => cond(
-                "Ready",
-                "True",
-                "KubeletReady",
-                format!(
-                    "skylet is posting ready status; backend {} reachable",
-                    self.provider.name()
-                ),
-            ),
-            Some(e) => cond(
-                "Ready",
-                "False",
-                "ProviderUnreachable",
-                format!("backend {} does not answer: {e}", self.provider.name()),
-            ),
-        };
-        vec![
-            ready,
-            cond(
-                "MemoryPressure",
-                "False",
-                "KubeletHasSufficientMemory",
-                "the backend manages memory".into(),
-            ),
-            cond(
-                "DiskPressure",
-                "False",
-                "KubeletHasNoDiskPressure",
-                "the backend manages disk".into(),
-            ),
-            cond(
-                "PIDPressure",
-                "False",
-                "KubeletHasSufficientPID",
-                "the backend manages processes".into(),
-            ),
-            cond(
-                "NetworkUnavailable",
-                "False",
-                "RouteCreated",
-                "the backend provides pod networking".into(),
-            ),
-        ]
+    /// Whether skylet manages the taint `key`: the configured ones (or the
+    /// provider's default) and the capacity taint.
+    fn managed(key: &str, mine: &[Taint]) -> bool {
+        key == CAPACITY_TAINT || key == status::PROVIDER_TAINT || mine.iter().any(|t| t.key == key)
+    }
+
+    /// `existing`'s taints that others manage (the node lifecycle
+    /// controller's `node.kubernetes.io/*`, an operator's), plus `mine`.
+    fn merged_taints(existing: &Node, mine: Vec<Taint>) -> Vec<Taint> {
+        let mut taints = mine;
+        for t in existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+        {
+            if !Self::managed(&t.key, &taints) {
+                taints.push(t);
+            }
+        }
+        taints
     }
 
     /// Creates the Node, or brings an existing one up to date (a restart).
     pub async fn register(&self) -> Result<()> {
-        let _ = timed(&self.metrics, "ping", self.ping_once()).await;
+        let _ = self.ping().await;
         let desired = self.desired();
         let name = self.config.name.clone();
         let nodes = self.nodes();
@@ -263,23 +257,10 @@ impl<P: Provider> NodeController<P> {
                     node: name.clone(),
                     source,
                 })?;
-                // keep taints that others (the node lifecycle controller) manage
-                let mut taints = self.taints();
-                for t in existing
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.clone())
-                    .unwrap_or_default()
-                {
-                    if t.key.starts_with("node.kubernetes.io/")
-                        && !taints.iter().any(|o| o.key == t.key)
-                    {
-                        taints.push(t);
-                    }
-                }
+                let mine = desired.spec.and_then(|s| s.taints).unwrap_or_default();
                 let patch = json!({
                     "metadata": {"labels": desired.metadata.labels},
-                    "spec": {"taints": taints},
+                    "spec": {"taints": Self::merged_taints(&existing, mine)},
                 });
                 let n = nodes
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -293,10 +274,7 @@ impl<P: Provider> NodeController<P> {
             }
             Err(source) => return Err(Error::Register { node: name, source }),
         };
-        *self
-            .uid
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = node.metadata.uid.clone();
+        *lock(&self.uid) = node.metadata.uid.clone();
         // the Lease first: a node that reports Ready has a fresh heartbeat
         if let Err(e) = self.renew_lease().await {
             tracing::warn!(error = %e, "first lease renewal failed; retrying in the loop");
@@ -308,14 +286,13 @@ impl<P: Provider> NodeController<P> {
         Ok(())
     }
 
-    async fn ping_once(&self) -> skylet_provider::Result<()> {
-        let r = self.provider.ping().await;
-        *self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            r.as_ref().err().map(ToString::to_string);
-        r
+    /// Pings the backend; returns the change of health it made.
+    async fn ping(&self) -> Option<Change> {
+        let r = timed(&self.metrics, "ping", self.provider.ping()).await;
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "backend ping failed");
+        }
+        lock(&self.health).observe(r.map_err(|e| e.to_string()))
     }
 
     async fn write_status(&self) -> Result<(), kube::Error> {
@@ -331,57 +308,80 @@ impl<P: Provider> NodeController<P> {
         Ok(())
     }
 
+    /// Writes the taints if skylet's differ from `existing`'s, guarded by
+    /// its resourceVersion (a taint someone adds meanwhile is not lost).
+    async fn write_taints(
+        &self,
+        existing: &Node,
+        capacity_exhausted: bool,
+    ) -> Result<(), kube::Error> {
+        let mine = status::taints(&self.config, self.provider.name(), capacity_exhausted);
+        let want = Self::merged_taints(existing, mine);
+        let have = existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let key = |t: &Taint| (t.key.clone(), t.value.clone(), t.effect.clone());
+        let (mut a, mut b): (Vec<_>, Vec<_>) = (
+            want.iter().map(key).collect(),
+            have.iter().map(key).collect(),
+        );
+        a.sort();
+        b.sort();
+        if a == b {
+            return Ok(());
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": existing.metadata.resource_version},
+            "spec": {"taints": want},
+        });
+        self.nodes()
+            .patch(
+                &self.config.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        tracing::info!(capacity_exhausted, "node taints updated");
+        Ok(())
+    }
+
     async fn renew_lease(&self) -> Result<(), kube::Error> {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let name = &self.config.name;
-        let now = MicroTime(Timestamp::now());
-        let duration = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(40);
-        let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": now}});
-        match leases
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                let uid = self
-                    .uid
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some("kube-node-lease".into()),
-                        // deleted with the Node, as the kubelet's
-                        owner_references: uid.map(|uid| {
-                            vec![OwnerReference {
-                                api_version: "v1".into(),
-                                kind: "Node".into(),
-                                name: name.clone(),
-                                uid,
-                                ..Default::default()
-                            }]
-                        }),
-                        ..Default::default()
-                    },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(name.clone()),
-                        lease_duration_seconds: Some(duration),
-                        renew_time: Some(now),
-                        ..Default::default()
-                    }),
-                };
-                leases
-                    .create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) => Err(e),
+        let uid = lock(&self.uid).clone();
+        lease::renew(
+            &self.client,
+            &self.config.name,
+            uid,
+            self.config.lease_duration,
+        )
+        .await
+    }
+
+    /// Records an Event on the Node.
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.config.name.clone()),
+            uid: lock(&self.uid).clone(),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Ping".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason, "failed to record a node event");
         }
     }
 
-    /// Renews the Lease and watches the backend's health until `shutdown`.
-    /// Never returns an error: failures are logged and retried.
+    /// Renews the Lease, watches the backend's health and capacity, and
+    /// keeps the Node's status and taints current, until `shutdown`. Never
+    /// returns an error: failures are logged and retried.
     ///
     /// It also watches its own Node: when someone else changes the Ready
     /// condition (the node lifecycle controller marks it Unknown after an
@@ -401,20 +401,17 @@ impl<P: Provider> NodeController<P> {
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_report = tokio::time::Instant::now();
-        let mut last_ready = self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_none();
         let mut status_dirty = false;
         let mut last_capacity = self.desired().status.and_then(|s| s.allocatable);
+        let mut seen: Option<Node> = None;
+        let mut taints_dirty = true;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 Some(ev) = futures::StreamExt::next(&mut own) => {
                     let Ok(n) = ev else { continue };
-                    let want = if last_ready { "True" } else { "False" };
-                    let ready = n.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+                    let want = if lock(&self.health).is_up() { "True" } else { "False" };
+                    let ready = n.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
                     if ready.is_none_or(|c| c.status != want) {
                         tracing::info!(want, "node Ready condition was changed by someone else; writing it again");
                         match self.write_status().await {
@@ -422,23 +419,32 @@ impl<P: Provider> NodeController<P> {
                             Err(e) => { status_dirty = true; tracing::warn!(error = %e, "node status update failed; retrying"); }
                         }
                     }
+                    seen = Some(n);
                 }
+                () = self.signals.changed.notified() => taints_dirty = true,
                 _ = lease_tick.tick() => {
                     if let Err(e) = self.renew_lease().await {
                         tracing::warn!(error = %e, "lease renewal failed; retrying");
                     }
                 }
                 _ = ping_tick.tick() => {
-                    let r = timed(&self.metrics, "ping", self.ping_once()).await;
-                    let ready = r.is_ok();
-                    if let Err(e) = &r {
-                        tracing::warn!(error = %e, "backend ping failed; node is NotReady");
-                    } else if !last_ready {
-                        tracing::info!("backend answers again; node is Ready");
+                    match self.ping().await {
+                        Some(Change::Down) => {
+                            let why = lock(&self.health).last_error().unwrap_or("no answer").to_owned();
+                            tracing::warn!(error = %why, "backend does not answer; node is NotReady");
+                            self.event(EventType::Warning, "BackendDown", format!("backend {} ({}) does not answer: {why}", self.config.name, self.provider.name())).await;
+                            status_dirty = true;
+                        }
+                        Some(Change::Up) => {
+                            tracing::info!("backend answers again; node is Ready");
+                            self.event(EventType::Normal, "BackendRecovered", format!("backend {} ({}) answers again", self.config.name, self.provider.name())).await;
+                            self.signals.recovered.notify_one();
+                            status_dirty = true;
+                        }
+                        None => {}
                     }
-                    status_dirty |= ready != last_ready;
-                    last_ready = ready;
-                    // capacity follows the backend (a remote cluster scales)
+                    // capacity follows the backend (quota used elsewhere, a
+                    // remote cluster that scales)
                     let capacity = self.desired().status.and_then(|s| s.allocatable);
                     status_dirty |= capacity != last_capacity;
                     last_capacity = capacity;
@@ -448,6 +454,22 @@ impl<P: Provider> NodeController<P> {
                             Err(e) => tracing::warn!(error = %e, "node status update failed; retrying"),
                         }
                     }
+                    // the cooldown may have ended
+                    taints_dirty = true;
+                }
+            }
+            self.metrics
+                .backend_up
+                .set(i64::from(lock(&self.health).is_up()));
+            if taints_dirty && let Some(n) = &seen {
+                let exhausted = self.signals.capacity_exhausted();
+                self.metrics.capacity_exhausted.set(i64::from(exhausted));
+                match self.write_taints(n, exhausted).await {
+                    // the watch brings the new object; until then `seen` is
+                    // stale and a second write would conflict
+                    Ok(()) => taints_dirty = false,
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => tracing::warn!(error = %e, "node taint update failed; retrying"),
                 }
             }
         }
@@ -462,18 +484,9 @@ impl<P: Provider> NodeController<P> {
                 Err(e) => tracing::warn!(node = %name, error = %e, "failed to delete node"),
             },
             NodeOnShutdown::Keep => {
-                *self
-                    .health
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some("skylet stopped".into());
-                let mut conds = self.conditions();
-                if let Some(ready) = conds.first_mut() {
-                    ready.reason = Some("KubeletStopped".into());
-                    ready.message = Some(
-                        "skylet was stopped; pods keep running in the backend until deleted".into(),
-                    );
-                }
+                self.stopped.store(true, Ordering::Relaxed);
+                lock(&self.health).stopped("skylet stopped");
+                let conds = self.desired().status.and_then(|s| s.conditions);
                 let patch = json!({"status": {"conditions": conds}});
                 let r = self
                     .nodes()
@@ -489,6 +502,3 @@ impl<P: Provider> NodeController<P> {
         }
     }
 }
-
-/// How long to wait between retries of a failed registration.
-pub const REGISTER_RETRY: Duration = Duration::from_secs(2);

@@ -7,7 +7,16 @@
 //! | deleted, object removed by skylet already | any | | [`Decision::Nothing`] (a stale copy from the watch) |
 //! | deleted | holds it | not asked to stop | [`Decision::Stop`] |
 //! | deleted | holds it, grace period left | asked to stop | [`Decision::AwaitStop`] |
-//! | deleted | gone, or grace period over | | [`Decision::Finalize`] |
+//! | deleted | holds it, grace period over | not asked to kill | [`Decision::Kill`] |
+//! | deleted | holds it, grace period over | asked to kill | [`Decision::AwaitStop`] (until the backend confirms) |
+//! | deleted | gone | | [`Decision::Finalize`] |
+//!
+//! A deleted pod is finalized (its object removed) only once the backend
+//! no longer reports its instance: never on a delete call's answer alone,
+//! never while the backend does not answer. That is what fences a pod that
+//! fails over: its replacement may run elsewhere, the old instance is
+//! stopped as soon as its backend answers again, and the pod stays
+//! Terminating until then.
 //! | a DaemonSet's, refused by policy | | | [`Decision::RefuseDaemonSet`] |
 //! | live | holds it | | [`Decision::Sync`] (adopts it after a restart) |
 //! | finished (Succeeded/Failed) | does not hold it | | [`Decision::Nothing`] |
@@ -39,6 +48,8 @@ pub(crate) struct Facts {
     pub(crate) removed: bool,
     /// skylet asked the backend to stop it.
     pub(crate) stop_requested: bool,
+    /// skylet asked the backend to stop it at once (grace period over).
+    pub(crate) kill_requested: bool,
     /// How long ago skylet asked the backend to create it.
     pub(crate) created_ago: Option<Duration>,
     /// Its service-account token is due for a refresh.
@@ -70,14 +81,14 @@ pub(crate) enum Decision {
     Create,
     /// Ask the backend to stop it within its grace period.
     Stop,
-    /// The backend is stopping it: look again in a while.
+    /// Its grace period is over and the backend still holds it: ask the
+    /// backend to stop it at once.
+    Kill,
+    /// The backend is stopping it: look again in a while (a report of the
+    /// backend wakes the pod sooner).
     AwaitStop(Duration),
-    /// Remove the pod object; `grace_over` when the backend still reports
-    /// the pod but its grace period has ended.
-    Finalize {
-        /// The backend still holds the pod.
-        grace_over: bool,
-    },
+    /// The backend confirmed the instance is gone: remove the pod object.
+    Finalize,
 }
 
 /// What to do with a pod now, given `facts` at `now`.
@@ -112,14 +123,18 @@ fn decide_deleted(facts: &Facts, deadline: Timestamp, now: Timestamp) -> Decisio
     if facts.in_backend && !facts.stop_requested {
         return Decision::Stop;
     }
-    if facts.in_backend && now < deadline {
+    if !facts.in_backend {
+        return Decision::Finalize;
+    }
+    if now < deadline {
         // look again within a second, and right at the deadline
         let left = now.duration_until(deadline).as_millis().clamp(100, 1000);
         return Decision::AwaitStop(Duration::from_millis(u64::try_from(left).unwrap_or(1000)));
     }
-    Decision::Finalize {
-        grace_over: facts.in_backend,
+    if !facts.kill_requested {
+        return Decision::Kill;
     }
+    Decision::AwaitStop(facts.sweep_interval)
 }
 
 #[cfg(test)]
@@ -134,6 +149,7 @@ mod tests {
             in_backend: false,
             removed: false,
             stop_requested: false,
+            kill_requested: false,
             created_ago: None,
             token_due: false,
             sweep_interval: Duration::from_secs(10),
@@ -248,23 +264,43 @@ mod tests {
                     ..live()
                 }),
                 t(0),
-                Decision::Finalize { grace_over: false },
+                Decision::Finalize,
             ),
             (
                 "deleted, never in the backend: finalize",
                 deleted(live()),
                 t(0),
-                Decision::Finalize { grace_over: false },
+                Decision::Finalize,
             ),
             (
-                "deleted, grace over, still in the backend: finalize anyway",
+                "deleted, grace over, still in the backend: kill",
                 deleted(Facts {
                     in_backend: true,
                     stop_requested: true,
                     ..live()
                 }),
                 t(31),
-                Decision::Finalize { grace_over: true },
+                Decision::Kill,
+            ),
+            (
+                "killed, not confirmed gone: wait, never finalize",
+                deleted(Facts {
+                    in_backend: true,
+                    stop_requested: true,
+                    kill_requested: true,
+                    ..live()
+                }),
+                t(3600),
+                Decision::AwaitStop(secs(10)),
+            ),
+            (
+                "deleted while the backend is down (never asked): stop, not finalize",
+                deleted(Facts {
+                    in_backend: true,
+                    ..live()
+                }),
+                t(3600),
+                Decision::Stop,
             ),
             (
                 "deleted and removed by skylet already: nothing",
@@ -283,7 +319,7 @@ mod tests {
                     ..live()
                 }),
                 t(0),
-                Decision::Finalize { grace_over: false },
+                Decision::Finalize,
             ),
         ];
         for (what, facts, now, want) in cases {

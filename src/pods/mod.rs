@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{config::PodsConfig, metrics::Metrics};
+use crate::{config::PodsConfig, metrics::NodeMetrics};
 
 mod decide;
 mod lanes;
@@ -58,7 +58,7 @@ pub struct Ctx<P> {
     client: Client,
     provider: Arc<P>,
     config: PodsConfig,
-    metrics: Arc<Metrics>,
+    metrics: NodeMetrics,
     store: Store<Pod>,
     table: PodTable,
     recorder: Recorder,
@@ -66,6 +66,10 @@ pub struct Ctx<P> {
     node_info: resolve::NodeInfo,
     trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
     lanes: lanes::Lanes,
+    /// What the node shows of refusals and use.
+    signals: Arc<crate::node::Signals>,
+    /// What the pods cost, when the backend has a price.
+    meter: Option<crate::cost::CostMeter>,
 }
 
 /// Reconciles the pods bound to this node.
@@ -83,7 +87,9 @@ impl<P: Provider> PodController<P> {
         client: Client,
         provider: Arc<P>,
         config: PodsConfig,
-        metrics: Arc<Metrics>,
+        metrics: NodeMetrics,
+        signals: Arc<crate::node::Signals>,
+        meter: Option<crate::cost::CostMeter>,
         events: SinkReceiver,
     ) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
@@ -128,6 +134,8 @@ impl<P: Provider> PodController<P> {
             metrics,
             store,
             table: PodTable::default(),
+            signals,
+            meter,
             recorder,
             node_info,
             trigger,
@@ -192,6 +200,7 @@ impl<P: Provider> PodController<P> {
         }
 
         tokio::spawn(push::push_loop(ctx.clone(), events, shutdown.clone()).in_current_span());
+        tokio::spawn(retry_on_recovery(ctx.clone(), shutdown.clone()).in_current_span());
         tokio::spawn(sweep::sweep_loop(ctx.clone(), shutdown.clone()).in_current_span());
 
         let triggers = tokio_stream::wrappers::UnboundedReceiverStream::new(triggers);
@@ -206,6 +215,49 @@ impl<P: Provider> PodController<P> {
             })
             .await;
         svc_task.abort();
+    }
+}
+
+/// When the backend answers again after an outage, wakes at once the pods
+/// that wait for it: deleted pods whose instances must be stopped (they
+/// stay Terminating until then) and pods whose calls failed.
+async fn retry_on_recovery<P: Provider>(ctx: Arc<Ctx<P>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = ctx.signals.recovered() => {}
+        }
+        let waiting: Vec<PodRef> = ctx
+            .store
+            .state()
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    || ctx.table.local(&p.uid().unwrap_or_default()).failures > 0
+            })
+            .map(|p| PodRef::of(p))
+            .collect();
+        tracing::info!(
+            pods = waiting.len(),
+            "backend recovered; retrying the pods that wait for it"
+        );
+        for p in &waiting {
+            ctx.trigger(p);
+        }
+    }
+}
+
+impl<P: Provider> Ctx<P> {
+    /// Tells the cost meter that `pod`'s instance runs (the backend holds
+    /// it and it has not ended) or not.
+    fn meter(&self, pod: &Pod, instance_runs: bool) {
+        let Some(m) = &self.meter else { return };
+        let r = PodRef::of(pod);
+        match (instance_runs, m.is_running(&r)) {
+            (true, false) => m.started_pod(pod, self.provider.billed_size(pod), crate::cost::now()),
+            (false, true) => m.stopped(&r, crate::cost::now()),
+            _ => {}
+        }
     }
 }
 

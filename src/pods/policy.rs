@@ -6,6 +6,8 @@
 //! |---|---|---|---|
 //! | `InvalidPod` | Failed, the provider's reason | Warning, the provider's reason | never |
 //! | `Unsupported` | Failed, `ProviderUnsupported` | Warning | never |
+//! | `Capacity`, pod owned by a controller | Failed, `BackendCapacityUnavailable` | Warning | never here: its controller replaces it and the scheduler picks another node (the node is tainted `skylet.io/capacity-exhausted` for a cooldown) |
+//! | `Capacity`, bare pod | unchanged (Pending) | Warning `BackendCapacityUnavailable` | backoff (a bare pod is not moved) |
 //! | `Throttled` | unchanged | none | after `retry_after`, else backoff |
 //! | `Transient` | unchanged (Pending) | Warning `ProviderCreateFailed` | exponential backoff, 1 s to 5 min |
 //! | `NotFound` | (on delete: done) | Warning `ProviderCreateFailed` on create | backoff |
@@ -55,9 +57,34 @@ pub(crate) enum Outcome {
     },
 }
 
-/// The policy table of the module docs, for an error of `op` on `backend`.
-pub(crate) fn on_provider_error(op: &str, backend: &str, e: &ProviderError) -> Outcome {
+/// The reason of a pod refused for lack of capacity.
+pub(crate) const CAPACITY_REASON: &str = "BackendCapacityUnavailable";
+
+/// The policy table of the module docs, for an error of `op` on `backend`
+/// (`name (kind)`), for a pod that a controller `owned` or a bare one.
+pub(crate) fn on_provider_error(
+    op: &str,
+    backend: &str,
+    owned: bool,
+    e: &ProviderError,
+) -> Outcome {
     match e {
+        ProviderError::Capacity(why) if owned => Outcome::Fail {
+            reason: CAPACITY_REASON.into(),
+            message: format!(
+                "backend {backend} has no capacity for this pod now: {why}; \
+                 its controller replaces it and the scheduler picks another node"
+            ),
+        },
+        ProviderError::Capacity(why) => Outcome::Retry {
+            event: Some((
+                CAPACITY_REASON,
+                format!(
+                    "backend {backend} has no capacity for this pod now: {why}; retrying here \
+                     (a pod without a controller is not moved: give it one to fail over)"
+                ),
+            )),
+        },
         ProviderError::InvalidPod { reason, message } => Outcome::Fail {
             reason: reason.clone(),
             message: message.clone(),
@@ -181,6 +208,30 @@ mod tests {
     }
 
     #[test]
+    fn capacity_fails_owned_pods_and_retries_bare_ones() {
+        let full = ProviderError::Capacity("ContainerGroupQuotaReached: 10 of 10".into());
+        match on_provider_error("create", "aci-weu (azure-aci)", true, &full) {
+            Outcome::Fail { reason, message } => {
+                assert_eq!(reason, CAPACITY_REASON);
+                assert!(
+                    message.contains("aci-weu (azure-aci)") && message.contains("10 of 10"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match on_provider_error("create", "aci-weu (azure-aci)", false, &full) {
+            Outcome::Retry {
+                event: Some((reason, message)),
+            } => {
+                assert_eq!(reason, CAPACITY_REASON);
+                assert!(message.contains("not moved"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn provider_errors_by_class() {
         let cases = [
             (
@@ -212,7 +263,11 @@ mod tests {
             ),
         ];
         for (e, want) in cases {
-            assert_eq!(on_provider_error("create", "aws-ecs", &e), want, "{e}");
+            assert_eq!(
+                on_provider_error("create", "aws-ecs", true, &e),
+                want,
+                "{e}"
+            );
         }
     }
 }

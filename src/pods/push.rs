@@ -46,6 +46,7 @@ pub(super) async fn push_loop<P: Provider>(
             }
             Some(BackendEvent::Gone(pod)) => {
                 if ctx.table.report_gone(&pod.uid) {
+                    ctx.signals.held_pods(ctx.table.backend_len());
                     ctx.trigger(&pod);
                 }
             }

@@ -107,6 +107,7 @@ fn facts<P>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Facts {
         in_backend: ctx.table.in_backend(&r.uid),
         removed: ctx.table.is_removed(&r.uid),
         stop_requested: local.delete_requested.is_some(),
+        kill_requested: local.kill_requested.is_some(),
         created_ago: local.created.map(|t| t.elapsed()),
         token_due: local.refresh_at.is_some_and(|t| t <= Timestamp::now()),
         sweep_interval: ctx.config.sweep_interval,
@@ -118,6 +119,10 @@ fn facts<P>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Facts {
 async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
     loop {
         let facts = facts(pod, ctx, r);
+        if !facts.in_backend {
+            // no instance, nothing billed
+            ctx.meter(pod, false);
+        }
         match decide(&facts, Timestamp::now()) {
             Decision::Nothing => return Ok(Action::await_change()),
             Decision::RefuseDaemonSet => {
@@ -140,6 +145,8 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
             }
             Decision::Sync { refresh_token } => {
                 if let Some(held) = ctx.table.backend_status(&r.uid) {
+                    let ended = matches!(held.phase.as_deref(), Some("Succeeded" | "Failed"));
+                    ctx.meter(pod, !ended);
                     write_status(ctx, pod, &Observed::Backend(&held)).await?;
                 }
                 if refresh_token {
@@ -164,12 +171,20 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                 }
                 return create(pod, ctx, r).await;
             }
-            Decision::Stop => stop(pod, ctx, r).await?,
-            Decision::Finalize { grace_over } => {
-                if grace_over {
-                    tracing::warn!(
-                        "grace period over and the backend still reports the pod; removing it anyway"
+            Decision::Stop => stop(pod, ctx, r, false).await?,
+            Decision::Kill => {
+                tracing::warn!(
+                    "grace period over and the backend still runs the pod; stopping it at once"
+                );
+                stop(pod, ctx, r, true).await?;
+            }
+            Decision::Finalize => {
+                if ctx.table.local(&r.uid).fencing_unconfirmed {
+                    let note = format!(
+                        "backend {} confirmed that the pod's instance is gone",
+                        ctx.config.node_name
                     );
+                    event(ctx, pod, EventType::Normal, "FencingConfirmed", &note).await;
                 }
                 return finalize(ctx, r).await;
             }
@@ -235,8 +250,20 @@ async fn fail<P: Provider>(
     op: &'static str,
     e: ProviderError,
 ) -> Result<Action> {
-    match policy::on_provider_error(op, ctx.provider.name(), &e) {
+    if matches!(e, ProviderError::Capacity(_)) {
+        let cooldown = ctx.signals.capacity_refused();
+        tracing::warn!(error = %e, ?cooldown, "backend has no capacity; the node is tainted for the cooldown");
+    }
+    let backend = format!("{} ({})", ctx.config.node_name, ctx.provider.name());
+    let owned = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true));
+    match policy::on_provider_error(op, &backend, owned, &e) {
         policy::Outcome::Fail { reason, message } => {
+            if reason == policy::CAPACITY_REASON {
+                ctx.metrics.displaced("capacity");
+            }
             event(ctx, pod, EventType::Warning, &reason, &message).await;
             write_status(
                 ctx,
@@ -283,22 +310,46 @@ async fn refresh_token_of<P: Provider>(ctx: &Ctx<P>, pod: &Pod, r: &PodRef) -> R
     })
 }
 
-/// Asks the backend to stop the pod within its grace period.
-async fn stop<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<()> {
-    let grace = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .unwrap_or(30)
-        .max(0);
+/// Asks the backend to stop the pod within its grace period, or at once
+/// (`kill`). A backend that does not answer leaves the pod Terminating,
+/// with a `FencingUnconfirmed` Event the first time.
+async fn stop<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef, kill: bool) -> Result<()> {
+    let grace = if kill {
+        0
+    } else {
+        pod.metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(30)
+            .max(0)
+    };
     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let now = std::time::Instant::now();
     match timed(&ctx.metrics, "delete", ctx.provider.delete_pod(r, grace)).await {
         Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
-            ctx.table.report_gone(&r.uid);
+            if ctx.table.report_gone(&r.uid) {
+                ctx.signals.held_pods(ctx.table.backend_len());
+            }
         }
-        Ok(Deleted::Stopping) => ctx
-            .table
-            .update(r, |l| l.delete_requested = Some(std::time::Instant::now())),
+        Ok(Deleted::Stopping) => ctx.table.update(r, |l| {
+            l.delete_requested.get_or_insert(now);
+            if kill {
+                l.kill_requested = Some(now);
+            }
+        }),
         Err(source) => {
+            let first = ctx
+                .table
+                .update(r, |l| !std::mem::replace(&mut l.fencing_unconfirmed, true));
+            if first {
+                let note = format!(
+                    "backend {} ({}) did not stop the pod's instance: {source}; the pod stays \
+                     Terminating until the backend confirms the instance is gone (a replacement \
+                     may already run elsewhere)",
+                    ctx.config.node_name,
+                    ctx.provider.name()
+                );
+                event(ctx, pod, EventType::Warning, "FencingUnconfirmed", &note).await;
+            }
             return Err(Error::Provider {
                 op: "delete",
                 pod: r.clone(),

@@ -16,7 +16,7 @@ use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, status};
-use crate::metrics::{PhaseLabels, timed};
+use crate::metrics::timed;
 
 /// Lists the backend before the first reconcile, so that existing pods are
 /// adopted rather than created again. Gives up after three tries: creates
@@ -78,6 +78,10 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
             for pod in ctx.table.apply_listing(list, started) {
                 ctx.trigger(&pod);
             }
+            ctx.signals.held_pods(ctx.table.backend_len());
+            if let Some(m) = &ctx.meter {
+                m.retain_running(crate::cost::now(), |p| ctx.table.in_backend(&p.uid));
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "backend sweep failed; retrying next interval");
@@ -116,6 +120,13 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
         }
     }
     count_phases(ctx, known.values());
+    let awaiting = known
+        .iter()
+        .filter(|(uid, p)| p.metadata.deletion_timestamp.is_some() && ctx.table.in_backend(uid))
+        .count();
+    ctx.metrics
+        .awaiting_fencing
+        .set(i64::try_from(awaiting).unwrap_or(i64::MAX));
 }
 
 fn count_phases<'a, P>(ctx: &Ctx<P>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
@@ -126,11 +137,7 @@ fn count_phases<'a, P>(ctx: &Ctx<P>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
     }
     for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
         ctx.metrics
-            .pods
-            .get_or_create(&PhaseLabels {
-                phase: phase.into(),
-            })
-            .set(phases.get(phase).copied().unwrap_or(0));
+            .set_phase(phase, phases.get(phase).copied().unwrap_or(0));
     }
 }
 

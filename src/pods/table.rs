@@ -44,6 +44,11 @@ pub(crate) struct Local {
     pub(crate) created: Option<Instant>,
     /// When skylet asked the backend to stop it.
     pub(crate) delete_requested: Option<Instant>,
+    /// When skylet asked the backend to stop it at once.
+    pub(crate) kill_requested: Option<Instant>,
+    /// A `FencingUnconfirmed` Event was recorded: the backend did not
+    /// answer a stop.
+    pub(crate) fencing_unconfirmed: bool,
     /// Consecutive failed reconciles, for backoff.
     pub(crate) failures: u32,
     /// When its service-account token must be refreshed.
@@ -60,6 +65,8 @@ impl Row {
 struct Inner {
     rows: HashMap<String, Row>,
     removed: BoundedSet<String>,
+    /// How many rows the backend holds.
+    held: usize,
 }
 
 /// The table. Every method takes the lock once and never across an await.
@@ -74,6 +81,7 @@ impl Default for PodTable {
             inner: Mutex::new(Inner {
                 rows: HashMap::new(),
                 removed: BoundedSet::new(REMOVED_MAX),
+                held: 0,
             }),
         }
     }
@@ -111,10 +119,12 @@ impl PodTable {
             local: Local::default(),
         });
         let changed = row.held.as_ref().is_none_or(|h| h.status != bp.status);
+        let new = row.held.is_none();
         row.held = Some(Held {
             status: bp.status,
             seen: Instant::now(),
         });
+        inner.held += usize::from(new);
         changed
     }
 
@@ -128,6 +138,7 @@ impl PodTable {
         if row.is_empty() {
             inner.rows.remove(uid);
         }
+        inner.held -= usize::from(was);
         was
     }
 
@@ -137,6 +148,7 @@ impl PodTable {
     /// status changed or that disappeared.
     pub(crate) fn apply_listing(&self, listing: Vec<BackendPod>, started: Instant) -> Vec<PodRef> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let mut changed = Vec::new();
         let mut listed = HashSet::with_capacity(listing.len());
         let now = Instant::now();
@@ -150,11 +162,13 @@ impl PodTable {
             if row.held.as_ref().is_none_or(|h| h.status != bp.status) {
                 changed.push(bp.pod.clone());
             }
+            inner.held += usize::from(row.held.is_none());
             row.held = Some(Held {
                 status: bp.status,
                 seen: now,
             });
         }
+        let held = &mut inner.held;
         inner.rows.retain(|uid, row| {
             if let Some(h) = &row.held
                 && !listed.contains(uid)
@@ -162,6 +176,7 @@ impl PodTable {
             {
                 changed.push(row.pod.clone());
                 row.held = None;
+                *held -= 1;
             }
             !row.is_empty()
         });
@@ -241,7 +256,10 @@ impl PodTable {
 
     /// Forgets everything of `uid` but its removal.
     pub(crate) fn forget(&self, uid: &str) {
-        self.lock().rows.remove(uid);
+        let mut inner = self.lock();
+        if let Some(row) = inner.rows.remove(uid) {
+            inner.held -= usize::from(row.held.is_some());
+        }
     }
 }
 

@@ -39,7 +39,6 @@ use rustls::pki_types::CertificateDer;
 use skylet_provider::Provider;
 
 use super::{State, error::ApiError};
-use crate::metrics::RequestLabels;
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -267,14 +266,7 @@ pub async fn middleware<P: Provider>(
         }
         Err(resp) => resp,
     };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            code: response.status().as_u16(),
-        })
-        .inc();
+    state.metrics.request(route, response.status().as_u16());
     response
 }
 

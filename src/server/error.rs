@@ -69,7 +69,9 @@ impl From<ProviderError> for ApiError {
             ProviderError::InvalidPod { .. } => StatusCode::BAD_REQUEST,
             ProviderError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ProviderError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProviderError::Transient(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderError::Transient(_) | ProviderError::Capacity(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         let retry_after = match &e {
             ProviderError::Throttled { retry_after } => {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::{config::ServerConfig, metrics::Metrics, tls};
+use crate::{config::ServerConfig, metrics::NodeMetrics, tls};
 
 pub mod auth;
 pub mod error;
@@ -61,7 +61,7 @@ pub struct State<P> {
     pub(crate) provider: Arc<P>,
     pub(crate) pods: Store<Pod>,
     pub(crate) config: ServerConfig,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: NodeMetrics,
     pub(crate) auth: auth::Authenticator,
     pub(crate) started: jiff::Timestamp,
 }
@@ -73,7 +73,7 @@ impl<P: Provider> State<P> {
         provider: Arc<P>,
         pods: Store<Pod>,
         config: ServerConfig,
-        metrics: Arc<Metrics>,
+        metrics: NodeMetrics,
     ) -> Arc<Self> {
         let auth = auth::Authenticator::new(
             client.clone(),

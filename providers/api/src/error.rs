@@ -1,7 +1,7 @@
 //! The one error type backends return, classified so the core can decide
-//! once, in one place each, what a failure means for the pod's status and
-//! Events (`pods::failure`), for requeue and backoff (`pods::controller`), and
-//! for the HTTP status of a kubelet API call (`server::error`).
+//! once, in one place each, what a failure means for the pod's status,
+//! Events and retries (`pods::policy` in the core) and for the HTTP status
+//! of a kubelet API call (`server::error`).
 
 use std::time::Duration;
 
@@ -35,6 +35,14 @@ pub enum ProviderError {
     /// The operation is not implemented by this backend (HTTP 501).
     #[error("{0}")]
     Unsupported(String),
+    /// The backend has no room for the pod now: a quota is used up, the
+    /// region or zone has no capacity (ECS `RESOURCE:*` failures, "Capacity
+    /// is unavailable", ACI `ContainerGroupQuotaReached`). Not the pod's
+    /// fault: it may run on another backend. The core fails a pod that a
+    /// controller owns (so it is replaced elsewhere), retries a bare pod,
+    /// and taints the node for a cooldown.
+    #[error("{0}")]
+    Capacity(String),
     /// The backend asked us to slow down; retried after `retry_after` (or the
     /// core's backoff).
     #[error("throttled by the backend{}", .retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
@@ -56,6 +64,8 @@ pub enum ErrorClass {
     InvalidPod,
     /// [`ProviderError::Unsupported`].
     Unsupported,
+    /// [`ProviderError::Capacity`].
+    Capacity,
     /// [`ProviderError::Throttled`].
     Throttled,
     /// [`ProviderError::Transient`].
@@ -69,6 +79,7 @@ impl ErrorClass {
             Self::NotFound => "not_found",
             Self::InvalidPod => "invalid_pod",
             Self::Unsupported => "unsupported",
+            Self::Capacity => "capacity",
             Self::Throttled => "throttled",
             Self::Transient => "transient",
         }
@@ -82,6 +93,7 @@ impl ProviderError {
             Self::NotFound(_) => ErrorClass::NotFound,
             Self::InvalidPod { .. } => ErrorClass::InvalidPod,
             Self::Unsupported(_) => ErrorClass::Unsupported,
+            Self::Capacity(_) => ErrorClass::Capacity,
             Self::Throttled { .. } => ErrorClass::Throttled,
             Self::Transient(_) => ErrorClass::Transient,
         }

@@ -23,6 +23,10 @@ pub struct Args {
     /// Simulated backend: fraction (0..1) of creates that fail transiently.
     #[arg(long, env = "SKYLET_MOCK_FAILURE_RATE")]
     pub mock_failure_rate: Option<f64>,
+    /// Simulated backend: fraction (0..1) of creates answered "throttled,
+    /// retry after 1 s".
+    #[arg(long, env = "SKYLET_MOCK_THROTTLE_RATE")]
+    pub mock_throttle_rate: Option<f64>,
     /// Simulated backend: node capacity, e.g. cpu=100,memory=512Gi,pods=1000.
     #[arg(long, env = "SKYLET_MOCK_CAPACITY")]
     pub mock_capacity: Option<String>,
@@ -32,6 +36,11 @@ pub struct Args {
     /// Simulated backend: while this file exists, the backend is unreachable.
     #[arg(long, env = "SKYLET_MOCK_UNREACHABLE_FILE")]
     pub mock_unreachable_file: Option<PathBuf>,
+    /// Simulated backend: a file `pods=N` saying how many pods of its quota
+    /// others use, unseen by skylet; creates beyond the rest are refused for
+    /// lack of capacity.
+    #[arg(long, env = "SKYLET_MOCK_USAGE_FILE")]
+    pub mock_usage_file: Option<PathBuf>,
 }
 
 /// The `mock:` section of the config file.
@@ -42,12 +51,16 @@ pub struct File {
     pub start_latency: Option<f64>,
     /// Fraction (0..1) of creates that fail transiently.
     pub failure_rate: Option<f64>,
+    /// Fraction (0..1) of creates answered "throttled, retry after 1 s".
+    pub throttle_rate: Option<f64>,
     /// Node capacity, e.g. `cpu=100,memory=512Gi,pods=1000`.
     pub capacity: Option<String>,
     /// A file that keeps the backend's pods across restarts.
     pub state_file: Option<PathBuf>,
     /// While this file exists, the backend is unreachable.
     pub unreachable_file: Option<PathBuf>,
+    /// A file `pods=N`: how many pods of the quota others use.
+    pub usage_file: Option<PathBuf>,
 }
 
 /// Capacity of the node when none is configured.
@@ -61,7 +74,7 @@ impl Kind for Mock {
     type Config = Config;
     type Provider = MockProvider;
 
-    fn configure(args: Args, file: File, _node: &NodeContext) -> Result<Config, ConfigError> {
+    fn configure(args: Args, file: File, node: &NodeContext) -> Result<Config, ConfigError> {
         let start_latency = args
             .mock_start_latency
             .or(file.start_latency)
@@ -79,6 +92,16 @@ impl Kind for Mock {
                 format!("{failure_rate} is not within 0..1"),
             ));
         }
+        let throttle_rate = args
+            .mock_throttle_rate
+            .or(file.throttle_rate)
+            .unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&throttle_rate) {
+            return Err(ConfigError::new(
+                "mock-throttle-rate",
+                format!("{throttle_rate} is not within 0..1"),
+            ));
+        }
         let capacity = parse_capacity(
             "mock-capacity",
             args.mock_capacity
@@ -89,9 +112,12 @@ impl Kind for Mock {
         Ok(Config {
             start_latency: Duration::from_secs_f64(start_latency),
             failure_rate,
+            throttle_rate,
             capacity,
             state_file: args.mock_state_file.or(file.state_file),
             unreachable_file: args.mock_unreachable_file.or(file.unreachable_file),
+            usage_file: args.mock_usage_file.or(file.usage_file),
+            ip_block: Config::ip_block_of(&node.name),
         })
     }
 

@@ -81,15 +81,40 @@ pub struct Config {
     pub start_latency: Duration,
     /// Fraction of creates that fail with a transient error.
     pub failure_rate: f64,
+    /// Fraction of creates answered "throttled, retry after 1 s", as a
+    /// cloud API over its rate limit.
+    pub throttle_rate: f64,
     /// Node capacity (`cpu`, `memory`, `pods`, ...).
     pub capacity: BTreeMap<String, String>,
     /// Where the simulated backend keeps its state, so that it outlives a
     /// skylet process the way a cloud does (restart and adoption tests).
     /// `None`: in memory only.
     pub state_file: Option<std::path::PathBuf>,
-    /// While this file exists the backend does not answer pings, as a cloud
-    /// API that is down (tests of the node's Ready condition).
+    /// While this file exists the backend answers no call, as a cloud API
+    /// that is down (outage and fail-over tests).
     pub unreachable_file: Option<std::path::PathBuf>,
+    /// A file saying how much of the backend's quota others use now,
+    /// `pods=N`, read at every create: a cloud account shared with other
+    /// workloads whose use skylet cannot see (ECS has no API for the
+    /// account's Fargate quota use). Creates beyond `capacity.pods - N` are
+    /// refused for lack of capacity; the node keeps advertising its
+    /// capacity, as a real backend that has no usage API would.
+    pub usage_file: Option<std::path::PathBuf>,
+    /// The second octet of the pods' addresses, `10.<block>.x.y`, so that
+    /// several simulated backends of one fleet give distinct pod IPs
+    /// (derived from the node name by [`Config::ip_block_of`]).
+    pub ip_block: u8,
+}
+
+impl Config {
+    /// The address block of node `name`: 100 to 249, from a hash of the
+    /// name (FNV-1a; stable across restarts and builds).
+    pub fn ip_block_of(name: &str) -> u8 {
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        100 + u8::try_from(hash % 150).unwrap_or(0)
+    }
 }
 
 impl Default for Config {
@@ -97,12 +122,15 @@ impl Default for Config {
         Self {
             start_latency: Duration::ZERO,
             failure_rate: 0.0,
+            throttle_rate: 0.0,
             capacity: [("cpu", "1000"), ("memory", "4Ti"), ("pods", "10000")]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             state_file: None,
             unreachable_file: None,
+            usage_file: None,
+            ip_block: 200,
         }
     }
 }
@@ -224,6 +252,38 @@ impl MockProvider {
 }
 
 impl Inner {
+    /// An error while the unreachable file exists: a simulated outage, in
+    /// which every call fails as a cloud API that does not answer (the
+    /// simulated containers keep running, as a cloud's do).
+    fn reachable(&self) -> Result<()> {
+        match &self.config.unreachable_file {
+            Some(f) if f.exists() => Err(ProviderError::transient(format!(
+                "simulated outage: {} exists",
+                f.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pods this backend may still hold: its `pods` capacity minus
+    /// what the usage file says others use (`None`: no capacity in pods).
+    fn pod_quota(&self) -> Option<usize> {
+        let capacity: usize = self.config.capacity.get("pods")?.parse().ok()?;
+        let others = self
+            .config
+            .usage_file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| {
+                text.split(',')
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .find(|(k, _)| *k == "pods")
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            })
+            .unwrap_or(0);
+        Some(capacity.saturating_sub(others))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MockPod>> {
         // A panic while holding the lock would be a bug in this file; the map
         // stays consistent either way, so keep going.
@@ -236,7 +296,7 @@ impl Inner {
         let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
         format!(
             "10.{}.{}.{}",
-            200 + (n >> 16) % 50,
+            self.config.ip_block,
             (n >> 8) & 0xff,
             n & 0xff
         )
@@ -457,18 +517,11 @@ impl Provider for MockProvider {
     }
 
     async fn ping(&self) -> Result<()> {
-        if let Some(f) = &self.inner.config.unreachable_file
-            && f.exists()
-        {
-            return Err(ProviderError::transient(format!(
-                "simulated outage: {} exists",
-                f.display()
-            )));
-        }
-        Ok(())
+        self.inner.reachable()
     }
 
     async fn create_pod(&self, rp: &ResolvedPod) -> Result<()> {
+        self.inner.reachable()?;
         let pod = rp.pod_ref();
         if self.inner.lock().contains_key(&pod.uid) {
             return Ok(());
@@ -481,6 +534,24 @@ impl Provider for MockProvider {
             .and_then(|a| a.get(REJECT_ANNOTATION))
         {
             return Err(ProviderError::invalid("MockRejected", msg.clone()));
+        }
+        if let Some(quota) = self.inner.pod_quota()
+            && self.inner.lock().len() >= quota
+        {
+            return Err(ProviderError::Capacity(format!(
+                "simulated quota of {quota} pods reached (capacity minus what others use, {})",
+                self.inner
+                    .config
+                    .usage_file
+                    .as_deref()
+                    .map_or_else(String::new, |f| f.display().to_string())
+            )));
+        }
+        let throttle = self.inner.config.throttle_rate;
+        if throttle > 0.0 && fastrand::f64() < throttle {
+            return Err(ProviderError::Throttled {
+                retry_after: Some(Duration::from_secs(1)),
+            });
         }
         let rate = self.inner.config.failure_rate;
         if rate > 0.0 && fastrand::f64() < rate {
@@ -612,6 +683,7 @@ impl Provider for MockProvider {
     }
 
     async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<Deleted> {
+        self.inner.reachable()?;
         let removed = self.inner.lock().remove(&pod.uid);
         if let Some(p) = removed {
             let _ = p.stop.send(true);
@@ -624,6 +696,7 @@ impl Provider for MockProvider {
     }
 
     async fn list_pods(&self) -> Result<Vec<BackendPod>> {
+        self.inner.reachable()?;
         Ok(self
             .inner
             .lock()
@@ -887,6 +960,34 @@ mod tests {
             1,
             "create is idempotent"
         );
+    }
+
+    #[tokio::test]
+    async fn the_quota_others_use_refuses_creates_for_lack_of_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("usage");
+        let mut config = Config::default();
+        config.capacity.insert("pods".into(), "3".into());
+        config.usage_file = Some(usage.clone());
+        let p = MockProvider::new(config, Sink::discard());
+        let allocatable = |p: &MockProvider| {
+            let mut n = Node::default();
+            p.configure_node(&mut n);
+            n.status.unwrap().allocatable.unwrap()["pods"].0.clone()
+        };
+        assert_eq!(allocatable(&p), "3");
+        std::fs::write(&usage, "pods=1").unwrap();
+        assert_eq!(allocatable(&p), "3", "others' use is not visible");
+        for name in ["a", "b"] {
+            p.create_pod(&pod("ns", name).container("main", "i").resolved())
+                .await
+                .unwrap();
+        }
+        let third = pod("ns", "c").container("main", "i").resolved();
+        let err = p.create_pod(&third).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Capacity(_)), "{err:?}");
+        std::fs::remove_file(&usage).unwrap();
+        p.create_pod(&third).await.unwrap();
     }
 
     #[tokio::test]

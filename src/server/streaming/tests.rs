@@ -68,7 +68,7 @@ async fn router_with<P: Provider>(provider: P) -> Router {
     writer.apply_watcher_event(&watcher::Event::Apply(pod()));
     let mut config = crate::config::Config::parse_from(["skylet"]).unwrap();
     let backend = config.backends.remove(0);
-    let metrics = Arc::new(crate::metrics::Metrics::new(provider.name()));
+    let metrics = crate::metrics::NodeMetrics::detached("test");
     let state = State::new(
         allow_all(),
         Arc::new(provider),

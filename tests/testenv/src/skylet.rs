@@ -145,6 +145,65 @@ impl Skylet {
         s
     }
 
+    /// Starts skylet `bin` with a config file listing backends (a fleet):
+    /// `backends` is the YAML of the `backends:` list, where `{dir}` stands
+    /// for a directory of this skylet's own (for the simulated backends'
+    /// state, outage and usage files), and `extra` more top-level keys
+    /// (`failover: ...`). Each backend gets its own kubelet API port, the
+    /// first one [`Skylet::port`] and the others after it.
+    pub fn start_fleet(cp: &ControlPlane, bin: &Path, backends: &str, extra: &str) -> Skylet {
+        let kubeconfig = setup(cp);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let config = dir.path().join("skylet.yaml");
+        let yaml = format!(
+            "backends:\n{}\n{}\n",
+            backends.replace("{dir}", &d),
+            extra.replace("{dir}", &d)
+        );
+        std::fs::write(&config, yaml).expect("config file");
+        // ports in a row: the first free one, then the next ones (retried
+        // by the caller's test if one is taken meanwhile)
+        let port = free_port();
+        let metrics_port = free_port();
+        let ca = cp.dir().join("pki/ca.crt");
+        let args: Vec<String> = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--client-ca-file".into(),
+            ca.display().to_string(),
+            "--sweep-interval".into(),
+            "2".into(),
+        ];
+        let mut s = Skylet {
+            child: None,
+            bin: bin.to_owned(),
+            args,
+            env: Vec::new(),
+            node: "fleet".into(),
+            port,
+            metrics_port,
+            state_file: dir.path().join("mock-state.json"),
+            log: dir.path().join("skylet.log"),
+            outage_file: dir.path().join("outage"),
+            kubeconfig,
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    /// The directory `{dir}` of [`Skylet::start_fleet`].
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

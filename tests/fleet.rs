@@ -1,0 +1,582 @@
+#![allow(clippy::unwrap_used)]
+//! A fleet of backends in one skylet (issue #14), against the real control
+//! plane: one virtual node per backend, capacity and labels as configured,
+//! refusals that move pods, outages that fail over with fencing.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams},
+};
+use serde_json::json;
+use skylet_testenv::{
+    ControlPlane, Skylet, eventually,
+    k8s::{deployment, namespace, node_ready, sample, sample_sum, scrape},
+    unique_name,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_skylet");
+
+fn bin() -> &'static Path {
+    Path::new(BIN)
+}
+
+/// A backend entry of the simulated kind named `name`, labelled
+/// `skylet-test=<fleet>` so that a test's pods land on its own fleet only.
+fn mock(fleet: &str, name: &str, region: &str, extra: &str) -> String {
+    mock_labelled(fleet, name, region, "", extra)
+}
+
+/// As [`mock`], with more labels (`key: value, ...`).
+fn mock_labelled(fleet: &str, name: &str, region: &str, labels: &str, extra: &str) -> String {
+    format!(
+        "- {{name: {name}, provider: mock, region: {region}, labels: {{skylet-test: {fleet}, {labels}}}, {extra}}}\n"
+    )
+}
+
+/// A pod template for `fleet`: labels `app`, the selector and toleration
+/// of its virtual nodes, `spec` merged in.
+fn template(fleet: &str, app: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut t = json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "main", "image": "nginx"}]
+        }
+    });
+    if let (Some(s), Some(extra)) = (t["spec"].as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    t
+}
+
+/// Preferring the nodes of backend `name` (weight 100).
+fn prefer(name: &str) -> serde_json::Value {
+    json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "preference": {"matchExpressions": [
+            {"key": "skylet.io/backend", "operator": "In", "values": [name]}]}}]}})
+}
+
+async fn pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn node_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn running(p: &Pod) -> bool {
+    phase(p) == "Running" && p.metadata.deletion_timestamp.is_none()
+}
+
+/// Running pods of `app` per node.
+async fn running_per_node(client: &Client, ns: &str, app: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in pods(client, ns, app).await.iter().filter(|p| running(p)) {
+        *m.entry(node_of(p)).or_default() += 1;
+    }
+    m
+}
+
+fn taint_keys(n: &Node) -> Vec<String> {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.key)
+        .collect()
+}
+
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<CoreEvent> {
+    Api::<CoreEvent>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("reason={reason}")))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The pods a simulated backend holds, from its state file.
+fn held(dir: &Path, backend: &str) -> usize {
+    std::fs::read(dir.join(format!("state-{backend}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["pods"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_fleet_is_one_ready_node_per_backend_with_its_labels_capacity_and_port() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("fl");
+    let (a, b, c) = (
+        format!("{fleet}-a"),
+        format!("{fleet}-b"),
+        format!("{fleet}-c"),
+    );
+    let backends = [
+        mock_labelled(
+            &fleet,
+            &a,
+            "eu-west-1",
+            "skylet.io/tier: '1'",
+            "zone: eu-west-1a, mock: {capacity: 'cpu=16,memory=64Gi,pods=5'}",
+        ),
+        mock(
+            &fleet,
+            &b,
+            "us-east-1",
+            "mock: {capacity: 'cpu=8,memory=32Gi,pods=3'}",
+        ),
+        mock(
+            &fleet,
+            &c,
+            "ap-south-1",
+            "capacity: 'cpu=2,memory=4Gi,pods=7'",
+        ),
+    ]
+    .concat();
+    let s = Skylet::start_fleet(cp, bin(), &backends, "");
+    let mut ports = Vec::new();
+    for (name, region, pods, cpu) in [
+        (&a, "eu-west-1", "5", "16"),
+        (&b, "us-east-1", "3", "8"),
+        (&c, "ap-south-1", "7", "2"),
+    ] {
+        let n = node_ready(&client, name).await;
+        let labels = n.metadata.labels.clone().unwrap();
+        assert_eq!(labels["topology.kubernetes.io/region"], region, "{name}");
+        assert_eq!(labels["skylet.io/backend"], *name);
+        assert_eq!(labels["skylet.io/provider"], "mock");
+        assert_eq!(labels["skylet-test"], fleet);
+        let status = n.status.clone().unwrap();
+        let alloc = status.allocatable.unwrap();
+        assert_eq!(
+            (alloc["pods"].0.as_str(), alloc["cpu"].0.as_str()),
+            (pods, cpu),
+            "{name}"
+        );
+        ports.push(
+            status
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
+        );
+        // (the node lifecycle controller's not-ready taint of a new node
+        // may still be there)
+        let ours: Vec<String> = taint_keys(&n)
+            .into_iter()
+            .filter(|k| !k.starts_with("node.kubernetes.io/"))
+            .collect();
+        assert_eq!(ours, ["virtual-kubelet.io/provider"]);
+    }
+    let na: Node = Api::all(client.clone()).get(&a).await.unwrap();
+    let la = na.metadata.labels.unwrap();
+    assert_eq!(
+        (
+            la["topology.kubernetes.io/zone"].as_str(),
+            la["skylet.io/tier"].as_str()
+        ),
+        ("eu-west-1a", "1")
+    );
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "each virtual node has its own kubelet port");
+    let m = scrape(&s);
+    for name in [&a, &b, &c] {
+        assert_eq!(
+            sample(&m, &["skylet_backend_up{", &format!("backend=\"{name}\"")]),
+            1.0,
+            "{m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn topology_spread_over_regions_is_even() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("fs");
+    let names: Vec<String> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| format!("{fleet}-{r}"))
+        .collect();
+    let backends: String = names
+        .iter()
+        .zip(["eu-west-1", "us-east-1", "ap-south-1"])
+        .map(|(n, r)| mock(&fleet, n, r, ""))
+        .collect();
+    let _s = Skylet::start_fleet(cp, bin(), &backends, "");
+    for n in &names {
+        node_ready(&client, n).await;
+    }
+    let ns = namespace(&client, "spread").await;
+    let spread = json!({"topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/region", "whenUnsatisfiable": "DoNotSchedule",
+        "nodeTaintsPolicy": "Honor", "labelSelector": {"matchLabels": {"app": "spread"}}}]});
+    deployment(
+        &client,
+        &ns,
+        "spread",
+        6,
+        template(&fleet, "spread", spread),
+    )
+    .await;
+    let per_node = eventually("6 pods Running", Duration::from_secs(60), || async {
+        let m = running_per_node(&client, &ns, "spread").await;
+        (m.values().sum::<usize>() == 6).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_capacity_refusal_fails_owned_pods_moves_them_and_taints_the_node_for_the_cooldown() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("fc");
+    let (a, b) = (format!("{fleet}-a"), format!("{fleet}-b"));
+    let backends = [
+        mock(&fleet, &a, "eu-west-1", &format!("mock: {{capacity: 'cpu=100,memory=400Gi,pods=20', usage-file: '{{dir}}/usage-{a}'}}")),
+        mock(&fleet, &b, "us-east-1", ""),
+    ]
+    .concat();
+    let s = Skylet::start_fleet(
+        cp,
+        bin(),
+        &backends,
+        "failover: {capacity-cooldown-min: 6, capacity-cooldown-max: 12}",
+    );
+    node_ready(&client, &a).await;
+    node_ready(&client, &b).await;
+    // others take all but one pod of a's quota, unseen by skylet (as with
+    // an ECS account's Fargate quota): the scheduler still sees room on a
+    std::fs::write(s.dir().join(format!("usage-{a}")), "pods=19").unwrap();
+    let ns = namespace(&client, "capacity").await;
+    deployment(
+        &client,
+        &ns,
+        "web",
+        4,
+        template(&fleet, "web", json!({"affinity": prefer(&a)})),
+    )
+    .await;
+
+    // pods a refused fail, the node is tainted, replacements run on b
+    let failed = eventually(
+        "a pod Failed with BackendCapacityUnavailable",
+        Duration::from_secs(60),
+        || async {
+            let list = pods(&client, &ns, "web").await;
+            let failed: Vec<Pod> = list
+                .into_iter()
+                .filter(|p| {
+                    phase(p) == "Failed"
+                        && p.status.as_ref().and_then(|s| s.reason.as_deref())
+                            == Some("BackendCapacityUnavailable")
+                })
+                .collect();
+            (!failed.is_empty()).then_some(failed)
+        },
+    )
+    .await;
+    let message = failed[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&a) && message.contains("quota"),
+        "{message}"
+    );
+    assert!(failed.iter().all(|p| node_of(p) == a));
+    let per_node = eventually("4 pods Running", Duration::from_secs(60), || async {
+        let m = running_per_node(&client, &ns, "web").await;
+        (m.values().sum::<usize>() == 4).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        per_node.get(&a),
+        Some(&1),
+        "a runs what its quota allows: {per_node:?}"
+    );
+    assert_eq!(
+        per_node.get(&b),
+        Some(&3),
+        "the rest moved to b: {per_node:?}"
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    // the taint may already be gone if the pods took long: the Events and
+    // the metric show it was set
+    let ev = events(&client, &ns, "BackendCapacityUnavailable").await;
+    assert!(!ev.is_empty(), "a Warning Event on the refused pods");
+    let m = scrape(&s);
+    assert!(
+        sample(
+            &m,
+            &[
+                "skylet_pods_displaced_total{",
+                &format!("backend=\"{a}\""),
+                "reason=\"capacity\""
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        s.log_text()
+            .contains("node taints updated capacity_exhausted=true"),
+        "the taint was set"
+    );
+    eventually(
+        "the taint lifted after the cooldown",
+        Duration::from_secs(40),
+        || async {
+            let n = nodes.get(&a).await.ok()?;
+            (!taint_keys(&n)
+                .iter()
+                .any(|k| k == "skylet.io/capacity-exhausted"))
+            .then_some(())
+        },
+    )
+    .await;
+    // while the shortage lasts, a new pod refused again taints the node
+    std::fs::write(s.dir().join(format!("usage-{a}")), "pods=20").unwrap();
+    deployment(
+        &client,
+        &ns,
+        "more",
+        1,
+        template(
+            &fleet,
+            "more",
+            json!({"nodeSelector": {"skylet.io/backend": a.clone()}}),
+        ),
+    )
+    .await;
+    eventually(
+        "the node tainted again",
+        Duration::from_secs(40),
+        || async {
+            let n = nodes.get(&a).await.ok()?;
+            taint_keys(&n)
+                .iter()
+                .any(|k| k == "skylet.io/capacity-exhausted")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_throttled_create_is_retried_in_place_without_a_taint() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("ft");
+    let a = format!("{fleet}-a");
+    let s = Skylet::start_fleet(
+        cp,
+        bin(),
+        &mock(&fleet, &a, "eu-west-1", "mock: {throttle-rate: 0.6}"),
+        "",
+    );
+    node_ready(&client, &a).await;
+    let ns = namespace(&client, "throttle").await;
+    deployment(&client, &ns, "web", 5, template(&fleet, "web", json!({}))).await;
+    eventually(
+        "5 pods Running on the throttled backend",
+        Duration::from_secs(90),
+        || async {
+            let m = running_per_node(&client, &ns, "web").await;
+            (m.get(&a) == Some(&5)).then_some(())
+        },
+    )
+    .await;
+    let failed = pods(&client, &ns, "web")
+        .await
+        .iter()
+        .filter(|p| phase(p) == "Failed")
+        .count();
+    assert_eq!(failed, 0, "throttling fails no pod");
+    let m = scrape(&s);
+    assert!(
+        sample_sum(
+            &m,
+            &[
+                "skylet_provider_throttles_total{",
+                &format!("backend=\"{a}\"")
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        !s.log_text().contains("capacity_exhausted=true"),
+        "no taint for throttling"
+    );
+    let n: Node = Api::all(client.clone()).get(&a).await.unwrap();
+    assert!(
+        !taint_keys(&n)
+            .iter()
+            .any(|k| k == "skylet.io/capacity-exhausted")
+    );
+}
+
+#[tokio::test]
+async fn a_backend_outage_fails_over_and_fences_old_pods_until_the_backend_returns() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("fo");
+    let (a, b) = (format!("{fleet}-a"), format!("{fleet}-b"));
+    let files = |n: &str| {
+        format!(
+            "mock: {{state-file: '{{dir}}/state-{n}.json', unreachable-file: '{{dir}}/down-{n}'}}"
+        )
+    };
+    // regions of their own: the node lifecycle controller taints NotReady
+    // nodes at a rate per zone, and other tests leave NotReady nodes in
+    // theirs
+    let (ra, rb) = (format!("{fleet}-r1"), format!("{fleet}-r2"));
+    let backends = [
+        mock(&fleet, &a, &ra, &files(&a)),
+        mock(&fleet, &b, &rb, &files(&b)),
+    ]
+    .concat();
+    let s = Skylet::start_fleet(cp, bin(), &backends, "");
+    node_ready(&client, &a).await;
+    node_ready(&client, &b).await;
+    let ns = namespace(&client, "outage").await;
+    let toleration = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+    let spec = json!({
+        "affinity": prefer(&a),
+        "tolerations": [
+            {"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"},
+            toleration("node.kubernetes.io/not-ready"), toleration("node.kubernetes.io/unreachable")],
+    });
+    deployment(&client, &ns, "api", 2, template(&fleet, "api", spec)).await;
+    // the first pod goes to a, which it prefers; the second to a or b
+    let old: Vec<String> = eventually(
+        "2 pods Running, at least one on a",
+        Duration::from_secs(60),
+        || async {
+            let list = pods(&client, &ns, "api").await;
+            let on_a: Vec<String> = list
+                .iter()
+                .filter(|p| running(p) && node_of(p) == a)
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            (list.iter().filter(|p| running(p)).count() == 2 && !on_a.is_empty()).then_some(on_a)
+        },
+    )
+    .await;
+    assert_eq!(held(s.dir(), &a), old.len());
+
+    // a stops answering: NotReady, the pods are evicted after 5 s and
+    // replaced on b; the old ones stay Terminating, their instances running
+    std::fs::write(s.dir().join(format!("down-{a}")), "down").unwrap();
+    let t0 = std::time::Instant::now();
+    eventually(
+        "2 replacements Running on b",
+        Duration::from_secs(5 + 30 + 25),
+        || async {
+            (running_per_node(&client, &ns, "api").await.get(&b) == Some(&2)).then_some(())
+        },
+    )
+    .await;
+    let failover = t0.elapsed();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    for name in &old {
+        let p = api.get(name).await.unwrap();
+        assert!(
+            p.metadata.deletion_timestamp.is_some(),
+            "{name} is being deleted"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for name in &old {
+        assert!(
+            api.get_opt(name).await.unwrap().is_some(),
+            "{name} stays Terminating while its backend is down"
+        );
+    }
+    assert_eq!(
+        held(s.dir(), &a),
+        2,
+        "the old instances are not confirmed gone"
+    );
+    let unconfirmed = events(&client, &ns, "FencingUnconfirmed").await;
+    assert!(!unconfirmed.is_empty());
+    let m = scrape(&s);
+    assert_eq!(
+        sample(&m, &["skylet_backend_up{", &format!("backend=\"{a}\"")]),
+        0.0
+    );
+
+    // a answers again: the stale instances are stopped, the pods finalized
+    std::fs::remove_file(s.dir().join(format!("down-{a}"))).unwrap();
+    eventually("the old pods gone", Duration::from_secs(60), || async {
+        for name in &old {
+            if api.get_opt(name).await.ok()?.is_some() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert_eq!(held(s.dir(), &a), 0, "no orphan left on a");
+    assert_eq!(
+        running_per_node(&client, &ns, "api").await.get(&b),
+        Some(&2)
+    );
+    assert!(!events(&client, &ns, "FencingConfirmed").await.is_empty());
+    let node_events = Api::<CoreEvent>::namespaced(client.clone(), "default");
+    let by_node = ListParams::default().fields(&format!("involvedObject.name={a}"));
+    eventually(
+        "BackendDown and BackendRecovered on node a",
+        Duration::from_secs(20),
+        || async {
+            let reasons: Vec<String> = node_events
+                .list(&by_node)
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            (reasons.iter().any(|r| r == "BackendDown")
+                && reasons.iter().any(|r| r == "BackendRecovered"))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!("fail-over took {failover:?}");
+    let _ = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+}
