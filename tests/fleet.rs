@@ -580,3 +580,69 @@ async fn a_backend_outage_fails_over_and_fences_old_pods_until_the_backend_retur
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn a_pod_costs_exactly_its_billed_size_times_the_price_with_the_minimum_duration() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("fp");
+    let a = format!("{fleet}-a");
+    // the Fargate us-east-1 Linux/x86 price, billed for at least 60 s
+    let price = "price: {vcpu-hour: 0.04048, memory-gib-hour: 0.004445, minimum-seconds: 60}";
+    let s = Skylet::start_fleet(cp, bin(), &mock(&fleet, &a, "us-east-1", price), "");
+    let n = node_ready(&client, &a).await;
+    let ann = n.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        ann.get("skylet.io/price-vcpu-hour").map(String::as_str),
+        Some("0.04048")
+    );
+    assert_eq!(
+        ann.get("skylet.io/price-memory-gib-hour")
+            .map(String::as_str),
+        Some("0.004445")
+    );
+    let ns = namespace(&client, "cost").await;
+    let sized = json!({"containers": [{"name": "main", "image": "nginx",
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]});
+    deployment(&client, &ns, "web", 1, template(&fleet, "web", sized)).await;
+    eventually("the pod Running", Duration::from_secs(60), || async {
+        (running_per_node(&client, &ns, "web").await.get(&a) == Some(&1)).then_some(())
+    })
+    .await;
+    let pod = pods(&client, &ns, "web").await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let series = [
+        "skylet_pod_cost_dollars_total{",
+        &format!("namespace=\"{ns}\""),
+        &format!("pod=\"{name}\""),
+        &format!("backend=\"{a}\""),
+    ];
+    let m = scrape(&s);
+    assert_eq!(
+        sample(&m, &["node_cpu_hourly_cost{", &format!("node=\"{a}\"")]),
+        0.04048,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &["container_cpu_allocation{", &format!("pod=\"{name}\"")]
+        ),
+        1.0,
+        "{m}"
+    );
+    // running for less than the minimum, then stopped: billed exactly 60 s
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let expected = (1.0 * 0.04048 + 2.0 * 0.004445) * 60.0 / 3600.0;
+    let got = eventually("the final cost", Duration::from_secs(60), || async {
+        let m = scrape(&s);
+        let v = sample(&m, &series);
+        ((v - expected).abs() < 1e-12).then_some(v)
+    })
+    .await;
+    assert!((got - 0.000822833333).abs() < 1e-9, "{got}");
+}

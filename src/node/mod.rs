@@ -42,6 +42,8 @@ pub mod health;
 mod lease;
 mod status;
 
+pub use status::{PRICE_MEMORY_GIB_HOUR, PRICE_VCPU_HOUR};
+
 use health::{CAPACITY_TAINT, Change, Cooldown, Health};
 
 /// Why the Node could not be registered.
@@ -259,7 +261,7 @@ impl<P: Provider> NodeController<P> {
                 })?;
                 let mine = desired.spec.and_then(|s| s.taints).unwrap_or_default();
                 let patch = json!({
-                    "metadata": {"labels": desired.metadata.labels},
+                    "metadata": {"labels": desired.metadata.labels, "annotations": desired.metadata.annotations},
                     "spec": {"taints": Self::merged_taints(&existing, mine)},
                 });
                 let n = nodes

@@ -188,6 +188,9 @@ pub(crate) fn node<P: Provider>(
             ..Default::default()
         }),
     };
+    if let Some(price) = &config.price {
+        node.metadata.annotations = Some(price_annotations(price));
+    }
     provider.configure_node(&mut node);
     // configured labels win over the provider's
     if let Some(l) = node.metadata.labels.as_mut() {
@@ -200,6 +203,25 @@ pub(crate) fn node<P: Provider>(
     }
     node
 }
+
+/// The annotations that publish a backend's price on its Node, for
+/// placement by price and for people: dollars per vCPU-hour and per
+/// GiB-hour, and whether it is spot capacity.
+pub(crate) fn price_annotations(price: &crate::cost::Price) -> BTreeMap<String, String> {
+    [
+        (PRICE_VCPU_HOUR, price.vcpu_hour.to_string()),
+        (PRICE_MEMORY_GIB_HOUR, price.memory_gib_hour.to_string()),
+        ("skylet.io/spot", price.spot.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The annotation with a backend's dollars per vCPU-hour.
+pub const PRICE_VCPU_HOUR: &str = "skylet.io/price-vcpu-hour";
+/// The annotation with a backend's dollars per GiB-hour.
+pub const PRICE_MEMORY_GIB_HOUR: &str = "skylet.io/price-memory-gib-hour";
 
 /// Each resource of `list` at most its cap; a resource the backend does
 /// not report stays absent (a cap never adds what the backend lacks).
