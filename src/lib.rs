@@ -14,6 +14,7 @@ use tracing::Instrument;
 pub mod backends;
 pub mod config;
 pub mod cost;
+pub mod failover;
 pub mod metrics;
 pub mod node;
 pub mod pods;
@@ -114,6 +115,8 @@ pub struct NodeParts {
     pub metrics: metrics::NodeMetrics,
     /// What its pods cost, when the backend has a price.
     pub meter: Option<cost::CostMeter>,
+    /// The fleet's fail-overs.
+    pub ledger: failover::Ledger,
     /// How the fleet reacts to full and failing backends.
     pub failover: config::FailoverConfig,
     /// The families of backend API metrics, shared by every backend.
@@ -143,6 +146,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     let mut metrics = metrics::Metrics::new();
     let api_metrics = BackendApiMetrics::register(metrics.registry_mut());
     let cost_metrics = cost::CostMetrics::register(metrics.registry_mut());
+    let ledger = failover::Ledger::register(metrics.registry_mut());
     metrics.serve_unprefixed(cost_metrics.opencost_registry());
     let metrics = Arc::new(metrics);
 
@@ -183,6 +187,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
             server: backend.server,
             metrics: node_metrics,
             meter,
+            ledger: ledger.clone(),
             failover: config.failover.clone(),
             api_metrics: api_metrics.clone(),
             shutdown: shutdown.clone(),
@@ -223,6 +228,7 @@ pub async fn run_node<P: Provider>(
         server: server_config,
         metrics,
         meter,
+        ledger,
         failover,
         shutdown,
         ..
@@ -247,6 +253,7 @@ pub async fn run_node<P: Provider>(
         metrics.clone(),
         signals.clone(),
         meter,
+        ledger,
         events,
     );
     let state = server::State::new(

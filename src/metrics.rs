@@ -20,7 +20,8 @@
 //! | `skylet_backend_up` | backend, provider | 1 while the backend answers (after the health hysteresis), else 0 |
 //! | `skylet_backend_capacity_exhausted` | backend, provider | 1 while the node carries the capacity-exhausted taint |
 //! | `skylet_pods_awaiting_fencing` | backend, provider | deleted pods whose instance the backend has not confirmed gone |
-//! | `skylet_pods_displaced_total` | backend, provider, reason | pods failed here so that their controller replaces them elsewhere (`capacity`) |
+//! | `skylet_pods_displaced_total` | backend, provider, reason | pods that left this backend to be replaced elsewhere: refused for lack of `capacity`, evicted in an `outage` |
+//! | `skylet_failovers_total` | from, to, reason | such pods whose replacement started on another backend ([`crate::failover`]) |
 //!
 //! The backends' own API use is in `skylet_backend_api_*`
 //! ([`skylet_provider::metrics`]).

@@ -355,6 +355,19 @@ async fn a_capacity_refusal_fails_owned_pods_moves_them_and_taints_the_node_for_
             .contains("node taints updated capacity_exhausted=true"),
         "the taint was set"
     );
+    let moves = sample_sum(
+        &m,
+        &[
+            "skylet_failovers_total{",
+            &format!("from=\"{a}\""),
+            &format!("to=\"{b}\""),
+            "reason=\"capacity\"",
+        ],
+    );
+    assert!(
+        moves >= 1.0,
+        "the replacements on b count as fail-overs from a: {m}"
+    );
     eventually(
         "the taint lifted after the cooldown",
         Duration::from_secs(40),
@@ -555,6 +568,21 @@ async fn a_backend_outage_fails_over_and_fences_old_pods_until_the_backend_retur
         Some(&2)
     );
     assert!(!events(&client, &ns, "FencingConfirmed").await.is_empty());
+    let m = scrape(&s);
+    let moves = sample_sum(
+        &m,
+        &[
+            "skylet_failovers_total{",
+            &format!("from=\"{a}\""),
+            &format!("to=\"{b}\""),
+            "reason=\"outage\"",
+        ],
+    );
+    assert_eq!(
+        moves,
+        old.len() as f64,
+        "each evicted pod's replacement is a fail-over: {m}"
+    );
     let node_events = Api::<CoreEvent>::namespaced(client.clone(), "default");
     let by_node = ListParams::default().fields(&format!("involvedObject.name={a}"));
     eventually(

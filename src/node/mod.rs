@@ -98,6 +98,7 @@ pub struct Signals {
     /// The capacity-exhausted cooldown.
     pub cooldown: Cooldown,
     held: AtomicUsize,
+    down: AtomicBool,
     changed: Notify,
     recovered: Notify,
 }
@@ -111,6 +112,7 @@ impl Signals {
                 failover.capacity_cooldown_max,
             ),
             held: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
             changed: Notify::new(),
             recovered: Notify::new(),
         })
@@ -130,6 +132,11 @@ impl Signals {
             // capacity freed: the taint may go
             self.changed.notify_one();
         }
+    }
+
+    /// Whether the backend counts as down (after the health hysteresis).
+    pub fn backend_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// Waits until the backend answers again after an outage.
@@ -432,12 +439,14 @@ impl<P: Provider> NodeController<P> {
                 _ = ping_tick.tick() => {
                     match self.ping().await {
                         Some(Change::Down) => {
+                            self.signals.down.store(true, Ordering::Relaxed);
                             let why = lock(&self.health).last_error().unwrap_or("no answer").to_owned();
                             tracing::warn!(error = %why, "backend does not answer; node is NotReady");
                             self.event(EventType::Warning, "BackendDown", format!("backend {} ({}) does not answer: {why}", self.config.name, self.provider.name())).await;
                             status_dirty = true;
                         }
                         Some(Change::Up) => {
+                            self.signals.down.store(false, Ordering::Relaxed);
                             tracing::info!("backend answers again; node is Ready");
                             self.event(EventType::Normal, "BackendRecovered", format!("backend {} ({}) answers again", self.config.name, self.provider.name())).await;
                             self.signals.recovered.notify_one();

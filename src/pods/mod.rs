@@ -70,6 +70,8 @@ pub struct Ctx<P> {
     signals: Arc<crate::node::Signals>,
     /// What the pods cost, when the backend has a price.
     meter: Option<crate::cost::CostMeter>,
+    /// The fleet's fail-overs.
+    ledger: crate::failover::Ledger,
 }
 
 /// Reconciles the pods bound to this node.
@@ -90,6 +92,7 @@ impl<P: Provider> PodController<P> {
         metrics: NodeMetrics,
         signals: Arc<crate::node::Signals>,
         meter: Option<crate::cost::CostMeter>,
+        ledger: crate::failover::Ledger,
         events: SinkReceiver,
     ) -> Self {
         let pods: Api<Pod> = Api::all(client.clone());
@@ -136,6 +139,7 @@ impl<P: Provider> PodController<P> {
             table: PodTable::default(),
             signals,
             meter,
+            ledger,
             recorder,
             node_info,
             trigger,

@@ -1,7 +1,10 @@
 //! One reconcile of one pod: wait for a turn in its lane, gather the
 //! [`Facts`], [`decide`], and do what was decided.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,7 +29,7 @@ use super::{
     resolve,
     status::{self, Observed},
 };
-use crate::{config::DaemonSetPods, metrics::timed};
+use crate::{config::DaemonSetPods, failover::Reason, metrics::timed};
 
 /// A steady pod is looked at again this often even if nothing changed.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -123,6 +126,14 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
             // no instance, nothing billed
             ctx.meter(pod, false);
         }
+        if facts.deadline.is_some() && facts.in_backend && ctx.signals.backend_down() {
+            // deleted while its backend is down: evicted, to be replaced elsewhere
+            let first = ctx.table.update(r, |l| !std::mem::replace(&mut l.departed, true));
+            if first {
+                ctx.metrics.displaced("outage");
+                ctx.ledger.departed(pod, &ctx.config.node_name, Reason::Outage, Instant::now());
+            }
+        }
         match decide(&facts, Timestamp::now()) {
             Decision::Nothing => return Ok(Action::await_change()),
             Decision::RefuseDaemonSet => {
@@ -147,6 +158,9 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                 if let Some(held) = ctx.table.backend_status(&r.uid) {
                     let ended = matches!(held.phase.as_deref(), Some("Succeeded" | "Failed"));
                     ctx.meter(pod, !ended);
+                    if held.phase.as_deref() == Some("Running") {
+                        ctx.ledger.arrived(pod, &ctx.config.node_name, Instant::now());
+                    }
                     write_status(ctx, pod, &Observed::Backend(&held)).await?;
                 }
                 if refresh_token {
@@ -218,7 +232,7 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         }
     };
     ctx.table.update(r, |l| {
-        l.created = Some(std::time::Instant::now());
+        l.created = Some(Instant::now());
         l.refresh_at = resolved.refresh_at;
     });
     match timed(
@@ -263,6 +277,7 @@ async fn fail<P: Provider>(
         policy::Outcome::Fail { reason, message } => {
             if reason == policy::CAPACITY_REASON {
                 ctx.metrics.displaced("capacity");
+                ctx.ledger.departed(pod, &ctx.config.node_name, Reason::Capacity, Instant::now());
             }
             event(ctx, pod, EventType::Warning, &reason, &message).await;
             write_status(
@@ -323,7 +338,7 @@ async fn stop<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef, kill: bool) -> R
             .max(0)
     };
     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     match timed(&ctx.metrics, "delete", ctx.provider.delete_pod(r, grace)).await {
         Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
             if ctx.table.report_gone(&r.uid) {

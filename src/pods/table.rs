@@ -49,6 +49,8 @@ pub(crate) struct Local {
     /// A `FencingUnconfirmed` Event was recorded: the backend did not
     /// answer a stop.
     pub(crate) fencing_unconfirmed: bool,
+    /// Its departure (for the fail-over count) was noted.
+    pub(crate) departed: bool,
     /// Consecutive failed reconciles, for backoff.
     pub(crate) failures: u32,
     /// When its service-account token must be refreshed.
