@@ -91,7 +91,9 @@ impl Ledger {
     /// `pod` left backend `from` for `reason`; pods without a controller
     /// are never replaced, so they are not noted.
     pub fn departed(&self, pod: &Pod, from: &str, reason: Reason, at: Instant) {
-        let Some(owner) = Self::owner(pod) else { return };
+        let Some(owner) = Self::owner(pod) else {
+            return;
+        };
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         pending.retain(|_, q| {
             q.retain(|d| at.saturating_duration_since(d.at) < Self::WINDOW);
@@ -107,9 +109,13 @@ impl Ledger {
     /// `pod` started on backend `to`: if a pod of its owner left another
     /// backend within the window, that is a fail-over.
     pub fn arrived(&self, pod: &Pod, to: &str, at: Instant) {
-        let Some(owner) = Self::owner(pod) else { return };
+        let Some(owner) = Self::owner(pod) else {
+            return;
+        };
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(q) = pending.get_mut(&owner) else { return };
+        let Some(q) = pending.get_mut(&owner) else {
+            return;
+        };
         q.retain(|d| at.saturating_duration_since(d.at) < Self::WINDOW);
         if let Some(i) = q.iter().position(|d| d.from != to) {
             if let Some(d) = q.remove(i) {
@@ -152,13 +158,25 @@ mod tests {
         l.departed(&old, "aci", Reason::Capacity, t0);
         l.departed(&bare, "aci", Reason::Capacity, t0);
         l.arrived(&new, "aci", t0 + Duration::from_secs(1));
-        assert_eq!(count(&l, "aci", "aci", "capacity"), 0, "back on the same backend: no move");
+        assert_eq!(
+            count(&l, "aci", "aci", "capacity"),
+            0,
+            "back on the same backend: no move"
+        );
         l.arrived(&new, "ecs", t0 + Duration::from_secs(2));
         assert_eq!(count(&l, "aci", "ecs", "capacity"), 1);
         l.arrived(&new, "ecs", t0 + Duration::from_secs(3));
-        assert_eq!(count(&l, "aci", "ecs", "capacity"), 1, "one departure, one move");
+        assert_eq!(
+            count(&l, "aci", "ecs", "capacity"),
+            1,
+            "one departure, one move"
+        );
         l.departed(&old, "ecs", Reason::Outage, t0);
         l.arrived(&new, "aci", t0 + Ledger::WINDOW + Duration::from_secs(1));
-        assert_eq!(count(&l, "ecs", "aci", "outage"), 0, "too late to be its replacement");
+        assert_eq!(
+            count(&l, "ecs", "aci", "outage"),
+            0,
+            "too late to be its replacement"
+        );
     }
 }
