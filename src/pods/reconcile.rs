@@ -128,10 +128,13 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
         }
         if facts.deadline.is_some() && facts.in_backend && ctx.signals.backend_down() {
             // deleted while its backend is down: evicted, to be replaced elsewhere
-            let first = ctx.table.update(r, |l| !std::mem::replace(&mut l.departed, true));
+            let first = ctx
+                .table
+                .update(r, |l| !std::mem::replace(&mut l.departed, true));
             if first {
                 ctx.metrics.displaced("outage");
-                ctx.ledger.departed(pod, &ctx.config.node_name, Reason::Outage, Instant::now());
+                ctx.ledger
+                    .departed(pod, &ctx.config.node_name, Reason::Outage, Instant::now());
             }
         }
         match decide(&facts, Timestamp::now()) {
@@ -159,7 +162,8 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                     let ended = matches!(held.phase.as_deref(), Some("Succeeded" | "Failed"));
                     ctx.meter(pod, !ended);
                     if held.phase.as_deref() == Some("Running") {
-                        ctx.ledger.arrived(pod, &ctx.config.node_name, Instant::now());
+                        ctx.ledger
+                            .arrived(pod, &ctx.config.node_name, Instant::now());
                     }
                     write_status(ctx, pod, &Observed::Backend(&held)).await?;
                 }
@@ -277,7 +281,8 @@ async fn fail<P: Provider>(
         policy::Outcome::Fail { reason, message } => {
             if reason == policy::CAPACITY_REASON {
                 ctx.metrics.displaced("capacity");
-                ctx.ledger.departed(pod, &ctx.config.node_name, Reason::Capacity, Instant::now());
+                ctx.ledger
+                    .departed(pod, &ctx.config.node_name, Reason::Capacity, Instant::now());
             }
             event(ctx, pod, EventType::Warning, &reason, &message).await;
             write_status(
