@@ -4,13 +4,20 @@
 //! aws-sdk-rust: the scheduler places pods on the ECS node, tasks run in
 //! moto, status, logs, deletion, secrets and restarts behave as documented.
 //!
+//! The scenarios every backend shares (deployment, logs, delete, restart,
+//! orphans, an unsupported spec) run here through [`Ecs`]'s hooks
+//! (`skylet_testenv::suite`, tests `suite::*`); the tests below are ECS's
+//! own: task definitions and secrets, Fargate sizes, Spot and task roles,
+//! the cost of a sweep.
+//!
 //! moto cannot show everything (one container per task, containers stay
-//! PENDING, no `clientToken` idempotency): the translation and status
-//! mapping are unit-tested in `providers/ecs` for the rest.
+//! PENDING, no `clientToken` idempotency, RunTask never answers with a
+//! `failures[]` entry, so no capacity refusal): the translation, status
+//! mapping and failure classification are unit-tested in `providers/ecs`
+//! for the rest.
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,6 +31,7 @@ use skylet_testenv::{
         deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where,
         running_with_ip, sample, scrape,
     },
+    suite::{BackendUnderTest, Instance},
     unique_name as unique,
 };
 
@@ -165,6 +173,117 @@ fn tag<'a>(t: &'a Task, key: &str) -> Option<&'a str> {
         .and_then(|x| x.value())
 }
 
+/// What skylet wrote in a task stopped for a deleted pod.
+const STOPPED_BY_SKYLET: &str = "Deleted by skylet (pod ";
+
+/// The aws-ecs backend on the test binary's moto, for the shared scenarios.
+struct Ecs {
+    moto: &'static Moto,
+    aws: Aws,
+}
+
+impl BackendUnderTest for Ecs {
+    const PROVIDER: &'static str = "aws-ecs";
+    const SHORT: &'static str = "ecs";
+    // moto never reports containers as started
+    const READY: bool = false;
+
+    async fn start() -> Self {
+        let moto = Moto::shared();
+        Self {
+            moto,
+            aws: Aws::new(moto),
+        }
+    }
+
+    fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
+        start(cp, self.moto, node, extra)
+    }
+
+    fn node_labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("topology.kubernetes.io/region", "us-east-1".into()),
+            ("topology.kubernetes.io/zone", "us-east-1a".into()),
+        ]
+    }
+
+    async fn instances(&self, s: &Skylet) -> Vec<Instance> {
+        self.aws
+            .live_tasks(&s.node)
+            .await
+            .iter()
+            .map(|t| Instance {
+                uid: tag(t, "skylet.io/pod-uid").unwrap_or_default().to_owned(),
+                namespace: tag(t, "skylet.io/pod-namespace")
+                    .unwrap_or_default()
+                    .to_owned(),
+                name: tag(t, "skylet.io/pod-name").unwrap_or_default().to_owned(),
+                ip: skylet_ecs::status::pod_ip(t),
+            })
+            .collect()
+    }
+
+    async fn creates(&self, s: &Skylet) -> u64 {
+        let calls = sample(
+            &scrape(s),
+            &[
+                "skylet_backend_api_calls_total",
+                "service=\"ecs\"",
+                "operation=\"RunTask\"",
+            ],
+        );
+        calls as u64
+    }
+
+    /// moto runs no container: the lines go where the awslogs driver
+    /// would write them.
+    async fn emit_logs(&self, s: &Skylet, pod: &Pod, lines: &[&str]) {
+        let uid = pod.metadata.uid.as_deref().unwrap();
+        let ns = pod.metadata.namespace.as_deref().unwrap();
+        let tasks = self.aws.live_tasks(&s.node).await;
+        let task = tasks
+            .iter()
+            .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid))
+            .expect("a task for the pod");
+        let stream = skylet_ecs::names::log_stream(ns, "main", task.task_arn().unwrap());
+        self.aws.put_logs(&stream, lines).await;
+    }
+
+    fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
+        pod["spec"]["hostNetwork"] = json!(true);
+        "hostNetwork"
+    }
+
+    /// The tasks are STOPPED, with skylet's reason.
+    async fn check_removed(&self, s: &Skylet, uids: &[String]) {
+        let tasks = self.aws.tasks(&s.node).await;
+        for uid in uids {
+            let of_pod: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| tag(t, "skylet.io/pod-uid") == Some(uid.as_str()))
+                .collect();
+            assert!(!of_pod.is_empty(), "a task of pod {uid}");
+            for t in of_pod {
+                assert_eq!(t.last_status(), Some("STOPPED"), "{t:?}");
+                assert!(
+                    t.stopped_reason()
+                        .unwrap_or_default()
+                        .starts_with(STOPPED_BY_SKYLET),
+                    "{:?}",
+                    t.stopped_reason()
+                );
+            }
+        }
+    }
+}
+
+skylet_testenv::backend_suite!(Ecs =>
+    deployment_runs_one_instance_per_pod_and_delete_removes_them,
+    logs_plain_tail_timestamps_limit_and_follow,
+    restart_adopts_and_the_sweep_removes_orphans,
+    unsupported_spec_fails_the_pod_with_an_event,
+);
+
 fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {
     let mut args = moto.skylet_args();
     args.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -198,7 +317,7 @@ async fn running_pods(
 }
 
 #[tokio::test]
-async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
+async fn ecs_deployment_shares_a_task_definition_keeps_secrets_out_and_cleans_up() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
     let aws = Aws::new(moto);
@@ -335,48 +454,8 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
         "one secret for the template"
     );
 
-    // logs: what the awslogs driver would have written
+    // exec is refused with a reason (logs: the shared scenario)
     let pod = pods[0].metadata.name.clone().unwrap();
-    let uid = pods[0].metadata.uid.clone().unwrap();
-    let task = tasks
-        .iter()
-        .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid.as_str()))
-        .unwrap();
-    let stream = skylet_ecs::names::log_stream(ns, "main", task.task_arn().unwrap());
-    aws.put_logs(&stream, &["line-1", "line-2", "line-3"]).await;
-    let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod]);
-    assert!(ok, "{err}");
-    assert_eq!(out, "line-1\nline-2\nline-3\n");
-    let (_, out, _) = kubectl(cp, &["logs", "-n", ns, &pod, "--tail", "1", "--timestamps"]);
-    assert!(
-        out.ends_with(" line-3\n") && out.starts_with("20"),
-        "{out:?}"
-    );
-    let (_, out, _) = kubectl(cp, &["logs", "-n", ns, &pod, "--limit-bytes", "9"]);
-    assert_eq!(out, "line-1\nli");
-    // follow: a line written while the client waits arrives
-    let follow = Command::new("timeout")
-        .args([
-            "6",
-            cp.kubectl().get_program().to_str().unwrap(),
-            "logs",
-            "-f",
-            "-n",
-            ns,
-            &pod,
-            "--tail",
-            "0",
-        ])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    aws.put_logs(&stream, &["line-4"]).await;
-    let out = follow.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "line-4\n");
-
-    // exec is refused with a reason
     let (ok, _, err) = kubectl(cp, &["exec", "-n", ns, &pod, "--", "true"]);
     assert!(!ok && err.contains("SSM"), "{err}");
 
@@ -443,85 +522,6 @@ async fn ecs_deployment_runs_as_tasks_with_logs_secrets_and_cleanup() {
         !s.log_text().contains(&password),
         "skylet never logs a Secret value"
     );
-}
-
-#[tokio::test]
-async fn ecs_restart_right_after_run_task_keeps_one_task_per_pod_and_orphans_are_stopped() {
-    let cp = ControlPlane::shared();
-    let moto = Moto::shared();
-    let aws = Aws::new(moto);
-    let client = cp.client().await.unwrap();
-    let node = &unique("ecs-restart");
-    let mut s = start(cp, moto, node, &[]);
-    node_ready(&client, node).await;
-    let ns = &namespace(&client, "ecs-restart").await;
-    deployment(&client, ns, "api", 3, template(node, "api")).await;
-    // crash as soon as the first task exists, before skylet saw it in a sweep
-    eventually("a first task", Duration::from_secs(60), || async {
-        (!aws.live_tasks(node).await.is_empty()).then_some(())
-    })
-    .await;
-    s.kill();
-    let before = aws.live_tasks(node).await.len();
-    s.start_again();
-    let pods = running_pods(&client, ns, "api", 3, Duration::from_secs(90)).await;
-    // a few sweeps later, still exactly one task per pod
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let tasks = aws.live_tasks(node).await;
-    let mut uids: Vec<&str> = tasks
-        .iter()
-        .filter_map(|t| tag(t, "skylet.io/pod-uid"))
-        .collect();
-    uids.sort_unstable();
-    let mut want: Vec<&str> = pods
-        .iter()
-        .filter_map(|p| p.metadata.uid.as_deref())
-        .collect();
-    want.sort_unstable();
-    assert_eq!(
-        uids, want,
-        "exactly one task per pod ({before} existed at the crash)"
-    );
-
-    // orphans: pods deleted while skylet is down; their tasks are found by
-    // the pod UID tag and stopped by the sweep after the restart
-    s.kill();
-    let (ok, _, err) = kubectl(
-        cp,
-        &["delete", "deployment", "api", "-n", ns, "--wait=false"],
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(
-        cp,
-        &[
-            "delete",
-            "pods",
-            "-n",
-            ns,
-            "-l",
-            "app=api",
-            "--force",
-            "--grace-period=0",
-        ],
-    );
-    assert!(ok, "{err}");
-    pods_gone(&client, ns, "api", Duration::from_secs(30)).await;
-    s.start_again();
-    eventually(
-        "orphaned tasks stopped",
-        Duration::from_secs(60),
-        || async { aws.live_tasks(node).await.is_empty().then_some(()) },
-    )
-    .await;
-    for t in aws.tasks(node).await {
-        assert!(
-            t.stopped_reason()
-                .unwrap_or_default()
-                .starts_with("Deleted by skylet"),
-            "{:?}",
-            t.stopped_reason()
-        );
-    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::{
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{Event, Namespace, Node, Pod},
 };
 use kube::{
     Api, Client,
@@ -113,6 +113,33 @@ pub fn running_with_ip(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
         && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+}
+
+/// Whether a pod is Running with an IP and Ready.
+pub fn running_ready(p: &Pod) -> bool {
+    running_with_ip(p)
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A pod's phase (`""` when it has none yet).
+pub fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+/// The Events of pod `pod` in `ns`.
+pub async fn events_of(client: &Client, ns: &str, pod: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
 }
 
 /// Waits until no pod labelled `app` is left.

@@ -25,6 +25,7 @@ use kube::{
 pub mod k8s;
 mod moto;
 mod skylet;
+pub mod suite;
 pub use moto::Moto;
 pub use skylet::{SKYLET_USER, Skylet, free_port};
 

@@ -1,0 +1,636 @@
+//! One list of scenarios that every backend runs, against the real control
+//! plane, with per-backend hooks (after virtual-kubelet's test/e2e suite):
+//! the scenarios say what a user sees on any virtual node; a backend says,
+//! through [`BackendUnderTest`], how to start it, how to list its
+//! instances and count its create calls, and what it cannot run.
+//!
+//! | scenario | what it shows |
+//! |---|---|
+//! | [`deployment_runs_one_instance_per_pod_and_delete_removes_them`] | node labels and capacity; a Deployment is one instance per pod, tagged with the pod, Running (and Ready) with the instance's IP; deleting it leaves no instance, and no pod object outlives its instance |
+//! | [`logs_plain_tail_timestamps_limit_and_follow`] | `kubectl logs`, `--tail`, `--timestamps`, `--limit-bytes`, `-f` |
+//! | [`restart_adopts_and_the_sweep_removes_orphans`] | a crash right after the first create, a restart: exactly one instance per pod; a pod deleted while skylet is down: its instance is removed by the sweep, the others are kept |
+//! | [`unsupported_spec_fails_the_pod_with_an_event`] | a spec the backend cannot run: Failed naming the field, a Warning Event |
+//! | [`capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending`] | a quota used up: a Deployment's pods beyond it Failed `BackendCapacityUnavailable`, the node tainted `skylet.io/capacity-exhausted:NoSchedule` and their replacements unschedulable meanwhile, a bare pod Pending with a Warning Event, creates backed off (backends that implement [`WithQuota`]) |
+//!
+//! A test binary runs the scenarios its backend supports with
+//! [`backend_suite!`](crate::backend_suite), each as a test of its own
+//! (`suite::<scenario>`): tests/ecs.rs (moto cannot refuse a task for
+//! capacity), tests/aci.rs and tests/backends.rs (the simulated backend).
+//! Backend-specific tests stay beside them in those files.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::Stdio,
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Pod},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    ControlPlane, Skylet, eventually,
+    k8s::{
+        deployment, events_of, kubectl, namespace, node_ready, node_template, phase, pods_gone,
+        pods_where, running_ready, running_with_ip,
+    },
+    unique_name,
+};
+
+/// One instance (task, container group, simulated pod) a backend runs for
+/// a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The pod's UID, from the instance's tags.
+    pub uid: String,
+    /// The pod's namespace, from its tags.
+    pub namespace: String,
+    /// The pod's name, from its tags.
+    pub name: String,
+    /// The instance's IP, when the backend's listing shows it.
+    pub ip: Option<String>,
+}
+
+/// A backend as the shared scenarios drive it.
+pub trait BackendUnderTest: Sized + Send + Sync + 'static {
+    /// Its `--provider` (the `skylet.io/provider` label).
+    const PROVIDER: &'static str;
+    /// A short prefix for node and namespace names.
+    const SHORT: &'static str;
+    /// Whether its pods become Ready (moto never starts ECS containers).
+    const READY: bool = true;
+    /// Whether a spec it cannot run is refused before any create call (a
+    /// cloud API); the simulated backend refuses in its create.
+    const CHECKS_SPEC_BEFORE_CALLING: bool = true;
+
+    /// Starts the backend's emulator (or takes the test binary's).
+    fn start() -> impl Future<Output = Self> + Send;
+
+    /// Starts skylet as `node` on this backend, with `extra` flags.
+    fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet;
+
+    /// The region and zone labels its node has.
+    fn node_labels(&self) -> Vec<(&'static str, String)>;
+
+    /// The instances of `s`'s node that run or are starting (not stopped,
+    /// not deleted).
+    fn instances(&self, s: &Skylet) -> impl Future<Output = Vec<Instance>> + Send;
+
+    /// How many create calls reached the backend's API so far (refused
+    /// ones included).
+    fn creates(&self, s: &Skylet) -> impl Future<Output = u64> + Send;
+
+    /// Makes `pod`'s container `main` have logged `lines`, for a backend
+    /// whose containers do not run (ECS on moto: written as the awslogs
+    /// driver would). Backends that run the container's script do nothing:
+    /// the script printed them.
+    fn emit_logs(&self, s: &Skylet, pod: &Pod, lines: &[&str]) -> impl Future<Output = ()> + Send {
+        let _ = (s, pod, lines);
+        async {}
+    }
+
+    /// Makes `pod` (a Pod object) one this backend cannot run; returns what
+    /// the refusal must name.
+    fn make_unsupported(&self, pod: &mut Value) -> &'static str;
+
+    /// Checks what the backend shows of the instances of `uids`, which
+    /// skylet removed (ECS: stopped with skylet's reason).
+    fn check_removed(&self, s: &Skylet, uids: &[String]) -> impl Future<Output = ()> + Send {
+        let _ = (s, uids);
+        async {}
+    }
+
+    /// Checks on the backend at the end of every scenario (the ACI
+    /// emulator: every answer matched the spec).
+    fn verify(&self) {}
+}
+
+/// A backend whose quota can be set below what its node advertises (a
+/// cloud account shared with other workloads).
+pub trait WithQuota: BackendUnderTest {
+    /// The backend with room for `pods` pods; its node advertises 100.
+    fn start_with_quota(pods: u32) -> impl Future<Output = Self> + Send;
+}
+
+/// Runs `scenario::<Backend>` as a test of its own for each scenario named,
+/// in a module `suite`; `Backend` names a type in scope.
+///
+/// ```ignore
+/// skylet_testenv::backend_suite!(Aci => deployment_runs_one_instance_per_pod_and_delete_removes_them);
+/// ```
+#[macro_export]
+macro_rules! backend_suite {
+    ($backend:ident => $($scenario:ident),+ $(,)?) => {
+        /// The shared scenarios (`skylet_testenv::suite`) on this backend.
+        mod suite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    $crate::suite::$scenario::<super::$backend>().await;
+                }
+            )+
+        }
+    };
+}
+
+/// A scenario's skylet, node and namespace.
+struct Run<B> {
+    b: B,
+    cp: &'static ControlPlane,
+    client: Client,
+    node: String,
+    s: Skylet,
+    ns: String,
+}
+
+async fn run<B: BackendUnderTest>(b: B, what: &str, extra: &[&str]) -> Run<B> {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.expect("a client");
+    let node = unique_name(&format!("{}-{what}", B::SHORT));
+    let s = b.skylet(cp, &node, extra);
+    node_ready(&client, &node).await;
+    let ns = namespace(&client, &format!("{}-{what}", B::SHORT)).await;
+    Run {
+        b,
+        cp,
+        client,
+        node,
+        s,
+        ns,
+    }
+}
+
+impl<B: BackendUnderTest> Run<B> {
+    /// A pod template for the node, with a port (so that ACI gives the
+    /// group an IP).
+    fn template(&self, app: &str, script: &str) -> Value {
+        let mut t = node_template(&self.node, app, script);
+        t["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+        t
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn list(&self, app: &str) -> Vec<Pod> {
+        self.pods()
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    /// `n` pods of `app` Running with an IP, and Ready if the backend
+    /// reports readiness.
+    async fn running(&self, app: &str, n: usize, timeout: Duration) -> Vec<Pod> {
+        let (what, ok): (&str, fn(&Pod) -> bool) = if B::READY {
+            ("Running and Ready with an IP", running_ready)
+        } else {
+            ("Running with an IP", running_with_ip)
+        };
+        pods_where(&self.client, &self.ns, app, n, timeout, what, ok).await
+    }
+
+    async fn instances(&self) -> Vec<Instance> {
+        let mut v = self.b.instances(&self.s).await;
+        v.sort_by(|a, b| a.uid.cmp(&b.uid));
+        v
+    }
+
+    async fn instance_uids(&self) -> Vec<String> {
+        self.instances().await.into_iter().map(|i| i.uid).collect()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        kubectl(self.cp, args)
+    }
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn name(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The node's labels and capacity; a Deployment of 2 runs as one instance
+/// per pod, tagged with the pod, with the pod's IP; deleting it removes
+/// every instance before the pods are gone.
+pub async fn deployment_runs_one_instance_per_pod_and_delete_removes_them<B: BackendUnderTest>() {
+    let r = run(B::start().await, "deploy", &[]).await;
+    let n = node_ready(&r.client, &r.node).await;
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["skylet.io/provider"], B::PROVIDER);
+    for (k, v) in r.b.node_labels() {
+        assert_eq!(labels.get(k), Some(&v), "label {k}: {labels:?}");
+    }
+    let capacity = n.status.and_then(|s| s.capacity).unwrap_or_default();
+    assert!(
+        capacity.contains_key("cpu") && capacity.contains_key("pods"),
+        "{capacity:?}"
+    );
+
+    deployment(&r.client, &r.ns, "web", 2, r.template("web", "sleep 3600")).await;
+    let pods = r.running("web", 2, Duration::from_secs(90)).await;
+    let instances = r.instances().await;
+    assert_eq!(instances.len(), 2, "one instance per pod: {instances:#?}");
+    for p in &pods {
+        let i = instances
+            .iter()
+            .find(|i| i.uid == uid(p))
+            .unwrap_or_else(|| panic!("no instance for pod {}: {instances:#?}", name(p)));
+        assert_eq!(i.name, name(p));
+        assert_eq!(i.namespace, r.ns);
+        let pod_ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+        assert!(pod_ip.is_some(), "the pod has an IP");
+        if i.ip.is_some() {
+            assert_eq!(pod_ip, i.ip, "the pod IP is the instance's");
+        }
+    }
+
+    let (ok, _, err) = r.kubectl(&["delete", "deployment", "web", "-n", &r.ns]);
+    assert!(ok, "{err}");
+    pods_gone(&r.client, &r.ns, "web", Duration::from_secs(60)).await;
+    // a pod object is removed only once the backend no longer reports its
+    // instance: none may be left when the pods are gone
+    assert_eq!(
+        r.instances().await,
+        [],
+        "no instance outlives its pod object"
+    );
+    let uids: Vec<String> = pods.iter().map(uid).collect();
+    r.b.check_removed(&r.s, &uids).await;
+    r.b.verify();
+}
+
+/// `kubectl logs` in full, with `--tail`, `--timestamps` and
+/// `--limit-bytes`, and `-f`, which shows a line written while it waits.
+pub async fn logs_plain_tail_timestamps_limit_and_follow<B: BackendUnderTest>() {
+    let r = run(B::start().await, "logs", &[]).await;
+    // line-4 comes late enough for the checks before the follow, even on
+    // a busy machine
+    let script = "echo line-1; echo line-2; echo line-3; sleep 25; echo line-4; sleep 3600";
+    deployment(&r.client, &r.ns, "logs", 1, r.template("logs", script)).await;
+    let pods = pods_where(
+        &r.client,
+        &r.ns,
+        "logs",
+        1,
+        Duration::from_secs(90),
+        "Running with an IP",
+        running_with_ip,
+    )
+    .await;
+    let pod = name(&pods[0]);
+    r.b.emit_logs(&r.s, &pods[0], &["line-1", "line-2", "line-3"])
+        .await;
+    let ns = r.ns.as_str();
+    eventually(
+        "the three lines in kubectl logs",
+        Duration::from_secs(20),
+        || async {
+            let (ok, out, _) = r.kubectl(&["logs", "-n", ns, &pod]);
+            (ok && out == "line-1\nline-2\nline-3\n").then_some(())
+        },
+    )
+    .await;
+    let (ok, out, err) = r.kubectl(&["logs", "-n", ns, &pod]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "line-1\nline-2\nline-3\n");
+
+    let (ok, out, err) = r.kubectl(&["logs", "-n", ns, &pod, "--tail", "1", "--timestamps"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(
+        out.ends_with(" line-3\n") && out.starts_with("20"),
+        "{out:?}"
+    );
+    let (ok, out, err) = r.kubectl(&["logs", "-n", ns, &pod, "--timestamps"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out:?}");
+    for l in out.lines() {
+        let (t, line) = l.split_once(' ').unwrap_or_default();
+        assert!(
+            t.parse::<Timestamp>().is_ok() && line.starts_with("line-"),
+            "a timestamp, then the line: {l:?}"
+        );
+    }
+    let (ok, out, err) = r.kubectl(&["logs", "-n", ns, &pod, "--limit-bytes", "9"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "line-1\nli");
+
+    // follow from the last line: line-4 arrives while the client waits
+    let mut follow =
+        r.cp.kubectl()
+            .args(["logs", "-f", "-n", ns, &pod, "--tail=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_default()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r.b.emit_logs(&r.s, &pods[0], &["line-4"]).await;
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines).await;
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let lines = lines
+        .expect("logs -f shows the line written while it waits")
+        .expect("the reader ends");
+    assert_eq!(lines, ["line-3", "line-4"]);
+    r.b.verify();
+}
+
+/// A crash right after the first create reached the backend and a
+/// restart: exactly one instance per pod (nothing duplicated, nothing
+/// lost). A pod deleted while skylet is down: the sweep after the restart
+/// removes its instance (found by the pod UID tag) and keeps the others.
+pub async fn restart_adopts_and_the_sweep_removes_orphans<B: BackendUnderTest>() {
+    let mut r = run(B::start().await, "restart", &[]).await;
+    deployment(
+        &r.client,
+        &r.ns,
+        "crash",
+        6,
+        r.template("crash", "sleep 3600"),
+    )
+    .await;
+    eventually("a first instance", Duration::from_secs(60), || async {
+        (!r.b.instances(&r.s).await.is_empty()).then_some(())
+    })
+    .await;
+    r.s.kill();
+    let before = r.instances().await.len();
+    r.s.start_again();
+    let pods = r.running("crash", 6, Duration::from_secs(120)).await;
+    // a few sweeps later, still exactly one instance per pod
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        r.instance_uids().await,
+        sorted(pods.iter().map(uid).collect()),
+        "exactly one instance per pod ({before} existed at the crash)"
+    );
+
+    r.s.kill();
+    let victim = &pods[0];
+    r.pods()
+        .delete(&name(victim), &DeleteParams::default().grace_period(0))
+        .await
+        .expect("the pod deleted");
+    Api::<Deployment>::namespaced(r.client.clone(), &r.ns)
+        .patch(
+            "crash",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("the deployment scaled");
+    r.s.start_again();
+    let kept: Vec<String> = pods.iter().skip(1).map(uid).collect();
+    let left = eventually(
+        "the orphaned instance removed, the others kept",
+        Duration::from_secs(60),
+        || async {
+            let uids = r.instance_uids().await;
+            (!uids.contains(&uid(victim)) && uids.len() == 5).then_some(uids)
+        },
+    )
+    .await;
+    assert_eq!(left, sorted(kept), "the sweep removes only the orphan");
+    r.b.check_removed(&r.s, &[uid(victim)]).await;
+    r.b.verify();
+}
+
+/// A pod the backend cannot run fails at once with a status and a Warning
+/// Event that name the field, and nothing runs.
+pub async fn unsupported_spec_fails_the_pod_with_an_event<B: BackendUnderTest>() {
+    let r = run(B::start().await, "bad", &[]).await;
+    let t = r.template("bad", "sleep 3600");
+    let mut pod = json!({"metadata": {"name": "bad", "labels": {"app": "bad"}}, "spec": t["spec"]});
+    let field = r.b.make_unsupported(&mut pod);
+    let pod: Pod = serde_json::from_value(pod).expect("a pod");
+    r.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the pod created");
+    let failed = pods_where(
+        &r.client,
+        &r.ns,
+        "bad",
+        1,
+        Duration::from_secs(60),
+        "Failed",
+        |p| phase(p) == "Failed",
+    )
+    .await;
+    let message = failed[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(field),
+        "the status names {field}: {message}"
+    );
+    let evs = eventually(
+        "a Warning Event naming the field",
+        Duration::from_secs(30),
+        || async {
+            let evs = events_of(&r.client, &r.ns, "bad").await;
+            evs.iter()
+                .any(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.message.as_deref().is_some_and(|m| m.contains(field))
+                })
+                .then_some(evs)
+        },
+    )
+    .await;
+    assert!(!evs.is_empty());
+    if B::CHECKS_SPEC_BEFORE_CALLING {
+        assert_eq!(
+            r.b.creates(&r.s).await,
+            0,
+            "nothing was sent to the backend"
+        );
+    }
+    assert_eq!(r.instances().await, [], "nothing runs");
+    r.b.verify();
+}
+
+/// The backend's quota leaves room for 3 pods while its node advertises
+/// 100. A Deployment of 5: 3 run, the 2 beyond the quota fail with reason
+/// `BackendCapacityUnavailable` and a message naming the backend and the
+/// quota (their ReplicaSet replaces them), the node gets the
+/// `skylet.io/capacity-exhausted:NoSchedule` taint for a cooldown (5 s
+/// doubling to 10 here) and the replacements stay unschedulable while it
+/// is on (no other node); a bare pod beyond the quota stays Pending with a
+/// Warning Event, retried with backoff: creates stay few.
+pub async fn capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending<
+    B: WithQuota,
+>() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let config: PathBuf = dir.path().join("skylet.yaml");
+    std::fs::write(
+        &config,
+        "failover: {capacity-cooldown-min: 5, capacity-cooldown-max: 10}\n",
+    )
+    .expect("the config file");
+    let config = config.display().to_string();
+    let r = run(
+        B::start_with_quota(3).await,
+        "quota",
+        &["--config", &config],
+    )
+    .await;
+    deployment(&r.client, &r.ns, "q", 5, r.template("q", "sleep 3600")).await;
+    let failed = eventually(
+        "3 Running and 2 Failed with BackendCapacityUnavailable",
+        Duration::from_secs(90),
+        || async {
+            let list = r.list("q").await;
+            let running = list.iter().filter(|p| running_with_ip(p)).count();
+            let failed: Vec<Pod> = list.into_iter().filter(|p| phase(p) == "Failed").collect();
+            (running == 3 && failed.len() >= 2).then_some(failed)
+        },
+    )
+    .await;
+    for p in &failed {
+        let s = p.status.as_ref().expect("a status");
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("BackendCapacityUnavailable"),
+            "{s:?}"
+        );
+        let message = s.message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains(&r.node) && message.contains(B::PROVIDER) && message.contains("quota"),
+            "the message names the backend and the quota: {message}"
+        );
+        assert_eq!(
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(r.node.as_str())
+        );
+    }
+
+    // the taint, and the replacements unschedulable under it
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(r.client.clone());
+    let tainted = || async {
+        let n = nodes.get(&r.node).await.ok()?;
+        n.spec?
+            .taints?
+            .into_iter()
+            .find(|t| t.key == "skylet.io/capacity-exhausted")
+    };
+    let taint = eventually(
+        "the node tainted and 2 replacements unschedulable",
+        Duration::from_secs(60),
+        || async {
+            let taint = tainted().await?;
+            let waiting: Vec<Pod> = r
+                .list("q")
+                .await
+                .into_iter()
+                .filter(|p| !matches!(phase(p), "Failed" | "Running"))
+                .collect();
+            let unschedulable = |p: &Pod| {
+                p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| {
+                                c.type_ == "PodScheduled"
+                                    && c.status == "False"
+                                    && c.reason.as_deref() == Some("Unschedulable")
+                            })
+                        })
+            };
+            let ok = waiting.len() == 2 && waiting.iter().all(unschedulable);
+            // still tainted after the listing: the pods were looked at under it
+            (ok && tainted().await.is_some()).then_some(taint)
+        },
+    )
+    .await;
+    assert_eq!(taint.effect, "NoSchedule");
+
+    // a bare pod beyond the quota (it tolerates the taint, so it reaches
+    // the node) stays Pending with a Warning Event, retried
+    let mut t = r.template("solo", "sleep 3600");
+    t["metadata"]["name"] = json!("solo");
+    t["spec"]["tolerations"]
+        .as_array_mut()
+        .expect("tolerations")
+        .push(json!({"key": "skylet.io/capacity-exhausted", "operator": "Exists", "effect": "NoSchedule"}));
+    let solo: Pod = serde_json::from_value(t).expect("a pod");
+    r.pods()
+        .create(&PostParams::default(), &solo)
+        .await
+        .expect("the pod created");
+    eventually(
+        "a Warning Event BackendCapacityUnavailable on the bare pod",
+        Duration::from_secs(60),
+        || async {
+            let evs = events_of(&r.client, &r.ns, "solo").await;
+            evs.iter()
+                .any(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("BackendCapacityUnavailable")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains(&r.node) && m.contains("quota"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // retries back off (1 s, 2 s, 4 s, ...) and replacements wait for the
+    // cooldown: after 20 s of refusals, a few creates per 10 s, not one per
+    // sweep per pod
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let before = r.b.creates(&r.s).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let creates = r.b.creates(&r.s).await - before;
+    assert!(
+        creates <= 6,
+        "{creates} creates in 10 s for pods that cannot fit"
+    );
+    let solo = r.pods().get("solo").await.expect("the bare pod");
+    assert_eq!(
+        phase(&solo),
+        "Pending",
+        "a bare pod is not failed: {:?}",
+        solo.status
+    );
+    assert_eq!(
+        r.list("q")
+            .await
+            .iter()
+            .filter(|p| running_with_ip(p))
+            .count(),
+        3,
+        "the pods that fit keep running"
+    );
+    r.b.verify();
+}
