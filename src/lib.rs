@@ -17,6 +17,7 @@ pub mod cost;
 pub mod failover;
 pub mod metrics;
 pub mod node;
+pub mod placement;
 pub mod pods;
 pub mod server;
 pub mod shutdown;
