@@ -180,6 +180,9 @@ pub struct Args {
     /// straight to skylet (`false`: it translates them to SPDY).
     #[arg(long, env = "SKYLET_WEBSOCKET_TO_KUBELET")]
     pub websocket_to_kubelet: Option<bool>,
+    /// Placement: the PlacementPolicy webhook and its controllers.
+    #[command(flatten)]
+    pub placement: crate::placement::Args,
 }
 
 /// Log output format.
@@ -223,6 +226,8 @@ struct File {
     backends: Option<Vec<serde_yaml_ng::Mapping>>,
     /// How the fleet reacts to full and failing backends.
     failover: Option<FailoverFile>,
+    /// The PlacementPolicy webhook and its controllers.
+    placement: Option<crate::placement::File>,
 }
 
 /// The `failover:` section of the file.
@@ -301,6 +306,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// How the fleet reacts to full and failing backends.
     pub failover: FailoverConfig,
+    /// Placement by policy; `None` when off (no webhook-listen).
+    pub placement: Option<crate::placement::Config>,
 }
 
 /// One backend and the virtual node that shows it.
@@ -690,6 +697,7 @@ fn merge(
         metrics_listen,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         failover: failover(file.failover.unwrap_or_default())?,
+        placement: crate::placement::Config::from_parts(args.placement, file.placement)?,
         backends,
     })
 }

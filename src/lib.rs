@@ -47,6 +47,9 @@ pub enum Error {
         kind: &'static str,
         source: skylet_provider::BoxError,
     },
+    /// Placement (its webhook) could not start.
+    #[error("failed to start placement")]
+    Placement(#[source] placement::Error),
 }
 
 /// Backoff for every watch skylet keeps: 0.5 s doubling to at most 5 s with
@@ -194,6 +197,13 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
             shutdown: shutdown.clone(),
         };
         nodes.spawn(backend.configured.start(parts).instrument(span));
+    }
+    if let Some(placement) = config.placement {
+        let run = placement::run(client.clone(), placement, shutdown.clone());
+        nodes.spawn(
+            async move { run.await.map_err(Error::Placement) }
+                .instrument(tracing::info_span!("placement")),
+        );
     }
     let mut result = Ok(());
     while let Some(r) = nodes.join_next().await {
