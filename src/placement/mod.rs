@@ -34,7 +34,7 @@
 //! the next tier.
 //!
 //! What preferences cannot do, controllers do:
-//! - `gate`: releases the fencing gate once no pod of the controller is
+//! - [`gate`]: releases the fencing gate once no pod of the controller is
 //!   Terminating on a virtual node (skylet finalizes a pod only when its
 //!   backend confirmed the instance gone), with Events `FencingUnconfirmed`
 //!   and `FencingConfirmed`;
@@ -75,7 +75,10 @@
 
 use std::net::SocketAddr;
 
-use kube::Client;
+use kube::{
+    Client,
+    runtime::events::{Recorder, Reporter},
+};
 use serde::Deserialize;
 use skylet_provider::ConfigError;
 use tokio_util::sync::CancellationToken;
@@ -83,9 +86,10 @@ use tracing::Instrument;
 
 pub mod compile;
 pub mod crd;
+pub mod gate;
 pub mod selector;
 pub mod status;
-// the controllers read the rest of it
+// the fail-back and deletion-cost controllers read the rest of it
 #[allow(dead_code)]
 pub mod view;
 pub mod webhook;
@@ -299,6 +303,13 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let server = webhook::Server::bind(config.listen, identity.tls.clone()).await?;
     let addr = server.local_addr();
     let view = view::View::start(&client, config.namespace_selector.clone(), &shutdown);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "skylet-placement".into(),
+            instance: Some(config.configuration_name.clone()),
+        },
+    );
     let mut tasks = tokio::task::JoinSet::new();
     let hook = webhook::Hook {
         client: client.clone(),
@@ -326,6 +337,10 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
             .instrument(tracing::info_span!("webhook")),
         );
     }
+    tasks.spawn(
+        gate::run(client.clone(), view.clone(), recorder, shutdown.clone())
+            .instrument(tracing::info_span!("fencing")),
+    );
     tasks.spawn(
         status::run(client, view, shutdown.clone())
             .instrument(tracing::info_span!("policy_status")),
