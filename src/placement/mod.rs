@@ -38,10 +38,10 @@
 //!   Terminating on a virtual node (skylet finalizes a pod only when its
 //!   backend confirmed the instance gone), with Events `FencingUnconfirmed`
 //!   and `FencingConfirmed`;
-//! - `rebalance`: fail-back, evictions through the Eviction API (so
+//! - [`rebalance`]: fail-back, evictions through the Eviction API (so
 //!   PodDisruptionBudgets hold) at most `maxPerMinute`, of pods owned by a
 //!   controller, once a higher tier has been healthy for `afterSeconds`;
-//! - `cost`: `controller.kubernetes.io/pod-deletion-cost` on running pods
+//! - [`cost`]: `controller.kubernetes.io/pod-deletion-cost` on running pods
 //!   so that a scale-in removes the lowest-tier, dearest replicas first;
 //! - [`status`]: each policy's `Ready` condition (`Invalid` says what to fix).
 //!
@@ -85,12 +85,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod compile;
+pub mod cost;
 pub mod crd;
 pub mod gate;
+pub mod rebalance;
 pub mod selector;
 pub mod status;
-// the fail-back and deletion-cost controllers read the rest of it
-#[allow(dead_code)]
 pub mod view;
 pub mod webhook;
 
@@ -338,8 +338,21 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         );
     }
     tasks.spawn(
-        gate::run(client.clone(), view.clone(), recorder, shutdown.clone())
-            .instrument(tracing::info_span!("fencing")),
+        gate::run(
+            client.clone(),
+            view.clone(),
+            recorder.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("fencing")),
+    );
+    tasks.spawn(
+        rebalance::run(client.clone(), view.clone(), recorder, shutdown.clone())
+            .instrument(tracing::info_span!("rebalance")),
+    );
+    tasks.spawn(
+        cost::run(client.clone(), view.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("deletion_cost")),
     );
     tasks.spawn(
         status::run(client, view, shutdown.clone())
