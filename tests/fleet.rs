@@ -674,3 +674,119 @@ async fn a_pod_costs_exactly_its_billed_size_times_the_price_with_the_minimum_du
     .await;
     assert!((got - 0.000822833333).abs() < 1e-9, "{got}");
 }
+
+// the ACI emulator serves from this test's runtime, also while the test
+// blocks on kubectl: more than one thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_on_moto_aci_on_the_emulator_and_a_mock_run_side_by_side_in_one_process() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let moto = skylet_testenv::Moto::shared();
+    let emu_config = skylet_aci_emulator::Config::default();
+    let emu = skylet_aci_emulator::Emulator::start(emu_config.clone())
+        .await
+        .unwrap();
+    let fleet = unique_name("fk");
+    let (e, z, m) = (
+        format!("{fleet}-ecs"),
+        format!("{fleet}-aci"),
+        format!("{fleet}-mock"),
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let ca = secrets.path().join("ca.pem");
+    emu.write_ca(&ca).unwrap();
+    let secret = secrets.path().join("client-secret");
+    std::fs::write(&secret, &emu_config.client_secret).unwrap();
+    let url = emu.url();
+    let backends = format!(
+        "- name: {e}\n  provider: aws-ecs\n  region: {region}\n  labels: {{skylet-test: {fleet}}}\n  \
+           ecs: {{cluster: {cluster}, region: {region}, endpoint-url: '{endpoint}', subnets: [{subnet}], \
+           security-groups: [{sg}], zones: [{zone}], log-group: '{lg}'}}\n\
+         - name: {z}\n  provider: azure-aci\n  region: {location}\n  labels: {{skylet-test: {fleet}}}\n  \
+           aci: {{subscription-id: {sub}, resource-group: {rg}, location: {location}, arm-endpoint: '{url}', \
+           authority-host: '{url}', ca-file: '{ca}', auth: client-secret, tenant-id: {tenant}, \
+           client-id: {client}, client-secret-file: '{secret}', log-poll-interval: 0.5}}\n{mock}",
+        region = moto.region,
+        cluster = moto.cluster,
+        endpoint = moto.endpoint,
+        subnet = moto.subnet,
+        sg = moto.security_group,
+        zone = moto.zone,
+        lg = moto.log_group,
+        location = emu_config.location,
+        sub = emu_config.subscription_id,
+        rg = emu_config.resource_groups[0],
+        ca = ca.display(),
+        tenant = emu_config.tenant_id,
+        client = emu_config.client_id,
+        secret = secret.display(),
+        mock = mock(&fleet, &m, "mock-region", ""),
+    );
+    let env = moto.skylet_env();
+    let s = Skylet::start_fleet_with_env(cp, bin(), &backends, "", &env);
+    for (name, provider) in [(&e, "aws-ecs"), (&z, "azure-aci"), (&m, "mock")] {
+        let n = node_ready(&client, name).await;
+        assert_eq!(n.metadata.labels.unwrap()["skylet.io/provider"], provider);
+    }
+    let ns = namespace(&client, "kinds").await;
+    let spread = json!({"topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": "skylet.io/backend", "whenUnsatisfiable": "DoNotSchedule",
+        "nodeTaintsPolicy": "Honor", "labelSelector": {"matchLabels": {"app": "web"}}}],
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo hello; sleep 3600"],
+                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}}}]});
+    deployment(&client, &ns, "web", 6, template(&fleet, "web", spread)).await;
+    let per_node = eventually(
+        "6 pods Running, 2 per backend kind",
+        Duration::from_secs(120),
+        || async {
+            let m = running_per_node(&client, &ns, "web").await;
+            (m.values().sum::<usize>() == 6).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+    let groups = |node: &str| {
+        emu.groups()
+            .into_iter()
+            .filter(|g| g["tags"]["skylet-node"] == node)
+            .count()
+    };
+    assert_eq!(groups(&z), 2, "two container groups in the ACI emulator");
+    let metrics = scrape(&s);
+    assert!(
+        sample_sum(
+            &metrics,
+            &[
+                "skylet_backend_api_calls_total{",
+                &format!("backend=\"{e}\""),
+                "operation=\"RunTask\""
+            ]
+        ) >= 2.0,
+        "{metrics}"
+    );
+    // one kubelet API per node: logs come from each backend's own API
+    for p in pods(&client, &ns, "web").await {
+        let name = p.metadata.name.clone().unwrap();
+        let (ok, out, err) = skylet_testenv::k8s::kubectl(cp, &["logs", "-n", &ns, &name]);
+        if node_of(&p) != e {
+            // (moto's CloudWatch holds no task output: ECS logs are tested in tests/ecs.rs)
+            assert!(
+                ok && out.contains("hello"),
+                "{name} on {}: {out} {err}",
+                node_of(&p)
+            );
+        }
+    }
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("every instance gone", Duration::from_secs(120), || async {
+        (pods(&client, &ns, "web").await.is_empty() && groups(&z) == 0).then_some(())
+    })
+    .await;
+}

@@ -152,6 +152,18 @@ impl Skylet {
     /// (`failover: ...`). Each backend gets its own kubelet API port, the
     /// first one [`Skylet::port`] and the others after it.
     pub fn start_fleet(cp: &ControlPlane, bin: &Path, backends: &str, extra: &str) -> Skylet {
+        Self::start_fleet_with_env(cp, bin, backends, extra, &[])
+    }
+
+    /// As [`Skylet::start_fleet`], with extra environment variables (cloud
+    /// credentials).
+    pub fn start_fleet_with_env(
+        cp: &ControlPlane,
+        bin: &Path,
+        backends: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Skylet {
         let kubeconfig = setup(cp);
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
@@ -185,7 +197,10 @@ impl Skylet {
             child: None,
             bin: bin.to_owned(),
             args,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             node: "fleet".into(),
             port,
             metrics_port,
