@@ -14,6 +14,16 @@
 //! lifetime.
 //!
 //! RBAC for CSR mode: `certificatesigningrequests`: create, get, watch.
+//!
+//! # Client CA
+//! With `--client-ca-file` the client CA is that file. Without it, skylet
+//! reads the CA kube-apiserver itself trusts for client certificates, key
+//! `client-ca-file` of the ConfigMap `kube-system/extension-apiserver-authentication`
+//! (as aggregated API servers do), and follows its changes, so
+//! kube-apiserver's `--kubelet-client-certificate` is accepted in any cluster
+//! without a flag. Until the ConfigMap is read, or while it has no such key,
+//! only bearer tokens authenticate. RBAC: get, list, watch on that ConfigMap
+//! (the Role `extension-apiserver-authentication-reader` in kube-system).
 
 use std::{
     path::Path,
@@ -21,17 +31,25 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
+use futures::StreamExt;
+use k8s_openapi::api::{
+    certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec},
+    core::v1::ConfigMap,
 };
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use rustls::{
-    RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    server::{
+        ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
     sign::CertifiedKey,
 };
 use tokio_util::sync::CancellationToken;
@@ -152,9 +170,16 @@ fn from_files(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     certified(chain, key)
 }
 
+/// What [`server_config`] makes: the rustls configuration, the store of the
+/// serving certificate, and the client CA to fill from the cluster (`None`
+/// with a client CA file).
+pub type TlsParts = (Arc<ServerConfig>, Arc<CertStore>, Option<Arc<ClientCa>>);
+
 /// The rustls configuration of the kubelet API and the store of its
 /// certificate. In CSR mode the caller runs [`csr_loop`] to fill the store.
-pub fn server_config(settings: &Settings) -> Result<(Arc<ServerConfig>, Arc<CertStore>)> {
+/// Without a client CA file, the returned [`ClientCa`] verifies client
+/// certificates once [`follow_client_ca`] has filled it.
+pub fn server_config(settings: &Settings) -> Result<TlsParts> {
     let key = match (&settings.serving_cert, &settings.tls_files) {
         (ServingCert::Files, Some((c, k))) => from_files(c, k)?,
         _ => self_signed(settings)?,
@@ -163,33 +188,215 @@ pub fn server_config(settings: &Settings) -> Result<(Arc<ServerConfig>, Arc<Cert
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?;
-    let builder = match &settings.client_ca_file {
+    let (builder, dynamic) = match &settings.client_ca_file {
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path).map_err(|source| Error::Pem {
+            let pem_error = |source| Error::Pem {
                 what: "client CA",
                 path: path.display().to_string(),
                 source,
-            })? {
-                let cert = cert.map_err(|source| Error::Pem {
-                    what: "client CA",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                roots.add(cert)?;
-            }
-            // a client without a certificate may still use a bearer token
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(Error::ClientCa)?;
-            builder.with_client_cert_verifier(verifier)
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(pem_error)?;
+            (
+                builder.with_client_cert_verifier(client_verifier(certs, provider)?),
+                None,
+            )
         }
-        None => builder.with_no_client_auth(),
+        None => {
+            let ca = Arc::new(ClientCa::new(provider));
+            (builder.with_client_cert_verifier(ca.clone()), Some(ca))
+        }
     };
     let mut config = builder.with_cert_resolver(store.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), store))
+    Ok((Arc::new(config), store, dynamic))
+}
+
+/// A verifier of client certificates against `certs`; a client without a
+/// certificate may still use a bearer token.
+fn client_verifier(
+    certs: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert)?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(Error::ClientCa)
+}
+
+/// The client CA read from the cluster, swapped when it changes. Asks for
+/// no client certificate while it holds none.
+#[derive(Debug)]
+pub struct ClientCa {
+    current: RwLock<Option<(String, Arc<dyn ClientCertVerifier>)>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCa {
+    fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            current: RwLock::new(None),
+            provider,
+        }
+    }
+
+    fn verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Uses the CA bundle `pem` (`None`: no client CA); whether it changed.
+    ///
+    /// # Errors
+    /// If `pem` holds no usable certificate; the CA in use is kept.
+    pub fn set_pem(&self, pem: Option<&str>) -> Result<bool> {
+        let next = match pem {
+            Some(pem) => {
+                let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| Error::Pem {
+                        what: "client CA",
+                        path: CLIENT_CA_CONFIGMAP.into(),
+                        source,
+                    })?;
+                Some((
+                    pem.to_owned(),
+                    client_verifier(certs, self.provider.clone())?,
+                ))
+            }
+            None => None,
+        };
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same =
+            current.as_ref().map(|(p, _)| p.as_str()) == next.as_ref().map(|(p, _)| p.as_str());
+        if !same {
+            *current = next;
+        }
+        Ok(!same)
+    }
+}
+
+impl ClientCertVerifier for ClientCa {
+    fn offer_client_auth(&self) -> bool {
+        self.verifier().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    // no hints: Go clients (kube-apiserver) then send the certificate they have
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        match self.verifier() {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General("no client CA is known yet".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Where kube-apiserver publishes the CA it trusts for client certificates.
+const CLIENT_CA_CONFIGMAP: &str = "kube-system/extension-apiserver-authentication";
+
+/// Keeps `ca` equal to key `client-ca-file` of the ConfigMap
+/// `kube-system/extension-apiserver-authentication`, by watch, until
+/// `shutdown`. Errors are logged and the watch retried.
+pub async fn follow_client_ca(client: Client, ca: Arc<ClientCa>, shutdown: CancellationToken) {
+    let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    let config =
+        watcher::Config::default().fields("metadata.name=extension-apiserver-authentication");
+    let changes = watcher(api, config)
+        .backoff(crate::watch_backoff())
+        .applied_objects();
+    futures::pin_mut!(changes);
+    let mut failing = false;
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            n = changes.next() => n,
+        };
+        match next {
+            None => return,
+            Some(Err(e)) => {
+                // once per failing spell: a missing RoleBinding would repeat it forever
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the client CA from {CLIENT_CA_CONFIGMAP}; only bearer tokens authenticate until it can be read");
+                }
+                failing = true;
+            }
+            Some(Ok(cm)) => {
+                failing = false;
+                let pem = cm.data.as_ref().and_then(|d| d.get("client-ca-file"));
+                match ca.set_pem(pem.map(String::as_str)) {
+                    Ok(false) => {}
+                    Ok(true) if pem.is_some() => {
+                        tracing::info!("client CA from {CLIENT_CA_CONFIGMAP} in use");
+                    }
+                    Ok(true) => {
+                        tracing::warn!(
+                            "{CLIENT_CA_CONFIGMAP} has no client-ca-file; only bearer tokens authenticate"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the client CA in {CLIENT_CA_CONFIGMAP} is unusable; keeping the previous one");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// CSR mode: obtains a cluster-signed serving certificate and renews it at
@@ -290,4 +497,38 @@ async fn request_certificate(
         .unwrap_or(Duration::from_secs(3600));
     let der = PrivateKeyDer::try_from(key.serialize_der())?;
     Ok(Some((certified(chain, der)?, lifetime)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_pem(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn the_client_ca_from_the_cluster_is_swapped_when_it_changes() {
+        let ca = ClientCa::new(Arc::new(rustls::crypto::ring::default_provider()));
+        assert!(
+            !ca.offer_client_auth(),
+            "no CA yet: no certificate asked for"
+        );
+        let (a, b) = (ca_pem("a"), ca_pem("b"));
+        assert!(ca.set_pem(Some(&a)).unwrap());
+        assert!(ca.offer_client_auth());
+        assert!(
+            !ca.set_pem(Some(&a)).unwrap(),
+            "the same bundle is no change"
+        );
+        assert!(ca.set_pem(Some(&b)).unwrap());
+        assert!(ca.set_pem(Some("not a certificate")).is_err());
+        assert!(ca.offer_client_auth(), "a bad bundle keeps the one in use");
+        assert!(ca.set_pem(None).unwrap());
+        assert!(!ca.offer_client_auth());
+    }
 }

@@ -138,6 +138,8 @@ pub struct Server {
     acceptor: TlsAcceptor,
     app: Router,
     csr: Option<(Client, ServerConfig, Arc<tls::CertStore>)>,
+    /// Without `--client-ca-file`: the client CA the cluster publishes.
+    client_ca: Option<(Client, Arc<tls::ClientCa>)>,
 }
 
 impl Server {
@@ -146,7 +148,7 @@ impl Server {
         state: Arc<State<P>>,
         config: &ServerConfig,
     ) -> Result<Self, Error> {
-        let (tls, store) = tls::server_config(config)?;
+        let (tls, store, client_ca) = tls::server_config(config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -155,11 +157,13 @@ impl Server {
             })?;
         let csr = (config.serving_cert == crate::config::ServingCert::Csr)
             .then(|| (state.client.clone(), config.clone(), store));
+        let client_ca = client_ca.map(|ca| (state.client.clone(), ca));
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(tls),
             app: router(state),
             csr,
+            client_ca,
         })
     }
 
@@ -176,6 +180,9 @@ impl Server {
             tokio::spawn(
                 tls::csr_loop(client, settings, store, shutdown.clone()).in_current_span(),
             );
+        }
+        if let Some((client, ca)) = self.client_ca {
+            tokio::spawn(tls::follow_client_ca(client, ca, shutdown.clone()).in_current_span());
         }
         let conns = tokio_util::task::TaskTracker::new();
         loop {
