@@ -163,6 +163,7 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
         metrics.clone(),
+        client.clone(),
         shutdown.clone(),
     ));
 

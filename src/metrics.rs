@@ -25,10 +25,21 @@
 //!
 //! The backends' own API use is in `skylet_backend_api_*`
 //! ([`skylet_provider::metrics`]).
+//!
+//! The same port serves health for probes: `/healthz` (liveness: the process
+//! answers) and `/readyz` (200 when kube-apiserver answers and every
+//! backend's node is registered and its backend answers; 503 otherwise; the
+//! body lists each check, like kube-apiserver's `?verbose`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus_client::{
     encoding::{
         EncodeLabelSet,
@@ -109,6 +120,8 @@ pub struct Metrics {
     capacity_exhausted: Family<NodeLabels, Gauge>,
     awaiting_fencing: Family<NodeLabels, Gauge>,
     displaced: Family<ReasonLabels, Counter>,
+    /// Each node's `backend_up`, for `/readyz`.
+    health: std::sync::Mutex<Vec<(Arc<str>, Gauge)>>,
 }
 
 /// Labels of counters by reason.
@@ -148,6 +161,7 @@ impl Metrics {
             capacity_exhausted: Family::default(),
             awaiting_fencing: Family::default(),
             displaced: Family::default(),
+            health: std::sync::Mutex::default(),
             registry: Registry::default(),
             unprefixed: Vec::new(),
         };
@@ -228,13 +242,18 @@ impl Metrics {
             backend: Arc::from(backend),
             provider,
         };
+        let backend_up = self.backend_up.get_or_create(&labels).clone();
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((labels.backend.clone(), backend_up.clone()));
         NodeMetrics {
             backend_pods: self.backend_pods.get_or_create(&labels).clone(),
             throttles: self.throttles.get_or_create(&labels).clone(),
             reconcile_queue: self.reconcile_queue.get_or_create(&labels).clone(),
             reconciles: self.reconciles.get_or_create(&labels).clone(),
             status_writes: self.status_writes.get_or_create(&labels).clone(),
-            backend_up: self.backend_up.get_or_create(&labels).clone(),
+            backend_up,
             capacity_exhausted: self.capacity_exhausted.get_or_create(&labels).clone(),
             awaiting_fencing: self.awaiting_fencing.get_or_create(&labels).clone(),
             displaced: self.displaced.clone(),
@@ -361,11 +380,19 @@ pub async fn timed<T>(
     r
 }
 
-/// Serves `/metrics` until `shutdown`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`; `client`
+/// is the home cluster's, whose apiserver `/readyz` checks.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/metrics", get(render))
-        .with_state(metrics);
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state((metrics, client));
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
@@ -374,7 +401,46 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
     }
 }
 
-async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+/// Readiness: kube-apiserver answers (`/version`, within 2 s) and every
+/// backend is up; the body lists each check.
+async fn readyz(State((m, client)): State<(Arc<Metrics>, kube::Client)>) -> impl IntoResponse {
+    let mut ok = true;
+    let mut body = String::new();
+    match tokio::time::timeout(Duration::from_secs(2), client.apiserver_version()).await {
+        Ok(Ok(_)) => body.push_str("[+]apiserver ok\n"),
+        Ok(Err(e)) => {
+            ok = false;
+            body.push_str(&format!("[-]apiserver failed: {e}\n"));
+        }
+        Err(_) => {
+            ok = false;
+            body.push_str("[-]apiserver failed: no answer within 2s\n");
+        }
+    }
+    let backends = m
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (name, up) in backends {
+        if up.get() == 1 {
+            body.push_str(&format!("[+]backend {name} ok\n"));
+        } else {
+            ok = false;
+            body.push_str(&format!(
+                "[-]backend {name} failed: not registered yet, or not answering\n"
+            ));
+        }
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}
+
+async fn render(State((m, _)): State<(Arc<Metrics>, kube::Client)>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
