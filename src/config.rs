@@ -129,7 +129,8 @@ pub struct Args {
     #[arg(long, env = "SKYLET_NO_TAINT")]
     pub no_taint: bool,
     /// Address published as the node's InternalIP: where kube-apiserver
-    /// reaches the kubelet API.
+    /// reaches the kubelet API. Default: the pod IP in a pod ($POD_IP, from
+    /// the downward API), else the address of the default route's interface.
     #[arg(long, env = "SKYLET_NODE_IP")]
     pub node_ip: Option<IpAddr>,
     /// Kubelet API listen address.
@@ -308,6 +309,82 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// Placement by policy; `None` when off (no webhook-listen).
     pub placement: Option<crate::placement::Config>,
+    /// The node IP every backend's node publishes, and why it was chosen.
+    pub node_ip: (IpAddr, NodeIpSource),
+}
+
+/// Why the node IP is what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeIpSource {
+    /// `--node-ip`, `SKYLET_NODE_IP` or `node-ip` in the file.
+    Given,
+    /// The pod's IP, from `$POD_IP` (the chart sets it by downward API).
+    PodIp,
+    /// The address of the interface of the host's default route.
+    HostPrimary,
+    /// No default route: loopback.
+    Loopback,
+}
+
+impl std::fmt::Display for NodeIpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Given => "set by --node-ip, SKYLET_NODE_IP or node-ip in the config file",
+            Self::PodIp => "the pod IP ($POD_IP, from the downward API)",
+            Self::HostPrimary => "the host's primary address (of the default route's interface)",
+            Self::Loopback => "no default route, so loopback",
+        })
+    }
+}
+
+impl Config {
+    /// Logs the node IP and why it was chosen (at start, once logging is up).
+    pub fn log_node_ip(&self) {
+        let (ip, source) = self.node_ip;
+        if ip.is_loopback() {
+            tracing::warn!(node_ip = %ip, %source, "node IP is a loopback address: kube-apiserver does not proxy logs, exec, port-forward or the node proxy to it; set --node-ip");
+        } else {
+            tracing::info!(node_ip = %ip, %source, "node IP chosen");
+        }
+    }
+}
+
+/// The node IP when none is given: `$POD_IP` (read only with `read_env`),
+/// else the host's primary address, else loopback.
+fn default_node_ip(read_env: bool) -> (IpAddr, NodeIpSource) {
+    let pod_ip = read_env
+        .then(|| std::env::var("POD_IP").ok())
+        .flatten()
+        .and_then(|v| v.trim().parse().ok());
+    if let Some(ip) = pod_ip {
+        return (ip, NodeIpSource::PodIp);
+    }
+    match host_primary_ip() {
+        Some(ip) => (ip, NodeIpSource::HostPrimary),
+        None => (IpAddr::V4(Ipv4Addr::LOCALHOST), NodeIpSource::Loopback),
+    }
+}
+
+/// The source address the kernel picks towards the default gateway (from
+/// /proc/net/route): a UDP socket connected there sends nothing.
+fn host_primary_ip() -> Option<IpAddr> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let gateway = routes.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway ...: the default route's gateway, in hex
+        // of the address as it lies in memory
+        (f.len() > 2 && f[1] == "00000000")
+            .then(|| u32::from_str_radix(f[2], 16).ok())
+            .flatten()
+            .map(|g| Ipv4Addr::from(g.to_ne_bytes()))
+    })?;
+    if gateway.is_unspecified() {
+        return None;
+    }
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((gateway, 9)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 /// One backend and the virtual node that shows it.
@@ -581,10 +658,10 @@ fn merge(
         .listen
         .or(file.listen)
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 10250)));
-    let node_ip = args
-        .node_ip
-        .or(file.node_ip)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let node_ip = match args.node_ip.or(file.node_ip) {
+        Some(ip) => (ip, NodeIpSource::Given),
+        None => default_node_ip(read_env),
+    };
     let metrics_listen = args
         .metrics_listen
         .or(file.metrics_listen)
@@ -636,7 +713,7 @@ fn merge(
     let shared = Shared {
         labels,
         listen,
-        node_ip,
+        node_ip: node_ip.0,
         serving_cert,
         tls_files,
         client_ca_file,
@@ -699,6 +776,7 @@ fn merge(
         failover: failover(file.failover.unwrap_or_default())?,
         placement: crate::placement::Config::from_parts(args.placement, file.placement)?,
         backends,
+        node_ip,
     })
 }
 
@@ -1048,6 +1126,23 @@ mod tests {
         ] {
             let err = load(&flags).unwrap_err().to_string();
             assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_node_ip_is_given_or_the_hosts_primary_address() {
+        let c = load(&["--node-ip", "10.1.2.3"]).unwrap();
+        assert_eq!(
+            c.node_ip,
+            ("10.1.2.3".parse().unwrap(), NodeIpSource::Given)
+        );
+        assert_eq!(c.backends[0].node.ip, c.node_ip.0);
+        // tests read no environment: no $POD_IP
+        let (ip, source) = load(&[]).unwrap().node_ip;
+        match source {
+            NodeIpSource::HostPrimary => assert!(!ip.is_loopback(), "{ip}"),
+            NodeIpSource::Loopback => assert!(ip.is_loopback()),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         }
     };
     skylet::telemetry::init(config.log_format);
+    config.log_node_ip();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
