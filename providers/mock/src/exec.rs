@@ -2,25 +2,20 @@
 //!
 //! # exec
 //!
-//! A command runs against a small built-in command set, with the
-//! container's resolved environment and volume files:
+//! A command runs in the toy shell of `skylet-toysh` (`echo`, `cat`, `env`,
+//! `printenv`, `sleep`, `exit`, `exec`, `true`, `false`, `sh -c SCRIPT`,
+//! `sh`; see `skylet_toysh::exec`), with the container's resolved
+//! environment and volume files, plus two commands of the mock's own:
 //!
 //! | command | effect |
 //! |---|---|
-//! | `echo WORDS` | prints WORDS and a newline |
-//! | `cat` | copies stdin to stdout until end-of-file (with a terminal: line by line until Ctrl-D) |
-//! | `cat PATH` | prints a file of a resolved volume (by its mount path) |
-//! | `env`, `printenv [NAME]` | prints the container's environment, or one variable |
-//! | `sleep SECONDS` | waits |
-//! | `exit [N]` | ends with code N (0 by default) |
-//! | `true`, `false` | exit 0, exit 1 |
 //! | `stderr WORDS` | prints WORDS to stderr (to test that stream) |
 //! | `stty size` | prints `ROWS COLS` of the terminal, from the latest resize |
-//! | `sh -c SCRIPT` | runs SCRIPT: commands separated by `;` or newlines, quotes as in sh |
-//! | `sh` | a shell: with a terminal, prompts `$ ` and runs each line typed (echoing input, with backspace, Ctrl-C and Ctrl-D); without one, runs the lines read from stdin |
 //!
-//! Anything else prints `sh: CMD: not found` to stderr and exits 127. The
-//! exit code of a script is that of its last command. With a terminal, output
+//! `cat` copies stdin until end-of-file (with a terminal: line by line until
+//! Ctrl-D); `sh` with a terminal prompts `$ ` and runs each line typed
+//! (echoing input, with backspace, Ctrl-C and Ctrl-D). Anything else prints
+//! `sh: CMD: not found` to stderr and exits 127. With a terminal, output
 //! lines end in `\r\n` and stderr is merged into stdout, as on a real pty.
 //! Deleting the pod ends a running command with code 137.
 //!
@@ -39,7 +34,7 @@
 //! real TCP connection on 127.0.0.1 served by a task of its own, except port
 //! [`REFUSED_PORT`], which refuses connections (to test error reporting).
 
-use std::{collections::BTreeMap, collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -47,6 +42,7 @@ use skylet_provider::{
     AttachIo, ExecIo, ExitStatus, LogOptions, PodRef, PortStream, ProviderError, Reader, Result,
     TermSize, Writer,
 };
+use skylet_toysh::{Input, Sandbox, Session, Shell};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -64,18 +60,9 @@ const MAX_LINE: usize = 64 << 10;
 /// Exit code of a command ended because its pod was deleted (SIGKILL).
 const KILLED: i32 = 137;
 
-/// What a container offers to exec: its resolved environment and files.
-#[derive(Debug, Default)]
-pub(crate) struct Shell {
-    /// `NAME=value` pairs, in order.
-    pub(crate) env: Vec<(String, String)>,
-    /// Files of resolved volumes by absolute path.
-    pub(crate) files: BTreeMap<String, Bytes>,
-}
-
 /// A running container of a pod, as exec and attach need it.
 struct Target {
-    shell: Arc<Shell>,
+    sandbox: Arc<Sandbox>,
     logs: Arc<LogBuffer>,
     stop: watch::Receiver<bool>,
 }
@@ -107,7 +94,7 @@ fn target(inner: &Inner, pod: &PodRef, container: &str) -> Result<Target> {
         )));
     }
     Ok(Target {
-        shell: c.shell.clone(),
+        sandbox: c.sandbox.clone(),
         logs: c.logs.clone(),
         stop: p.stop.subscribe(),
     })
@@ -132,9 +119,12 @@ pub(crate) async fn exec(
 ) -> Result<ExitStatus> {
     let t = target(inner, pod, container)?;
     let mut term = Term::new(io);
-    let code = tokio::select! {
-        code = term.argv(&t.shell, &command) => code.code(),
-        () = stopped(t.stop) => KILLED,
+    let code = {
+        let mut shell = Shell::new(&mut term, &t.sandbox);
+        tokio::select! {
+            flow = shell.run(&command) => flow.code(),
+            () = stopped(t.stop) => KILLED,
+        }
     };
     term.finish().await;
     Ok(ExitStatus::Code(code))
@@ -165,18 +155,18 @@ pub(crate) async fn attach(
     loop {
         let event = tokio::select! {
             chunk = follow.next() => Event::Log(chunk.and_then(std::result::Result::ok)),
-            input = term.read_line(false), if reading => Event::Input(input),
+            input = term.line(false), if reading => Event::Input(input),
             () = &mut stop => Event::Stop,
         };
         match event {
-            Event::Log(Some(chunk)) => term.out_bytes(&chunk).await,
+            Event::Log(Some(chunk)) => term.stdout(&chunk).await,
             Event::Log(None) | Event::Stop => break,
             Event::Input(Input::Line(line)) => t.logs.push(line),
             Event::Input(Input::Interrupt) => {}
             Event::Input(Input::Eof) => {
                 // Deliver what was logged up to now, then detach.
                 while let Some(Some(Ok(chunk))) = follow.next().now_or_never() {
-                    term.out_bytes(&chunk).await;
+                    term.stdout(&chunk).await;
                 }
                 break;
             }
@@ -220,33 +210,6 @@ pub(crate) async fn port_forward(inner: &Inner, pod: &PodRef, port: u16) -> Resu
         let _ = w.shutdown().await;
     });
     Ok(Box::new(client))
-}
-
-/// What a command ended with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
-    /// It exited with this code; the script goes on.
-    Next(i32),
-    /// `exit N`: the whole shell ends.
-    Exit(i32),
-}
-
-impl Flow {
-    fn code(self) -> i32 {
-        match self {
-            Self::Next(c) | Self::Exit(c) => c,
-        }
-    }
-}
-
-/// A line of input.
-#[derive(Debug, PartialEq, Eq)]
-enum Input {
-    Line(String),
-    /// Ctrl-C on a terminal.
-    Interrupt,
-    /// End of input (or Ctrl-D on an empty terminal line).
-    Eof,
 }
 
 /// The streams of a command, with a terminal's line discipline when `tty`.
@@ -308,19 +271,15 @@ impl Term {
         }
     }
 
-    async fn out_bytes(&mut self, bytes: &[u8]) {
+    async fn stdout(&mut self, bytes: &[u8]) {
         let data = self.cooked(bytes).into_owned();
         Self::write(&mut self.stdout, &data, &mut self.broken).await;
     }
 
-    async fn out(&mut self, text: &str) {
-        self.out_bytes(text.as_bytes()).await;
-    }
-
     /// Writes to stderr; with a terminal, stderr is the terminal.
-    async fn err(&mut self, text: &str) {
+    async fn stderr(&mut self, text: &str) {
         if self.tty {
-            self.out(text).await;
+            self.stdout(text.as_bytes()).await;
         } else {
             let mut broken = false;
             Self::write(&mut self.stderr, text.as_bytes(), &mut broken).await;
@@ -381,7 +340,7 @@ impl Term {
     /// Reads a line. With a terminal it applies the line discipline (echo
     /// when `echo`, backspace, Ctrl-C, Ctrl-D). Cancel-safe: a partial line
     /// stays in `self`.
-    async fn read_line(&mut self, echo: bool) -> Input {
+    async fn line(&mut self, echo: bool) -> Input {
         loop {
             let mut echoed = Vec::new();
             let mut done = None;
@@ -439,188 +398,6 @@ impl Term {
         }
     }
 
-    /// `cat` without arguments.
-    async fn cat(&mut self) -> i32 {
-        if self.tty {
-            loop {
-                match self.read_line(true).await {
-                    Input::Line(l) => self.out(&format!("{l}\n")).await,
-                    Input::Interrupt => return 130,
-                    Input::Eof => return 0,
-                }
-            }
-        }
-        loop {
-            if !self.pending.is_empty() {
-                let chunk: Vec<u8> = self.pending.drain(..).collect();
-                self.out_bytes(&chunk).await;
-            }
-            if self.broken || !self.fill().await {
-                return 0;
-            }
-        }
-    }
-
-    /// Runs a command given as argv.
-    async fn argv(&mut self, shell: &Shell, words: &[String]) -> Flow {
-        let Some((cmd, args)) = words.split_first() else {
-            self.err("sh: no command given\n").await;
-            return Flow::Next(127);
-        };
-        let name = cmd.rsplit('/').next().unwrap_or(cmd);
-        let code = match name {
-            "echo" => {
-                self.out(&format!("{}\n", args.join(" "))).await;
-                0
-            }
-            "cat" if args.is_empty() => self.cat().await,
-            "cat" => {
-                let mut code = 0;
-                for path in args {
-                    match shell.files.get(path) {
-                        Some(data) => self.out_bytes(&data.clone()).await,
-                        None => {
-                            self.err(&format!("cat: {path}: No such file or directory\n"))
-                                .await;
-                            code = 1;
-                        }
-                    }
-                }
-                code
-            }
-            "env" | "printenv" if args.is_empty() => {
-                let text: String = shell
-                    .env
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}\n"))
-                    .collect();
-                self.out(&text).await;
-                0
-            }
-            "printenv" => {
-                let mut code = 0;
-                for name in args {
-                    match shell.env.iter().rev().find(|(k, _)| k == name) {
-                        Some((_, v)) => self.out(&format!("{v}\n")).await,
-                        None => code = 1,
-                    }
-                }
-                code
-            }
-            "sleep" => match args
-                .first()
-                .and_then(|a| a.parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-            {
-                Some(secs) => {
-                    tokio::time::sleep(Duration::from_secs_f64(secs.min(1e9))).await;
-                    0
-                }
-                None => {
-                    self.err(&format!(
-                        "sleep: invalid time interval '{}'\n",
-                        args.join(" ")
-                    ))
-                    .await;
-                    1
-                }
-            },
-            "exit" => {
-                return match args.first().map(|a| a.parse::<i64>()) {
-                    None => Flow::Exit(0),
-                    Some(Ok(n)) => Flow::Exit(i32::try_from(n.rem_euclid(256)).unwrap_or(0)),
-                    Some(Err(_)) => {
-                        self.err(&format!("sh: exit: Illegal number: {}\n", args.join(" ")))
-                            .await;
-                        Flow::Exit(2)
-                    }
-                };
-            }
-            "true" => 0,
-            "false" => 1,
-            "stderr" => {
-                self.err(&format!("{}\n", args.join(" "))).await;
-                0
-            }
-            "stty" if args.len() == 1 && args[0] == "size" => {
-                if self.tty {
-                    let size = self.latest_size().unwrap_or(TermSize {
-                        width: 0,
-                        height: 0,
-                    });
-                    self.out(&format!("{} {}\n", size.height, size.width)).await;
-                    0
-                } else {
-                    self.err("stty: 'standard input': Inappropriate ioctl for device\n")
-                        .await;
-                    1
-                }
-            }
-            "sh" | "bash" => match args {
-                [c, script, ..] if c == "-c" => Box::pin(self.script(shell, script)).await.code(),
-                [] => Box::pin(self.shell(shell)).await,
-                [other, ..] => {
-                    self.err(&format!(
-                        "sh: can't open '{other}': No such file or directory\n"
-                    ))
-                    .await;
-                    2
-                }
-            },
-            _ => {
-                self.err(&format!("sh: {cmd}: not found\n")).await;
-                127
-            }
-        };
-        Flow::Next(code)
-    }
-
-    /// Runs a script: statements separated by `;` or newlines.
-    async fn script(&mut self, shell: &Shell, text: &str) -> Flow {
-        let mut last = 0;
-        for statement in split_statements(text) {
-            let words = split_words(&statement);
-            if words.is_empty() {
-                continue;
-            }
-            match self.argv(shell, &words).await {
-                Flow::Exit(code) => return Flow::Exit(code),
-                Flow::Next(code) => last = code,
-            }
-            if self.broken {
-                break;
-            }
-        }
-        Flow::Next(last)
-    }
-
-    /// `sh` without arguments: a prompt loop on a terminal, else a script
-    /// read from stdin line by line.
-    async fn shell(&mut self, shell: &Shell) -> i32 {
-        let mut last = 0;
-        loop {
-            if self.tty {
-                self.out("$ ").await;
-            }
-            match self.read_line(true).await {
-                Input::Eof => {
-                    if self.tty {
-                        self.out("exit\n").await;
-                    }
-                    return last;
-                }
-                Input::Interrupt => last = 130,
-                Input::Line(line) => match self.script(shell, &line).await {
-                    Flow::Exit(code) => return code,
-                    Flow::Next(code) => last = code,
-                },
-            }
-            if self.broken {
-                return last;
-            }
-        }
-    }
-
     /// Ends the output streams (end-of-file for the client).
     async fn finish(&mut self) {
         for w in [self.stdout.as_mut(), self.stderr.as_mut()]
@@ -634,91 +411,71 @@ impl Term {
     }
 }
 
-/// Splits a script at `;` and newlines outside quotes.
-fn split_statements(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote = None;
-    let mut escaped = false;
-    for c in text.chars() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' && quote != Some('\'') {
-            escaped = true;
-        } else if let Some(q) = quote {
-            if c == q {
-                quote = None;
-            }
-        } else if c == '\'' || c == '"' {
-            quote = Some(c);
-        } else if c == ';' || c == '\n' {
-            out.push(std::mem::take(&mut cur));
-            continue;
-        }
-        cur.push(c);
+/// The toy shell runs on the terminal; `stderr` and `stty` are the mock's.
+impl Session for Term {
+    async fn out(&mut self, bytes: &[u8]) {
+        self.stdout(bytes).await;
     }
-    out.push(cur);
-    out.retain(|s| !s.trim().is_empty());
-    out
-}
 
-/// Splits a statement into words as sh does for quotes and backslashes (no
-/// expansions).
-fn split_words(statement: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = statement.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                for c in chars.by_ref() {
-                    if c == '\'' {
-                        break;
-                    }
-                    cur.push(c);
+    async fn err(&mut self, text: &str) {
+        self.stderr(text).await;
+    }
+
+    async fn read_line(&mut self) -> Input {
+        self.line(true).await
+    }
+
+    async fn cat(&mut self) -> i32 {
+        if self.tty {
+            loop {
+                match self.line(true).await {
+                    Input::Line(l) => self.stdout(format!("{l}\n").as_bytes()).await,
+                    Input::Interrupt => return 130,
+                    Input::Eof => return 0,
                 }
             }
-            '"' => {
-                in_word = true;
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some(n @ ('"' | '\\' | '$' | '`')) => cur.push(n),
-                            Some(n) => {
-                                cur.push('\\');
-                                cur.push(n);
-                            }
-                            None => cur.push('\\'),
-                        },
-                        c => cur.push(c),
-                    }
-                }
+        }
+        loop {
+            if !self.pending.is_empty() {
+                let chunk: Vec<u8> = self.pending.drain(..).collect();
+                self.stdout(&chunk).await;
             }
-            '\\' => {
-                in_word = true;
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
+            if self.broken || !self.fill().await {
+                return 0;
             }
         }
     }
-    if in_word {
-        words.push(cur);
+
+    fn broken(&self) -> bool {
+        self.broken
     }
-    words
+
+    fn interactive(&self) -> bool {
+        self.tty
+    }
+
+    async fn command(&mut self, name: &str, args: &[String]) -> Option<i32> {
+        match (name, args) {
+            ("stderr", words) => {
+                self.stderr(&format!("{}\n", words.join(" "))).await;
+                Some(0)
+            }
+            ("stty", [size]) if size == "size" => Some(if self.tty {
+                let size = self.latest_size().unwrap_or(TermSize {
+                    width: 0,
+                    height: 0,
+                });
+                self.stdout(format!("{} {}\n", size.height, size.width).as_bytes())
+                    .await;
+                0
+            } else {
+                self.stderr("stty: 'standard input': Inappropriate ioctl for device\n")
+                    .await;
+                1
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -729,20 +486,6 @@ mod tests {
 
     fn w(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn scripts_split_like_sh() {
-        assert_eq!(
-            split_statements("echo a; echo 'b;c'\nexit 3"),
-            w(&["echo a", " echo 'b;c'", "exit 3"])
-        );
-        assert_eq!(
-            split_words(r#"echo "a b" 'c d' e\ f"#),
-            w(&["echo", "a b", "c d", "e f"])
-        );
-        assert_eq!(split_words("  "), Vec::<String>::new());
-        assert_eq!(split_words("echo ''"), w(&["echo", ""]));
     }
 
     struct Run {
@@ -776,12 +519,15 @@ mod tests {
         let mut stdin_w = stdin_w;
         stdin_w.write_all(input).await.unwrap();
         drop(stdin_w);
-        let shell = Shell {
+        let sandbox = Sandbox {
             env: vec![("A".into(), "1".into()), ("B".into(), "two".into())],
-            files: BTreeMap::new(),
+            files: Default::default(),
         };
         let mut term = Term::new(io);
-        let code = term.argv(&shell, &w(command)).await.code();
+        let code = Shell::new(&mut term, &sandbox)
+            .run(&w(command))
+            .await
+            .code();
         term.finish().await;
         drop(term);
         let mut stdout = String::new();

@@ -1,17 +1,12 @@
 //! A simulated backend: pods "run" in memory, so tests, the demo and the
 //! benchmarks exercise the whole core without a cloud.
 //!
-//! A container runs a tiny script taken from its command and args (a leading
-//! `sh -c` is dropped), statements separated by `;` or newlines:
-//!
-//! | statement | effect |
-//! |---|---|
-//! | `echo WORDS` | logs WORDS |
-//! | `env` | logs the resolved environment, one `NAME=value` a line (secret values too: it is a test backend) |
-//! | `cat PATH` | logs the file at PATH of a resolved volume (by its mount path) |
-//! | `sleep SECONDS` | waits |
-//! | `log-every SECONDS WORDS` | logs WORDS with a counter forever |
-//! | `exit N` | ends the container with code N |
+//! A container runs a tiny script taken from its command and args, in the
+//! toy shell of `skylet-toysh` (a leading `sh -c` is unwrapped; statements
+//! separated by `;` or newlines): `echo`, `env` (secret values too: it is a
+//! test backend), `cat PATH` (files of resolved volumes, by mount path),
+//! `sleep`, `log-every SECONDS WORDS`, `exit N` and `while true` loops. What
+//! it does not understand it logs as such and skips.
 //!
 //! A container without a script logs one line and runs until deleted. When all
 //! app containers have ended the pod is Succeeded (all exit 0) or Failed.
@@ -40,7 +35,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -65,14 +59,13 @@ use tracing::Instrument;
 mod exec;
 mod kind;
 mod logs;
-mod script;
 mod state;
 
 pub use exec::REFUSED_PORT;
 pub use kind::{Args, File, Mock};
 
 use logs::LogBuffer;
-use script::Statement;
+use skylet_toysh::{Program, Sandbox};
 
 /// Settings of the simulated backend.
 #[derive(Clone, Debug)]
@@ -178,7 +171,7 @@ struct Container {
     state: CState,
     logs: Arc<LogBuffer>,
     /// Environment and files, for exec.
-    shell: Arc<exec::Shell>,
+    sandbox: Arc<Sandbox>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -220,7 +213,7 @@ impl MockProvider {
                         image: c.image,
                         state: c.state,
                         logs: Arc::default(),
-                        shell: Arc::default(),
+                        sandbox: Arc::default(),
                     })
                     .collect::<Vec<_>>()
             };
@@ -480,12 +473,11 @@ impl Container {
     }
 }
 
-/// One container to start: its name, script and environment/files.
+/// One container to start: its name, program and environment/files.
 struct Plan {
     name: String,
-    script: Vec<Statement>,
-    env: Vec<(String, String)>,
-    files: BTreeMap<String, Bytes>,
+    program: Program,
+    sandbox: Arc<Sandbox>,
     init: bool,
 }
 
@@ -568,7 +560,7 @@ impl Provider for MockProvider {
             for c in containers {
                 let mut words: Vec<String> = c.command.clone().unwrap_or_default();
                 words.extend(c.args.clone().unwrap_or_default());
-                let script = script::parse(&words);
+                let program = Program::parse(&words);
                 let env = rp
                     .env
                     .get(&c.name)
@@ -602,9 +594,8 @@ impl Provider for MockProvider {
                     c.image.clone().unwrap_or_default(),
                     Plan {
                         name: c.name,
-                        script,
-                        env,
-                        files,
+                        program,
+                        sandbox: Arc::new(Sandbox { env, files }),
                         init,
                     },
                 ));
@@ -615,16 +606,12 @@ impl Provider for MockProvider {
         let mut init = Vec::new();
         let mut app = Vec::new();
         for (image, p) in &plans {
-            let shell = Arc::new(exec::Shell {
-                env: p.env.clone(),
-                files: p.files.clone(),
-            });
             let c = Container {
                 name: p.name.clone(),
                 image: image.clone(),
                 state: CState::Waiting,
                 logs: Arc::default(),
-                shell,
+                sandbox: p.sandbox.clone(),
             };
             if p.init { init.push(c) } else { app.push(c) }
         }
@@ -651,7 +638,7 @@ impl Provider for MockProvider {
         let plans: Vec<Plan> = plans.into_iter().map(|(_, p)| p).collect();
         let latency = self.inner.config.start_latency;
         let needs_task =
-            latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.script.is_empty());
+            latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.program.is_empty());
         if needs_task {
             // weak while queued: a queue that run() never drains must not
             // keep the backend alive
@@ -873,22 +860,16 @@ async fn run_container(
         c.logs.clone()
     };
     inner.update(uid, |_| {});
-    if plan.script.is_empty() {
+    if plan.program.is_empty() {
         logs.push(format!("mock: started container {}", plan.name));
         if !init {
             return None; // runs until deleted
         }
     }
-    let ctx = script::Ctx {
-        env: &plan.env,
-        files: &plan.files,
-        logs: &logs,
-    };
     let code = tokio::select! {
-        code = script::run(&plan.script, &ctx) => code,
+        code = plan.program.run(&plan.sandbox, logs.as_ref()) => code,
         _ = stop.changed() => return None,
     };
-    let code = code?;
     let finished = Timestamp::now();
     inner.update(uid, |p| {
         let list = if init { &mut p.init } else { &mut p.app };
@@ -906,6 +887,7 @@ async fn run_container(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use futures::TryStreamExt;
     use serde_json::json;
     use skylet_provider::{BackendEvent, SinkReceiver, testing::pod};

@@ -113,3 +113,14 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
     );
     limited(initial.chain(follow).boxed(), &opts)
 }
+
+/// A container's program writes its lines into the container's log.
+impl skylet_toysh::Output for LogBuffer {
+    fn line(&self, line: String) {
+        self.push(line);
+    }
+
+    fn ignored(&self, statement: &str) {
+        self.push(format!("mock: not understood, ignored: {statement}"));
+    }
+}
