@@ -10,8 +10,10 @@
 //! breaks the spec is an emulator bug and goes out as 500
 //! `EmulatorResponseInvalid` (counted in [`Stats::invalid_responses`]).
 //!
-//! Containers are simulated (module `script`): their `command` is a tiny program
-//! (`echo`, `sleep`, `exit`, `env`) whose output is what logs and attach show.
+//! Containers are simulated ([`state`]): their `command` is a tiny program in
+//! the toy shell of `skylet-toysh` (`echo`, `sleep`, `exit`, `env`, `while
+//! true` loops, ...; the language the simulated backend's containers speak
+//! too) whose output is what logs and attach show.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), skylet_aci_emulator::Error> {
@@ -37,7 +39,6 @@ pub mod spec;
 mod arm;
 pub mod control;
 mod rules;
-mod script;
 mod state;
 mod tls;
 mod token;

@@ -5,8 +5,9 @@
 //! Each group generation (create, update, start, restart) gets a
 //! [`CancellationToken`] and one task that waits `create_delay`, marks the
 //! group `Succeeded`, runs the init containers in order and then every
-//! container concurrently, each its own [`crate::script`] program. When a
-//! program ends the container is `Terminated` with its exit code and the
+//! container concurrently, each its own program in the toy shell of
+//! `skylet-toysh` (one that understands nothing in its command, or has
+//! none, is a server: it runs until stopped). When a program ends the container is `Terminated` with its exit code and the
 //! group's `restartPolicy` decides whether it starts again
 //! (`restartCount + 1`, `previousState` = the terminated state, another
 //! `Started` event). Stop, delete and replace cancel the generation.
@@ -15,15 +16,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use skylet_toysh::{Output as ProgramOutput, Program, Sandbox};
+
 use crate::App;
-use crate::script::{Program, Stmt};
 
 /// Log lines kept per container; older ones are dropped.
 const MAX_LOG_LINES: usize = 10_000;
@@ -291,7 +292,7 @@ impl Ctr {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
-            program: crate::script::program(&command),
+            program: Program::parse(&command),
             env,
             current: CState::Waiting {
                 detail: "ContainerCreating",
@@ -853,13 +854,13 @@ async fn execute(
         key,
         which,
         idx,
-        env: &env,
-        host: &host,
     };
+    let sandbox = sandbox(&host, &env);
     let script = async {
-        match &program {
-            Program::Server => std::future::pending::<i32>().await,
-            Program::Script(stmts) => run_stmts(&ctx, stmts).await.unwrap_or(0),
+        if program.understood() {
+            program.run(&sandbox, &ctx).await
+        } else {
+            std::future::pending::<i32>().await
         }
     };
     tokio::pin!(script);
@@ -876,17 +877,16 @@ async fn execute(
     }
 }
 
+/// Where a container's program writes: its log.
 struct RunCtx<'a> {
     app: &'a Arc<App>,
     key: &'a Key,
     which: Which,
     idx: usize,
-    env: &'a [(String, String)],
-    host: &'a str,
 }
 
-impl RunCtx<'_> {
-    fn log(&self, line: String) {
+impl ProgramOutput for RunCtx<'_> {
+    fn line(&self, line: String) {
         if let Some(c) = self
             .app
             .lock_store()
@@ -899,42 +899,24 @@ impl RunCtx<'_> {
     }
 }
 
-/// Runs statements; `Some(code)` when one exits.
-fn run_stmts<'a>(ctx: &'a RunCtx<'a>, stmts: &'a [Stmt]) -> BoxFuture<'a, Option<i32>> {
-    Box::pin(async move {
-        for stmt in stmts {
-            match stmt {
-                Stmt::Echo(text) => ctx.log(text.clone()),
-                Stmt::Sleep(Some(d)) => tokio::time::sleep(*d).await,
-                Stmt::Sleep(None) => std::future::pending::<()>().await,
-                Stmt::Exit(code) => return Some(*code),
-                Stmt::Env => {
-                    for line in environment(ctx.host, ctx.env) {
-                        ctx.log(line);
-                    }
-                }
-                Stmt::Loop(body) => loop {
-                    if let Some(code) = run_stmts(ctx, body).await {
-                        return Some(code);
-                    }
-                    // A body without sleeps must not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                },
-            }
-        }
-        None
-    })
-}
-
-/// What `env` prints in a container: a base environment, then its variables
-/// (secure values included: the container sees them).
-pub(crate) fn environment(host: &str, env: &[(String, String)]) -> Vec<String> {
-    let mut out = vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-        format!("HOSTNAME={host}"),
+/// What a container of group `host` sees: a base environment, then its
+/// variables (secure values included: the container sees them); no files.
+pub(crate) fn sandbox(host: &str, env: &[(String, String)]) -> Sandbox {
+    let base = [
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOSTNAME", host),
     ];
-    out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
-    out
+    Sandbox {
+        env: base
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain(env.iter().cloned())
+            .collect(),
+        files: Default::default(),
+    }
 }
 
 /// The sum of the CPU requests of a group body's containers.

@@ -4,14 +4,16 @@
 //! Exec: the first client message must be the password (text), then stdin
 //! follows as binary or text messages; output (stdout and stderr merged, as
 //! in ACI) goes out as binary messages and the socket closes when the command
-//! ends. `command` is split on whitespace, as ACI does, and run by a few
-//! built-ins: `echo`, `env`/`printenv`, `hostname`, `cat` (stdin to output
-//! until the client closes), `exit N`, `true`, `false`, `ls`, `pwd`, `sleep`,
-//! and `sh`/`/bin/sh`/`bash` (reads stdin lines, splits each with POSIX
-//! quoting (`shlex`), runs the built-ins; `exec CMD...` runs CMD and ends the
-//! session, `exit` ends it; `sh -c SCRIPT` runs SCRIPT's statements). Anything
-//! else prints `<cmd>: command not found`. With a terminal (`terminalSize`
-//! given) line ends are `\r\n`; no prompt and no echo of input.
+//! ends. `command` is split on whitespace, as ACI does, and run in the toy
+//! shell of `skylet-toysh` (the one the containers' programs speak; see
+//! `skylet_toysh::exec`): `echo`, `env`/`printenv`, `cat` (stdin to output
+//! until the client closes; no files), `exit N`, `true`, `false`, `sleep`,
+//! `sh`/`/bin/sh`/`bash` (reads stdin lines, splits them with POSIX quoting,
+//! runs them; `exec CMD...` runs CMD and ends the session, `exit` ends it;
+//! `sh -c SCRIPT` runs SCRIPT's statements), plus the emulator's own
+//! `hostname`, `ls` and `pwd`. Anything else prints `<cmd>: command not
+//! found`. With a terminal (`terminalSize` given) line ends are `\r\n`; no
+//! prompt and no echo of input.
 //!
 //! Attach: the password comes in the `Authorization` header; the container's
 //! new log lines stream out until it ends.
@@ -26,10 +28,10 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use skylet_toysh::{Input, Sandbox, Shell};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
@@ -129,7 +131,7 @@ pub(crate) async fn exec(
             let c = g.container(&session.container)?;
             Some(ExecCtx {
                 host: g.name.clone(),
-                env: c.env.clone(),
+                sandbox: crate::state::sandbox(&g.name, &c.env),
             })
         })
     };
@@ -155,10 +157,15 @@ pub(crate) async fn exec(
             crlf: terminal,
             stdin: Vec::new(),
             eof: false,
+            broken: false,
+            host: ctx.host,
         };
-        tokio::select! {
-            r = run(&mut io, &ctx, argv, false) => if let Err(e) = r { tracing::debug!(error = %e, "exec ended") },
-            () = shutdown.cancelled() => {}
+        {
+            let mut shell = Shell::new(&mut io, &ctx.sandbox);
+            tokio::select! {
+                _ = shell.run(&argv) => {}
+                () = shutdown.cancelled() => {}
+            }
         }
         close(&mut io.ws, CloseCode::Normal, "").await;
     })
@@ -316,7 +323,7 @@ async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
 /// What exec needs of its container.
 struct ExecCtx {
     host: String,
-    env: Vec<(String, String)>,
+    sandbox: Sandbox,
 }
 
 /// The session's stdin/stdout.
@@ -325,20 +332,33 @@ struct Io {
     crlf: bool,
     stdin: Vec<u8>,
     eof: bool,
+    /// Sending failed: the client is gone.
+    broken: bool,
+    /// The group's name (`hostname`).
+    host: String,
 }
 
-type WsResult<T> = Result<T, tokio_tungstenite::tungstenite::Error>;
+const LS: &str =
+    "bin\ndev\netc\nhome\nlib\nmedia\nmnt\nopt\nproc\nroot\nrun\nsbin\nsrv\nsys\ntmp\nusr\nvar\n";
 
 impl Io {
-    async fn out(&mut self, text: &str) -> WsResult<()> {
+    async fn send(&mut self, bytes: Vec<u8>) {
+        if self.broken {
+            return;
+        }
+        if let Err(e) = self.ws.send(Message::Binary(bytes.into())).await {
+            tracing::debug!(error = %e, "exec ended");
+            self.broken = true;
+        }
+    }
+
+    async fn text(&mut self, text: &str) {
         let text = if self.crlf {
             text.replace('\n', "\r\n")
         } else {
             text.to_owned()
         };
-        self.ws
-            .send(Message::Binary(text.into_bytes().into()))
-            .await
+        self.send(text.into_bytes()).await;
     }
 
     /// Reads one more message into `stdin`; false at end of input.
@@ -353,9 +373,20 @@ impl Io {
         }
         !self.eof
     }
+}
 
-    /// The next stdin line (without its `\n`/`\r\n`), `None` at the end.
-    async fn line(&mut self) -> Option<String> {
+/// ACI's exec: stdout and stderr are one stream, no prompt, no echo.
+impl skylet_toysh::Session for Io {
+    async fn out(&mut self, bytes: &[u8]) {
+        self.text(&String::from_utf8_lossy(bytes)).await;
+    }
+
+    async fn err(&mut self, text: &str) {
+        self.text(text).await;
+    }
+
+    /// The next stdin line (without its `\n`/`\r\n`).
+    async fn read_line(&mut self) -> Input {
         loop {
             if let Some(pos) = self.stdin.iter().position(|b| *b == b'\n') {
                 let mut line: Vec<u8> = self.stdin.drain(..=pos).collect();
@@ -363,14 +394,14 @@ impl Io {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return Some(String::from_utf8_lossy(&line).into_owned());
+                return Input::Line(String::from_utf8_lossy(&line).into_owned());
             }
             if !self.fill().await {
                 if self.stdin.is_empty() {
-                    return None;
+                    return Input::Eof;
                 }
                 let rest = std::mem::take(&mut self.stdin);
-                return Some(
+                return Input::Line(
                     String::from_utf8_lossy(&rest)
                         .trim_end_matches('\r')
                         .to_owned(),
@@ -379,116 +410,35 @@ impl Io {
         }
     }
 
-    /// The next stdin bytes, `None` at the end.
-    async fn chunk(&mut self) -> Option<Vec<u8>> {
-        loop {
+    /// Stdin back as it came, until the client closes.
+    async fn cat(&mut self) -> i32 {
+        while !self.broken {
             if !self.stdin.is_empty() {
-                return Some(std::mem::take(&mut self.stdin));
-            }
-            if !self.fill().await {
-                return None;
+                let bytes = std::mem::take(&mut self.stdin);
+                self.send(bytes).await;
+            } else if !self.fill().await {
+                break;
             }
         }
+        0
     }
-}
 
-/// Whether the session goes on after a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flow {
-    Continue,
-    End,
-}
+    fn broken(&self) -> bool {
+        self.broken
+    }
 
-const LS: &str =
-    "bin\ndev\netc\nhome\nlib\nmedia\nmnt\nopt\nproc\nroot\nrun\nsbin\nsrv\nsys\ntmp\nusr\nvar\n";
+    fn not_found(&self, command: &str) -> String {
+        format!("{command}: command not found\n")
+    }
 
-/// Runs one command line.
-fn run<'a>(
-    io: &'a mut Io,
-    ctx: &'a ExecCtx,
-    argv: Vec<String>,
-    in_shell: bool,
-) -> BoxFuture<'a, WsResult<Flow>> {
-    Box::pin(async move {
-        let Some((cmd, args)) = argv.split_first() else {
-            return Ok(Flow::Continue);
+    async fn command(&mut self, name: &str, _: &[String]) -> Option<i32> {
+        let text = match name {
+            "hostname" => format!("{}\n", self.host),
+            "pwd" => "/\n".to_owned(),
+            "ls" => LS.to_owned(),
+            _ => return None,
         };
-        match cmd.as_str() {
-            "echo" => io.out(&format!("{}\n", args.join(" "))).await?,
-            "env" | "printenv" => {
-                let text: String = crate::state::environment(&ctx.host, &ctx.env)
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                io.out(&text).await?;
-            }
-            "hostname" => io.out(&format!("{}\n", ctx.host)).await?,
-            "pwd" => io.out("/\n").await?,
-            "ls" => io.out(LS).await?,
-            "true" | "false" | ":" => {}
-            "exit" => return Ok(Flow::End),
-            "sleep" => {
-                let secs = args
-                    .first()
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-                if let Ok(d) = Duration::try_from_secs_f64(secs) {
-                    tokio::time::sleep(d).await;
-                }
-            }
-            "cat" if args.is_empty() => {
-                while let Some(bytes) = io.chunk().await {
-                    io.ws.send(Message::Binary(bytes.into())).await?;
-                }
-            }
-            "cat" => {
-                for a in args {
-                    io.out(&format!("cat: {a}: No such file or directory\n"))
-                        .await?;
-                }
-            }
-            "exec" if in_shell => {
-                run(io, ctx, args.to_vec(), false).await?;
-                return Ok(Flow::End);
-            }
-            "sh" | "/bin/sh" | "bash" | "/bin/bash" | "ash" | "/bin/ash" => match args {
-                [flag, script, ..] if flag == "-c" => {
-                    for stmt in script.split([';', '\n']) {
-                        if let Some(words) = shlex::split(stmt)
-                            && run(io, ctx, words, true).await? == Flow::End
-                        {
-                            break;
-                        }
-                    }
-                }
-                _ => shell(io, ctx).await?,
-            },
-            other => {
-                io.out(&format!("{other}: command not found\n")).await?;
-                if !in_shell {
-                    return Ok(Flow::End);
-                }
-            }
-        }
-        Ok(Flow::Continue)
-    })
-}
-
-/// An interactive shell on stdin.
-async fn shell(io: &mut Io, ctx: &ExecCtx) -> WsResult<()> {
-    while let Some(line) = io.line().await {
-        match shlex::split(&line) {
-            None => {
-                io.out("sh: syntax error: unterminated quoted string\n")
-                    .await?
-            }
-            Some(words) if words.is_empty() => {}
-            Some(words) => {
-                if run(io, ctx, words, true).await? == Flow::End {
-                    break;
-                }
-            }
-        }
+        self.text(&text).await;
+        Some(0)
     }
-    Ok(())
 }
