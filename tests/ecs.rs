@@ -10,8 +10,8 @@
 //! own: task definitions and secrets, Fargate sizes, Spot and task roles,
 //! the cost of a sweep.
 //!
-//! moto cannot show everything (one container per task, containers stay
-//! PENDING, no `clientToken` idempotency, RunTask never answers with a
+//! moto cannot show everything (one container per task, no `clientToken`
+//! idempotency, RunTask never answers with a
 //! `failures[]` entry, so no capacity refusal): the translation, status
 //! mapping and failure classification are unit-tested in `providers/ecs`
 //! for the rest.
