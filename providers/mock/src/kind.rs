@@ -75,33 +75,24 @@ impl Kind for Mock {
     type Provider = MockProvider;
 
     fn configure(args: Args, file: File, node: &NodeContext) -> Result<Config, ConfigError> {
-        let start_latency = args
-            .mock_start_latency
-            .or(file.start_latency)
-            .unwrap_or(0.0);
-        if !(0.0..=3600.0).contains(&start_latency) {
-            return Err(ConfigError::new(
-                "mock-start-latency",
-                format!("{start_latency} is not within 0..3600 seconds"),
-            ));
-        }
-        let failure_rate = args.mock_failure_rate.or(file.failure_rate).unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&failure_rate) {
-            return Err(ConfigError::new(
-                "mock-failure-rate",
-                format!("{failure_rate} is not within 0..1"),
-            ));
-        }
-        let throttle_rate = args
-            .mock_throttle_rate
-            .or(file.throttle_rate)
-            .unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&throttle_rate) {
-            return Err(ConfigError::new(
-                "mock-throttle-rate",
-                format!("{throttle_rate} is not within 0..1"),
-            ));
-        }
+        let start_latency = within(
+            "mock-start-latency",
+            args.mock_start_latency.or(file.start_latency),
+            3600.0,
+            " seconds",
+        )?;
+        let failure_rate = within(
+            "mock-failure-rate",
+            args.mock_failure_rate.or(file.failure_rate),
+            1.0,
+            "",
+        )?;
+        let throttle_rate = within(
+            "mock-throttle-rate",
+            args.mock_throttle_rate.or(file.throttle_rate),
+            1.0,
+            "",
+        )?;
         let capacity = parse_capacity(
             "mock-capacity",
             args.mock_capacity
@@ -123,6 +114,19 @@ impl Kind for Mock {
 
     async fn build(config: Config, ctx: BuildContext) -> Result<MockProvider, BoxError> {
         Ok(MockProvider::new(config, ctx.sink))
+    }
+}
+
+/// A setting of `0..=max` (0 when unset), or the error for `field`.
+fn within(field: &str, value: Option<f64>, max: f64, unit: &str) -> Result<f64, ConfigError> {
+    let value = value.unwrap_or(0.0);
+    if (0.0..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{value} is not within 0..{max}{unit}"),
+        ))
     }
 }
 

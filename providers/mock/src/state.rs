@@ -7,7 +7,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::CState;
+use crate::pod::CState;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Saved {

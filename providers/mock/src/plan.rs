@@ -1,0 +1,81 @@
+//! What the containers of a resolved pod will run: a [`Plan`] per container,
+//! its program (from its command and args) and its sandbox (the resolved
+//! environment, and the files of its volume mounts by path).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Container;
+use skylet_provider::ResolvedPod;
+use skylet_toysh::{Program, Sandbox};
+
+/// One container to start.
+pub(crate) struct Plan {
+    pub(crate) name: String,
+    pub(crate) image: String,
+    pub(crate) program: Program,
+    /// Environment and files, shared with exec.
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) init: bool,
+}
+
+/// The plans of a pod's containers: init containers first, in order.
+pub(crate) fn plans(rp: &ResolvedPod) -> Vec<Plan> {
+    let spec = rp.pod.spec.clone().unwrap_or_default();
+    let init = spec.init_containers.unwrap_or_default();
+    init.into_iter()
+        .map(|c| (true, c))
+        .chain(spec.containers.into_iter().map(|c| (false, c)))
+        .map(|(init, c)| plan(rp, c, init))
+        .collect()
+}
+
+fn plan(rp: &ResolvedPod, c: Container, init: bool) -> Plan {
+    let mut words: Vec<String> = c.command.clone().unwrap_or_default();
+    words.extend(c.args.clone().unwrap_or_default());
+    let env = rp
+        .env
+        .get(&c.name)
+        .map(|vars| {
+            vars.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Plan {
+        program: Program::parse(&words),
+        sandbox: Arc::new(Sandbox {
+            env,
+            files: files(rp, &c),
+        }),
+        image: c.image.unwrap_or_default(),
+        name: c.name,
+        init,
+    }
+}
+
+/// The files a container sees: every file of a resolved volume under its
+/// mount path (only those under `subPath` for a mount with one).
+fn files(rp: &ResolvedPod, c: &Container) -> BTreeMap<String, Bytes> {
+    let mut files = BTreeMap::new();
+    for m in c.volume_mounts.iter().flatten() {
+        for f in rp.volumes.get(&m.name).into_iter().flatten() {
+            let sub = m.sub_path.as_deref().unwrap_or("");
+            let rel = f
+                .path
+                .strip_prefix(sub)
+                .unwrap_or(&f.path)
+                .trim_start_matches('/');
+            if !sub.is_empty() && !f.path.starts_with(sub) {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                m.mount_path.clone()
+            } else {
+                format!("{}/{}", m.mount_path.trim_end_matches('/'), rel)
+            };
+            files.insert(path, f.value.data.clone());
+        }
+    }
+    files
+}

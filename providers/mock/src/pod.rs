@@ -1,0 +1,267 @@
+//! A simulated pod and its containers: their states, the phase and the
+//! status that follow from them, and what the state file keeps of them.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        ContainerStatus, PodIP, PodStatus,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use skylet_provider::{BackendPod, PodRef, ProviderError, Result};
+use skylet_toysh::Sandbox;
+use tokio::sync::watch;
+
+use crate::{logs::LogBuffer, plan::Plan, state};
+
+/// A simulated pod.
+pub(crate) struct MockPod {
+    pub(crate) pod: PodRef,
+    pub(crate) created: Timestamp,
+    pub(crate) ip: String,
+    pub(crate) phase: &'static str,
+    pub(crate) init: Vec<Container>,
+    pub(crate) app: Vec<Container>,
+    /// Dropped when the pod is deleted: running scripts stop.
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+/// A simulated container.
+pub(crate) struct Container {
+    pub(crate) name: String,
+    pub(crate) image: String,
+    pub(crate) state: CState,
+    pub(crate) logs: Arc<LogBuffer>,
+    /// Environment and files, for exec.
+    pub(crate) sandbox: Arc<Sandbox>,
+}
+
+/// Where a simulated container is in its life.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum CState {
+    Waiting,
+    Running {
+        since: Timestamp,
+    },
+    Exited {
+        code: i32,
+        started: Timestamp,
+        finished: Timestamp,
+    },
+}
+
+impl MockPod {
+    /// A pod just created from its plans: every container waiting.
+    pub(crate) fn new(
+        pod: PodRef,
+        created: Timestamp,
+        ip: String,
+        plans: &[Plan],
+        stop: watch::Sender<bool>,
+    ) -> Self {
+        let (init, app): (Vec<&Plan>, Vec<&Plan>) = plans.iter().partition(|p| p.init);
+        let waiting = |plans: Vec<&Plan>| {
+            plans
+                .into_iter()
+                .map(|p| Container {
+                    name: p.name.clone(),
+                    image: p.image.clone(),
+                    state: CState::Waiting,
+                    logs: Arc::default(),
+                    sandbox: p.sandbox.clone(),
+                })
+                .collect()
+        };
+        Self {
+            pod,
+            created,
+            ip,
+            phase: "Pending",
+            init: waiting(init),
+            app: waiting(app),
+            stop,
+        }
+    }
+
+    /// A pod the state file kept: its containers' states, no logs, no
+    /// running programs.
+    pub(crate) fn restored(saved: state::SavedPod) -> Self {
+        let containers = |cs: Vec<state::SavedContainer>| {
+            cs.into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    image: c.image,
+                    state: c.state,
+                    logs: Arc::default(),
+                    sandbox: Arc::default(),
+                })
+                .collect()
+        };
+        let mut pod = Self {
+            pod: PodRef::new(saved.namespace, saved.name, saved.uid),
+            created: saved.created,
+            ip: saved.ip,
+            phase: "Pending",
+            init: containers(saved.init),
+            app: containers(saved.app),
+            stop: watch::channel(false).0,
+        };
+        pod.phase = pod.compute_phase();
+        pod
+    }
+
+    /// The container named `name`, init or app.
+    pub(crate) fn container(&self, name: &str) -> Result<&Container> {
+        self.init
+            .iter()
+            .chain(&self.app)
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                ProviderError::NotFound(format!(
+                    "container {name:?} is not in pod {}/{}",
+                    self.pod.namespace, self.pod.name
+                ))
+            })
+    }
+
+    /// What the state file keeps of it.
+    pub(crate) fn saved(&self) -> state::SavedPod {
+        let conv = |cs: &[Container]| {
+            cs.iter()
+                .map(|c| state::SavedContainer {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    state: c.state.clone(),
+                })
+                .collect()
+        };
+        state::SavedPod {
+            namespace: self.pod.namespace.clone(),
+            name: self.pod.name.clone(),
+            uid: self.pod.uid.clone(),
+            created: self.created,
+            ip: self.ip.clone(),
+            init: conv(&self.init),
+            app: conv(&self.app),
+        }
+    }
+
+    /// The phase its containers' states make.
+    pub(crate) fn compute_phase(&self) -> &'static str {
+        if self
+            .init
+            .iter()
+            .any(|c| matches!(c.state, CState::Exited { code, .. } if code != 0))
+        {
+            return "Failed";
+        }
+        if self
+            .app
+            .iter()
+            .any(|c| matches!(c.state, CState::Running { .. }))
+        {
+            return "Running";
+        }
+        if !self.app.is_empty()
+            && self
+                .app
+                .iter()
+                .all(|c| matches!(c.state, CState::Exited { .. }))
+        {
+            let ok = self
+                .app
+                .iter()
+                .all(|c| matches!(c.state, CState::Exited { code: 0, .. }));
+            return if ok { "Succeeded" } else { "Failed" };
+        }
+        if self
+            .app
+            .iter()
+            .any(|c| matches!(c.state, CState::Exited { .. }))
+        {
+            return "Running";
+        }
+        "Pending"
+    }
+
+    /// Its status, as pushed to the core.
+    pub(crate) fn backend_pod(&self) -> BackendPod {
+        let statuses =
+            |cs: &[Container]| cs.iter().map(|c| c.status(&self.pod)).collect::<Vec<_>>();
+        BackendPod {
+            pod: self.pod.clone(),
+            status: PodStatus {
+                phase: Some(self.phase.into()),
+                pod_ip: Some(self.ip.clone()),
+                pod_ips: Some(vec![PodIP {
+                    ip: self.ip.clone(),
+                }]),
+                start_time: Some(Time(self.created)),
+                init_container_statuses: (!self.init.is_empty()).then(|| statuses(&self.init)),
+                container_statuses: Some(statuses(&self.app)),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Container {
+    fn status(&self, pod: &PodRef) -> ContainerStatus {
+        let (state, ready, started) = match &self.state {
+            CState::Waiting => (
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
+                    ..Default::default()
+                },
+                false,
+                false,
+            ),
+            CState::Running { since } => (
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(Time(*since)),
+                    }),
+                    ..Default::default()
+                },
+                true,
+                true,
+            ),
+            CState::Exited {
+                code,
+                started,
+                finished,
+            } => (
+                ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: *code,
+                        reason: Some(if *code == 0 { "Completed" } else { "Error" }.into()),
+                        started_at: Some(Time(*started)),
+                        finished_at: Some(Time(*finished)),
+                        container_id: Some(format!("mock://{}/{}", pod.uid, self.name)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                false,
+                false,
+            ),
+        };
+        ContainerStatus {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            image_id: format!("mock://{}", self.image),
+            container_id: Some(format!("mock://{}/{}", pod.uid, self.name)),
+            ready,
+            started: Some(started),
+            restart_count: 0,
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+}

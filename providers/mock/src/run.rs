@@ -1,0 +1,169 @@
+//! Simulated pods at work: a created pod either runs at once (long-running
+//! containers without a program, no start latency) or becomes a job, which
+//! [`jobs`] (the backend's `Provider::run`) runs in a task of its own: the
+//! start latency, then the init containers one by one, then the app
+//! containers side by side, each running its program.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use skylet_provider::CancellationToken;
+use tokio::{sync::watch, task::JoinSet};
+use tracing::Instrument;
+
+use crate::{Inner, plan::Plan, pod::CState};
+
+/// Starts a pod just inserted: queues its job, or, on the fast path, marks
+/// its containers Running now.
+pub(crate) fn start(
+    inner: &Arc<Inner>,
+    uid: &str,
+    plans: Vec<Plan>,
+    now: Timestamp,
+    stop: watch::Receiver<bool>,
+) {
+    let latency = inner.config.start_latency;
+    let needs_task =
+        latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.program.is_empty());
+    if !needs_task {
+        // The fast path: every container is a long-running one with no
+        // script; it is Running as soon as the create returns.
+        inner.update(uid, |p| {
+            for (c, plan) in p.app.iter_mut().zip(&plans) {
+                c.state = CState::Running { since: now };
+                c.logs.push(format!(
+                    "mock: started container {} of {}",
+                    plan.name, p.pod
+                ));
+            }
+        });
+        return;
+    }
+    // weak while queued: a queue that run() never drains must not keep the
+    // backend alive
+    let weak = Arc::downgrade(inner);
+    let owned = uid.to_owned();
+    let job = async move {
+        if let Some(inner) = weak.upgrade() {
+            run_pod(inner, owned, plans, latency, stop).await;
+        }
+    };
+    // run() has the receiver, or will have it: the send cannot fail while
+    // `inner` holds it
+    let _ = inner.jobs.send(Box::pin(job));
+    inner.publish(uid);
+}
+
+/// Runs the queued jobs, each in a task of its own, until `shutdown`;
+/// then stops them all and puts the queue back for the next run.
+pub(crate) async fn jobs(inner: &Inner, shutdown: CancellationToken) {
+    let taken = inner
+        .job_queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let Some(mut queue) = taken else {
+        tracing::warn!("the simulated backend runs already; this run does nothing");
+        shutdown.cancelled().await;
+        return;
+    };
+    let mut pods = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(job) = queue.recv() => {
+                pods.spawn(job.in_current_span());
+            }
+            Some(ended) = pods.join_next(), if !pods.is_empty() => {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    tracing::error!(error = %e, "a simulated pod panicked");
+                }
+            }
+        }
+    }
+    pods.shutdown().await;
+    *inner
+        .job_queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(queue);
+}
+
+/// Runs a pod's containers: waits out the start latency, then init containers
+/// one by one, then the app containers concurrently.
+async fn run_pod(
+    inner: Arc<Inner>,
+    uid: String,
+    plans: Vec<Plan>,
+    latency: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    if !latency.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(latency) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    let (init, app): (Vec<Plan>, Vec<Plan>) = plans.into_iter().partition(|p| p.init);
+    for (i, plan) in init.into_iter().enumerate() {
+        let code = run_container(&inner, &uid, true, i, plan, stop.clone()).await;
+        if code != Some(0) {
+            return;
+        }
+    }
+    // the app containers run side by side, in the pod's task
+    let containers = app
+        .into_iter()
+        .enumerate()
+        .map(|(i, plan)| run_container(&inner, &uid, false, i, plan, stop.clone()));
+    futures::future::join_all(containers).await;
+}
+
+/// Runs one container's program; `None` when the pod was deleted meanwhile
+/// (or, for an app container without a program, never: it runs until then).
+async fn run_container(
+    inner: &Inner,
+    uid: &str,
+    init: bool,
+    i: usize,
+    plan: Plan,
+    mut stop: watch::Receiver<bool>,
+) -> Option<i32> {
+    let started = Timestamp::now();
+    let logs = {
+        let mut pods = inner.lock();
+        let p = pods.get_mut(uid)?;
+        let c = if init {
+            p.init.get_mut(i)?
+        } else {
+            p.app.get_mut(i)?
+        };
+        c.state = CState::Running { since: started };
+        c.logs.clone()
+    };
+    inner.update(uid, |_| {});
+    if plan.program.is_empty() {
+        logs.push(format!("mock: started container {}", plan.name));
+        if !init {
+            return None; // runs until deleted
+        }
+    }
+    let code = tokio::select! {
+        code = plan.program.run(&plan.sandbox, logs.as_ref()) => code,
+        _ = stop.changed() => return None,
+    };
+    let finished = Timestamp::now();
+    inner.update(uid, |p| {
+        let list = if init { &mut p.init } else { &mut p.app };
+        if let Some(c) = list.get_mut(i) {
+            c.state = CState::Exited {
+                code,
+                started,
+                finished,
+            };
+            c.logs.close();
+        }
+    });
+    Some(code)
+}
