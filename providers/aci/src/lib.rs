@@ -117,6 +117,8 @@ struct Known {
     name: String,
     /// Containers and init containers.
     containers: Vec<String>,
+    /// The cores its containers request, for the quota it takes.
+    cores: f64,
 }
 
 impl Known {
@@ -130,8 +132,18 @@ impl Known {
         Self {
             name,
             containers: containers.collect(),
+            cores: cores_of(g),
         }
     }
+}
+
+/// The cores a group's containers request (what it takes of the quota).
+fn cores_of(g: &ContainerGroup) -> f64 {
+    g.properties
+        .containers
+        .iter()
+        .map(|c| c.properties.resources.requests.cpu)
+        .sum()
 }
 
 impl AciProvider {
@@ -289,14 +301,32 @@ fn client_config(c: &Config, metrics: ApiMetrics) -> client::ClientConfig {
     cc
 }
 
-/// Node capacity from the location's quota: what is left of it.
-fn quota_capacity(usages: &[client::Usage]) -> BTreeMap<String, String> {
+/// What this node's own groups take of the location's quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Ours {
+    groups: usize,
+    cores: f64,
+}
+
+/// Node capacity from the location's quota: what is left of it plus what
+/// this node's own groups take. The scheduler subtracts the node's pods
+/// from its allocatable itself; counting them here too would halve what
+/// the node can run. Use by others (other nodes, other tools in the
+/// subscription) is left out.
+fn quota_capacity(usages: &[client::Usage], ours: Ours) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for u in usages {
-        let left = (u.limit.unwrap_or(0) - u.current_value.unwrap_or(0)).max(0);
+        let left = i64::from((u.limit.unwrap_or(0) - u.current_value.unwrap_or(0)).max(0));
         match u.name.as_ref().and_then(|n| n.value.as_deref()) {
-            Some("StandardCores") => out.insert("cpu".to_owned(), left.to_string()),
-            Some("ContainerGroups") => out.insert("pods".to_owned(), left.to_string()),
+            Some("StandardCores") => {
+                #[allow(clippy::cast_possible_truncation)] // whole cores of a quota
+                let own = ours.cores.ceil() as i64;
+                out.insert("cpu".to_owned(), (left + own).to_string())
+            }
+            Some("ContainerGroups") => {
+                let own = i64::try_from(ours.groups).unwrap_or(i64::MAX);
+                out.insert("pods".to_owned(), left.saturating_add(own).to_string())
+            }
             _ => None,
         };
     }
@@ -364,7 +394,12 @@ impl Provider for AciProvider {
             .client
             .usages(&self.inner.config.location)
             .await?;
-        self.state().quota = quota_capacity(&usages);
+        let mut state = self.state();
+        let ours = Ours {
+            groups: state.groups.len(),
+            cores: state.groups.values().map(|k| k.cores).sum(),
+        };
+        state.quota = quota_capacity(&usages, ours);
         Ok(())
     }
 
@@ -383,6 +418,7 @@ impl Provider for AciProvider {
         let known = Known {
             name,
             containers: Vec::new(),
+            cores: cores_of(&group),
         };
         self.state().groups.insert(pod.uid.clone(), known);
         Ok(())
@@ -460,11 +496,15 @@ mod tests {
             limit: Some(limit),
             ..client::Usage::default()
         };
-        let cap = quota_capacity(&[
-            usage("StandardCores", 10, 100),
-            usage("ContainerGroups", 120, 100),
-            usage("Other", 0, 5),
-        ]);
+        let none = Ours::default();
+        let cap = quota_capacity(
+            &[
+                usage("StandardCores", 10, 100),
+                usage("ContainerGroups", 120, 100),
+                usage("Other", 0, 5),
+            ],
+            none,
+        );
         assert_eq!(cap.get("cpu").map(String::as_str), Some("90"));
         assert_eq!(cap.get("memory").map(String::as_str), Some("360Gi"));
         assert_eq!(
@@ -473,6 +513,20 @@ mod tests {
             "never negative"
         );
         assert_eq!(cap.len(), 3);
+        // the node's own 4 groups (2.5 cores) are the scheduler's to count
+        let ours = Ours {
+            groups: 4,
+            cores: 2.5,
+        };
+        let cap = quota_capacity(
+            &[
+                usage("StandardCores", 10, 100),
+                usage("ContainerGroups", 10, 100),
+            ],
+            ours,
+        );
+        assert_eq!(cap.get("cpu").map(String::as_str), Some("93"));
+        assert_eq!(cap.get("pods").map(String::as_str), Some("94"));
     }
 }
 
