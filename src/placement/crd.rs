@@ -155,11 +155,11 @@ pub struct Rebalance {
     /// How long a node must have been Ready and free of skylet's taints.
     #[serde(default = "default_after")]
     #[schemars(range(min = 0))]
-    pub after_seconds: u32,
+    pub after_seconds: i32,
     /// At most this many evictions per minute for the policy.
     #[serde(default = "default_max_per_minute")]
     #[schemars(range(min = 1))]
-    pub max_per_minute: u32,
+    pub max_per_minute: i32,
 }
 
 impl Default for Rebalance {
@@ -172,11 +172,13 @@ impl Default for Rebalance {
     }
 }
 
-fn default_after() -> u32 {
+// i32, not u32: Kubernetes knows the OpenAPI formats int32 and int64 only
+// (a u32's `format: uint32` draws a warning at every apply)
+fn default_after() -> i32 {
     300
 }
 
-fn default_max_per_minute() -> u32 {
+fn default_max_per_minute() -> i32 {
     6
 }
 
@@ -342,7 +344,13 @@ impl PlacementPolicySpec {
                 "failover.tolerationSeconds: must not be negative, got {t}"
             ));
         }
-        if self.rebalance.mode == RebalanceMode::OnRecovery && self.rebalance.max_per_minute == 0 {
+        if self.rebalance.after_seconds < 0 {
+            return Err(format!(
+                "rebalance.afterSeconds: must not be negative, got {}",
+                self.rebalance.after_seconds
+            ));
+        }
+        if self.rebalance.mode == RebalanceMode::OnRecovery && self.rebalance.max_per_minute < 1 {
             return Err("rebalance.maxPerMinute: must be at least 1".into());
         }
         Ok(())
