@@ -344,20 +344,13 @@ impl App {
             .groups
             .values()
             .map(|g| {
-                let mut v = g.body.clone();
-                if let Value::Object(m) = &mut v {
-                    m.insert(
-                        "id".into(),
-                        Value::String(g.id(&self.config.subscription_id)),
-                    );
-                    m.insert("name".into(), Value::String(g.name.clone()));
-                    m.insert(
-                        "provisioningState".into(),
-                        Value::String(g.provisioning.into()),
-                    );
-                    m.insert("state".into(), Value::String(g.state().into()));
-                }
-                v
+                let mut m = g.identified(&self.config.subscription_id);
+                m.insert(
+                    "provisioningState".into(),
+                    Value::String(g.provisioning.into()),
+                );
+                m.insert("state".into(), Value::String(g.state().into()));
+                Value::Object(m)
             })
             .collect()
     }
