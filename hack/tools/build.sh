@@ -2,12 +2,16 @@
 # Builds the pinned Go tools skylet tests and benchmarks run against, each into
 # a versioned directory under $SKYLET_CACHE, and skips whatever is already there.
 #
-#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet]
+#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet] [helm]
+#   hack/tools/build.sh --bin TOOL     print TOOL's bin directory (builds nothing)
 #
 # With no arguments it builds what the test suite needs (k8s, etcd,
 # metrics-server, kwok). Everything comes from the Go module proxy; nothing
 # from the wider network.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+HELM_VERSION=v4.3.2
+HELM_BIN=$SKYLET_CACHE/helm-$HELM_VERSION/bin
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
@@ -51,7 +55,8 @@ build_k8s() {
   build_module kubernetes "$HACK_DIR/tools/k8s" "$K8S_BIN" \
     "-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=${v%%.*} -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet
 }
 
 build_etcd() {
@@ -72,6 +77,22 @@ build_metrics_server() {
     sigs.k8s.io/metrics-server/cmd/metrics-server
 }
 
+# helm's own version variable; without it `helm version` says v4.3
+build_helm() {
+  build_module helm "$HACK_DIR/tools/helm" "$HELM_BIN" \
+    "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+    helm.sh/helm/v4/cmd/helm
+}
+
+if [[ ${1:-} == --bin ]]; then
+  case ${2:-} in
+    k8s) echo "$K8S_BIN" ;;
+    helm) echo "$HELM_BIN" ;;
+    *) die "--bin: unknown tool '${2:-}'" ;;
+  esac
+  exit 0
+fi
+
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd metrics-server kwok)
 for t in "${targets[@]}"; do
@@ -80,6 +101,7 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     metrics-server) build_metrics_server ;;
     kwok) build_kwok ;;
+    helm) build_helm ;;
     virtual-kubelet) go_install virtual-kubelet \
       "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet@$VK_VERSION" "$VK_BIN" ;;
     *) die "unknown tool '$t'" ;;
