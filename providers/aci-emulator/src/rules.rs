@@ -33,7 +33,7 @@ pub(crate) struct Rejection {
     pub(crate) message: String,
 }
 
-fn reject(code: &'static str, message: String) -> Result<(), Rejection> {
+fn reject<T>(code: &'static str, message: String) -> Result<T, Rejection> {
     Err(Rejection { code, message })
 }
 
@@ -63,33 +63,11 @@ fn arr(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
-/// Checks a container group PUT body (already schema-valid).
+/// Checks a container group PUT body (already schema-valid), rule by rule
+/// in the order of the table above.
 pub(crate) fn check_group(name: &str, body: &Value, location: &str) -> Result<(), Rejection> {
-    if !valid_name(name) {
-        return reject(
-            "InvalidContainerGroupName",
-            format!(
-                "The container group name '{name}' is invalid. A container group name must be 1 to 63 characters long, contain only lowercase letters, numbers and '-', not start or end with '-' and not contain '--'."
-            ),
-        );
-    }
-    match body.get("location").and_then(Value::as_str) {
-        None => {
-            return reject(
-                "LocationRequired",
-                "The location property is required for this definition.".into(),
-            );
-        }
-        Some(l) if !same_location(l, location) => {
-            return reject(
-                "LocationNotAvailableForResourceType",
-                format!(
-                    "The provided location '{l}' is not available for resource type 'Microsoft.ContainerInstance/containerGroups'. List of available regions for the resource type is '{location}'."
-                ),
-            );
-        }
-        Some(_) => {}
-    }
+    check_group_name(name)?;
+    check_location(body.get("location").and_then(Value::as_str), location)?;
     check_tags(body.get("tags"))?;
     let props = body.get("properties");
     let containers = arr(props.and_then(|p| p.get("containers")));
@@ -101,11 +79,69 @@ pub(crate) fn check_group(name: &str, body: &Value, location: &str) -> Result<()
             ),
         );
     }
-    let volumes = arr(props.and_then(|p| p.get("volumes")));
-    let mut volume_names = HashSet::new();
+    let volumes = check_volumes(arr(props.and_then(|p| p.get("volumes"))))?;
+    let mut names = HashSet::new();
+    let mut exposed = HashSet::new();
+    let init = arr(props.and_then(|p| p.get("initContainers")));
+    for (field, list) in [("initContainers", init), ("containers", containers)] {
+        for (i, c) in list.iter().enumerate() {
+            let path = format!("$.properties.{field}[{i}]");
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            check_container_name(&path, cname)?;
+            if !names.insert(cname) {
+                return reject(
+                    "DuplicateContainerName",
+                    format!("{path}.name: the container name '{cname}' is used more than once."),
+                );
+            }
+            check_container(&path, c.get("properties"), &volumes)?;
+            if field == "containers" {
+                exposed.extend(check_app_container(&path, c.get("properties"))?);
+            }
+        }
+    }
+    match props.and_then(|p| p.get("ipAddress")) {
+        Some(ip) => check_ip_ports(arr(ip.get("ports")), &exposed),
+        None => Ok(()),
+    }
+}
+
+fn check_group_name(name: &str) -> Result<(), Rejection> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    reject(
+        "InvalidContainerGroupName",
+        format!(
+            "The container group name '{name}' is invalid. A container group name must be 1 to 63 characters long, contain only lowercase letters, numbers and '-', not start or end with '-' and not contain '--'."
+        ),
+    )
+}
+
+/// A location is required, and only the emulator's is available.
+fn check_location(given: Option<&str>, location: &str) -> Result<(), Rejection> {
+    match given {
+        None => reject(
+            "LocationRequired",
+            "The location property is required for this definition.".into(),
+        ),
+        Some(l) if !same_location(l, location) => reject(
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The provided location '{l}' is not available for resource type 'Microsoft.ContainerInstance/containerGroups'. List of available regions for the resource type is '{location}'."
+            ),
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Volume names are unique and each volume has exactly one source;
+/// returns the names.
+fn check_volumes(volumes: &[Value]) -> Result<HashSet<&str>, Rejection> {
+    let mut names = HashSet::new();
     for (i, v) in volumes.iter().enumerate() {
         let vname = v.get("name").and_then(Value::as_str).unwrap_or_default();
-        if !volume_names.insert(vname) {
+        if !names.insert(vname) {
             return reject(
                 "InvalidVolume",
                 format!("The volume name '{vname}' is used more than once."),
@@ -130,89 +166,93 @@ pub(crate) fn check_group(name: &str, body: &Value, location: &str) -> Result<()
             );
         }
     }
-    let mut names = HashSet::new();
-    let mut exposed = HashSet::new();
-    let init = arr(props.and_then(|p| p.get("initContainers")));
-    for (field, list) in [("initContainers", init), ("containers", containers)] {
-        for (i, c) in list.iter().enumerate() {
-            let path = format!("$.properties.{field}[{i}]");
-            let cname = c.get("name").and_then(Value::as_str).unwrap_or_default();
-            if !valid_name(cname) {
-                return reject(
-                    "InvalidContainerName",
-                    format!(
-                        "{path}.name: the container name '{cname}' is invalid. A container name must be 1 to 63 characters long, contain only lowercase letters, numbers and '-', not start or end with '-' and not contain '--'."
-                    ),
-                );
-            }
-            if !names.insert(cname) {
-                return reject(
-                    "DuplicateContainerName",
-                    format!("{path}.name: the container name '{cname}' is used more than once."),
-                );
-            }
-            let cp = c.get("properties");
-            if cp
-                .and_then(|p| p.get("image"))
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                return reject(
-                    "MissingRequiredProperty",
-                    format!("{path}.properties.image: required property is missing"),
-                );
-            }
-            check_env(&path, arr(cp.and_then(|p| p.get("environmentVariables"))))?;
-            for (j, m) in arr(cp.and_then(|p| p.get("volumeMounts")))
-                .iter()
-                .enumerate()
-            {
-                let mname = m.get("name").and_then(Value::as_str).unwrap_or_default();
-                if !volume_names.contains(mname) {
-                    return reject(
-                        "InvalidVolumeMount",
-                        format!(
-                            "{path}.properties.volumeMounts[{j}]: the volume '{mname}' is not declared in properties.volumes."
-                        ),
-                    );
-                }
-            }
-            if field == "initContainers" {
-                continue;
-            }
-            check_resources(&path, cp.and_then(|p| p.get("resources")))?;
-            for (j, p) in arr(cp.and_then(|p| p.get("ports"))).iter().enumerate() {
-                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    return reject(
-                        "InvalidContainerPort",
-                        format!(
-                            "{path}.properties.ports[{j}].port: the port {port} is not between 1 and 65535."
-                        ),
-                    );
-                }
-                exposed.insert(port);
-            }
-        }
+    Ok(names)
+}
+
+fn check_container_name(path: &str, cname: &str) -> Result<(), Rejection> {
+    if valid_name(cname) {
+        return Ok(());
     }
-    if let Some(ip) = props.and_then(|p| p.get("ipAddress")) {
-        let ports = arr(ip.get("ports"));
-        if ports.is_empty() {
+    reject(
+        "InvalidContainerName",
+        format!(
+            "{path}.name: the container name '{cname}' is invalid. A container name must be 1 to 63 characters long, contain only lowercase letters, numbers and '-', not start or end with '-' and not contain '--'."
+        ),
+    )
+}
+
+/// What every (init) container needs beyond a unique valid name: an
+/// image, valid environment variables, mounts of declared volumes.
+fn check_container(
+    path: &str,
+    cp: Option<&Value>,
+    volumes: &HashSet<&str>,
+) -> Result<(), Rejection> {
+    if cp
+        .and_then(|p| p.get("image"))
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return reject(
+            "MissingRequiredProperty",
+            format!("{path}.properties.image: required property is missing"),
+        );
+    }
+    check_env(path, arr(cp.and_then(|p| p.get("environmentVariables"))))?;
+    for (j, m) in arr(cp.and_then(|p| p.get("volumeMounts")))
+        .iter()
+        .enumerate()
+    {
+        let mname = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        if !volumes.contains(mname) {
             return reject(
-                "InvalidIpAddressPorts",
-                "$.properties.ipAddress.ports: at least one port is required.".into(),
+                "InvalidVolumeMount",
+                format!(
+                    "{path}.properties.volumeMounts[{j}]: the volume '{mname}' is not declared in properties.volumes."
+                ),
             );
         }
-        for (j, p) in ports.iter().enumerate() {
-            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-            if !(1..=65535).contains(&port) || !exposed.contains(&port) {
-                return reject(
-                    "InvalidIpAddressPorts",
-                    format!(
-                        "$.properties.ipAddress.ports[{j}].port: the port {port} must be between 1 and 65535 and exposed by one of the containers."
-                    ),
-                );
-            }
+    }
+    Ok(())
+}
+
+/// What an app container needs beyond that: resource requests and valid
+/// ports; returns the ports it exposes.
+fn check_app_container(path: &str, cp: Option<&Value>) -> Result<Vec<i64>, Rejection> {
+    check_resources(path, cp.and_then(|p| p.get("resources")))?;
+    let mut exposed = Vec::new();
+    for (j, p) in arr(cp.and_then(|p| p.get("ports"))).iter().enumerate() {
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            return reject(
+                "InvalidContainerPort",
+                format!(
+                    "{path}.properties.ports[{j}].port: the port {port} is not between 1 and 65535."
+                ),
+            );
+        }
+        exposed.push(port);
+    }
+    Ok(exposed)
+}
+
+/// The group's IP ports: at least one, each exposed by a container.
+fn check_ip_ports(ports: &[Value], exposed: &HashSet<i64>) -> Result<(), Rejection> {
+    if ports.is_empty() {
+        return reject(
+            "InvalidIpAddressPorts",
+            "$.properties.ipAddress.ports: at least one port is required.".into(),
+        );
+    }
+    for (j, p) in ports.iter().enumerate() {
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&port) || !exposed.contains(&port) {
+            return reject(
+                "InvalidIpAddressPorts",
+                format!(
+                    "$.properties.ipAddress.ports[{j}].port: the port {port} must be between 1 and 65535 and exposed by one of the containers."
+                ),
+            );
         }
     }
     Ok(())
