@@ -390,11 +390,7 @@ async fn unknown_routes_groups_and_subscriptions() {
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     let r = client
-        .arm(
-            Method::GET,
-            &format!("{}/containers/c/logs?tail=x", client.group_path("g")),
-            None,
-        )
+        .group_call(Method::GET, "g", "/containers/c/logs?tail=x", None)
         .await;
     assert_eq!(
         (r.status, r.code()),

@@ -31,9 +31,10 @@ async fn setup(command: &[&str]) -> (Emulator, Client) {
 /// POSTs exec or attach and returns (webSocketUri, password).
 async fn session(client: &Client, what: &str, body: Option<&Value>) -> (String, String) {
     let r = client
-        .arm(
+        .group_call(
             Method::POST,
-            &format!("{}/containers/app/{what}", client.group_path("box")),
+            "box",
+            &format!("/containers/app/{what}"),
             body,
         )
         .await;
@@ -178,28 +179,20 @@ async fn exec_needs_a_running_container() {
                 == "Terminated"
         })
         .await;
-    let r = client
-        .arm(
-            Method::POST,
-            &format!("{}/containers/app/exec", client.group_path("box")),
-            Some(&json!({"command": "ls"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::CONFLICT, "ContainerNotRunning")
-    );
-    let r = client
-        .arm(
-            Method::POST,
-            &format!("{}/containers/nope/exec", client.group_path("box")),
-            Some(&json!({"command": "ls"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ContainerNotFound")
-    );
+    for (container, refusal) in [
+        ("app", (StatusCode::CONFLICT, "ContainerNotRunning")),
+        ("nope", (StatusCode::NOT_FOUND, "ContainerNotFound")),
+    ] {
+        let r = client
+            .group_call(
+                Method::POST,
+                "box",
+                &format!("/containers/{container}/exec"),
+                Some(&json!({"command": "ls"})),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), refusal, "{container}");
+    }
     emu.shutdown().await;
 }
 

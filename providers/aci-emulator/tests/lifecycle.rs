@@ -261,9 +261,10 @@ async fn throttling_answers_429_with_retry_after() {
 
 async fn logs(client: &Client, group: &str, query: &str) -> String {
     let r = client
-        .arm(
+        .group_call(
             Method::GET,
-            &format!("{}/containers/app/logs{query}", client.group_path(group)),
+            group,
+            &format!("/containers/app/logs{query}"),
             None,
         )
         .await;
@@ -374,25 +375,13 @@ async fn stop_and_start() {
             container(g)["currentState"]["state"] == "Running"
         })
         .await;
-    let r = client
-        .arm(
-            Method::POST,
-            &format!("{}/stop", client.group_path("svc")),
-            None,
-        )
-        .await;
+    let r = client.group_call(Method::POST, "svc", "/stop", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let g = client.get_group("svc").await.json;
     assert_eq!(g["properties"]["instanceView"]["state"], "Stopped");
     assert_eq!(container(&g)["currentState"]["state"], "Terminated");
     assert_eq!(container(&g)["currentState"]["exitCode"], 137);
-    let r = client
-        .arm(
-            Method::POST,
-            &format!("{}/start", client.group_path("svc")),
-            None,
-        )
-        .await;
+    let r = client.group_call(Method::POST, "svc", "/start", None).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let op = r.header("azure-asyncoperation").unwrap().to_owned();
     assert_eq!(client.wait_operation(&op).await.json["status"], "Succeeded");
@@ -402,11 +391,7 @@ async fn stop_and_start() {
         })
         .await;
     let r = client
-        .arm(
-            Method::POST,
-            &format!("{}/restart", client.group_path("svc")),
-            None,
-        )
+        .group_call(Method::POST, "svc", "/restart", None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     client

@@ -208,6 +208,19 @@ impl Client {
         format!("{}/containerGroups/{name}", self.rg_path())
     }
 
+    /// `method` on a path below group `name`: `rest` is `/stop`,
+    /// `/containers/app/logs?tail=1`, ...
+    pub async fn group_call(
+        &self,
+        method: Method,
+        name: &str,
+        rest: &str,
+        body: Option<&Value>,
+    ) -> Resp {
+        self.arm(method, &format!("{}{rest}", self.group_path(name)), body)
+            .await
+    }
+
     pub async fn put_group(&self, name: &str, body: &Value) -> Resp {
         self.arm(Method::PUT, &self.group_path(name), Some(body))
             .await
