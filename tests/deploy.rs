@@ -25,3 +25,49 @@ fn helm_chart_grants_the_tested_rbac_rules() {
         "deploy/helm/skylet/templates/rbac.yaml and deploy/manifests/rbac.yaml disagree"
     );
 }
+
+/// Every values file in the chart's examples gives skylet a config file it
+/// accepts (known keys, valid values), as the chart renders it (#18).
+#[test]
+fn the_charts_example_configs_are_valid_skylet_configs() {
+    let chart = repo_root().join("deploy/helm/skylet");
+    let defaults: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(chart.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let values: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // helm merges the example's config over the chart's
+        let mut config = defaults["config"].as_mapping().cloned().unwrap_or_default();
+        if let Some(m) = values["config"].as_mapping() {
+            config.extend(m.clone());
+        }
+        let fleet = config.contains_key("backends");
+        // the Secrets the chart mounts at /etc/skylet/secrets/: files here
+        let secrets = dir.path().join("secrets");
+        let text = serde_yaml_ng::to_string(&config)
+            .unwrap()
+            .replace("/etc/skylet/secrets/", &format!("{}/", secrets.display()));
+        for word in text.split(|c: char| c.is_whitespace() || c == '"' || c == ',') {
+            if word.starts_with(secrets.to_str().unwrap()) {
+                std::fs::create_dir_all(std::path::Path::new(word).parent().unwrap()).unwrap();
+                std::fs::write(word, "secret").unwrap();
+            }
+        }
+        let file = dir.path().join("skylet.yaml");
+        std::fs::write(&file, text).unwrap();
+        let mut args = vec!["skylet", "--config", file.to_str().unwrap()];
+        if !fleet {
+            // the chart passes --node-name only without backends:
+            args.extend(["--node-name", "example"]);
+        }
+        if let Err(e) = skylet::Config::parse_from(args) {
+            panic!("{}: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "examples found: {seen}");
+}
