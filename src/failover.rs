@@ -117,15 +117,15 @@ impl Ledger {
             return;
         };
         q.retain(|d| at.saturating_duration_since(d.at) < Self::WINDOW);
-        if let Some(i) = q.iter().position(|d| d.from != to) {
-            if let Some(d) = q.remove(i) {
-                let labels = Labels {
-                    from: d.from,
-                    to: to.to_owned(),
-                    reason: d.reason.as_str(),
-                };
-                self.moves.get_or_create(&labels).inc();
-            }
+        if let Some(i) = q.iter().position(|d| d.from != to)
+            && let Some(d) = q.remove(i)
+        {
+            let labels = Labels {
+                from: d.from,
+                to: to.to_owned(),
+                reason: d.reason.as_str(),
+            };
+            self.moves.get_or_create(&labels).inc();
         }
         if q.is_empty() {
             pending.remove(&owner);

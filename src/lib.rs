@@ -15,6 +15,7 @@ pub mod backends;
 pub mod config;
 pub mod cost;
 pub mod failover;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod placement;
@@ -197,7 +198,27 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
             api_metrics: api_metrics.clone(),
             shutdown: shutdown.clone(),
         };
-        nodes.spawn(backend.configured.start(parts).instrument(span));
+        let elector = config
+            .leader_election
+            .clone()
+            .map(|le| leader::Elector::new(client.clone(), &parts.node.name, le));
+        let start = backend.configured;
+        nodes.spawn(
+            async move {
+                let Some(elector) = elector else {
+                    return start.start(parts).await;
+                };
+                let lease = elector.lease_name().to_owned();
+                let Some(leadership) = elector.lead(parts.shutdown.clone()).await else {
+                    return Ok(());
+                };
+                fence_process(leadership.fence(), lease);
+                let r = start.start(parts).await;
+                leadership.release().await;
+                r
+            }
+            .instrument(span),
+        );
     }
     if let Some(placement) = config.placement {
         let run = placement::run(client.clone(), placement, shutdown.clone());
@@ -220,6 +241,21 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
     let _ = metrics_task.await;
     result
 }
+
+/// Ends the process the moment `fence` is lost: a replica that may no
+/// longer lead must not write anything more, and its in-flight requests
+/// die with it ([`leader`] explains the timings). The replica's pod is
+/// restarted by its Deployment and competes again as a standby.
+fn fence_process(fence: leader::Fence, lease: String) {
+    tokio::spawn(async move {
+        fence.lost().cancelled().await;
+        tracing::error!(%lease, "leadership lost: stopping at once so that nothing is written after the deadline");
+        std::process::exit(EXIT_LEADERSHIP_LOST);
+    });
+}
+
+/// The exit code of a replica that lost its leadership.
+pub const EXIT_LEADERSHIP_LOST: i32 = 75;
 
 /// Runs the node of one backend until `parts.shutdown` is cancelled: the
 /// Node and its Lease, the pod controller, the kubelet API, and the
@@ -258,14 +294,17 @@ pub async fn run_node<P: Provider>(
         )
     };
 
+    let reporting = pods::Reporting {
+        metrics: metrics.clone(),
+        signals: signals.clone(),
+        meter,
+        ledger,
+    };
     let pods = pods::PodController::new(
         client.clone(),
         provider.clone(),
         pods_config,
-        metrics.clone(),
-        signals.clone(),
-        meter,
-        ledger,
+        reporting,
         events,
     );
     let state = server::State::new(

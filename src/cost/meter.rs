@@ -139,7 +139,7 @@ impl CostMeter {
     }
 
     /// The backend started an instance of `size` for `pod` at `at` (use
-    /// [`now`](super::now)); its allocation series split `size` over the
+    /// [`now`]); its allocation series split `size` over the
     /// pod's containers by their requests. Nothing happens if the pod
     /// already runs.
     pub fn started_pod(&self, pod: &Pod, size: BilledSize, at: Instant) {

@@ -1,6 +1,6 @@
 //! The cost series: their families, registered once per process
 //! ([`CostMetrics::register`]), shared by every backend's
-//! [`CostMeter`](super::CostMeter).
+//! [`CostMeter`].
 //!
 //! | series | labels | registry |
 //! |---|---|---|

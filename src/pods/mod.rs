@@ -53,6 +53,19 @@ mod table;
 pub use policy::{Error, Result};
 use table::PodTable;
 
+/// Where the pod controller reports what it sees and does, besides the
+/// pods' status and Events.
+pub struct Reporting {
+    /// The node's metrics.
+    pub metrics: NodeMetrics,
+    /// What the node shows of refusals and use.
+    pub signals: Arc<crate::node::Signals>,
+    /// What the pods cost, when the backend has a price.
+    pub meter: Option<crate::cost::CostMeter>,
+    /// The fleet's fail-overs.
+    pub ledger: crate::failover::Ledger,
+}
+
 /// Shared by every reconcile.
 pub struct Ctx<P> {
     client: Client,
@@ -89,12 +102,15 @@ impl<P: Provider> PodController<P> {
         client: Client,
         provider: Arc<P>,
         config: PodsConfig,
-        metrics: NodeMetrics,
-        signals: Arc<crate::node::Signals>,
-        meter: Option<crate::cost::CostMeter>,
-        ledger: crate::failover::Ledger,
+        with: Reporting,
         events: SinkReceiver,
     ) -> Self {
+        let Reporting {
+            metrics,
+            signals,
+            meter,
+            ledger,
+        } = with;
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
         // The store keeps every pod of the node; managedFields are often a
