@@ -181,6 +181,28 @@ pub struct Args {
     /// straight to skylet (`false`: it translates them to SPDY).
     #[arg(long, env = "SKYLET_WEBSOCKET_TO_KUBELET")]
     pub websocket_to_kubelet: Option<bool>,
+    /// Run several replicas: each virtual node is driven by the replica
+    /// that holds its Lease (`skylet-<node>` in --leader-elect-namespace);
+    /// the others wait to take over.
+    #[arg(long, env = "SKYLET_LEADER_ELECT")]
+    pub leader_elect: Option<bool>,
+    /// Namespace of the leader-election Leases (default: $POD_NAMESPACE,
+    /// the service account's namespace in a pod, else default).
+    #[arg(long, env = "SKYLET_LEADER_ELECT_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// This replica's identity in the Leases (default: $POD_NAME, else the
+    /// host name, with the process id and a random suffix).
+    #[arg(long, env = "SKYLET_LEADER_ELECT_IDENTITY")]
+    pub leader_elect_identity: Option<String>,
+    /// Seconds a Lease is held without renewal before others take it (15).
+    #[arg(long, env = "SKYLET_LEADER_ELECT_LEASE_DURATION")]
+    pub leader_elect_lease_duration: Option<u64>,
+    /// Seconds the leader keeps trying to renew before it stops (10).
+    #[arg(long, env = "SKYLET_LEADER_ELECT_RENEW_DEADLINE")]
+    pub leader_elect_renew_deadline: Option<u64>,
+    /// Seconds between attempts to acquire or renew (2).
+    #[arg(long, env = "SKYLET_LEADER_ELECT_RETRY_PERIOD")]
+    pub leader_elect_retry_period: Option<u64>,
     /// Placement: the PlacementPolicy webhook and its controllers.
     #[command(flatten)]
     pub placement: crate::placement::Args,
@@ -223,6 +245,12 @@ struct File {
     status_concurrency: Option<u16>,
     log_format: Option<LogFormat>,
     websocket_to_kubelet: Option<bool>,
+    leader_elect: Option<bool>,
+    leader_elect_namespace: Option<String>,
+    leader_elect_identity: Option<String>,
+    leader_elect_lease_duration: Option<u64>,
+    leader_elect_renew_deadline: Option<u64>,
+    leader_elect_retry_period: Option<u64>,
     /// Several backends, each its own node (see [`fleet`]).
     backends: Option<Vec<serde_yaml_ng::Mapping>>,
     /// How the fleet reacts to full and failing backends.
@@ -294,6 +322,79 @@ fn failover(f: FailoverFile) -> Result<FailoverConfig> {
     Ok(c)
 }
 
+/// Leader election from flags and file, `None` unless `leader-elect`.
+fn leader_election(args: &Args, file: &File) -> Result<Option<crate::leader::Config>> {
+    if !args.leader_elect.or(file.leader_elect).unwrap_or(false) {
+        return Ok(None);
+    }
+    let secs = |flag: Option<u64>, key: Option<u64>, default: u64| {
+        Duration::from_secs(flag.or(key).unwrap_or(default))
+    };
+    let namespace = args
+        .leader_elect_namespace
+        .clone()
+        .or_else(|| file.leader_elect_namespace.clone())
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|n| n.trim().to_owned())
+        })
+        .unwrap_or_else(|| "default".into());
+    let identity = args
+        .leader_elect_identity
+        .clone()
+        .or_else(|| file.leader_elect_identity.clone())
+        .unwrap_or_else(default_identity);
+    let c = crate::leader::Config {
+        namespace,
+        identity,
+        lease_duration: secs(
+            args.leader_elect_lease_duration,
+            file.leader_elect_lease_duration,
+            15,
+        ),
+        renew_deadline: secs(
+            args.leader_elect_renew_deadline,
+            file.leader_elect_renew_deadline,
+            10,
+        ),
+        retry_period: secs(
+            args.leader_elect_retry_period,
+            file.leader_elect_retry_period,
+            2,
+        ),
+    };
+    c.check().map_err(|message| Error::Invalid {
+        field: "leader-elect",
+        message,
+    })?;
+    Ok(Some(c))
+}
+
+/// `$POD_NAME` (or the host name), the process id and a random suffix:
+/// unique among the replicas, readable in the Lease.
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "skylet".into());
+    // RandomState is seeded randomly per process: a random suffix without
+    // a dependency of its own
+    let random =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    format!("{host}_{}_{:08x}", std::process::id(), random as u32)
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -307,6 +408,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// How the fleet reacts to full and failing backends.
     pub failover: FailoverConfig,
+    /// Leader election; `None` when off.
+    pub leader_election: Option<crate::leader::Config>,
     /// Placement by policy; `None` when off (no webhook-listen).
     pub placement: Option<crate::placement::Config>,
     /// The node IP every backend's node publishes, and why it was chosen.
@@ -642,6 +745,7 @@ fn merge(
     matches: &ArgMatches,
     read_env: bool,
 ) -> Result<Config> {
+    let leader_election = leader_election(&args, &file)?;
     let mut labels = std::mem::take(&mut file.node_labels);
     for l in &args.node_labels {
         let (k, v) = l.split_once('=').ok_or_else(|| Error::Invalid {
@@ -774,6 +878,7 @@ fn merge(
         metrics_listen,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         failover: failover(file.failover.unwrap_or_default())?,
+        leader_election,
         placement: crate::placement::Config::from_parts(args.placement, file.placement)?,
         backends,
         node_ip,

@@ -68,5 +68,11 @@ async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
+    let mut kc = kc;
+    if config.leader_election.is_some() {
+        // each write of a leader is one request that ends before its
+        // deadline, never a series of retries that could land after it
+        kc.default_retry = false;
+    }
     kube::Client::try_from(kc).context("cannot build a Kubernetes client")
 }
