@@ -64,6 +64,26 @@ fn prefer(name: &str) -> serde_json::Value {
             {"key": "skylet.io/backend", "operator": "In", "values": [name]}]}}]}})
 }
 
+/// Waits until `node` is Ready and the node lifecycle controller has lifted
+/// its `node.kubernetes.io/not-ready` taint (until then the scheduler
+/// leaves the node out, and a test's pods would all land elsewhere).
+async fn schedulable(client: &Client, node: &str) -> Node {
+    node_ready(client, node).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        &format!("node {node} without the not-ready taint"),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(node).await.ok()?;
+            let tainted = taint_keys(&n)
+                .iter()
+                .any(|k| k.starts_with("node.kubernetes.io/"));
+            (!tainted).then_some(n)
+        },
+    )
+    .await
+}
+
 async fn pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("app={app}")))
@@ -165,7 +185,7 @@ async fn a_fleet_is_one_ready_node_per_backend_with_its_labels_capacity_and_port
         (&b, "us-east-1", "3", "8"),
         (&c, "ap-south-1", "7", "2"),
     ] {
-        let n = node_ready(&client, name).await;
+        let n = schedulable(&client, name).await;
         let labels = n.metadata.labels.clone().unwrap();
         assert_eq!(labels["topology.kubernetes.io/region"], region, "{name}");
         assert_eq!(labels["skylet.io/backend"], *name);
@@ -232,7 +252,7 @@ async fn topology_spread_over_regions_is_even() {
         .collect();
     let _s = Skylet::start_fleet(cp, bin(), &backends, "");
     for n in &names {
-        node_ready(&client, n).await;
+        schedulable(&client, n).await;
     }
     let ns = namespace(&client, "spread").await;
     let spread = json!({"topologySpreadConstraints": [{
@@ -275,8 +295,8 @@ async fn a_capacity_refusal_fails_owned_pods_moves_them_and_taints_the_node_for_
         &backends,
         "failover: {capacity-cooldown-min: 6, capacity-cooldown-max: 12}",
     );
-    node_ready(&client, &a).await;
-    node_ready(&client, &b).await;
+    schedulable(&client, &a).await;
+    schedulable(&client, &b).await;
     // others take all but one pod of a's quota, unseen by skylet (as with
     // an ECS account's Fargate quota): the scheduler still sees room on a
     std::fs::write(s.dir().join(format!("usage-{a}")), "pods=19").unwrap();
@@ -420,7 +440,7 @@ async fn a_throttled_create_is_retried_in_place_without_a_taint() {
         &mock(&fleet, &a, "eu-west-1", "mock: {throttle-rate: 0.6}"),
         "",
     );
-    node_ready(&client, &a).await;
+    schedulable(&client, &a).await;
     let ns = namespace(&client, "throttle").await;
     deployment(&client, &ns, "web", 5, template(&fleet, "web", json!({}))).await;
     eventually(
@@ -482,8 +502,8 @@ async fn a_backend_outage_fails_over_and_fences_old_pods_until_the_backend_retur
     ]
     .concat();
     let s = Skylet::start_fleet(cp, bin(), &backends, "");
-    node_ready(&client, &a).await;
-    node_ready(&client, &b).await;
+    schedulable(&client, &a).await;
+    schedulable(&client, &b).await;
     let ns = namespace(&client, "outage").await;
     let toleration = |key: &str| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
     let spec = json!({
@@ -618,7 +638,7 @@ async fn a_pod_costs_exactly_its_billed_size_times_the_price_with_the_minimum_du
     // the Fargate us-east-1 Linux/x86 price, billed for at least 60 s
     let price = "price: {vcpu-hour: 0.04048, memory-gib-hour: 0.004445, minimum-seconds: 60}";
     let s = Skylet::start_fleet(cp, bin(), &mock(&fleet, &a, "us-east-1", price), "");
-    let n = node_ready(&client, &a).await;
+    let n = schedulable(&client, &a).await;
     let ann = n.metadata.annotations.unwrap_or_default();
     assert_eq!(
         ann.get("skylet.io/price-vcpu-hour").map(String::as_str),
@@ -725,7 +745,7 @@ async fn ecs_on_moto_aci_on_the_emulator_and_a_mock_run_side_by_side_in_one_proc
     let env = moto.skylet_env();
     let s = Skylet::start_fleet_with_env(cp, bin(), &backends, "", &env);
     for (name, provider) in [(&e, "aws-ecs"), (&z, "azure-aci"), (&m, "mock")] {
-        let n = node_ready(&client, name).await;
+        let n = schedulable(&client, name).await;
         assert_eq!(n.metadata.labels.unwrap()["skylet.io/provider"], provider);
     }
     let ns = namespace(&client, "kinds").await;
