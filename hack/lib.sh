@@ -6,6 +6,8 @@ set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
+# where cargo puts binaries: honours CARGO_TARGET_DIR as cargo does
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 SKYLET_CACHE=${SKYLET_CACHE:-$HOME/.cache/skylet}
 
 K8S_VERSION=v1.36.3
