@@ -406,6 +406,59 @@ mod tests {
         }
     }
 
+    /// Issue #17: a group in a subnet of the cluster's VNet gets the cluster
+    /// DNS (the kube-dns Service address, reachable from that subnet) and
+    /// the kubelet's search path, so `svc`, `svc.ns` and
+    /// `svc.ns.svc.cluster.local` resolve as from a pod of the cluster.
+    #[test]
+    fn a_group_in_the_cluster_vnet_resolves_through_the_cluster_dns() {
+        let subnet = "/subscriptions/s/resourceGroups/aks-nodes/providers/Microsoft.Network/virtualNetworks/aks-vnet/subnets/aci";
+        let mut s = settings();
+        s.subnet_ids = vec![subnet.into()];
+        s.dns = Some(Dns {
+            nameservers: vec!["10.0.0.10".into()],
+            search_domains: vec![],
+            options: Some("ndots:5".into()),
+        });
+        s.cluster_domain = Some("cluster.local".into());
+        for policy in [None, Some("ClusterFirst"), Some("ClusterFirstWithHostNet")] {
+            let mut spec = json!({"containers": [{"name": "a", "image": "i", "ports": [{"containerPort": 8080}]}]});
+            if let Some(p) = policy {
+                spec["dnsPolicy"] = json!(p);
+            }
+            let g = container_group(&pod(spec), &s).unwrap();
+            let ip = g.properties.ip_address.as_ref().unwrap();
+            assert_eq!(
+                ip.type_,
+                ContainerGroupIpAddressType::Private,
+                "{policy:?}: in the VNet"
+            );
+            assert_eq!(g.properties.subnet_ids[0].id, subnet);
+            let d = g.properties.dns_config.unwrap();
+            assert_eq!(d.name_servers, ["10.0.0.10"], "{policy:?}: the cluster DNS");
+            assert_eq!(
+                d.search_domains.as_deref(),
+                Some("shop.svc.cluster.local svc.cluster.local cluster.local"),
+                "{policy:?}: the pod's namespace first, as the kubelet writes it"
+            );
+            assert_eq!(d.options.as_deref(), Some("ndots:5"));
+        }
+        // a group placed in another subnet by annotation keeps the cluster DNS:
+        // reaching it is then up to the network (peering)
+        let other = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/peered/subnets/x";
+        let g = container_group(
+            &pod_with(
+                "p",
+                json!({ANNOTATION_SUBNET_IDS: other}),
+                json!({"containers": [{"name": "a", "image": "i"}]}),
+            ),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(g.properties.subnet_ids[0].id, other);
+        assert_eq!(g.properties.dns_config.unwrap().name_servers, ["10.0.0.10"]);
+    }
+
     #[test]
     fn dns_follows_the_dns_policy() {
         let mut s = settings();
