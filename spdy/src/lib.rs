@@ -30,8 +30,10 @@
 pub mod conn;
 mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 
-pub use conn::{Config, Connection, RecvStream, SendStream, Stream};
+pub use conn::{Config, Connection, RecvStream, SendStream, Stream, StreamRate};
 pub use error::Error;
 pub use frame::{Codec, Frame, Headers, StreamId};
 

@@ -9,10 +9,11 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::stream::{Chunk, Stream, StreamState};
-use super::{Command, Config, Shared};
+use super::{Command, Config, Shared, StreamRate};
 use crate::Error;
 use crate::frame::{Frame, FrameDecoder, FrameEncoder, GoAwayStatus, Headers, RstStatus, StreamId};
 
@@ -178,7 +179,43 @@ pub(super) struct Reader {
     streams: HashMap<StreamId, Entry>,
     /// The last stream id the client used.
     last_stream_id: StreamId,
+    /// Room in the receive buffers of all streams together, in bytes.
+    receive_budget: Arc<Semaphore>,
+    /// New streams allowed ([`Config::stream_rate`]).
+    bucket: Option<Bucket>,
     config: Config,
+}
+
+/// A token bucket for new streams.
+struct Bucket {
+    rate: StreamRate,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: StreamRate) -> Self {
+        Self {
+            rate,
+            tokens: f64::from(rate.burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.saturating_duration_since(self.last).as_secs_f64()
+            * f64::from(self.rate.per_second);
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(f64::from(self.rate.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Reader {
@@ -188,6 +225,8 @@ impl Reader {
             incoming: Some(incoming),
             streams: HashMap::new(),
             last_stream_id: 0,
+            receive_budget: Arc::new(Semaphore::new(config.connection_receive_buffer)),
+            bucket: config.stream_rate.map(Bucket::new),
             config,
         }
     }
@@ -295,6 +334,12 @@ impl Reader {
             Some(tx) if !tx.is_closed() && !self.shared.state().closing => tx.clone(),
             _ => return self.refuse(stream_id, RstStatus::REFUSED_STREAM).await,
         };
+        if let Some(bucket) = &mut self.bucket
+            && !bucket.take()
+        {
+            tracing::debug!(stream_id, "SPDY stream rate exceeded");
+            return self.refuse(stream_id, RstStatus::REFUSED_STREAM).await;
+        }
         if self.streams.len() >= self.config.max_streams {
             // Forget streams whose receiving half the application dropped.
             self.streams.retain(|_, entry| !entry.data.is_closed());
@@ -350,17 +395,30 @@ impl Reader {
             return;
         }
         if !data.is_empty() && !entry.data.is_closed() {
-            // A frame larger than the whole buffer takes all of it.
-            let want = data.len().min(self.config.stream_receive_buffer);
-            let want = u32::try_from(want).unwrap_or(u32::MAX);
-            let permit = tokio::select! {
-                permit = Arc::clone(&entry.receive_budget).acquire_many_owned(want) => permit.ok(),
+            // A frame larger than a whole buffer takes all of it.
+            let permits = |buffer: usize| u32::try_from(data.len().min(buffer)).unwrap_or(u32::MAX);
+            let (stream_want, connection_want) = (
+                permits(self.config.stream_receive_buffer),
+                permits(self.config.connection_receive_buffer),
+            );
+            let stream_budget = Arc::clone(&entry.receive_budget);
+            let connection_budget = Arc::clone(&self.receive_budget);
+            let acquire = async move {
+                let stream = stream_budget.acquire_many_owned(stream_want).await.ok()?;
+                let connection = connection_budget
+                    .acquire_many_owned(connection_want)
+                    .await
+                    .ok()?;
+                Some((stream, connection))
+            };
+            let permits = tokio::select! {
+                permits = acquire => permits,
                 () = entry.data.closed() => None,
             };
-            if let Some(permit) = permit {
+            if let Some(permits) = permits {
                 let _ = entry.data.send(Chunk {
                     data,
-                    _permit: permit,
+                    _permits: permits,
                 });
             }
         }

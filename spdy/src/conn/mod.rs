@@ -37,8 +37,16 @@
 //!   the connection too, exactly as spdystream's unbuffered channels do: an
 //!   application must keep reading every stream it accepted, or drop its
 //!   [`RecvStream`] (whose further data is then discarded).
+//! * All streams together buffer at most
+//!   [`Config::connection_receive_buffer`] bytes (again, one larger frame
+//!   on its own), so the memory of a connection does not grow with the
+//!   number of its streams; a full budget makes the reader wait as well.
 //! * At most [`Config::accept_backlog`] accepted streams wait for
 //!   [`Connection::accept`]; beyond that the reader waits too.
+//! * At most [`Config::max_streams`] streams are open at once, and with
+//!   [`Config::stream_rate`] new streams beyond a token bucket's rate are
+//!   refused with RST_STREAM `REFUSED_STREAM`: a client cannot make the
+//!   application do unbounded work by opening and resetting streams.
 //! * Frames queued for the writer are limited to [`Config::write_buffer`]
 //!   bytes: [`SendStream`] writes wait for room, and so do the reader's
 //!   replies (SYN_REPLY, PING), so a peer that floods PINGs without reading
@@ -88,6 +96,9 @@ pub struct Config {
     /// Received bytes buffered per stream before the connection stops
     /// reading (default 256 KiB).
     pub stream_receive_buffer: usize,
+    /// Received bytes buffered by all streams together before the
+    /// connection stops reading (default 4 MiB).
+    pub connection_receive_buffer: usize,
     /// Bytes of outgoing frames queued before writers wait (default 256 KiB).
     pub write_buffer: usize,
     /// Largest DATA payload a single write produces (default 32 KiB).
@@ -96,6 +107,9 @@ pub struct Config {
     pub accept_backlog: usize,
     /// Streams open at once; more are refused (default 1024).
     pub max_streams: usize,
+    /// How fast the client may open streams; streams over the rate are
+    /// refused (default `None`: no limit, as spdystream).
+    pub stream_rate: Option<StreamRate>,
     /// How long [`Connection::close`] (or dropping the connection) waits for
     /// queued frames and GOAWAY to be written before the transport is
     /// dropped regardless, e.g. because the peer stopped reading
@@ -108,10 +122,12 @@ impl Default for Config {
         Self {
             limits: Limits::default(),
             stream_receive_buffer: 256 << 10,
+            connection_receive_buffer: 4 << 20,
             write_buffer: 256 << 10,
             max_write_frame: 32 << 10,
             accept_backlog: 16,
             max_streams: 1024,
+            stream_rate: None,
             close_timeout: Duration::from_secs(10),
         }
     }
@@ -124,6 +140,7 @@ impl Config {
     fn normalized(mut self) -> Self {
         let permits = |n: usize| n.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         self.stream_receive_buffer = permits(self.stream_receive_buffer);
+        self.connection_receive_buffer = permits(self.connection_receive_buffer);
         self.write_buffer = permits(self.write_buffer);
         self.max_write_frame = self
             .max_write_frame
@@ -131,8 +148,21 @@ impl Config {
             .min(self.write_buffer);
         self.accept_backlog = self.accept_backlog.max(1);
         self.max_streams = self.max_streams.max(1);
+        if let Some(rate) = &mut self.stream_rate {
+            rate.burst = rate.burst.max(1);
+        }
         self
     }
+}
+
+/// A token bucket for new streams: `burst` streams at once, then
+/// `per_second` more each second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamRate {
+    /// Streams added to the bucket per second.
+    pub per_second: u32,
+    /// Size of the bucket (at least 1): streams that may be opened at once.
+    pub burst: u32,
 }
 
 /// What the writer task is asked to do.

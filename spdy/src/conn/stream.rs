@@ -28,10 +28,11 @@ use super::Shared;
 use crate::frame::{Frame, Headers, RstStatus, StreamId};
 
 /// Received data on its way from the reader task to a [`RecvStream`]. The
-/// permit holds the stream's receive-buffer room until the data is read.
+/// permits hold the stream's and the connection's receive-buffer room until
+/// the data is read.
 pub(super) struct Chunk {
     pub(super) data: Bytes,
-    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 /// Per-stream state shared by the two halves and the reader task.

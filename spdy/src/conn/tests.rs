@@ -566,3 +566,68 @@ async fn close_gives_up_on_a_peer_that_does_not_read() {
     );
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_receive_buffer_bounds_all_streams_together() {
+    // Each stream could take 64 KiB, but the connection only 2 KiB.
+    let config = Config {
+        stream_receive_buffer: 64 << 10,
+        connection_receive_buffer: 2048,
+        ..Config::default()
+    };
+    let (mut conn, client) = setup_with(config, 4096);
+    let Client { rx, mut tx } = client;
+    let mut streams = Vec::new();
+    for id in [1, 3, 5, 7] {
+        tx.send(syn_stream(id, false, &[("streamtype", "data")]))
+            .await;
+        streams.push(accept(&mut conn).await);
+    }
+    let sending = tokio::spawn(async move {
+        for id in [1, 3, 5, 7] {
+            for _ in 0..4 {
+                tx.data(id, false, &[7; 1024]).await;
+            }
+            tx.data(id, true, b"").await;
+        }
+        tx
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !sending.is_finished(),
+        "16 KiB went into a 2 KiB connection buffer"
+    );
+    for mut stream in streams {
+        assert_eq!(read_to_end(&mut stream).await.len(), 4 * 1024);
+    }
+    let mut tx = timeout(WAIT, sending).await.expect("sender").expect("join");
+    tx.send(Frame::Ping { id: 9 }).await;
+    // Replies and the FINs of the dropped streams, then the echo.
+    let mut client = Client { rx, tx };
+    while client.recv().await != (Frame::Ping { id: 9 }) {}
+}
+
+#[tokio::test]
+async fn streams_over_the_rate_are_refused() {
+    let config = Config {
+        stream_rate: Some(StreamRate {
+            per_second: 2,
+            burst: 3,
+        }),
+        ..Config::default()
+    };
+    let (mut conn, mut client) = setup_with(config, 64 * 1024);
+    for id in [1, 3, 5] {
+        client.open(id, "data").await;
+    }
+    client.send(syn_stream(7, false, &[])).await;
+    assert_eq!(client.recv().await, rst(7, RstStatus::REFUSED_STREAM));
+    // 0.6 s later one more token is there, and only one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client.open(9, "data").await;
+    client.send(syn_stream(11, false, &[])).await;
+    assert_eq!(client.recv().await, rst(11, RstStatus::REFUSED_STREAM));
+    for id in [1, 3, 5, 9] {
+        assert_eq!(accept(&mut conn).await.id(), id);
+    }
+}
