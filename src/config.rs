@@ -156,6 +156,11 @@ pub struct Args {
     /// authorized by SubjectAccessReview). Off, as on a hardened kubelet.
     #[arg(long, env = "SKYLET_ANONYMOUS_AUTH")]
     pub anonymous_auth: Option<bool>,
+    /// Seconds an exec, attach or port-forward session may pass without a
+    /// byte either way before it is closed, as the kubelet's
+    /// `streamingConnectionIdleTimeout` (default 14400, 4 h; 0 = never).
+    #[arg(long, env = "SKYLET_STREAMING_CONNECTION_IDLE_TIMEOUT")]
+    pub streaming_connection_idle_timeout: Option<u64>,
     /// What to do with the Node object on shutdown.
     #[arg(long, env = "SKYLET_NODE_ON_SHUTDOWN")]
     pub node_on_shutdown: Option<NodeOnShutdown>,
@@ -238,6 +243,7 @@ struct File {
     tls_key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
     anonymous_auth: Option<bool>,
+    streaming_connection_idle_timeout: Option<u64>,
     node_on_shutdown: Option<NodeOnShutdown>,
     daemonset_pods: Option<DaemonSetPods>,
     sweep_interval: Option<u64>,
@@ -564,6 +570,9 @@ pub struct ServerConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Whether unauthenticated requests pass as system:anonymous.
     pub anonymous_auth: bool,
+    /// How long an exec, attach or port-forward session may be idle
+    /// (zero: forever).
+    pub streaming_idle_timeout: Duration,
     /// IP SANs and DNS SANs for a generated certificate.
     pub node_ip: IpAddr,
     /// Node name (CSR subject, DNS SAN).
@@ -730,6 +739,7 @@ struct Shared {
     tls_files: Option<(PathBuf, PathBuf)>,
     client_ca_file: Option<PathBuf>,
     anonymous_auth: bool,
+    streaming_idle_timeout: Duration,
     on_shutdown: NodeOnShutdown,
     websocket_to_kubelet: bool,
     daemonset_pods: DaemonSetPods,
@@ -822,6 +832,11 @@ fn merge(
         tls_files,
         client_ca_file,
         anonymous_auth: args.anonymous_auth.or(file.anonymous_auth).unwrap_or(false),
+        streaming_idle_timeout: Duration::from_secs(
+            args.streaming_connection_idle_timeout
+                .or(file.streaming_connection_idle_timeout)
+                .unwrap_or(4 * 3600),
+        ),
         on_shutdown: args
             .node_on_shutdown
             .or(file.node_on_shutdown)
@@ -1016,6 +1031,7 @@ fn backend(
             tls_files: shared.tls_files.clone(),
             client_ca_file: shared.client_ca_file.clone(),
             anonymous_auth: shared.anonymous_auth,
+            streaming_idle_timeout: shared.streaming_idle_timeout,
             node_ip: shared.node_ip,
             node_name: name,
         },
