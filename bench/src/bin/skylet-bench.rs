@@ -357,20 +357,41 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut delete = Value::Null;
     if !args.keep {
         let t_del = now_unix();
+        // a failed delete is recorded, never the end of the run: the
+        // measurements so far are kept
+        let mut delete_errors = 0usize;
         match args.scenario {
             Scenario::Deployment => {
                 let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
-                deployments
+                if let Err(e) = deployments
                     .delete(&run_id, &DeleteParams::background())
-                    .await?;
+                    .await
+                {
+                    delete_errors += 1;
+                    tracing::error!(error = %e, "deleting the Deployment failed");
+                }
             }
             _ => {
-                pods.delete_collection(
-                    &DeleteParams::default(),
-                    &ListParams::default().labels(&selector),
-                )
-                .await?;
+                // one delete per pod, `concurrency` at a time, each retried:
+                // a DeleteCollection of 10,000 pods outlives kube-apiserver's
+                // 60 s request timeout and ends in a broken connection
+                let names: Vec<String> = created.keys().cloned().collect();
+                delete_errors = futures::stream::iter(names)
+                    .map(|name| {
+                        let pods = pods.clone();
+                        async move { delete_with_retry(&pods, &name).await }
+                    })
+                    .buffer_unordered(args.concurrency.max(1))
+                    .filter(|r| std::future::ready(r.is_err()))
+                    .count()
+                    .await;
             }
+        }
+        if delete_errors > 0 {
+            tracing::error!(
+                delete_errors,
+                "some deletes failed for good; waiting for the rest"
+            );
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
         let all_gone = wait_gone(&pods, &selector, &tracker, deadline).await;
@@ -381,7 +402,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             from: t_del,
             to: t_gone,
         });
-        delete = json!({"all_gone": all_gone, "seconds": t_gone - t_del, "pods_per_s": count as f64 / (t_gone - t_del)});
+        delete = json!({"all_gone": all_gone, "seconds": t_gone - t_del, "pods_per_s": count as f64 / (t_gone - t_del), "errors": delete_errors});
     }
     let finished = now_unix();
     windows.push(Window {
@@ -513,6 +534,25 @@ async fn create_with_retry(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<(f64, u
             Err(e) => {
                 failures += 1;
                 tracing::debug!(error = %e, failures, "create failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
+            }
+        }
+    }
+}
+
+/// Deletes pod `name`, retrying what the apiserver may refuse under load;
+/// a pod already gone is deleted.
+async fn delete_with_retry(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
+    let mut failures = 0u32;
+    loop {
+        match pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code < 429 => return Err(anyhow::anyhow!("{s:?}")),
+            Err(e) if failures >= 10 => return Err(e.into()),
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, failures, "delete failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
             }
         }
