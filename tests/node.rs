@@ -1,19 +1,29 @@
 #![allow(clippy::unwrap_used)]
 //! The virtual node against the real control plane (issue #3): skylet with
 //! the simulated backend, the real kube-scheduler and controllers, kubectl.
+//!
+//! What every backend must do (deploy, logs, delete, restart and orphans,
+//! refusals) is the shared scenario list, run for the simulated backend in
+//! tests/backends.rs; this file tests the node and the core: registration,
+//! scheduling fields, resolution, DaemonSets, the kubelet API and its
+//! authorization, certificates, outages of the backend and the apiserver.
 
 use std::{path::Path, process::Command, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
-    core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Secret},
+    core::v1::{ConfigMap, Event as CoreEvent, Node, Pod, Secret},
 };
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, PostParams},
 };
 use serde_json::json;
-use skylet_testenv::{ControlPlane, Skylet, eventually, unique_name as unique};
+use skylet_testenv::{
+    ControlPlane, Skylet, eventually,
+    k8s::{kubectl, namespace, node_ready},
+    unique_name as unique,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
 
@@ -21,14 +31,15 @@ fn bin() -> &'static Path {
     Path::new(BIN)
 }
 
-async fn namespace(client: &Client, base: &str) -> String {
-    let name = unique(base);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    name
+/// A test's own node: the shared control plane, its admin client, skylet
+/// as a node named after `base` with extra `args`, Ready.
+async fn started(base: &str, args: &[&str]) -> (&'static ControlPlane, Client, Skylet, String) {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let node = unique(base);
+    let s = Skylet::start(cp, bin(), &node, args);
+    node_ready(&client, &node).await;
+    (cp, client, s, node)
 }
 
 /// A pod template that lands on the test's node only.
@@ -91,41 +102,10 @@ async fn running_pods(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod
     .await
 }
 
-async fn node_ready(client: &Client, node: &str) -> Node {
-    let nodes: Api<Node> = Api::all(client.clone());
-    eventually(
-        &format!("node {node} Ready"),
-        Duration::from_secs(30),
-        || async {
-            let n = nodes.get(node).await.ok()?;
-            let ready = n
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(n)
-        },
-    )
-    .await
-}
-
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
-    let out = cp.kubectl().args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn node_registers_with_labels_taint_capacity_and_lease() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-register");
-    let _s = Skylet::start(cp, bin(), node, &["--node-label", "tier=burst"]);
+    let (_cp, client, _s, node) = started("vn-register", &["--node-label", "tier=burst"]).await;
+    let node = &node;
     let n = node_ready(&client, node).await;
     let labels = n.metadata.labels.unwrap();
     assert_eq!(labels["type"], "virtual-kubelet");
@@ -165,91 +145,9 @@ async fn node_registers_with_labels_taint_capacity_and_lease() {
 }
 
 #[tokio::test]
-async fn scheduler_places_deployment_and_logs_and_delete_work() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-deploy");
-    let s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
-    let ns = &namespace(&client, "node-deploy").await;
-    deployment(
-        &client,
-        ns,
-        node,
-        "web",
-        3,
-        &["sh", "-c", "echo line-1; echo line-2; log-every 0.5 tick"],
-    )
-    .await;
-    let pods = running_pods(&client, ns, "web", 3).await;
-    for p in &pods {
-        assert_eq!(
-            p.spec.as_ref().unwrap().node_name.as_deref(),
-            Some(node.as_str())
-        );
-    }
-    assert_eq!(s.backend_uids(ns).len(), 3, "the backend runs the 3 pods");
-
-    let pod = pods[0].metadata.name.clone().unwrap();
-    let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod]);
-    assert!(ok, "{err}");
-    assert!(out.starts_with("line-1\nline-2\n"), "{out}");
-    let (ok, out, err) = kubectl(cp, &["logs", "-n", ns, &pod, "--tail", "1"]);
-    assert!(ok, "{err}");
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with("tick "), "{out}");
-    // follow: new lines keep arriving until the client leaves
-    let out = Command::new("timeout")
-        .args([
-            "3",
-            cp.kubectl().get_program().to_str().unwrap(),
-            "logs",
-            "-f",
-            "-n",
-            ns,
-            &pod,
-            "--tail",
-            "0",
-        ])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()
-        .unwrap();
-    let followed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        followed.lines().filter(|l| l.starts_with("tick ")).count() >= 3,
-        "follow streamed: {followed:?}"
-    );
-
-    let (ok, _, err) = kubectl(
-        cp,
-        &["delete", "deployment", "web", "-n", ns, "--wait=true"],
-    );
-    assert!(ok, "{err}");
-    let podapi: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually("all pods gone", Duration::from_secs(30), || async {
-        podapi
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
-    assert!(
-        s.backend_uids(ns).is_empty(),
-        "the backend holds nothing after delete: {:?}",
-        s.backend_uids(ns)
-    );
-}
-
-#[tokio::test]
 async fn pod_without_toleration_is_not_placed() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-taint");
-    let _s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (_cp, client, _s, node) = started("vn-taint", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-taint").await;
     let mut t = template(node, "untolerated", &[]);
     t["spec"]["tolerations"] = json!([]);
@@ -293,11 +191,8 @@ async fn pod_without_toleration_is_not_placed() {
 
 #[tokio::test]
 async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-env");
-    let _s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (cp, client, _s, node) = started("vn-env", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-env").await;
     let cm: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "color": "blue"}}),
@@ -381,11 +276,8 @@ async fn env_from_configmap_secret_and_field_refs_reaches_the_backend() {
 
 #[tokio::test]
 async fn missing_configmap_keeps_pod_pending_with_event_until_it_appears() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-missing");
-    let _s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (_cp, client, _s, node) = started("vn-missing", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-missing").await;
     let mut t = template(node, "waits", &[]);
     t["metadata"]["name"] = json!("waits");
@@ -443,11 +335,8 @@ async fn missing_configmap_keeps_pod_pending_with_event_until_it_appears() {
 
 #[tokio::test]
 async fn daemonset_pods_are_refused_with_an_event() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-ds");
-    let _s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (_cp, client, _s, node) = started("vn-ds", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-ds").await;
     let ds: DaemonSet = serde_json::from_value(json!({
         "metadata": {"name": "agent"},
@@ -500,11 +389,8 @@ async fn daemonset_pods_are_refused_with_an_event() {
 
 #[tokio::test]
 async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-restart");
-    let mut s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (_cp, client, mut s, node) = started("vn-restart", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-restart").await;
     deployment(&client, ns, node, "kept", 2, &[]).await;
     let before = running_pods(&client, ns, "kept", 2).await;
@@ -569,60 +455,8 @@ async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
 }
 
 #[tokio::test]
-async fn orphans_are_swept_and_missing_pods_created_at_start() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-orphan");
-    let mut s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
-    let ns = &namespace(&client, "node-orphan").await;
-    deployment(&client, ns, node, "o", 2, &[]).await;
-    running_pods(&client, ns, "o", 2).await;
-    s.kill();
-    // while skylet is down, one pod is force-deleted: its backend pod is an orphan
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels("app=o"))
-        .await
-        .unwrap()
-        .items;
-    let gone = list[0].metadata.uid.clone().unwrap();
-    pods.delete(
-        list[0].metadata.name.as_deref().unwrap(),
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    s.start_again();
-    // the ReplicaSet's replacement is created, the orphan deleted
-    let now = running_pods(&client, ns, "o", 2).await;
-    eventually(
-        "the orphan swept from the backend",
-        Duration::from_secs(30),
-        || async {
-            let b = s.backend_uids(ns);
-            (!b.contains(&gone) && b.len() == 2).then_some(())
-        },
-    )
-    .await;
-    let mut want: Vec<String> = now
-        .iter()
-        .map(|p| p.metadata.uid.clone().unwrap())
-        .collect();
-    want.sort();
-    assert_eq!(want, s.backend_uids(ns));
-}
-
-#[tokio::test]
 async fn kubelet_api_authenticates_and_authorizes() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-auth");
-    let s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (cp, client, s, node) = started("vn-auth", &[]).await;
     let ns = &namespace(&client, "node-auth").await;
     let url = format!("https://127.0.0.1:{}/pods", s.port);
     let pki = cp.dir().join("pki");
@@ -750,11 +584,8 @@ async fn kubectl_top_reports_backend_usage_through_metrics_server() {
 
 #[tokio::test]
 async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-outage");
-    let s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (_cp, client, s, node) = started("vn-outage", &[]).await;
+    let node = &node;
     s.set_backend_outage(true);
     let nodes: Api<Node> = Api::all(client.clone());
     let cond = eventually(
@@ -782,11 +613,8 @@ async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
 
 #[tokio::test]
 async fn serving_certificate_comes_from_an_approved_csr() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-csr");
-    let s = Skylet::start(cp, bin(), node, &["--serving-cert", "csr"]);
-    node_ready(&client, node).await;
+    let (cp, client, s, node) = started("vn-csr", &["--serving-cert", "csr"]).await;
+    let node = &node;
     let ca = cp.dir().join("pki/ca.crt");
     let pki = cp.dir().join("pki");
     let url = format!("https://127.0.0.1:{}/healthz", s.port);
@@ -855,11 +683,8 @@ async fn survives_an_apiserver_restart() {
 
 #[tokio::test]
 async fn kubelet_api_endpoints_answer_like_a_kubelet() {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let node = &unique("vn-api");
-    let s = Skylet::start(cp, bin(), node, &[]);
-    node_ready(&client, node).await;
+    let (cp, client, s, node) = started("vn-api", &[]).await;
+    let node = &node;
     let ns = &namespace(&client, "node-api").await;
     deployment(
         &client,
