@@ -456,7 +456,7 @@ async fn stop_marks_node_not_ready_and_restart_adopts_pods() {
 
 #[tokio::test]
 async fn kubelet_api_authenticates_and_authorizes() {
-    let (cp, client, s, node) = started("vn-auth", &[]).await;
+    let (cp, client, s, _node) = started("vn-auth", &[]).await;
     let ns = &namespace(&client, "node-auth").await;
     let url = format!("https://127.0.0.1:{}/pods", s.port);
     let pki = cp.dir().join("pki");
