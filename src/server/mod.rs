@@ -11,35 +11,37 @@
 //!
 //! Every request is authenticated (client certificate, or bearer token by
 //! TokenReview) and authorized (SubjectAccessReview on `nodes/<subresource>`),
-//! as the kubelet does; see [`auth`].
+//! as the kubelet does; see [`auth`]. Before that, every request and
+//! connection is held to the [`Limits`]: header and body sizes, connections
+//! and streams at once, and timeouts for slow, idle and long-running
+//! clients ([`limits`] lists them with the kubelet's).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Extension, Router, extract::Request, middleware, routing::get};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
+use axum::{Router, middleware, routing::get};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Client, runtime::reflector::Store};
 use skylet_provider::Provider;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::{config::ServerConfig, metrics::NodeMetrics, tls};
 
 pub mod auth;
+mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
 mod logs;
 mod pods;
 mod stats;
 mod streaming;
 
 pub use auth::Identity;
+pub use limits::Limits;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,16 +66,34 @@ pub struct State<P> {
     pub(crate) metrics: NodeMetrics,
     pub(crate) auth: auth::Authenticator,
     pub(crate) started: jiff::Timestamp,
+    pub(crate) limits: Arc<Limits>,
 }
 
 impl<P: Provider> State<P> {
-    /// State over a client, the provider and the pod store.
+    /// State over a client, the provider and the pod store, with the
+    /// default [`Limits`] but the configured stream idle timeout.
     pub fn new(
         client: Client,
         provider: Arc<P>,
         pods: Store<Pod>,
         config: ServerConfig,
         metrics: NodeMetrics,
+    ) -> Arc<Self> {
+        let limits = Limits {
+            stream_idle_timeout: config.streaming_idle_timeout,
+            ..Limits::default()
+        };
+        Self::with_limits(client, provider, pods, config, metrics, limits)
+    }
+
+    /// State with the given limits.
+    pub fn with_limits(
+        client: Client,
+        provider: Arc<P>,
+        pods: Store<Pod>,
+        config: ServerConfig,
+        metrics: NodeMetrics,
+        limits: Limits,
     ) -> Arc<Self> {
         let auth = auth::Authenticator::new(
             client.clone(),
@@ -88,6 +108,7 @@ impl<P: Provider> State<P> {
             metrics,
             auth,
             started: jiff::Timestamp::now(),
+            limits: Arc::new(limits),
         })
     }
 
@@ -100,7 +121,8 @@ impl<P: Provider> State<P> {
 
 /// The kubelet API routes, without TLS: tests drive it with `oneshot`,
 /// putting an [`Identity`] into the request extensions (no identity:
-/// unauthenticated).
+/// unauthenticated). The request limits apply here, the connection limits
+/// in [`Server`].
 pub fn router<P: Provider>(state: Arc<State<P>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -129,6 +151,10 @@ pub fn router<P: Provider>(state: Arc<State<P>>) -> Router {
             state.clone(),
             auth::middleware::<P>,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard::<P>,
+        ))
         .with_state(state)
 }
 
@@ -137,6 +163,7 @@ pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
+    limits: Arc<Limits>,
     csr: Option<(Client, ServerConfig, Arc<tls::CertStore>)>,
     /// Without `--client-ca-file`: the client CA the cluster publishes.
     client_ca: Option<(Client, Arc<tls::ClientCa>)>,
@@ -161,6 +188,7 @@ impl Server {
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(tls),
+            limits: Arc::clone(&state.limits),
             app: router(state),
             csr,
             client_ca,
@@ -184,50 +212,13 @@ impl Server {
         if let Some((client, ca)) = self.client_ca {
             tokio::spawn(tls::follow_client_ca(client, ca, shutdown.clone()).in_current_span());
         }
-        let conns = tokio_util::task::TaskTracker::new();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = self.acceptor.clone();
-            let app = self.app.clone();
-            let stop = shutdown.clone();
-            conns.spawn(
-                async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(auth::identity_from_cert);
-                    let app = app.layer(Extension(auth::PeerCert(identity)));
-                    let svc = TowerToHyperService::new(app.map_request(|r: Request<hyper::body::Incoming>| r.map(axum::body::Body::new)));
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
-                        () = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                        }
-                    }
-                }
-                .in_current_span(),
-            );
-        }
-        conns.close();
-        let _ = tokio::time::timeout(Duration::from_secs(6), conns.wait()).await;
+        conn::serve(
+            self.listener,
+            Some(self.acceptor),
+            self.app,
+            self.limits,
+            shutdown,
+        )
+        .await;
     }
 }

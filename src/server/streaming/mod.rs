@@ -47,6 +47,16 @@
 //! at once maps through [`ApiError`]: `NotFound` 404, `Unsupported` 501.
 //! Later failures reach the client on the error stream.
 //!
+//! # Limits
+//!
+//! A session ends when no byte went either way for
+//! [`Limits::stream_idle_timeout`](crate::server::Limits) or when it lasted
+//! [`Limits::stream_max_duration`](crate::server::Limits) ([`watchdog`]), as
+//! if the client had left: the backend's call is dropped, SPDY sends
+//! GOAWAY, WebSocket a close frame. SPDY connections refuse streams beyond
+//! their count and rate limits (`Limits::spdy_remote_command`,
+//! `Limits::spdy_port_forward`).
+//!
 //! # Caveats
 //!
 //! Sessions run in tasks of their own once upgraded; a skylet shutdown ends
@@ -69,10 +79,20 @@ use super::{State, error::ApiError};
 mod portforward;
 mod remotecommand;
 pub(crate) mod upgrade;
+mod watchdog;
 mod websocket;
 
 use remotecommand::Client;
 use upgrade::Refusal;
+use watchdog::{Cutoff, Tracked};
+
+/// Resolves when the client left (`closed`) or the session must end.
+async fn ended(closed: impl Future<Output = ()>, cutoff: Cutoff) {
+    tokio::select! {
+        () = closed => {}
+        reason = cutoff.wait() => tracing::info!(%reason, "closing the session"),
+    }
+}
 
 /// exec or attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,19 +357,26 @@ async fn remote_command<P: Provider>(
         .await
         .map_err(ApiError::from)?;
     let response = transport.switching();
+    let limits = Arc::clone(&state.limits);
     tokio::spawn(
         async move {
             let io = match upgrade.await {
-                Ok(io) => TokioIo::new(io),
+                Ok(io) => Tracked::new(TokioIo::new(io)),
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
                     return;
                 }
             };
+            let cutoff = Cutoff::new(io.activity(), &limits);
             let begun = std::time::Instant::now();
             let outcome = match transport {
-                Transport::Spdy(protocol) => serve_spdy(io, protocol, started, opts).await,
-                Transport::WebSocket(ws) => serve_websocket(io, ws.protocol, started, opts).await,
+                Transport::Spdy(protocol) => {
+                    let config = limits.spdy_remote_command.clone();
+                    serve_spdy(io, protocol, started, opts, config, cutoff).await
+                }
+                Transport::WebSocket(ws) => {
+                    serve_websocket(io, ws.protocol, started, opts, cutoff).await
+                }
             };
             match outcome {
                 Some(Ok(status)) => {
@@ -373,12 +400,14 @@ async fn serve_spdy<T>(
     protocol: &'static str,
     started: remotecommand::Started,
     opts: Options,
+    config: skylet_spdy::Config,
+    cutoff: Cutoff,
 ) -> Outcome
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     use skylet_spdy::HEADER_STREAM_TYPE;
-    let mut conn = skylet_spdy::Connection::new(io);
+    let mut conn = skylet_spdy::Connection::with_config(io, config);
     let (format, resize) = remotecommand::spdy_behaviour(protocol);
     let mut wanted: Vec<(&'static str, Option<skylet_spdy::Stream>)> = vec![("error", None)];
     for (name, on) in [
@@ -448,7 +477,8 @@ where
         error,
         format,
     };
-    let outcome = remotecommand::run(started, client, &opts.command, conn.closed()).await;
+    let outcome =
+        remotecommand::run(started, client, &opts.command, ended(conn.closed(), cutoff)).await;
     drop(keep);
     let _ = conn.close().await;
     outcome
@@ -460,6 +490,7 @@ async fn serve_websocket<S>(
     protocol: &'static str,
     mut started: remotecommand::Started,
     opts: Options,
+    cutoff: Cutoff,
 ) -> Outcome
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -502,7 +533,8 @@ where
         error: Box::new(mux.writer(3)),
         format,
     };
-    let outcome = remotecommand::run(started, client, &opts.command, mux.closed()).await;
+    let outcome =
+        remotecommand::run(started, client, &opts.command, ended(mux.closed(), cutoff)).await;
     mux.close().await;
     outcome
 }
@@ -559,20 +591,21 @@ pub(crate) async fn port_forward<P: Provider>(
     tokio::spawn(
         async move {
             let io = match upgrade.await {
-                Ok(io) => TokioIo::new(io),
+                Ok(io) => Tracked::new(TokioIo::new(io)),
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
                     return;
                 }
             };
+            let cutoff = Cutoff::new(io.activity(), &state.limits);
             match transport {
-                Transport::Spdy(_) => portforward::serve_spdy(state, pod, io).await,
+                Transport::Spdy(_) => portforward::serve_spdy(state, pod, io, cutoff).await,
                 Transport::WebSocket(ws) if ws.protocol == portforward::TUNNEL_PROTOCOL => {
                     let tunnel = websocket::WsBytes::new(websocket::accept(io).await);
-                    portforward::serve_spdy(state, pod, tunnel).await;
+                    portforward::serve_spdy(state, pod, tunnel, cutoff).await;
                 }
                 Transport::WebSocket(ws) => {
-                    portforward::serve_websocket(state, pod, io, ws.protocol, ports).await
+                    portforward::serve_websocket(state, pod, io, ws.protocol, ports, cutoff).await
                 }
             }
             tracing::info!("port-forward connection ended");

@@ -41,7 +41,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{remotecommand::STREAM_CREATION_TIMEOUT, websocket};
+use super::{remotecommand::STREAM_CREATION_TIMEOUT, watchdog::Cutoff, websocket};
 use crate::{metrics::timed, server::State};
 
 /// The SPDY sub-protocol of port-forward.
@@ -89,15 +89,18 @@ struct Pair {
     deadline: Instant,
 }
 
-/// Serves port-forward over a SPDY connection on `io` until it closes.
-pub(super) async fn serve_spdy<P, T>(state: Arc<State<P>>, pod: PodRef, io: T)
+/// Serves port-forward over a SPDY connection on `io` until it closes or
+/// `cutoff` ends it.
+pub(super) async fn serve_spdy<P, T>(state: Arc<State<P>>, pod: PodRef, io: T, cutoff: Cutoff)
 where
     P: Provider,
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut conn = Connection::new(io);
+    let mut conn = Connection::with_config(io, state.limits.spdy_port_forward.clone());
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut forwards = JoinSet::new();
+    let cutoff = cutoff.wait();
+    tokio::pin!(cutoff);
     loop {
         let deadline = pairs.values().map(|p| p.deadline).min();
         let expiry = async move {
@@ -126,6 +129,11 @@ where
                 }
             }
             Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
+            reason = &mut cutoff => {
+                tracing::info!(%reason, "closing the port-forward connection");
+                forwards.abort_all();
+                break;
+            }
         }
     }
     // The client sent GOAWAY or left: let the forwards in flight finish.
@@ -264,6 +272,7 @@ pub(super) async fn serve_websocket<P, S>(
     io: S,
     protocol: &'static str,
     ports: Vec<u16>,
+    cutoff: Cutoff,
 ) where
     P: Provider,
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -305,6 +314,10 @@ pub(super) async fn serve_websocket<P, S>(
     tokio::select! {
         () = async { while forwards.join_next().await.is_some() {} } => {}
         () = closed => forwards.abort_all(),
+        reason = cutoff.wait() => {
+            tracing::info!(%reason, "closing the port-forward connection");
+            forwards.abort_all();
+        }
     }
     mux.close().await;
 }
