@@ -547,3 +547,6 @@ pub fn spdy_frames(mut input: &[u8]) -> Vec<u8> {
     }
     out.to_vec()
 }
+
+#[cfg(test)]
+mod tests;
