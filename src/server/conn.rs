@@ -69,7 +69,9 @@ pub(crate) async fn serve(
     limits: Arc<Limits>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let conns = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {

@@ -674,3 +674,118 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(l.spdy_remote_command.max_streams, 16);
     assert_eq!(l.spdy_port_forward.max_streams, 512);
 }
+
+/// Frames of an HTTP/2 connection, (type, flags, stream, payload), up to
+/// one of type `until_type` (0xff: one frame), or all until it closes.
+async fn h2_frames(tcp: &mut TcpStream, until_type: u8) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        if tokio::time::timeout(WAIT, tcp.read_exact(&mut head))
+            .await
+            .unwrap()
+            .is_err()
+        {
+            return frames;
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0; len];
+        tcp.read_exact(&mut payload).await.unwrap();
+        let kind = head[3];
+        frames.push((kind, head[4], stream, payload));
+        if kind == until_type || until_type == 0xff {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_advertises_its_limits_and_an_idle_connection_gets_goaway() {
+    let (addr, _stop) = serve(Limits {
+        max_http2_streams: 7,
+        max_header_bytes: 20_000,
+        idle_timeout: ms(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let frames = h2_frames(&mut tcp, 4).await;
+    let (_, _, _, settings) = frames.last().unwrap();
+    let settings: Vec<(u16, u32)> = settings
+        .chunks(6)
+        .map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE
+    assert!(settings.contains(&(3, 7)), "{settings:?}");
+    assert!(settings.contains(&(6, 20_000)), "{settings:?}");
+    // acknowledge, then stay idle: GOAWAY, then the end
+    tcp.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let frames = h2_frames(&mut tcp, 7).await;
+    assert_eq!(frames.last().map(|f| f.0), Some(7), "{frames:?}");
+    assert!(started.elapsed() >= ms(250), "{:?}", started.elapsed());
+    // hyper confirms with a PING that nothing is in flight, then closes
+    let frames = h2_frames(&mut tcp, 6).await;
+    let (_, _, _, ping) = frames.last().unwrap();
+    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+    ack.extend_from_slice(ping);
+    tcp.write_all(&ack).await.unwrap();
+    assert!(closed_within(&mut tcp, ms(3000)).await);
+}
+
+#[tokio::test]
+async fn http2_streams_over_the_limit_are_refused() {
+    let (addr, _stop) = serve(Limits {
+        max_http2_streams: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    h2_frames(&mut tcp, 4).await;
+    tcp.write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // five logs that follow (HPACK: GET, http, literal :path, :authority)
+    let path = b"/containerLogs/ns/p/main?follow=true";
+    let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path);
+    block.extend_from_slice(b"\x01\x01x");
+    for stream in [1u32, 3, 5, 7, 9] {
+        let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], 1, 0x05];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(&block);
+        tcp.write_all(&frame).await.unwrap();
+    }
+    let mut refused = Vec::new();
+    let mut answered = Vec::new();
+    while refused.len() + answered.len() < 5 {
+        let frames = h2_frames(&mut tcp, 0xff).await;
+        assert!(!frames.is_empty(), "closed: {refused:?} {answered:?}");
+        for (kind, _, stream, payload) in frames {
+            match kind {
+                // RST_STREAM REFUSED_STREAM
+                3 if payload == [0, 0, 0, 7] => refused.push(stream),
+                // HEADERS: an answer
+                1 => answered.push(stream),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(answered, [1, 3, 5]);
+    assert_eq!(refused, [7, 9]);
+}
