@@ -2,7 +2,7 @@
 # Builds the pinned Go tools skylet tests and benchmarks run against, each into
 # a versioned directory under $SKYLET_CACHE, and skips whatever is already there.
 #
-#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet] [helm]
+#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet] [helm] [jaeger]
 #   hack/tools/build.sh --bin TOOL     print TOOL's bin directory (builds nothing)
 #
 # With no arguments it builds what the test suite needs (k8s, etcd,
@@ -12,6 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 HELM_VERSION=v4.3.2
 HELM_BIN=$SKYLET_CACHE/helm-$HELM_VERSION/bin
+JAEGER_VERSION=v1.75.0
+JAEGER_BIN=$SKYLET_CACHE/jaeger-$JAEGER_VERSION/bin
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
@@ -84,10 +86,17 @@ build_helm() {
     helm.sh/helm/v4/cmd/helm
 }
 
+build_jaeger() {
+  build_module jaeger "$HACK_DIR/tools/jaeger" "$JAEGER_BIN" \
+    "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
+    github.com/jaegertracing/jaeger/cmd/jaeger
+}
+
 if [[ ${1:-} == --bin ]]; then
   case ${2:-} in
     k8s) echo "$K8S_BIN" ;;
     helm) echo "$HELM_BIN" ;;
+    jaeger) echo "$JAEGER_BIN" ;;
     *) die "--bin: unknown tool '${2:-}'" ;;
   esac
   exit 0
@@ -102,6 +111,7 @@ for t in "${targets[@]}"; do
     metrics-server) build_metrics_server ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
+    jaeger) build_jaeger ;;
     virtual-kubelet) go_install virtual-kubelet \
       "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet@$VK_VERSION" "$VK_BIN" ;;
     *) die "unknown tool '$t'" ;;
