@@ -51,6 +51,38 @@ pub(crate) mod op {
     pub(crate) const REPLACE_CONFIG_MAP: &str = "replaceCoreV1NamespacedConfigMap";
     /// See [`REPLACE_CONFIG_MAP`].
     pub(crate) const REPLACE_SECRET: &str = "replaceCoreV1NamespacedSecret";
+    /// Deletes of Service reflection anchors.
+    pub(crate) const DELETE_CONFIG_MAP: &str = "deleteCoreV1NamespacedConfigMap";
+    /// Reflected Services (`crate::services`).
+    pub(crate) const READ_SERVICE: &str = "readCoreV1NamespacedService";
+    /// See [`READ_SERVICE`].
+    pub(crate) const CREATE_SERVICE: &str = "createCoreV1NamespacedService";
+    /// See [`READ_SERVICE`].
+    pub(crate) const REPLACE_SERVICE: &str = "replaceCoreV1NamespacedService";
+    /// See [`READ_SERVICE`].
+    pub(crate) const DELETE_SERVICE: &str = "deleteCoreV1NamespacedService";
+    /// Reflected EndpointSlices.
+    pub(crate) const READ_ENDPOINT_SLICE: &str = "readDiscoveryV1NamespacedEndpointSlice";
+    /// See [`READ_ENDPOINT_SLICE`].
+    pub(crate) const CREATE_ENDPOINT_SLICE: &str = "createDiscoveryV1NamespacedEndpointSlice";
+    /// See [`READ_ENDPOINT_SLICE`].
+    pub(crate) const REPLACE_ENDPOINT_SLICE: &str = "replaceDiscoveryV1NamespacedEndpointSlice";
+    /// See [`READ_ENDPOINT_SLICE`].
+    pub(crate) const DELETE_ENDPOINT_SLICE: &str = "deleteDiscoveryV1NamespacedEndpointSlice";
+    /// Whether the remote cluster serves the MCS API (discovery).
+    pub(crate) const MCS_RESOURCES: &str = "getMulticlusterXK8sIoV1alpha1APIResources";
+    /// ServiceImports (`--remote-service-export mcs`).
+    pub(crate) const READ_SERVICE_IMPORT: &str =
+        "readMulticlusterXK8sIoV1alpha1NamespacedServiceImport";
+    /// See [`READ_SERVICE_IMPORT`].
+    pub(crate) const CREATE_SERVICE_IMPORT: &str =
+        "createMulticlusterXK8sIoV1alpha1NamespacedServiceImport";
+    /// See [`READ_SERVICE_IMPORT`].
+    pub(crate) const REPLACE_SERVICE_IMPORT: &str =
+        "replaceMulticlusterXK8sIoV1alpha1NamespacedServiceImport";
+    /// See [`READ_SERVICE_IMPORT`].
+    pub(crate) const DELETE_SERVICE_IMPORT: &str =
+        "deleteMulticlusterXK8sIoV1alpha1NamespacedServiceImport";
 }
 
 /// Counts the calls it makes. Cheap to clone.

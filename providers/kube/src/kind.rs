@@ -9,6 +9,7 @@ use skylet_provider::{BoxError, BuildContext, ConfigError, Kind, NodeContext};
 
 use crate::{
     KubeProvider,
+    services::{self, Export, Selection},
     translate::{Context, NamespaceMode, Rule, SchedulingPolicy, ServiceAccountPolicy},
 };
 
@@ -48,6 +49,15 @@ pub struct Args {
     /// Service account of remote pods: the remote namespace's, or the home token.
     #[arg(long, env = "SKYLET_REMOTE_SERVICE_ACCOUNT")]
     pub remote_service_account: Option<ServiceAccountPolicy>,
+    /// Home Services reflected into the remote namespaces of offloaded pods.
+    #[arg(long, env = "SKYLET_REMOTE_SERVICES")]
+    pub remote_services: Option<Selection>,
+    /// Label selector the reflected home Services must match (default: every one).
+    #[arg(long, env = "SKYLET_REMOTE_SERVICE_SELECTOR")]
+    pub remote_service_selector: Option<String>,
+    /// Offer reflected Services to a multi-cluster network (comma-separated).
+    #[arg(long, env = "SKYLET_REMOTE_SERVICE_EXPORT", value_delimiter = ',')]
+    pub remote_service_export: Vec<Export>,
 }
 
 /// The `remote:` section of the config file.
@@ -75,6 +85,12 @@ pub struct File {
     pub pod_affinity: Option<Rule>,
     /// Service account of remote pods.
     pub service_account: Option<ServiceAccountPolicy>,
+    /// Home Services reflected into the remote namespaces.
+    pub services: Option<Selection>,
+    /// Label selector the reflected home Services must match.
+    pub service_selector: Option<String>,
+    /// Mesh integrations of the reflected Services.
+    pub service_export: Option<Vec<Export>>,
 }
 
 /// Validated settings of the remote-Kubernetes backend.
@@ -87,6 +103,8 @@ pub struct Config {
     /// Translation settings (cluster id, node, namespaces, scheduling,
     /// service accounts).
     pub context: Context,
+    /// Service reflection.
+    pub services: services::Settings,
 }
 
 /// Why the backend could not be built.
@@ -188,7 +206,18 @@ impl Kind for Kube {
                 .or(file.pod_affinity)
                 .unwrap_or(Rule::Pass),
         };
+        let services = service_settings(
+            args.remote_services.or(file.services),
+            args.remote_service_selector.or(file.service_selector),
+            if args.remote_service_export.is_empty() {
+                file.service_export.unwrap_or_default()
+            } else {
+                args.remote_service_export
+            },
+            namespaces,
+        )?;
         Ok(Config {
+            services,
             kubeconfig,
             kube_context: args.remote_context.or(file.context),
             context: Context {
@@ -210,8 +239,118 @@ impl Kind for Kube {
     /// start in [`skylet_provider::Provider::run`].
     async fn build(config: Config, ctx: BuildContext) -> Result<KubeProvider, BoxError> {
         let remote = remote_client(&config).await?;
-        Ok(KubeProvider::new(remote, config.context, ctx))
+        Ok(KubeProvider::new(
+            remote,
+            config.context,
+            config.services,
+            ctx,
+        ))
     }
+}
+
+/// The Service reflection settings, checked: a selector of label
+/// requirements, and ClusterMesh only where namespaces keep their names.
+fn service_settings(
+    selection: Option<Selection>,
+    selector: Option<String>,
+    mut exports: Vec<Export>,
+    namespaces: NamespaceMode,
+) -> Result<services::Settings, ConfigError> {
+    let selector = selector.map(|s| s.trim().to_owned());
+    if let Some(s) = &selector
+        && let Err(why) = check_selector(s)
+    {
+        return Err(ConfigError::new(
+            "remote-service-selector",
+            format!("{s:?} is not a label selector: {why}"),
+        ));
+    }
+    exports.sort_by_key(|e| *e as u8);
+    exports.dedup();
+    if exports.contains(&Export::Cilium) && namespaces != NamespaceMode::Same {
+        return Err(ConfigError::new(
+            "remote-service-export",
+            "cilium: ClusterMesh pairs Services by namespace and name, so it needs remote namespace-mode same",
+        ));
+    }
+    Ok(services::Settings {
+        selection: selection.unwrap_or_default(),
+        selector,
+        exports,
+    })
+}
+
+/// Checks the syntax of a label selector (`a=b,c!=d,e,!f,g in (x,y),h notin (z)`),
+/// so that a typo stops skylet at start rather than failing every watch.
+fn check_selector(s: &str) -> Result<(), String> {
+    fn key(k: &str) -> Result<(), String> {
+        let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
+        let ok = |x: &str, extra: &[char]| {
+            !x.is_empty()
+                && x.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        };
+        if name.len() > 63
+            || !ok(name, &['-', '_', '.'])
+            || (!prefix.is_empty() && !ok(prefix, &['-', '.']))
+        {
+            return Err(format!("bad label key {k:?}"));
+        }
+        Ok(())
+    }
+    fn value(v: &str) -> Result<(), String> {
+        if v.len() > 63
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!("bad label value {v:?}"));
+        }
+        Ok(())
+    }
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    // split on commas outside parentheses
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    for p in parts.iter().map(|p| p.trim()) {
+        if let Some(k) = p.strip_prefix('!') {
+            key(k.trim())?;
+        } else if let Some((k, v)) = p
+            .split_once("!=")
+            .or_else(|| p.split_once("=="))
+            .or_else(|| p.split_once('='))
+        {
+            key(k.trim())?;
+            value(v.trim())?;
+        } else if let Some((k, rest)) = p.split_once(" in ").or_else(|| p.split_once(" notin ")) {
+            key(k.trim())?;
+            let list = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| format!("{p:?}: the values go in parentheses"))?;
+            for v in list.split(',') {
+                value(v.trim())?;
+            }
+        } else {
+            key(p)?;
+        }
+    }
+    Ok(())
 }
 
 /// A client of the remote cluster, from `config`'s kubeconfig and context.
@@ -370,6 +509,95 @@ mod tests {
     }
 
     #[test]
+    fn service_reflection_settings() {
+        let kc = kubeconfig();
+        let path = kc.path().to_str().unwrap();
+        let c = Kube::configure(
+            args(&["--remote-kubeconfig", path]),
+            File::default(),
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.services,
+            services::Settings::default(),
+            "every Service, no mesh"
+        );
+        assert_eq!(c.services.selection, Selection::All);
+        let f = file(&format!(
+            "kubeconfig: {path}\nservices: all\nservice-selector: 'tier in (db, cache), !internal'\n\
+             service-export: [mcs, cilium]\n"
+        ));
+        let c = Kube::configure(args(&[]), f, &node()).unwrap();
+        assert_eq!(
+            c.services.selector.as_deref(),
+            Some("tier in (db, cache), !internal")
+        );
+        assert_eq!(c.services.exports, [Export::Cilium, Export::Mcs]);
+        let c = Kube::configure(
+            args(&[
+                "--remote-kubeconfig",
+                path,
+                "--remote-services",
+                "none",
+                "--remote-service-export",
+                "mcs,mcs",
+            ]),
+            File::default(),
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(c.services.selection, Selection::None);
+        assert_eq!(c.services.exports, [Export::Mcs]);
+        for (flags, field, needle) in [
+            (
+                vec!["--remote-service-selector", "app=web,,x"],
+                "remote-service-selector",
+                "bad label key",
+            ),
+            (
+                vec!["--remote-service-selector", "tier in db"],
+                "remote-service-selector",
+                "parentheses",
+            ),
+            (
+                vec!["--remote-service-selector", "app=we b"],
+                "remote-service-selector",
+                "bad label value",
+            ),
+            (
+                vec![
+                    "--remote-service-export",
+                    "cilium",
+                    "--remote-namespace-mode",
+                    "prefixed",
+                ],
+                "remote-service-export",
+                "namespace-mode same",
+            ),
+        ] {
+            let mut all = vec!["--remote-kubeconfig", path];
+            all.extend(flags.iter().copied());
+            let e = Kube::configure(args(&all), File::default(), &node()).unwrap_err();
+            assert_eq!(e.field, field, "{flags:?}");
+            assert!(e.message.contains(needle), "{flags:?}: {e}");
+        }
+        for ok in [
+            "app=web",
+            "app==web,tier!=db",
+            "example.com/team=a",
+            "has-label",
+            "a notin (x,y),b",
+        ] {
+            assert_eq!(check_selector(ok), Ok(()), "{ok}");
+        }
+        assert!(
+            T::try_parse_from(["skylet", "--remote-service-export", "istio"]).is_err(),
+            "only cilium and mcs"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_values_are_refused() {
         let err = serde_yaml_ng::from_str::<File>("namespace-mod: same\n")
             .unwrap_err()
@@ -387,6 +615,7 @@ mod tests {
         let kc = kubeconfig();
         std::fs::write(kc.path(), "not: [a kubeconfig").unwrap();
         let config = Config {
+            services: services::Settings::default(),
             kubeconfig: kc.path().into(),
             kube_context: None,
             context: Kube::configure(

@@ -13,6 +13,11 @@
 //! - **Status by watch**: one watch on the remote pods of this node pushes
 //!   every change to the core's [`Sink`]; the sweep (one list call) is only a
 //!   safety net.
+//! - **Services**: the home Services of every namespace with pods of this
+//!   node are reflected into its remote namespace as selector-less Services
+//!   with EndpointSlices carrying the home endpoints, kept in sync by watch,
+//!   owned through the remote pods and removed with the last of them
+//!   ([`services`]; Cilium ClusterMesh and MCS options there).
 //! - **Events**: Events the remote cluster records about a remote pod (the
 //!   remote scheduler's `Scheduled`, the remote kubelet's `Pulled`,
 //!   `BackOff`, ...) go to the core, which records them once on the home pod
@@ -26,29 +31,33 @@
 //!   while the remote apiserver does not answer, and Ready again without
 //!   re-creating anything when it returns.
 //!
-//! The watches (nodes, unfinished pods, this node's pods, Events) run in
-//! [`Provider::run`]. Settings and construction: [`Kube`] (`--remote-*`,
+//! The watches (nodes, unfinished pods, this node's pods, Events, Service
+//! reflection) run in [`Provider::run`]. Settings and construction: [`Kube`] (`--remote-*`,
 //! `--cluster-id`, the `remote:` section of the config file). Remote API
 //! calls are counted in the shared `skylet_backend_api_*` metrics, service
 //! `kubernetes`, operations named by their OpenAPI operationId
 //! (`createCoreV1NamespacedPod`).
 //!
 //! # Networking
-//! Pod IPs of the remote cluster are reported as the home pods' IPs, but they
-//! are routable from the home cluster only if the clusters share a network
-//! (a VPN, a flat VPC, Submariner, Cilium ClusterMesh). Services and
-//! EndpointSlices are not reflected yet: a home Service selecting these pods
-//! gets their remote IPs as endpoints; reflecting Services is a follow-up.
+//! Pod IPs of the remote cluster are reported as the home pods' IPs (so home
+//! Services selecting these pods get their remote IPs as endpoints, ready as
+//! the remote pods are), and reflected Services point at home pod IPs; both
+//! are routable only if the clusters share a network (a VPN, a flat VPC,
+//! Submariner, Cilium ClusterMesh).
 //!
 //! # RBAC on the remote cluster
 //! `namespaces`: get, create; `pods`: get, list, watch, create, delete;
 //! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create
 //! (and get, for apiservers before 1.31); `configmaps`, `secrets`: get,
 //! create, update; `secrets`: patch (the home token, server-side apply);
-//! `nodes`: list, watch; `events`: list, watch. Cluster-wide (a
-//! ClusterRole): pods are listed and watched in all namespaces. On the home
-//! cluster the backend only reads ConfigMaps and Secrets (the core's RBAC);
-//! the core records its Events. README.md has the manifest.
+//! `nodes`: list, watch; `events`: list, watch; for Service reflection
+//! `services`, `discovery.k8s.io/endpointslices`: get, list, watch, create,
+//! update, delete, `configmaps`: list, watch, delete, and with MCS
+//! `multicluster.x-k8s.io/serviceimports`: get, create, update, delete.
+//! Cluster-wide (a ClusterRole): pods are listed and watched in all
+//! namespaces. On the home cluster the backend reads ConfigMaps and Secrets,
+//! and lists and watches Services and EndpointSlices; the core records its
+//! Events. README.md has the manifest.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -81,6 +90,7 @@ mod events;
 mod kind;
 mod reflect;
 mod remote;
+pub mod services;
 pub mod translate;
 
 pub use kind::{Args, BuildError, Config, File, Kube};
@@ -108,6 +118,12 @@ pub struct KubeProvider {
     reflections: reflect::Reflections,
     /// Remote pod (namespace, name) -> the home pod it runs, from the watch.
     owners: events::Owners,
+    /// Fills the Service reflector's store of this node's remote pods, from
+    /// the pod watch.
+    mine_writer: Mutex<Writer<Pod>>,
+    /// Woken by every change of this node's remote pods.
+    mine_changed: std::sync::Arc<tokio::sync::Notify>,
+    services: services::Reflector,
 }
 
 /// Maps a remote API failure to the provider's error classes.
@@ -153,14 +169,33 @@ async fn reflect<K>(
 }
 
 impl KubeProvider {
-    /// A backend for `remote`, translating with `context`; it reads the
-    /// objects pods reference from `ctx.home` and reports to `ctx.sink`.
-    /// Nothing starts until [`Provider::run`].
-    pub fn new(remote: Client, context: Context, ctx: BuildContext) -> Self {
+    /// A backend for `remote`, translating with `context` and reflecting
+    /// Services as `services` says; it reads the objects pods reference
+    /// and the Services from `ctx.home` and reports to `ctx.sink`. Nothing
+    /// starts until [`Provider::run`].
+    pub fn new(
+        remote: Client,
+        context: Context,
+        services: services::Settings,
+        ctx: BuildContext,
+    ) -> Self {
         let (nodes, node_writer) = reflector::store();
         let (running, running_writer) = reflector::store();
+        let (mine, mine_writer) = reflector::store();
+        let mine_changed = std::sync::Arc::new(tokio::sync::Notify::new());
         let calls = Calls::new(ctx.api_metrics);
         Self {
+            services: services::Reflector::new(
+                ctx.home.clone(),
+                remote.clone(),
+                context.clone(),
+                services,
+                calls.clone(),
+                mine,
+                mine_changed.clone(),
+            ),
+            mine_writer: Mutex::new(mine_writer),
+            mine_changed,
             reflections: reflect::Reflections::new(
                 ctx.home,
                 remote.clone(),
@@ -207,6 +242,10 @@ impl KubeProvider {
         let stream = watcher(Api::<Pod>::all(self.remote.clone()), wc).default_backoff();
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
+            if let Ok(ev) = &ev {
+                lock(&self.mine_writer).apply_watcher_event(ev);
+                self.mine_changed.notify_one();
+            }
             match ev {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
                     if let Some(origin) = Self::origin(&p) {
@@ -548,12 +587,18 @@ impl Provider for KubeProvider {
     }
 
     /// Runs the watches: remote nodes and unfinished pods (capacity), this
-    /// node's remote pods (status pushed to the sink) and remote Events
-    /// (forwarded to the sink), until `shutdown`.
+    /// node's remote pods (status pushed to the sink), remote Events
+    /// (forwarded to the sink), and the Service reflection
+    /// ([`services`]), until `shutdown`.
     async fn run(&self, shutdown: CancellationToken) {
         let events = events::forward(self.remote.clone(), self.sink.clone(), self.owners.clone());
         let watches = async {
-            tokio::join!(self.watch_capacity(), self.watch_pods(), events);
+            tokio::join!(
+                self.watch_capacity(),
+                self.watch_pods(),
+                events,
+                self.services.run()
+            );
         };
         tokio::select! {
             () = shutdown.cancelled() => {}
