@@ -21,6 +21,7 @@
 //! | `skylet_backend_capacity_exhausted` | backend, provider | 1 while the node carries the capacity-exhausted taint |
 //! | `skylet_pods_awaiting_fencing` | backend, provider | deleted pods whose instance the backend has not confirmed gone |
 //! | `skylet_pods_displaced_total` | backend, provider, reason | pods that left this backend to be replaced elsewhere: refused for lack of `capacity`, evicted in an `outage` |
+//! | `skylet_orphans_deleted_total` | backend, provider | backend pods no Kubernetes pod owned that the sweep deleted (counted once the backend no longer holds them) |
 //! | `skylet_failovers_total` | from, to, reason | such pods whose replacement started on another backend ([`crate::failover`]) |
 //!
 //! The backends' own API use is in `skylet_backend_api_*`
@@ -120,6 +121,7 @@ pub struct Metrics {
     capacity_exhausted: Family<NodeLabels, Gauge>,
     awaiting_fencing: Family<NodeLabels, Gauge>,
     displaced: Family<ReasonLabels, Counter>,
+    orphans_deleted: Family<NodeLabels, Counter>,
     /// Each node's `backend_up`, for `/readyz`.
     health: std::sync::Mutex<Vec<(Arc<str>, Gauge)>>,
 }
@@ -161,6 +163,7 @@ impl Metrics {
             capacity_exhausted: Family::default(),
             awaiting_fencing: Family::default(),
             displaced: Family::default(),
+            orphans_deleted: Family::default(),
             health: std::sync::Mutex::default(),
             registry: Registry::default(),
             unprefixed: Vec::new(),
@@ -184,6 +187,11 @@ impl Metrics {
             "pods_displaced",
             "Pods failed on this backend so that their controller replaces them elsewhere",
             m.displaced.clone(),
+        );
+        registry.register(
+            "orphans_deleted",
+            "Backend pods no Kubernetes pod owned that the sweep deleted",
+            m.orphans_deleted.clone(),
         );
         registry.register("pods", "Pods bound to the node, by phase", m.pods.clone());
         registry.register(
@@ -256,6 +264,7 @@ impl Metrics {
             backend_up,
             capacity_exhausted: self.capacity_exhausted.get_or_create(&labels).clone(),
             awaiting_fencing: self.awaiting_fencing.get_or_create(&labels).clone(),
+            orphans_deleted: self.orphans_deleted.get_or_create(&labels).clone(),
             displaced: self.displaced.clone(),
             pods: self.pods.clone(),
             provider_latency: self.provider_latency.clone(),
@@ -299,6 +308,8 @@ pub struct NodeMetrics {
     pub capacity_exhausted: Gauge,
     /// Deleted pods whose instance is not confirmed gone.
     pub awaiting_fencing: Gauge,
+    /// Orphaned backend pods the sweep deleted.
+    pub orphans_deleted: Counter,
     displaced: Family<ReasonLabels, Counter>,
     pods: Family<PhaseLabels, Gauge>,
     provider_latency: Family<OpLabels, Histogram>,

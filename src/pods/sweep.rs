@@ -157,7 +157,10 @@ async fn delete_orphan<P: Provider>(ctx: &Ctx<P>, orphan: PodRef) {
     tracing::info!(pod = %orphan, "deleting backend pod that no Kubernetes pod owns");
     let stop = ctx.provider.delete_pod(&orphan, Duration::from_secs(30));
     match timed(&ctx.metrics, "delete", stop).await {
-        Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => ctx.table.forget(&orphan.uid),
+        Ok(Deleted::Gone) | Err(ProviderError::NotFound(_)) => {
+            ctx.metrics.orphans_deleted.inc();
+            ctx.table.forget(&orphan.uid);
+        }
         Ok(Deleted::Stopping) => {}
         Err(e) => {
             tracing::warn!(pod = %orphan, error = %e, "failed to delete orphan; retrying next sweep");
