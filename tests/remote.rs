@@ -6,7 +6,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -19,81 +19,9 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use skylet_testenv::{ControlPlane, Skylet, eventually, repo_root, unique_name};
+use skylet_testenv::{ControlPlane, Skylet, eventually, kwok::kwok_nodes, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
-
-/// kwok simulating the remote cluster's nodes; killed on drop.
-struct Kwok(Child);
-
-impl Drop for Kwok {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// kwok v0.8.0 as `hack/setup test` builds it (`$KWOK_BIN/kwok`, hack/lib.sh).
-///
-/// # Panics
-/// If it is not there: the tests never build it themselves.
-fn kwok_bin() -> std::path::PathBuf {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "source {}/hack/lib.sh && echo \"$KWOK_BIN\"",
-            repo_root().display()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sourcing hack/lib.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("kwok");
-    assert!(
-        bin.is_file(),
-        "kwok is not installed at {}: run hack/setup test",
-        bin.display()
-    );
-    bin
-}
-
-/// Two fake nodes in `cp`, managed by a kwok process.
-async fn kwok_nodes(cp: &ControlPlane) -> Kwok {
-    let client = cp.client().await.unwrap();
-    let nodes: Api<Node> = Api::all(client);
-    for i in 0..2 {
-        let n: Node = serde_json::from_value(json!({
-            "metadata": {"name": format!("kwok-{i}"), "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": {"type": "kwok"}},
-            "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
-            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}, "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}
-        }))
-        .unwrap();
-        let _ = nodes.create(&PostParams::default(), &n).await;
-    }
-    let child = Command::new(kwok_bin())
-        .args(["--kubeconfig", cp.kubeconfig.to_str().unwrap()])
-        .args([
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        ])
-        .args([
-            "--cidr=10.88.0.0/16",
-            "--node-ip=10.88.0.1",
-            "--node-lease-duration-seconds=40",
-        ])
-        .args([
-            "-c",
-            repo_root().join("hack/kwok/stages.yaml").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Kwok(child)
-}
 
 async fn namespace(client: &Client, base: &str) -> String {
     let name = unique_name(base);
@@ -180,7 +108,7 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     let remote = ControlPlane::start("remote").unwrap();
     let home_client = home.client().await.unwrap();
     let remote_client = remote.client().await.unwrap();
-    let _kwok = kwok_nodes(&remote).await;
+    let _kwok = kwok_nodes(&remote, &[]).await;
     // a simulated-backend skylet as a remote node without a taint: it serves logs
     let remote_vn = Skylet::start(&remote, Path::new(BIN), "remote-vn", &["--no-taint"]);
     node_ready(&remote_client, "remote-vn").await;

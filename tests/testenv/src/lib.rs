@@ -23,6 +23,7 @@ use kube::{
 };
 
 pub mod k8s;
+pub mod kwok;
 mod moto;
 mod skylet;
 pub mod suite;
