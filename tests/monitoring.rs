@@ -1,0 +1,681 @@
+#![allow(clippy::unwrap_used)]
+//! The monitoring of deploy/monitoring/ (issue #20): the rules pass
+//! `promtool test rules` on synthetic series, the chart renders the same
+//! rules and dashboard, and a real Prometheus (Debian's, started here on
+//! loopback) scraping a skylet fleet under a known workload gives the
+//! expected values from the recording rules and a non-empty result for
+//! every expression of the dashboard. The dashboard's query results are
+//! written to `target/monitoring/panels.json`, from which `hack/panels`
+//! draws docs/monitoring/.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams},
+};
+use serde_json::{Value, json};
+use skylet_testenv::{
+    ControlPlane, Skylet, eventually, free_port,
+    k8s::{deployment, namespace, node_ready, sample, sample_sum, scrape},
+    repo_root, unique_name,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_skylet");
+
+fn monitoring() -> PathBuf {
+    repo_root().join("deploy/monitoring")
+}
+
+/// A tool from Debian's prometheus package (installed by hack/setup).
+fn debian_tool(name: &str) -> PathBuf {
+    let p = Path::new("/usr/bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run hack/setup test (it installs Debian's prometheus package)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_rules_pass_promtool_on_synthetic_series() {
+    let promtool = debian_tool("promtool");
+    for args in [
+        vec!["check", "rules", "skylet-rules.yaml"],
+        vec!["test", "rules", "rules-test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(monitoring())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// helm, built by hack/setup (hack/tools/build.sh).
+fn helm() -> Command {
+    let out = Command::new(repo_root().join("hack/tools/build.sh"))
+        .args(["--bin", "helm"])
+        .output()
+        .unwrap();
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm");
+    assert!(
+        bin.exists(),
+        "{} is missing: run hack/setup test",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+/// The chart's PrometheusRule has the groups of the plain rules file and its
+/// ConfigMap the dashboard, under the sidecar's label; both are off by
+/// default.
+#[test]
+fn the_chart_renders_the_same_rules_and_dashboard() {
+    let chart = repo_root().join("deploy/helm/skylet");
+    let render = |sets: &[&str]| {
+        let mut c = helm();
+        c.args(["template", "mon"]).arg(&chart);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let docs = |text: &str| -> Vec<serde_yaml_ng::Value> {
+        text.split("\n---")
+            .filter_map(|d| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).ok())
+            .filter(|d| d.get("kind").is_some())
+            .collect()
+    };
+    let kinds = |text: &str| -> Vec<String> {
+        docs(text)
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let plain = render(&[]);
+    assert!(!kinds(&plain).contains(&"PrometheusRule".to_owned()));
+    let on = render(&[
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.dashboard.enabled=true",
+    ]);
+    let all = docs(&on);
+    let rule = all
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(monitoring().join("skylet-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rule["spec"]["groups"], file["groups"],
+        "templates/prometheusrule.yaml and deploy/monitoring/skylet-rules.yaml disagree"
+    );
+    let cm = all
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("a ConfigMap labelled grafana_dashboard: \"1\"");
+    let in_chart: Value =
+        serde_json::from_str(cm["data"]["skylet.json"].as_str().unwrap()).unwrap();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring().join("skylet-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        in_chart, dashboard,
+        "templates/grafana-dashboard.yaml and deploy/monitoring/skylet-dashboard.json disagree"
+    );
+    // budgets per namespace come from the values
+    let budget = render(&[
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.costBudget.dollarsPerDay=7",
+        "monitoring.costBudget.namespaces.team-a=3",
+    ]);
+    assert!(budget.contains("expr: vector(7)"), "{budget}");
+    assert!(
+        budget.contains("expr: vector(3)\n      labels: {namespace: \"team-a\"}"),
+        "{budget}"
+    );
+}
+
+/// A Prometheus server on loopback with skylet's rules, scraping targets
+/// every second; stopped when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(targets: &[u16]) -> Prometheus {
+        let bin = debian_tool("prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: ['{}']\n\
+             scrape_configs:\n- job_name: skylet\n  static_configs: [{{targets: [{}]}}]\n",
+            monitoring().join("skylet-rules.yaml").display(),
+            targets.join(", ")
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(p.port, "/-/ready").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `/api/v1/<path>` with `params`: the `data`, or the error.
+    fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        let (status, body) = http_get(self.port, &format!("/api/v1/{path}?{}", query.join("&")));
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+        if v["status"] == "success" {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{status}: {} {}", v["errorType"], v["error"]))
+        }
+    }
+
+    /// The instant vector of `expr` now.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        self.api("query", &[("query", expr)])
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The value of the one series of `expr` now, if there is one.
+    fn value(&self, expr: &str) -> Option<f64> {
+        let r = self.query(expr);
+        assert!(r.len() <= 1, "{expr}: more than one series: {r:?}");
+        r.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Firing alerts named `name`.
+    fn firing(&self, name: &str) -> Vec<Value> {
+        self.api("alerts", &[]).unwrap()["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- prometheus log ----\n{}", self.log());
+        }
+    }
+}
+
+/// GET `path` over HTTP/1.0 from 127.0.0.1:`port`: (status, body); (0, "")
+/// when nothing answers.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Percent-encoding of a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn mock(fleet: &str, name: &str, region: &str, extra: &str) -> String {
+    format!(
+        "- {{name: {name}, provider: mock, region: {region}, labels: {{skylet-test: {fleet}}}, \
+         price: {{vcpu-hour: 0.04048, memory-gib-hour: 0.004445, minimum-seconds: 60}}, {extra}}}\n"
+    )
+}
+
+fn template(fleet: &str, app: &str, spec: Value) -> Value {
+    let mut t = json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "nginx",
+                            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
+        }
+    });
+    if let (Some(s), Some(extra)) = (t["spec"].as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    t
+}
+
+async fn pods_of(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default()
+}
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && p.metadata.deletion_timestamp.is_none()
+}
+
+/// The expressions of the dashboard's panels: (panel title, expr, legend).
+fn dashboard_exprs() -> Vec<(String, String, String)> {
+    let d: Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring().join("skylet-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            out.push((
+                p["title"].as_str().unwrap().to_owned(),
+                t["expr"].as_str().unwrap().to_owned(),
+                t["legendFormat"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Grafana's variables as the dashboard's defaults give them: every
+/// backend, a rate window of four scrapes (of the test's 1 s).
+fn grafana_vars(expr: &str) -> String {
+    expr.replace("$backend", ".+")
+        .replace("$__rate_interval", "15s")
+}
+
+// Prometheus and skylet's scrapes run while the test waits: more than one
+// thread
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workload() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let fleet = unique_name("mon");
+    let (a, b) = (format!("{fleet}-a"), format!("{fleet}-b"));
+    let backends = [
+        mock(
+            &fleet,
+            &a,
+            &format!("{fleet}-r1"),
+            &format!("mock: {{capacity: 'cpu=100,memory=400Gi,pods=20', usage-file: '{{dir}}/usage-{a}'}}"),
+        ),
+        mock(
+            &fleet,
+            &b,
+            &format!("{fleet}-r2"),
+            "mock: {throttle-rate: 0.7, start-latency: 0.5}",
+        ),
+    ]
+    .concat();
+    let s = Skylet::start_fleet(
+        cp,
+        Path::new(BIN),
+        &backends,
+        "failover: {capacity-cooldown-min: 6, capacity-cooldown-max: 12}",
+    );
+    let prom = Prometheus::start(&[s.metrics_port]);
+    let start = unix_now();
+    node_ready(&client, &a).await;
+    node_ready(&client, &b).await;
+    // a's quota is nearly used up by others: 1 pod fits
+    std::fs::write(s.dir().join(format!("usage-{a}")), "pods=19").unwrap();
+    let ns = namespace(&client, "mon").await;
+    let prefer_a = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "preference": {"matchExpressions": [
+            {"key": "skylet.io/backend", "operator": "In", "values": [a.clone()]}]}}]}}});
+    deployment(
+        &client,
+        &ns,
+        "web",
+        4,
+        template(&fleet, "web", prefer_a.clone()),
+    )
+    .await;
+    eventually(
+        "4 pods of web Running, 1 on a",
+        Duration::from_secs(90),
+        || async {
+            let list = pods_of(&client, &ns, "web").await;
+            let run: Vec<&Pod> = list.iter().filter(|p| running(p)).collect();
+            (run.len() == 4 && run.iter().filter(|p| node_of(p) == a).count() == 1).then_some(())
+        },
+    )
+    .await;
+    // a pod that stays Pending on b: its ConfigMap does not exist
+    let pending = json!({"nodeSelector": {"skylet.io/backend": b.clone()},
+        "containers": [{"name": "main", "image": "nginx",
+            "envFrom": [{"configMapRef": {"name": "missing"}}]}]});
+    deployment(&client, &ns, "stuck", 1, template(&fleet, "stuck", pending)).await;
+    // one more pod, refused by a once Prometheus knows a's failure and
+    // fail-over series (so that they increase within a window, not only
+    // appear): when a's capacity taint is lifted, a's quota is full
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    eventually(
+        "a's capacity taint lifted",
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(&a).await.ok()?;
+            let tainted = n
+                .spec?
+                .taints
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.key == "skylet.io/capacity-exhausted");
+            (!tainted).then_some(())
+        },
+    )
+    .await;
+    std::fs::write(s.dir().join(format!("usage-{a}")), "pods=20").unwrap();
+    deployment(&client, &ns, "more", 1, template(&fleet, "more", prefer_a)).await;
+    // a pod that runs briefly on b costs exactly its minimum: 60 s of 1 vCPU
+    // and 2 GiB
+    let costly = namespace(&client, "mon-cost").await;
+    let only_b = json!({"nodeSelector": {"skylet.io/backend": b.clone()}});
+    deployment(
+        &client,
+        &costly,
+        "once",
+        1,
+        template(&fleet, "once", only_b),
+    )
+    .await;
+    eventually("once Running", Duration::from_secs(60), || async {
+        pods_of(&client, &costly, "once")
+            .await
+            .iter()
+            .any(running)
+            .then_some(())
+    })
+    .await;
+    Api::<Deployment>::namespaced(client.clone(), &costly)
+        .delete("once", &DeleteParams::default())
+        .await
+        .unwrap();
+    // a force-deleted pod leaves its instance behind: the sweep deletes it
+    let victim = pods_of(&client, &ns, "web")
+        .await
+        .into_iter()
+        .find(|p| running(p) && node_of(p) == b)
+        .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(
+            victim.metadata.name.as_deref().unwrap(),
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // the recording rules, against what the workload did
+    let by = |rule: &str, labels: &str| format!("{rule}{{{labels}}}");
+    let sel = |backend: &str, phase: &str| {
+        by(
+            "skylet:pods:sum",
+            &format!("backend=\"{backend}\", phase=\"{phase}\""),
+        )
+    };
+    eventually(
+        "pods by phase: a 1 Running; b 4 Running, 1 Pending",
+        Duration::from_secs(60),
+        || async {
+            let got = (
+                prom.value(&sel(&a, "Running")),
+                prom.value(&sel(&b, "Running")),
+                prom.value(&sel(&b, "Pending")),
+            );
+            (got == (Some(1.0), Some(4.0), Some(1.0))).then_some(())
+        },
+    )
+    .await;
+    let expected = (0.04048 + 2.0 * 0.004445) * 60.0 / 3600.0;
+    eventually(
+        "the namespace's cost: exactly the minimum of its one pod",
+        Duration::from_secs(60),
+        || async {
+            let v = prom.value(&format!(
+                "skylet:namespace_cost_dollars:sum{{namespace=\"{costly}\"}}"
+            ))?;
+            ((v - expected).abs() < 1e-12).then_some(())
+        },
+    )
+    .await;
+    let by_backend = prom
+        .value(&format!(
+            "skylet:backend_cost_dollars:sum{{backend=\"{b}\"}}"
+        ))
+        .unwrap();
+    assert!(by_backend >= expected, "{by_backend}");
+    eventually(
+        "a capacity fail-over from a to b",
+        Duration::from_secs(30),
+        || async {
+            let v = prom.value(&by(
+                "skylet:failovers:increase1h",
+                &format!("from=\"{a}\", to=\"{b}\", reason=\"capacity\""),
+            ))?;
+            (v > 0.0).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "create failures of class capacity on a, in the last 10 minutes",
+        Duration::from_secs(60),
+        || async {
+            let v = prom.value(&by(
+                "skylet:create_errors:increase10m",
+                &format!("backend=\"{a}\", class=\"capacity\""),
+            ))?;
+            (v >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let m = scrape(&s);
+    let throttles = sample_sum(
+        &m,
+        &[
+            "skylet_provider_throttles_total{",
+            &format!("backend=\"{b}\""),
+        ],
+    );
+    let rate = prom
+        .value(&by(
+            "skylet:provider_throttles:rate5m",
+            &format!("backend=\"{b}\""),
+        ))
+        .unwrap();
+    assert_eq!(
+        rate > 0.0,
+        throttles > 0.0,
+        "b was throttled {throttles} times"
+    );
+    let p95 = prom
+        .value(&by(
+            "skylet:provider_call_duration_seconds:p95_5m",
+            &format!("backend=\"{b}\", op=\"create\""),
+        ))
+        .unwrap();
+    assert!(p95 > 0.0 && p95 <= 10.0, "{p95}");
+
+    // the orphan: counted, and its alert fires (it has no `for`)
+    eventually(
+        "SkyletOrphansDeleted firing for b",
+        Duration::from_secs(60),
+        || async {
+            prom.firing("SkyletOrphansDeleted")
+                .iter()
+                .any(|a| a["labels"]["backend"] == b.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &scrape(&s),
+            &["skylet_orphans_deleted_total{", &format!("backend=\"{b}\"")]
+        ),
+        1.0
+    );
+    assert!(
+        prom.firing("SkyletBackendDown").is_empty(),
+        "no backend is down"
+    );
+
+    // every expression of the dashboard, over the whole workload
+    let end = unix_now();
+    let mut panels = Vec::new();
+    for (title, expr, legend) in dashboard_exprs() {
+        let q = grafana_vars(&expr);
+        let data = prom
+            .api(
+                "query_range",
+                &[
+                    ("query", &q),
+                    ("start", &format!("{start:.3}")),
+                    ("end", &format!("{end:.3}")),
+                    ("step", "1"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("panel {title}: {q}: {e}"));
+        // only the series of this test's fleet and namespaces
+        let series: Vec<Value> = data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["metric"].as_object().unwrap().values().any(|v| {
+                    v.as_str()
+                        .is_some_and(|v| v.starts_with(&fleet) || v == ns || v == costly)
+                })
+            })
+            .cloned()
+            .collect();
+        assert!(
+            !series.is_empty(),
+            "panel {title}: {q} returned nothing under the workload: {data}"
+        );
+        panels.push(
+            json!({"title": title, "expr": q, "legend": legend, "series": series,
+                           "start": start, "end": end}),
+        );
+    }
+    let out = repo_root().join("target/monitoring");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("panels.json"),
+        serde_json::to_string_pretty(&json!({
+            "fleet": fleet,
+            // readable names for the pictures
+            "namespaces": {ns.clone(): "shop", costly.clone(): "batch"},
+            "panels": panels,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    for ns in [&ns, &costly] {
+        let _ = Api::<Deployment>::namespaced(client.clone(), ns)
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+    }
+}
