@@ -281,6 +281,8 @@ pub async fn run_node<P: Provider>(
         shutdown,
         ..
     } = parts;
+    // this process drives the node now (a standby never gets here)
+    metrics.set_serving();
     if let Some(m) = &meter {
         tokio::spawn(m.clone().run(shutdown.clone()).in_current_span());
     }

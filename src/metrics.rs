@@ -28,11 +28,18 @@
 //! ([`skylet_provider::metrics`]).
 //!
 //! The same port serves health for probes: `/healthz` (liveness: the process
-//! answers) and `/readyz` (200 when kube-apiserver answers and every
-//! backend's node is registered and its backend answers; 503 otherwise; the
-//! body lists each check, like kube-apiserver's `?verbose`).
+//! answers) and `/readyz` (200 when kube-apiserver answers and the node of
+//! every backend this process drives is registered and its backend
+//! answers; a standby replica waiting for a node's Lease is ready; 503
+//! otherwise; the body lists each check, like kube-apiserver's `?verbose`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -122,9 +129,12 @@ pub struct Metrics {
     awaiting_fencing: Family<NodeLabels, Gauge>,
     displaced: Family<ReasonLabels, Counter>,
     orphans_deleted: Family<NodeLabels, Counter>,
-    /// Each node's `backend_up`, for `/readyz`.
-    health: std::sync::Mutex<Vec<(Arc<str>, Gauge)>>,
+    /// Each node's `backend_up` and whether this process drives it, for `/readyz`.
+    health: std::sync::Mutex<Vec<Health>>,
 }
+
+/// A node's name, its `backend_up`, and whether this process drives it.
+type Health = (Arc<str>, Gauge, Arc<AtomicBool>);
 
 /// Labels of counters by reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,10 +261,11 @@ impl Metrics {
             provider,
         };
         let backend_up = self.backend_up.get_or_create(&labels).clone();
+        let serving = Arc::new(AtomicBool::new(false));
         self.health
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((labels.backend.clone(), backend_up.clone()));
+            .push((labels.backend.clone(), backend_up.clone(), serving.clone()));
         NodeMetrics {
             backend_pods: self.backend_pods.get_or_create(&labels).clone(),
             throttles: self.throttles.get_or_create(&labels).clone(),
@@ -262,6 +273,7 @@ impl Metrics {
             reconciles: self.reconciles.get_or_create(&labels).clone(),
             status_writes: self.status_writes.get_or_create(&labels).clone(),
             backend_up,
+            serving,
             capacity_exhausted: self.capacity_exhausted.get_or_create(&labels).clone(),
             awaiting_fencing: self.awaiting_fencing.get_or_create(&labels).clone(),
             orphans_deleted: self.orphans_deleted.get_or_create(&labels).clone(),
@@ -304,6 +316,8 @@ pub struct NodeMetrics {
     pub status_writes: Counter,
     /// 1 while the backend answers.
     pub backend_up: Gauge,
+    /// Whether this process drives the node (not a standby).
+    serving: Arc<AtomicBool>,
     /// 1 while the node carries the capacity-exhausted taint.
     pub capacity_exhausted: Gauge,
     /// Deleted pods whose instance is not confirmed gone.
@@ -339,6 +353,12 @@ impl NodeMetrics {
             reason,
         };
         self.displaced.get_or_create(&labels).inc();
+    }
+
+    /// Marks the node as driven by this process, not by another replica:
+    /// `/readyz` then waits for it to be registered and its backend up.
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
     }
 
     /// Counts a kubelet API request.
@@ -433,8 +453,10 @@ async fn readyz(State((m, client)): State<(Arc<Metrics>, kube::Client)>) -> impl
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    for (name, up) in backends {
-        if up.get() == 1 {
+    for (name, up, serving) in backends {
+        if !serving.load(Ordering::Relaxed) {
+            body.push_str(&format!("[+]backend {name} ok: standby\n"));
+        } else if up.get() == 1 {
             body.push_str(&format!("[+]backend {name} ok\n"));
         } else {
             ok = false;
