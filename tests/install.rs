@@ -7,14 +7,14 @@
 //! `kubectl logs/exec/port-forward` and the apiserver's node proxy reach it
 //! (the client CA from the cluster, the pod IP as node IP); `helm upgrade`
 //! rolls skylet keeping every pod; `helm uninstall` leaves the node NotReady,
-//! or removed when configured so.
+//! or removed when configured so; with two replicas and leader election,
+//! deleting the leader's pod moves the node to the other within 15 s.
 //!
 //! The remote-Kubernetes backend runs real containers too, on a real node of
 //! its remote cluster.
 //!
 //! Needs root and what `hack/setup test` installs; `hack/test` builds the
-//! image first (`hack/image skylet`). The two-replica leader hand-over waits
-//! for leader election (`--leader-elect`), which skylet does not have yet.
+//! image first (`hack/image skylet`).
 
 use std::{
     collections::BTreeSet,
@@ -24,7 +24,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Node, Pod},
+};
 use kube::{Api, Client, api::ListParams};
 use skylet_testenv::{
     ControlPlane, Skylet, client_from, eventually, hack_dir,
@@ -458,7 +461,122 @@ async fn helm_installs_skylet_onto_a_real_node() {
     run(env
         .helm()
         .args(["uninstall", "gone", "--namespace", NS, "--wait"]));
+
+    two_replicas_hand_over(&env, &client, &state, repo, tag).await;
     drop(env);
+}
+
+/// Two replicas with leader election (and a PodDisruptionBudget): deleting
+/// the leading replica's pod moves the node's leadership to the other
+/// within 15 s, the node then points at it, and the workload is untouched.
+async fn two_replicas_hand_over(env: &Env, client: &Client, state: &Path, repo: &str, tag: &str) {
+    let values = state.join("ha.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "image: {{repository: {repo}, tag: \"{tag}\", pullPolicy: Never}}\n\
+             replicaCount: 2\nleaderElection: {{enabled: true}}\n\
+             podDisruptionBudget: {{enabled: true}}\n\
+             config:\n  mock: {{state-file: /var/lib/skylet/ha-state.json}}\n\
+             extraVolumes: [{{name: state, hostPath: {{path: {}, type: Directory}}}}]\n\
+             extraVolumeMounts: [{{name: state, mountPath: /var/lib/skylet}}]\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    run(env
+        .helm()
+        .args([
+            "install",
+            "ha",
+            "--namespace",
+            NS,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .arg(chart())
+        .arg("-f")
+        .arg(&values));
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("node ha Ready", Duration::from_secs(60), || {
+        node_ready_is(&nodes, "ha", "True")
+    })
+    .await;
+    let ns = k8s::namespace(client, "ha").await;
+    let mut template = k8s::node_template("ha", "steady", "log-every 1 tick");
+    template["spec"]["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": "ha"});
+    k8s::deployment(client, &ns, "steady", 2, template).await;
+    let before = uids(
+        &k8s::pods_where(
+            client,
+            &ns,
+            "steady",
+            2,
+            Duration::from_secs(60),
+            "Running",
+            running_ready,
+        )
+        .await,
+    );
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let holder = |l: Lease| {
+        l.spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+    };
+    let leader = eventually("a leader of node ha", Duration::from_secs(30), || async {
+        holder(leases.get("skylet-ha").await.ok()?)
+    })
+    .await;
+    // the identity is the pod name, the process id and a random suffix
+    let leader_pod = leader.split('_').next().unwrap().to_owned();
+    let skylets: Api<Pod> = Api::namespaced(client.clone(), NS);
+    skylets
+        .delete(&leader_pod, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the leader's pod {leader_pod}: {e}"));
+    let started = std::time::Instant::now();
+    let new_leader = eventually("leadership moved", Duration::from_secs(15), || async {
+        let h = holder(leases.get("skylet-ha").await.ok()?)?;
+        (!h.starts_with(&format!("{leader_pod}_"))).then_some(h)
+    })
+    .await;
+    tracing::info!(elapsed = ?started.elapsed(), from = %leader, to = %new_leader, "leadership moved");
+    let new_pod = skylets
+        .get(new_leader.split('_').next().unwrap())
+        .await
+        .unwrap();
+    let new_ip = new_pod.status.unwrap().pod_ip.unwrap();
+    eventually(
+        "node ha points at the new leader",
+        Duration::from_secs(30),
+        || async {
+            let n = node_ready_is(&nodes, "ha", "True").await?;
+            n.status?
+                .addresses?
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address == new_ip)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = k8s::pods_where(
+        client,
+        &ns,
+        "steady",
+        2,
+        Duration::from_secs(60),
+        "Running",
+        running_ready,
+    )
+    .await;
+    assert_eq!(uids(&after), before, "the workload changed with the leader");
+    run(env
+        .helm()
+        .args(["uninstall", "ha", "--namespace", NS, "--wait"]));
 }
 
 /// `kubectl port-forward` to the pod's port 8080, where the simulated
