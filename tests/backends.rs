@@ -118,4 +118,5 @@ skylet_testenv::backend_suite!(Mock =>
     restart_adopts_and_the_sweep_removes_orphans,
     unsupported_spec_fails_the_pod_with_an_event,
     capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending,
+    top_and_cpu_autoscaling_follow_the_backend_load,
 );

@@ -32,14 +32,27 @@ pub(crate) async fn summary<P: Provider>(
 ) -> Result<Json<Value>, ApiError> {
     let stats = timed(&state.metrics, "stats", state.provider.stats()).await?;
     let now = Timestamp::now();
-    let (mut node_cpu, mut node_mem) = (0u64, 0u64);
+    let (mut node_cpu, mut node_mem, mut node_nano_cores) = (0u64, 0u64, 0u64);
     let pods: Vec<Value> = stats
         .iter()
         .map(|p| {
             let cpu: u64 = p.containers.iter().map(|c| c.cpu_usage_core_nanoseconds).sum();
             let mem: u64 = p.containers.iter().map(|c| c.memory_working_set_bytes).sum();
+            // the backend's current rate where it reports one, else the
+            // average since the start
+            let nano_cores = |c: &skylet_provider::ContainerStats| {
+                c.usage_nano_cores.unwrap_or_else(|| {
+                    usage_nano_cores(c.cpu_usage_core_nanoseconds, c.start_time, now)
+                })
+            };
+            let pod_nano_cores = if p.containers.iter().all(|c| c.usage_nano_cores.is_some()) {
+                p.containers.iter().map(nano_cores).sum()
+            } else {
+                usage_nano_cores(cpu, p.start_time, now)
+            };
             node_cpu += cpu;
             node_mem += mem;
+            node_nano_cores += pod_nano_cores;
             json!({
                 "podRef": {"name": p.pod.name, "namespace": p.pod.namespace, "uid": p.pod.uid},
                 "startTime": p.start_time,
@@ -47,10 +60,10 @@ pub(crate) async fn summary<P: Provider>(
                     "name": c.name,
                     "startTime": c.start_time,
                     "cpu": {"time": now, "usageCoreNanoSeconds": c.cpu_usage_core_nanoseconds,
-                            "usageNanoCores": usage_nano_cores(c.cpu_usage_core_nanoseconds, c.start_time, now)},
+                            "usageNanoCores": nano_cores(c)},
                     "memory": {"time": now, "workingSetBytes": c.memory_working_set_bytes, "usageBytes": c.memory_working_set_bytes},
                 })).collect::<Vec<_>>(),
-                "cpu": {"time": now, "usageCoreNanoSeconds": cpu, "usageNanoCores": usage_nano_cores(cpu, p.start_time, now)},
+                "cpu": {"time": now, "usageCoreNanoSeconds": cpu, "usageNanoCores": pod_nano_cores},
                 "memory": {"time": now, "workingSetBytes": mem, "usageBytes": mem},
             })
         })
@@ -59,7 +72,7 @@ pub(crate) async fn summary<P: Provider>(
         "node": {
             "nodeName": state.config.node_name,
             "startTime": state.started,
-            "cpu": {"time": now, "usageCoreNanoSeconds": node_cpu, "usageNanoCores": usage_nano_cores(node_cpu, Some(state.started), now)},
+            "cpu": {"time": now, "usageCoreNanoSeconds": node_cpu, "usageNanoCores": node_nano_cores},
             "memory": {"time": now, "workingSetBytes": node_mem, "usageBytes": node_mem},
         },
         "pods": pods,
@@ -222,6 +235,7 @@ mod tests {
                 start_time: Some("2026-01-01T00:00:00Z".parse().unwrap()),
                 cpu_usage_core_nanoseconds: 2_500_000_000,
                 memory_working_set_bytes: 1024,
+                usage_nano_cores: None,
             }],
         }];
         let text = render_resource_metrics(&stats, now);

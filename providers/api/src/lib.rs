@@ -32,8 +32,8 @@
 //! rendering, `limitBytes` and following by polling ([`logs`]), API metrics
 //! with one naming scheme ([`metrics`]), spec checks ([`checks`]), exact
 //! Kubernetes quantities ([`quantity`]), the size a pod is billed for
-//! ([`billing`]) and, with feature `testing`, a pod builder (the `testing`
-//! module).
+//! ([`billing`]), cumulative CPU counters from rate samples ([`usage`])
+//! and, with feature `testing`, a pod builder (the `testing` module).
 
 use std::{collections::BTreeMap, fmt, future::Future, io, pin::Pin, time::Duration};
 
@@ -54,6 +54,7 @@ mod sink;
 mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 
 pub use backoff::Backoff;
 pub use billing::BilledSize;
@@ -250,6 +251,10 @@ pub struct ContainerStats {
     pub cpu_usage_core_nanoseconds: u64,
     /// Working set in bytes.
     pub memory_working_set_bytes: u64,
+    /// CPU in use now, in nanocores, when the backend reports a rate
+    /// (`usageNanoCores` of `/stats/summary`; otherwise the average since
+    /// the container started).
+    pub usage_nano_cores: Option<u64>,
 }
 
 /// Resource usage of one pod.

@@ -58,6 +58,7 @@ mod state;
 mod term;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use config::Config;
 pub use exec::REFUSED_PORT;

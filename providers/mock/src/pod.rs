@@ -15,7 +15,7 @@ use skylet_provider::{BackendPod, PodRef, ProviderError, Result};
 use skylet_toysh::Sandbox;
 use tokio::sync::watch;
 
-use crate::{logs::LogBuffer, plan::Plan, state};
+use crate::{logs::LogBuffer, plan::Plan, state, usage::Usage};
 
 /// A simulated pod.
 pub(crate) struct MockPod {
@@ -37,6 +37,8 @@ pub(crate) struct Container {
     pub(crate) logs: Arc<LogBuffer>,
     /// Environment and files, for exec.
     pub(crate) sandbox: Arc<Sandbox>,
+    /// Its resource use (`load` in its program).
+    pub(crate) usage: Arc<Usage>,
 }
 
 /// Where a simulated container is in its life.
@@ -72,6 +74,7 @@ impl MockPod {
                     state: CState::Waiting,
                     logs: Arc::default(),
                     sandbox: p.sandbox.clone(),
+                    usage: Arc::default(),
                 })
                 .collect()
         };
@@ -97,6 +100,7 @@ impl MockPod {
                     state: c.state,
                     logs: Arc::default(),
                     sandbox: Arc::default(),
+                    usage: Arc::default(),
                 })
                 .collect()
         };

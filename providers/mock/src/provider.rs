@@ -153,23 +153,21 @@ impl Provider for MockProvider {
                     .app
                     .iter()
                     .filter_map(|c| match c.state {
-                        CState::Running { since } => Some(stats(&c.name, since, now)),
+                        CState::Running { since } => {
+                            let used = c.usage.used(now);
+                            Some(ContainerStats {
+                                name: c.name.clone(),
+                                start_time: Some(since),
+                                cpu_usage_core_nanoseconds: used.cpu_ns,
+                                memory_working_set_bytes: used.memory,
+                                usage_nano_cores: Some(used.nano_cores),
+                            })
+                        }
                         _ => None,
                     })
                     .collect(),
             })
             .collect())
-    }
-}
-
-/// A running container's usage: a steady 5 millicores and 20 MiB.
-fn stats(name: &str, since: Timestamp, now: Timestamp) -> ContainerStats {
-    let secs = (now - since).get_seconds().max(0) as u64 + 1;
-    ContainerStats {
-        name: name.to_owned(),
-        start_time: Some(since),
-        cpu_usage_core_nanoseconds: secs * 5_000_000,
-        memory_working_set_bytes: 20 << 20,
     }
 }
 

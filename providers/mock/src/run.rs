@@ -11,7 +11,7 @@ use skylet_provider::CancellationToken;
 use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use crate::{Inner, plan::Plan, pod::CState};
+use crate::{Inner, logs::LogBuffer, plan::Plan, pod::CState, usage::Usage};
 
 /// Starts a pod just inserted: queues its job, or, on the fast path, marks
 /// its containers Running now.
@@ -31,6 +31,7 @@ pub(crate) fn start(
         inner.update(uid, |p| {
             for (c, plan) in p.app.iter_mut().zip(&plans) {
                 c.state = CState::Running { since: now };
+                c.usage = Arc::new(Usage::starting(now));
                 c.logs.push(format!(
                     "mock: started container {} of {}",
                     plan.name, p.pod
@@ -131,7 +132,7 @@ async fn run_container(
     mut stop: watch::Receiver<bool>,
 ) -> Option<i32> {
     let started = Timestamp::now();
-    let logs = {
+    let out = {
         let mut pods = inner.lock();
         let p = pods.get_mut(uid)?;
         let c = if init {
@@ -140,17 +141,22 @@ async fn run_container(
             p.app.get_mut(i)?
         };
         c.state = CState::Running { since: started };
-        c.logs.clone()
+        c.usage = Arc::new(Usage::starting(started));
+        Out {
+            logs: c.logs.clone(),
+            usage: c.usage.clone(),
+        }
     };
     inner.update(uid, |_| {});
     if plan.program.is_empty() {
-        logs.push(format!("mock: started container {}", plan.name));
+        out.logs
+            .push(format!("mock: started container {}", plan.name));
         if !init {
             return None; // runs until deleted
         }
     }
     let code = tokio::select! {
-        code = plan.program.run(&plan.sandbox, logs.as_ref()) => code,
+        code = plan.program.run(&plan.sandbox, &out) => code,
         _ = stop.changed() => return None,
     };
     let finished = Timestamp::now();
@@ -166,4 +172,25 @@ async fn run_container(
         }
     });
     Some(code)
+}
+
+/// Where a container's program writes: its log, and its resource use.
+struct Out {
+    logs: Arc<LogBuffer>,
+    usage: Arc<Usage>,
+}
+
+impl skylet_toysh::Output for Out {
+    fn line(&self, line: String) {
+        self.logs.push(line);
+    }
+
+    fn ignored(&self, statement: &str) {
+        self.logs
+            .push(format!("mock: not understood, ignored: {statement}"));
+    }
+
+    fn load(&self, millicores: u64, memory_bytes: Option<u64>) {
+        self.usage.set(millicores, memory_bytes, Timestamp::now());
+    }
 }

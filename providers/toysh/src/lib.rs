@@ -18,6 +18,7 @@
 //!   | `sleep DURATION` | waits: seconds (fractions allowed), `s`/`m`/`h`/`d` suffixes, `infinity` |
 //!   | `log-every SECONDS WORDS` | prints `WORDS 1`, `WORDS 2`, ... every SECONDS (at least 10 ms), forever |
 //!   | `exit N` | ends the program with code N (modulo 256) |
+//!   | `load CPU [MEMORY]` | the container uses CPU (`500m`, `2`) and MEMORY (`64Mi`) from now on, as the backend's metrics report it ([`Output::load`]) |
 //!   | `while true; do ...; done` | repeats its body forever (also `while :`, `until false`); another loop's body runs once |
 //!
 //!   A leading `do`, `then` or `else` is skipped; anything else is not

@@ -31,6 +31,9 @@ pub enum Stmt {
     LogEvery(Duration, String),
     /// `exit N`.
     Exit(i32),
+    /// `load CPU [MEMORY]`: the container uses CPU millicores (and MEMORY
+    /// bytes) from now on, as its backend's metrics report.
+    Load(u64, Option<u64>),
     /// `while true; do ...; done`: the body, forever.
     Loop(Vec<Stmt>),
     /// Anything else, as written: skipped.
@@ -51,6 +54,12 @@ pub trait Output: Sync {
     /// A statement that is not understood, as written; it is skipped.
     fn ignored(&self, statement: &str) {
         let _ = statement;
+    }
+
+    /// `load`: the container's resource use from now on, in millicores
+    /// and, when given, bytes of memory. The default ignores it.
+    fn load(&self, millicores: u64, memory_bytes: Option<u64>) {
+        let _ = (millicores, memory_bytes);
     }
 }
 
@@ -147,6 +156,10 @@ fn statement(words: &[String], text: String) -> Stmt {
         ("sleep", [arg]) => syntax::duration(arg).map(Stmt::Sleep),
         ("exit", []) => Some(Stmt::Exit(0)),
         ("exit", [code]) => syntax::exit_code(code).map(Stmt::Exit),
+        ("load", [cpu]) => syntax::millicores(cpu).map(|m| Stmt::Load(m, None)),
+        ("load", [cpu, memory]) => syntax::millicores(cpu)
+            .zip(syntax::bytes(memory))
+            .map(|(m, b)| Stmt::Load(m, Some(b))),
         ("log-every", [period, words @ ..]) => match syntax::duration(period) {
             Some(Wait::For(d)) => Some(Stmt::LogEvery(
                 d.max(MIN_PERIOD),
@@ -204,6 +217,7 @@ async fn run_statement(statement: &Stmt, sandbox: &Sandbox, out: &impl Output) -
             }
         }
         Stmt::Exit(code) => return Some(*code),
+        Stmt::Load(millicores, memory) => out.load(*millicores, *memory),
         Stmt::Loop(body) => loop {
             if let Some(code) = run_block(body, sandbox, out).await {
                 return Some(code);
@@ -255,6 +269,14 @@ mod tests {
             ]
         );
         assert!(Program::parse(&[]).is_empty());
+        assert_eq!(
+            parse(&["sh", "-c", "load 500m; load 2 64Mi; load x"]),
+            [
+                Stmt::Load(500, None),
+                Stmt::Load(2000, Some(64 << 20)),
+                Stmt::Unknown("load x".into())
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! This is what [`shlex`](https://docs.rs/shlex) splits (skylet's ACI
 //! backend quotes exec commands with it), plus the statement separators.
-//! Also here: the arguments of `sleep` and `exit`, and the names of the
+//! Also here: the arguments of `sleep`, `exit` and `load`, and the names of the
 //! shells whose `-c SCRIPT` is a script.
 
 use std::time::Duration;
@@ -171,6 +171,43 @@ pub fn duration(arg: &str) -> Option<Wait> {
 pub fn exit_code(arg: &str) -> Option<i32> {
     let n: i64 = arg.parse().ok()?;
     i32::try_from(n.rem_euclid(256)).ok()
+}
+
+/// `load`'s CPU argument in millicores: `500m`, `0.5`, `2` (cores), as
+/// Kubernetes writes CPU quantities; `None` if it is none of these.
+pub fn millicores(arg: &str) -> Option<u64> {
+    let (number, scale) = match arg.strip_suffix('m') {
+        Some(n) => (n, 1.0),
+        None => (arg, 1000.0),
+    };
+    let n: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some((n * scale).round() as u64)
+}
+
+/// `load`'s memory argument in bytes: a number with an optional binary
+/// (`Ki`, `Mi`, `Gi`) or decimal (`k`, `M`, `G`) suffix, as Kubernetes
+/// writes memory quantities; `None` if it is none of these.
+pub fn bytes(arg: &str) -> Option<u64> {
+    const UNITS: [(&str, f64); 6] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ];
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(suffix, scale)| arg.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((arg, 1.0));
+    let n: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    Some((n * scale).round() as u64)
 }
 
 /// A command's name without its directory: `/bin/echo` is `echo`.

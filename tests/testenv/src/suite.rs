@@ -10,6 +10,7 @@
 //! | [`logs_plain_tail_timestamps_limit_and_follow`] | `kubectl logs`, `--tail`, `--timestamps`, `--limit-bytes`, `-f` |
 //! | [`restart_adopts_and_the_sweep_removes_orphans`] | a crash right after the first create, a restart: exactly one instance per pod; a pod deleted while skylet is down: its instance is removed by the sweep, the others are kept |
 //! | [`unsupported_spec_fails_the_pod_with_an_event`] | a spec the backend cannot run: Failed naming the field, a Warning Event |
+//! | [`top_and_cpu_autoscaling_follow_the_backend_load`] | `kubectl top pod` and `top node`, `/stats/summary`, through metrics-server, from the backend's own metrics API; a CPU HorizontalPodAutoscaler scales a Deployment up under load and down when it stops (issue #16) |
 //! | [`capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending`] | a quota used up: a Deployment's pods beyond it Failed `BackendCapacityUnavailable`, the node tainted `skylet.io/capacity-exhausted:NoSchedule` and their replacements unschedulable meanwhile, a bare pod Pending with a Warning Event, creates backed off (backends that implement [`WithQuota`]) |
 //!
 //! A test binary runs the scenarios its backend supports with
@@ -111,6 +112,16 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
     /// Checks on the backend at the end of every scenario (the ACI
     /// emulator: every answer matched the spec).
     fn verify(&self) {}
+
+    /// Makes `pod`'s container `main` use `millicores` of CPU (and 64 MiB)
+    /// as the backend's metrics API reports it, for a backend whose
+    /// containers do not run (ECS on moto: CloudWatch datapoints as
+    /// Container Insights would publish them). Backends whose containers
+    /// run the `load` statement of their script do nothing.
+    fn emit_load(&self, s: &Skylet, pod: &Pod, millicores: u64) -> impl Future<Output = ()> + Send {
+        let _ = (s, pod, millicores);
+        async {}
+    }
 }
 
 /// A backend whose quota can be set below what its node advertises (a
@@ -633,4 +644,167 @@ pub async fn capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_po
         "the pods that fit keep running"
     );
     r.b.verify();
+}
+
+/// How long a pod of [`top_and_cpu_autoscaling_follow_the_backend_load`]
+/// is busy after it starts.
+const BUSY: Duration = Duration::from_secs(100);
+
+/// Issue #16: the backend's own metrics reach `kubectl top` and the
+/// HorizontalPodAutoscaler through metrics-server. Each pod of a
+/// Deployment (250m requested) uses 600m for its first 100 s, then 2m:
+/// `kubectl top pod` shows it busy, `/stats/summary` reports its rate,
+/// `kubectl top node` shows the node; a CPU HPA (100% of requests, 1 to
+/// 3 replicas, no stabilization) scales the Deployment to 3 and, once the
+/// pods are idle, back to 1.
+pub async fn top_and_cpu_autoscaling_follow_the_backend_load<B: BackendUnderTest>() {
+    let r = run(B::start().await, "hpa", &[]).await;
+    r.cp.ensure_metrics_server().expect("metrics-server");
+    let script = format!(
+        "load 600m 64Mi; sleep {}; load 2m; sleep infinity",
+        BUSY.as_secs()
+    );
+    deployment(&r.client, &r.ns, "busy", 1, r.template("busy", &script)).await;
+    let pod = name(&r.running("busy", 1, Duration::from_secs(90)).await[0]);
+    let ns = r.ns.as_str();
+
+    // kubectl top pod: about 600m (metrics-server needs two scrapes)
+    let top = r
+        .fed(
+            "kubectl top pod to show the pod busy",
+            Duration::from_secs(150),
+            || async {
+                let (ok, out, _) = r.kubectl(&["top", "pod", "-n", ns, "--no-headers"]);
+                let line = out.lines().find(|l| l.starts_with(&pod))?.to_owned();
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let milli: u64 = fields.get(1)?.strip_suffix('m')?.parse().ok()?;
+                (ok && (400..=800).contains(&milli)).then_some(line)
+            },
+        )
+        .await;
+    assert_eq!(
+        top.split_whitespace().nth(2),
+        Some("64Mi"),
+        "the memory the backend reports: {top}"
+    );
+    // /stats/summary, as kube-apiserver's kubelet client reads it: the
+    // pod's current rate
+    let pki = r.cp.dir().join("pki");
+    let out = std::process::Command::new("curl")
+        .args(["-sfk", "--cert"])
+        .arg(pki.join("apiserver-kubelet-client.crt"))
+        .arg("--key")
+        .arg(pki.join("apiserver-kubelet-client.key"))
+        .arg(format!("https://127.0.0.1:{}/stats/summary", r.s.port))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(&out).expect("a summary");
+    let entry = summary["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == pod.as_str()))
+        .unwrap_or_else(|| panic!("the pod in /stats/summary: {summary}"));
+    let nano = entry["cpu"]["usageNanoCores"].as_u64().unwrap_or_default();
+    assert!(
+        nano >= 300_000_000,
+        "usageNanoCores is the backend's rate: {entry}"
+    );
+    assert!(entry["containers"][0]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0));
+    let (ok, out, err) = r.kubectl(&["top", "node", &r.node, "--no-headers"]);
+    assert!(ok && out.starts_with(r.node.as_str()), "{out}{err}");
+
+    // a CPU autoscaler: up to 3 while busy, down to 1 once idle
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "busy"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "busy"},
+            "minReplicas": 1, "maxReplicas": 3,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 100}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0},
+                         "scaleUp": {"stabilizationWindowSeconds": 0}}
+        }
+    });
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(r.client.clone(), ns);
+    hpas.create(
+        &PostParams::default(),
+        &serde_json::from_value(hpa).expect("an HPA"),
+    )
+    .await
+    .expect("the HPA created");
+    let replicas = || async {
+        let h = hpas.get("busy").await.ok()?;
+        h.status.map(|s| s.desired_replicas)
+    };
+    r.fed(
+        "the HPA to scale up to 3",
+        Duration::from_secs(120),
+        || async { (replicas().await == Some(3)).then_some(()) },
+    )
+    .await;
+    r.running("busy", 3, Duration::from_secs(90)).await;
+    // each pod is busy for BUSY after it starts, then idle
+    r.fed(
+        "the HPA to scale down to 1 once the pods are idle",
+        BUSY + Duration::from_secs(180),
+        || async { (replicas().await == Some(1)).then_some(()) },
+    )
+    .await;
+    pods_where(
+        &r.client,
+        ns,
+        "busy",
+        1,
+        Duration::from_secs(60),
+        "left after the scale-down",
+        |p| p.metadata.deletion_timestamp.is_none(),
+    )
+    .await;
+    r.b.verify();
+}
+
+impl<B: BackendUnderTest> Run<B> {
+    /// Feeds every pod of `busy` its load by its age ([`BackendUnderTest::emit_load`]:
+    /// 600m for [`BUSY`], then 2m).
+    async fn feed_load(&self) {
+        let now = Timestamp::now();
+        for p in self.list("busy").await {
+            if p.metadata.deletion_timestamp.is_some() || phase(&p) != "Running" {
+                continue;
+            }
+            let age = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(Duration::ZERO, |t| now.duration_since(t.0).unsigned_abs());
+            let load = if age < BUSY { 600 } else { 2 };
+            self.b.emit_load(&self.s, &p, load).await;
+        }
+    }
+
+    /// [`eventually`], feeding the load every 5 s meanwhile.
+    async fn fed<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.feed_load().await;
+            let next = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < next {
+                if let Some(v) = check().await {
+                    return v;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out after {timeout:?} waiting for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
