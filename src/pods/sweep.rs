@@ -85,15 +85,13 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
         }
         Err(e) => {
             tracing::warn!(error = %e, "backend sweep failed; retrying next interval");
+            // the gauges still follow the pods: while the backend is down,
+            // the pods awaiting fencing are the ones to watch
+            set_gauges(ctx, &known(ctx));
             return;
         }
     }
-    let known: HashMap<String, Arc<Pod>> = ctx
-        .store
-        .state()
-        .into_iter()
-        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
-        .collect();
+    let known = known(ctx);
     tracing::debug!(
         backend = ctx.table.backend_len(),
         kubernetes = known.len(),
@@ -119,6 +117,21 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
             ctx.trigger(&PodRef::of(pod));
         }
     }
+    set_gauges(ctx, &known);
+}
+
+/// The pods bound to the node, by UID.
+fn known<P>(ctx: &Ctx<P>) -> HashMap<String, Arc<Pod>> {
+    ctx.store
+        .state()
+        .into_iter()
+        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+        .collect()
+}
+
+/// The phase gauges, and the deleted pods whose instance the backend
+/// has not confirmed gone (by its last listing).
+fn set_gauges<P>(ctx: &Ctx<P>, known: &HashMap<String, Arc<Pod>>) {
     count_phases(ctx, known.values());
     let awaiting = known
         .iter()
