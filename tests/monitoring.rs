@@ -397,17 +397,17 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
             &fleet,
             &a,
             &format!("{fleet}-r1"),
-            &format!("mock: {{capacity: 'cpu=100,memory=400Gi,pods=20', usage-file: '{{dir}}/usage-{a}'}}"),
+            &format!("mock: {{capacity: 'cpu=100,memory=400Gi,pods=20', usage-file: '{{dir}}/usage-{a}', state-file: '{{dir}}/state-a.json'}}"),
         ),
         mock(
             &fleet,
             &b,
             &format!("{fleet}-r2"),
-            "mock: {throttle-rate: 0.7, start-latency: 0.5}",
+            "mock: {throttle-rate: 0.7, start-latency: 0.5, state-file: '{dir}/state-b.json'}",
         ),
     ]
     .concat();
-    let s = Skylet::start_fleet(
+    let mut s = Skylet::start_fleet(
         cp,
         Path::new(BIN),
         &backends,
@@ -491,23 +491,6 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
         .delete("once", &DeleteParams::default())
         .await
         .unwrap();
-    // a force-deleted pod leaves its instance behind: the sweep deletes it
-    let victim = pods_of(&client, &ns, "web")
-        .await
-        .into_iter()
-        .find(|p| running(p) && node_of(p) == b)
-        .unwrap();
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .delete(
-            victim.metadata.name.as_deref().unwrap(),
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .unwrap();
-
     // the recording rules, against what the workload did
     let by = |rule: &str, labels: &str| format!("{rule}{{{labels}}}");
     let sel = |backend: &str, phase: &str| {
@@ -598,6 +581,25 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
         .unwrap();
     assert!(p95 > 0.0 && p95 <= 10.0, "{p95}");
 
+    // an orphan: a pod force-deleted while skylet is down leaves its
+    // instance behind, which the sweep deletes once skylet is back
+    let victim = pods_of(&client, &ns, "web")
+        .await
+        .into_iter()
+        .find(|p| running(p) && node_of(p) == b)
+        .unwrap();
+    s.stop();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(
+            victim.metadata.name.as_deref().unwrap(),
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.start_again();
     // the orphan: counted, and its alert fires (it has no `for`)
     eventually(
         "SkyletOrphansDeleted firing for b",
