@@ -52,6 +52,9 @@ pub struct Config {
     pub region: Option<String>,
     /// Endpoint override for every service (moto, LocalStack, a VPC endpoint).
     pub endpoint_url: Option<String>,
+    /// Endpoint override for CloudWatch alone (`kubectl top`); `None`:
+    /// `endpoint_url`'s, else the region's.
+    pub cloudwatch_endpoint_url: Option<String>,
     /// Availability zones of the subnets, for the node's zone label (one zone:
     /// `topology.kubernetes.io/zone`; several: no zone label).
     pub zones: Vec<String>,
@@ -87,6 +90,9 @@ pub struct Config {
     /// Attempts per AWS call (the SDK's standard retry mode, with backoff;
     /// throttling and 5xx are retried).
     pub max_attempts: u32,
+    /// Cloud Map namespace (`ns-...`) to register pods in, one service per
+    /// Kubernetes Service (`crate::cloudmap`); `None`: no registration.
+    pub cloud_map_namespace_id: Option<String>,
 }
 
 impl Config {
@@ -103,6 +109,7 @@ impl Config {
             cluster,
             region: None,
             endpoint_url: None,
+            cloudwatch_endpoint_url: None,
             zones: Vec::new(),
             subnets,
             security_groups: Vec::new(),
@@ -115,6 +122,7 @@ impl Config {
             capacity: Capacity::default(),
             gc_grace: Duration::from_secs(30),
             max_attempts: 4,
+            cloud_map_namespace_id: None,
         }
     }
 

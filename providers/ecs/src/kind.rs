@@ -41,6 +41,9 @@ pub struct Args {
     /// Endpoint URL for ECS, CloudWatch Logs and Secrets Manager (moto, a VPC endpoint).
     #[arg(long, env = "SKYLET_ECS_ENDPOINT_URL")]
     pub ecs_endpoint_url: Option<String>,
+    /// Endpoint URL for CloudWatch metrics alone (default: the endpoint URL's).
+    #[arg(long, env = "SKYLET_ECS_CLOUDWATCH_ENDPOINT_URL")]
+    pub ecs_cloudwatch_endpoint_url: Option<String>,
     /// Subnets of the tasks (comma-separated).
     #[arg(long, env = "SKYLET_ECS_SUBNETS", value_delimiter = ',')]
     pub ecs_subnets: Vec<String>,
@@ -84,6 +87,9 @@ pub struct Args {
     /// Attempts per AWS call (retries with backoff).
     #[arg(long, env = "SKYLET_ECS_MAX_ATTEMPTS")]
     pub ecs_max_attempts: Option<u32>,
+    /// Cloud Map namespace id: register pods as instances of `<service>.<namespace>`.
+    #[arg(long, env = "SKYLET_ECS_CLOUD_MAP_NAMESPACE_ID")]
+    pub ecs_cloud_map_namespace_id: Option<String>,
 }
 
 /// The `ecs:` section of the config file.
@@ -93,6 +99,7 @@ pub struct File {
     cluster: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    cloudwatch_endpoint_url: Option<String>,
     subnets: Option<Vec<String>>,
     security_groups: Option<Vec<String>>,
     zones: Option<Vec<String>>,
@@ -106,6 +113,7 @@ pub struct File {
     capacity: Option<String>,
     gc_grace: Option<u64>,
     max_attempts: Option<u32>,
+    cloud_map_namespace_id: Option<String>,
 }
 
 fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
@@ -148,6 +156,9 @@ impl Kind for Ecs {
         let mut c = Config::new(&node.name, cluster, or_vec(args.ecs_subnets, f.subnets));
         c.region = args.ecs_region.or(f.region);
         c.endpoint_url = args.ecs_endpoint_url.or(f.endpoint_url);
+        c.cloudwatch_endpoint_url = args
+            .ecs_cloudwatch_endpoint_url
+            .or(f.cloudwatch_endpoint_url);
         c.security_groups = or_vec(args.ecs_security_groups, f.security_groups);
         c.zones = or_vec(args.ecs_zones, f.zones);
         c.assign_public_ip = args
@@ -182,12 +193,27 @@ impl Kind for Ecs {
         if let Some(n) = args.ecs_max_attempts.or(f.max_attempts) {
             c.max_attempts = n;
         }
+        c.cloud_map_namespace_id = args
+            .ecs_cloud_map_namespace_id
+            .or(f.cloud_map_namespace_id)
+            .filter(|n| !n.is_empty());
         c.check().map_err(|m| check_error(&m))?;
         Ok(c)
     }
 
     async fn build(config: Config, ctx: BuildContext) -> Result<EcsProvider, BoxError> {
-        Ok(EcsProvider::new(config, ctx.api_metrics).await?)
+        let cloud_map = match &config.cloud_map_namespace_id {
+            Some(ns) => Some(crate::cloudmap::CloudMap::new(
+                crate::cloudmap::client(&config).await,
+                ns.clone(),
+                ctx.home.clone(),
+                ctx.node.name.clone(),
+                ctx.api_metrics.clone(),
+            )),
+            None => None,
+        };
+        let p = EcsProvider::new(config, ctx.api_metrics).await?;
+        Ok(p.with_cloud_map(cloud_map))
     }
 }
 
@@ -265,6 +291,24 @@ mod tests {
         assert_eq!(c.service_account_token, ServiceAccountToken::Mount);
         assert_eq!(c.gc_grace, Duration::from_secs(90));
         assert_eq!(c.max_attempts, 7, "the file fills what no flag sets");
+    }
+
+    #[test]
+    fn cloud_map_is_off_unless_a_namespace_is_given() {
+        let c = configure(&[], "cluster: c\nsubnets: [s]\n").unwrap();
+        assert_eq!(c.cloud_map_namespace_id, None);
+        let c = configure(
+            &["--ecs-cloud-map-namespace-id", "ns-flag"],
+            "cluster: c\nsubnets: [s]\ncloud-map-namespace-id: ns-file\n",
+        )
+        .unwrap();
+        assert_eq!(c.cloud_map_namespace_id.as_deref(), Some("ns-flag"));
+        let c = configure(
+            &[],
+            "cluster: c\nsubnets: [s]\ncloud-map-namespace-id: ns-file\n",
+        )
+        .unwrap();
+        assert_eq!(c.cloud_map_namespace_id.as_deref(), Some("ns-file"));
     }
 
     #[test]

@@ -54,6 +54,7 @@ use skylet_provider::{
 };
 
 pub mod client;
+pub mod cloudmap;
 pub mod config;
 pub mod kind;
 pub mod logs;
@@ -91,6 +92,8 @@ pub enum Error {
 #[derive(Clone)]
 pub struct EcsProvider {
     inner: Arc<Inner>,
+    /// Cloud Map registration, when configured (run in [`Provider::run`]).
+    cloud_map: Option<Arc<cloudmap::CloudMap>>,
 }
 
 struct Inner {
@@ -145,6 +148,7 @@ impl EcsProvider {
         };
         let p = Self {
             inner: Arc::new(inner),
+            cloud_map: None,
         };
         p.ensure_log_group().await;
         Ok(p)
@@ -181,9 +185,28 @@ impl EcsProvider {
     }
 }
 
+impl EcsProvider {
+    /// With Cloud Map registration (`--ecs-cloud-map-namespace-id`).
+    #[must_use]
+    pub fn with_cloud_map(self, cloud_map: Option<cloudmap::CloudMap>) -> Self {
+        Self {
+            cloud_map: cloud_map.map(Arc::new),
+            ..self
+        }
+    }
+}
+
 impl Provider for EcsProvider {
     fn name(&self) -> &'static str {
         Ecs::NAME
+    }
+
+    /// Registers pods in Cloud Map, when configured, until `shutdown`.
+    async fn run(&self, shutdown: skylet_provider::CancellationToken) {
+        match &self.cloud_map {
+            Some(cm) => cm.run(shutdown).await,
+            None => shutdown.cancelled().await,
+        }
     }
 
     fn billed_size(&self, pod: &k8s_openapi::api::core::v1::Pod) -> skylet_provider::BilledSize {
