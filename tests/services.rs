@@ -12,6 +12,9 @@
 //! - Remote pods are endpoints of home Services: their remote IPs, ready as
 //!   the remote pod is, named ports resolved, the virtual node's zone on the
 //!   endpoint and as the topology hint (`trafficDistribution: PreferClose`).
+//! - ECS pods selected by a home Service are instances of a Cloud Map
+//!   service (moto), with the pods' readiness as health, deregistered when
+//!   they go.
 
 use std::{
     path::Path,
@@ -30,7 +33,7 @@ use kube::{
 };
 use serde_json::json;
 use skylet_testenv::{
-    ControlPlane, SKYLET_USER, Skylet, eventually, free_port,
+    ControlPlane, Moto, SKYLET_USER, Skylet, eventually, free_port,
     k8s::{namespace, node_ready},
     kwok::{TAINT, kwok_nodes},
     unique_name,
@@ -563,4 +566,173 @@ async fn home_services_reach_the_remote_cluster_and_remote_pods_are_home_endpoin
     // and the home Services are untouched
     assert!(services.get_opt("web").await.unwrap().is_some());
     drop(s);
+}
+
+/// Runs `script` with moto's Python (boto3 pointed at `moto`, a client
+/// `sd` of servicediscovery) and returns what it prints as JSON.
+fn boto(moto: &Moto, script: &str) -> serde_json::Value {
+    let python = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}/hack/lib.sh && echo \"$MOTO_HOME/bin/python\"",
+            skylet_testenv::repo_root().display()
+        ))
+        .output()
+        .unwrap();
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
+    let prelude = format!(
+        "import boto3, json\nsd = boto3.client('servicediscovery', endpoint_url='{}', region_name='{}')\n",
+        moto.endpoint, moto.region
+    );
+    let o = std::process::Command::new(python)
+        .arg("-c")
+        .arg(prelude + script)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The instances skylet registered in `namespace_id` for Cloud Map service
+/// `name`: (IP, health), sorted; `None` while there is no such service.
+fn cloud_map_instances(
+    moto: &Moto,
+    namespace_id: &str,
+    name: &str,
+) -> Option<Vec<(String, String)>> {
+    let v = boto(
+        moto,
+        &format!(
+            "out = None\n\
+             for s in sd.list_services()['Services']:\n\
+             \x20   if s['Name'] == '{name}' and ' in {namespace_id}' in s.get('Description', ''):\n\
+             \x20       health = sd.get_instances_health_status(ServiceId=s['Id'])['Status']\n\
+             \x20       out = sorted([i['Attributes']['AWS_INSTANCE_IPV4'], health.get(i['Id'], '')]\n\
+             \x20                    for i in sd.list_instances(ServiceId=s['Id'])['Instances'])\n\
+             print(json.dumps(out))\n"
+        ),
+    );
+    serde_json::from_value(v).unwrap()
+}
+
+/// Issue #17: with `--ecs-cloud-map-namespace-id`, the ECS pods a home
+/// Service selects are instances of the Cloud Map service
+/// `<service>.<namespace>`, healthy when Ready, deregistered when they go
+/// and the service removed with the Kubernetes Service (against moto,
+/// whose Cloud Map keeps instances and their health but serves no DNS).
+#[tokio::test]
+async fn ecs_pods_are_registered_in_cloud_map() {
+    let home_cp = ControlPlane::shared();
+    let home = home_cp.client().await.unwrap();
+    let moto = Moto::shared();
+    let id = unique_name("cm");
+    // a private DNS namespace (moto allows one per VPC: a VPC id of its own)
+    let created = boto(
+        moto,
+        &format!(
+            "op = sd.create_private_dns_namespace(Name='{id}.internal', Vpc='vpc-{id}')['OperationId']\n\
+             ns = sd.get_operation(OperationId=op)['Operation']['Targets']['NAMESPACE']\n\
+             print(json.dumps(ns))\n"
+        ),
+    );
+    let namespace_id = created.as_str().unwrap().to_owned();
+    let node = format!("{id}-ecs");
+    let mut args = moto.skylet_args();
+    args.extend(["--ecs-cloud-map-namespace-id".into(), namespace_id.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _s = Skylet::start_with_env(home_cp, Path::new(BIN), &node, &args, &moto.skylet_env());
+    node_ready(&home, &node).await;
+
+    let ns = &namespace(&home, "cm").await;
+    let deploys: Api<Deployment> = Api::namespaced(home.clone(), ns);
+    let services: Api<Service> = Api::namespaced(home.clone(), ns);
+    let pp = PostParams::default();
+    deploys
+        .create(&pp, &deployment(&node, "web", 2, "http", 8080))
+        .await
+        .unwrap();
+    services
+        .create(
+            &pp,
+            &service(
+                "web",
+                json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let name = format!("web.{ns}");
+    pod_ips(&home, ns, "web", 2).await;
+    // health is the pod's readiness
+    let healthy = |pods: Vec<Pod>| {
+        let mut v: Vec<(String, String)> = pods
+            .iter()
+            .map(|p| {
+                let s = p.status.clone().unwrap_or_default();
+                let ready = s
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let health = if ready { "HEALTHY" } else { "UNHEALTHY" };
+                (s.pod_ip.unwrap_or_default(), health.to_owned())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let home_pods: Api<Pod> = Api::namespaced(home.clone(), ns);
+    let web_pods = || async {
+        home_pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the pods registered in Cloud Map",
+        Duration::from_secs(60),
+        || async {
+            let want = healthy(web_pods().await);
+            (cloud_map_instances(moto, &namespace_id, &name)? == want).then_some(())
+        },
+    )
+    .await;
+    // a scale-down deregisters
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    pod_ips(&home, ns, "web", 1).await;
+    eventually(
+        "the gone pod deregistered",
+        Duration::from_secs(60),
+        || async {
+            let want = healthy(web_pods().await);
+            (want.len() == 1 && cloud_map_instances(moto, &namespace_id, &name)? == want)
+                .then_some(())
+        },
+    )
+    .await;
+    // the Kubernetes Service gone: its instances and service too
+    services.delete("web", &Default::default()).await.unwrap();
+    eventually(
+        "the Cloud Map service removed",
+        Duration::from_secs(60),
+        || async {
+            cloud_map_instances(moto, &namespace_id, &name)
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 }
