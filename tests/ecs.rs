@@ -10,6 +10,11 @@
 //! own: task definitions and secrets, Fargate sizes, Spot and task roles,
 //! the cost of a sweep.
 //!
+//! CloudWatch (`kubectl top`) is moto's behind a CBOR shim
+//! (tests/ecs/cloudwatch.rs: moto speaks only awsQuery/JSON to CloudWatch
+//! clients, the SDK only CBOR), and the tests publish the Container
+//! Insights datapoints moto does not make ([`BackendUnderTest::emit_load`]).
+//!
 //! moto cannot show everything (one container per task, no `clientToken`
 //! idempotency, RunTask never answers with a
 //! `failures[]` entry, so no capacity refusal): the translation, status
@@ -25,6 +30,7 @@ use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{Api, Client, api::PostParams};
 use serde_json::json;
+use skylet_ecs::aws_sdk_cloudwatch as cloudwatch;
 use skylet_testenv::{
     ControlPlane, Moto, Skylet, eventually,
     k8s::{
@@ -37,10 +43,14 @@ use skylet_testenv::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
 
-/// Clients of moto's ECS, CloudWatch Logs and Secrets Manager.
+#[path = "ecs/cloudwatch.rs"]
+mod cloudwatch_shim;
+
+/// Clients of moto's ECS, CloudWatch Logs, CloudWatch and Secrets Manager.
 struct Aws {
     ecs: aws_sdk_ecs::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    cloudwatch: cloudwatch::Client,
     secrets: aws_sdk_secretsmanager::Client,
     cluster: String,
     log_group: String,
@@ -48,6 +58,11 @@ struct Aws {
 
 impl Aws {
     fn new(m: &Moto) -> Self {
+        Self::with_cloudwatch(m, &m.endpoint)
+    }
+
+    /// Clients of `m`, CloudWatch's at `cloudwatch` (the CBOR shim).
+    fn with_cloudwatch(m: &Moto, cloudwatch_url: &str) -> Self {
         // one shared configuration for the three clients, pointed at moto
         let shared = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
@@ -60,10 +75,16 @@ impl Aws {
             .build();
         let ecs = aws_sdk_ecs::Client::new(&shared);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&shared);
+        let cloudwatch = cloudwatch::Client::from_conf(
+            cloudwatch::config::Builder::from(&shared)
+                .endpoint_url(cloudwatch_url)
+                .build(),
+        );
         let secrets = aws_sdk_secretsmanager::Client::new(&shared);
         Self {
             ecs,
             logs,
+            cloudwatch,
             secrets,
             cluster: m.cluster.clone(),
             log_group: m.log_group.clone(),
@@ -131,6 +152,51 @@ impl Aws {
             .collect()
     }
 
+    /// Publishes a minute of container `main` of `task` using `millicores`
+    /// and 64 MiB, as Container Insights (enhanced observability) would.
+    async fn put_usage(&self, task: &Task, millicores: u64) {
+        let dims = [
+            ("ClusterName", self.cluster.clone()),
+            (
+                "TaskDefinitionFamily",
+                skylet_ecs::usage::family(task.task_definition_arn().unwrap()).to_owned(),
+            ),
+            (
+                "TaskId",
+                skylet_ecs::names::task_id(task.task_arn().unwrap()).to_owned(),
+            ),
+            ("ContainerName", "main".to_owned()),
+        ];
+        let datum = |metric: &str, value: f64| {
+            cloudwatch::types::MetricDatum::builder()
+                .metric_name(metric)
+                .set_dimensions(Some(
+                    dims.iter()
+                        .map(|(k, v)| {
+                            cloudwatch::types::Dimension::builder()
+                                .name(*k)
+                                .value(v)
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .timestamp(cloudwatch::primitives::DateTime::from(SystemTime::now()))
+                .value(value)
+                .build()
+        };
+        self.cloudwatch
+            .put_metric_data()
+            .namespace(skylet_ecs::usage::NAMESPACE)
+            .metric_data(datum(
+                skylet_ecs::usage::CPU_METRIC,
+                millicores as f64 * 1024.0 / 1000.0,
+            ))
+            .metric_data(datum(skylet_ecs::usage::MEMORY_METRIC, 64.0))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// Puts lines into a container's log stream, as the awslogs driver would.
     async fn put_logs(&self, stream: &str, lines: &[&str]) {
         let _ = self
@@ -180,6 +246,8 @@ const STOPPED_BY_SKYLET: &str = "Deleted by skylet (pod ";
 struct Ecs {
     moto: &'static Moto,
     aws: Aws,
+    /// CloudWatch (moto behind the CBOR shim).
+    cloudwatch: String,
 }
 
 impl BackendUnderTest for Ecs {
@@ -190,14 +258,18 @@ impl BackendUnderTest for Ecs {
 
     async fn start() -> Self {
         let moto = Moto::shared();
+        let cloudwatch = cloudwatch_shim::start(&moto.endpoint).await.url;
         Self {
             moto,
-            aws: Aws::new(moto),
+            aws: Aws::with_cloudwatch(moto, &cloudwatch),
+            cloudwatch,
         }
     }
 
     fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
-        start(cp, self.moto, node, extra)
+        let mut args = vec!["--ecs-cloudwatch-endpoint-url", self.cloudwatch.as_str()];
+        args.extend_from_slice(extra);
+        start(cp, self.moto, node, &args)
     }
 
     fn node_labels(&self) -> Vec<(&'static str, String)> {
@@ -254,6 +326,19 @@ impl BackendUnderTest for Ecs {
         "hostNetwork"
     }
 
+    /// moto runs no container and Container Insights is not in moto:
+    /// the datapoints go where Container Insights would publish them.
+    async fn emit_load(&self, s: &Skylet, pod: &Pod, millicores: u64) {
+        let uid = pod.metadata.uid.as_deref().unwrap();
+        let tasks = self.aws.live_tasks(&s.node).await;
+        if let Some(task) = tasks
+            .iter()
+            .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid))
+        {
+            self.aws.put_usage(task, millicores).await;
+        }
+    }
+
     /// The tasks are STOPPED, with skylet's reason.
     async fn check_removed(&self, s: &Skylet, uids: &[String]) {
         let tasks = self.aws.tasks(&s.node).await;
@@ -282,6 +367,7 @@ skylet_testenv::backend_suite!(Ecs =>
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,
     unsupported_spec_fails_the_pod_with_an_event,
+    top_and_cpu_autoscaling_follow_the_backend_load,
 );
 
 fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {

@@ -1,7 +1,7 @@
-//! The AWS clients (ECS, CloudWatch Logs, Secrets Manager) on one shared
-//! configuration, an interceptor that counts every operation and attempt in
-//! the core's backend API metrics, and the mapping of SDK errors to
-//! [`ProviderError`] classes.
+//! The AWS clients (ECS, CloudWatch Logs, CloudWatch, Secrets Manager) on
+//! one shared configuration, an interceptor that counts every operation and
+//! attempt in the core's backend API metrics, and the mapping of SDK errors
+//! to [`ProviderError`] classes.
 //!
 //! # Transport and retries
 //! HTTPS through `aws-smithy-http-client` on rustls with *ring* (the
@@ -51,6 +51,8 @@ pub const ECS: &str = "ecs";
 pub const LOGS: &str = "logs";
 /// The `service` label of Secrets Manager calls.
 pub const SECRETS: &str = "secretsmanager";
+/// The `service` label of CloudWatch (metrics) calls.
+pub const CLOUDWATCH: &str = "cloudwatch";
 
 /// Counts the operations and attempts of one service's client.
 #[derive(Debug)]
@@ -128,13 +130,15 @@ fn error_code(r: &HttpResponse) -> Option<String> {
     Some(code.rsplit('#').next().unwrap_or(code).to_owned())
 }
 
-/// The three clients skylet uses.
+/// The clients skylet uses.
 #[derive(Clone, Debug)]
 pub struct Clients {
     /// ECS.
     pub ecs: aws_sdk_ecs::Client,
     /// CloudWatch Logs.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// CloudWatch (Container Insights metrics).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Secrets Manager.
     pub secrets: aws_sdk_secretsmanager::Client,
     /// The region in use (for the awslogs driver).
@@ -196,9 +200,17 @@ impl Clients {
                 .interceptor(counting(SECRETS))
                 .build(),
         );
+        let mut cloudwatch = aws_sdk_cloudwatch::config::Builder::from(&shared);
+        if let Some(e) = &config.cloudwatch_endpoint_url {
+            cloudwatch = cloudwatch.endpoint_url(e);
+        }
+        let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+            cloudwatch.interceptor(counting(CLOUDWATCH)).build(),
+        );
         Ok(Self {
             ecs,
             logs,
+            cloudwatch,
             secrets,
             region,
             metrics,

@@ -9,6 +9,7 @@
 //! | the pod | a task: RunTask FARGATE (or FARGATE_SPOT), awsvpc, `startedBy` = the node, tags with the pod's UID, namespace, name and node |
 //! | status | a sweep: ListTasks (RUNNING and STOPPED) + DescribeTasks per 100 tasks ([`status`]) |
 //! | logs | CloudWatch Logs ([`logs`]) |
+//! | `kubectl top` | CloudWatch Container Insights, GetMetricData for up to 250 containers a call ([`usage`]) |
 //! | delete | StopTask; the sweep reports the pod gone once the task is STOPPED, and removes task definitions and secrets no task uses |
 //!
 //! # Idempotency and restarts
@@ -34,6 +35,7 @@
 //! - `secretsmanager:CreateSecret`, `PutSecretValue`, `DeleteSecret`,
 //!   `ListSecrets`, `TagResource` on `skylet/<node>/*`
 //! - `logs:CreateLogGroup` (once, at start), `logs:GetLogEvents`
+//! - `cloudwatch:GetMetricData` (`kubectl top`)
 
 //!
 //! # Modules
@@ -61,12 +63,17 @@ pub mod logs;
 pub mod names;
 pub mod status;
 pub mod translate;
+pub mod usage;
 
 mod gc;
 mod state;
 mod sweep;
 mod tasks;
 mod templates;
+mod top;
+/// The CloudWatch SDK the metrics come from, for tests that publish
+/// Container Insights datapoints themselves (moto does not).
+pub use aws_sdk_cloudwatch;
 pub use config::Config;
 pub use kind::Ecs;
 
@@ -109,6 +116,10 @@ struct Inner {
     register: tokio::sync::Mutex<()>,
     /// Serializes sweeps (the core's and the ones creates trigger).
     sweep: tokio::sync::Mutex<()>,
+    /// Cumulative CPU counters of the running containers.
+    meter: skylet_provider::usage::Meter,
+    /// CloudWatch's last answer.
+    usage_cache: Mutex<Option<top::Cached>>,
 }
 
 impl EcsProvider {
@@ -145,6 +156,8 @@ impl EcsProvider {
             state: Mutex::default(),
             register: tokio::sync::Mutex::new(()),
             sweep: tokio::sync::Mutex::new(()),
+            meter: skylet_provider::usage::Meter::new(),
+            usage_cache: Mutex::default(),
         };
         let p = Self {
             inner: Arc::new(inner),
@@ -325,6 +338,10 @@ impl Provider for EcsProvider {
             finished: move || me.state().tasks.get(&task).is_none_or(|e| e.stopped),
         };
         logs::stream(source, opts).await
+    }
+
+    async fn stats(&self) -> Result<Vec<skylet_provider::PodStats>> {
+        self.usage().await
     }
 
     async fn exec(
