@@ -277,7 +277,7 @@ impl Reflector {
 
     /// Waits for every store, then makes a pass on every change.
     async fn reconcile_loop(&self, stores: &Stores) {
-        let ready = async {
+        let ready = || async {
             let _ = tokio::join!(
                 self.pods.wait_until_ready(),
                 stores.services.wait_until_ready(),
@@ -287,21 +287,14 @@ impl Reflector {
                 stores.anchors.wait_until_ready(),
             );
         };
-        if tokio::time::timeout(Duration::from_secs(30), ready)
+        if tokio::time::timeout(Duration::from_secs(30), ready())
             .await
             .is_err()
         {
             tracing::warn!(
                 "Service reflection waits for its watches (home: services, endpointslices; remote: services, endpointslices, configmaps): check the RBAC in the skylet-kube docs"
             );
-            let _ = tokio::join!(
-                self.pods.wait_until_ready(),
-                stores.services.wait_until_ready(),
-                stores.slices.wait_until_ready(),
-                stores.remote_services.wait_until_ready(),
-                stores.remote_slices.wait_until_ready(),
-                stores.anchors.wait_until_ready(),
-            );
+            ready().await;
         }
         let mut memory = Memory::default();
         let mut retry = RETRY_FIRST;
