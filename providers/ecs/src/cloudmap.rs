@@ -83,6 +83,15 @@ pub fn service_name(namespace: &str, name: &str) -> String {
     format!("{name}.{namespace}")
 }
 
+/// The idempotency token of creating service `name` in `namespace_id` (at
+/// most 64 characters, as Cloud Map wants).
+fn request_id(namespace_id: &str, name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (namespace_id, name).hash(&mut h);
+    format!("skylet-{:016x}", h.finish())
+}
+
 /// Whether `pod` is Ready.
 fn ready(pod: &Pod) -> bool {
     pod.status
@@ -387,7 +396,7 @@ impl CloudMap {
                     .create_service()
                     .name(name)
                     .namespace_id(&self.namespace_id)
-                    .creator_request_id(format!("skylet-{}-{name}", self.namespace_id))
+                    .creator_request_id(request_id(&self.namespace_id, name))
                     .description(format!(
                         "{DESCRIPTION_PREFIX}{ns}/{svc} in {}",
                         self.namespace_id
@@ -594,5 +603,14 @@ mod tests {
         assert!(!web["uid-web-2"].healthy, "not Ready: unhealthy");
         assert_eq!(d["front.shop"].keys().collect::<Vec<_>>(), ["uid-web-1"]);
         assert!(desired(&pods, &services, "nobody").is_empty());
+    }
+
+    #[test]
+    fn names_fit_cloud_map() {
+        assert_eq!(service_name("shop", "web"), "web.shop");
+        let long = "x".repeat(63);
+        let id = request_id("ns-abcdefghijklmnop", &service_name(&long, &long));
+        assert!(id.len() <= 64, "{id}");
+        assert_ne!(id, request_id("ns-abcdefghijklmnop", "web.shop"));
     }
 }
