@@ -57,13 +57,14 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Pod, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::ListParams,
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
@@ -161,17 +162,43 @@ struct Memory {
     mcs: Option<(bool, tokio::time::Instant)>,
 }
 
-/// Feeds a store from a watch and wakes the loop on every event.
+/// How often a forbidden watch is tried again.
+const FORBIDDEN_RETRY: Duration = Duration::from_secs(60);
+
+/// Feeds a store from a watch of `api` and wakes the loop on every event.
+/// While the identity may not list the kind (no RBAC yet), one warning
+/// says so and a list is tried again every minute, instead of a watch
+/// failing (and logging) every second.
 async fn feed<K>(
     what: &'static str,
     writer: reflector::store::Writer<K>,
-    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>>,
+    api: Api<K>,
+    wc: watcher::Config,
     wake: &Notify,
 ) where
-    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K: Resource + Clone + Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Default,
 {
-    let s = reflector::reflector(writer, stream);
+    let mut warned = false;
+    loop {
+        let probe = ListParams {
+            label_selector: wc.label_selector.clone(),
+            limit: Some(1),
+            ..Default::default()
+        };
+        match api.list_metadata(&probe).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                if !warned {
+                    tracing::warn!(watch = what, error = %s.message, "Service reflection may not list what it reflects; grant the RBAC in the skylet-kube docs (retrying every minute)");
+                    warned = true;
+                }
+                tokio::time::sleep(FORBIDDEN_RETRY).await;
+            }
+            // allowed, or the watch's own retries take over
+            _ => break,
+        }
+    }
+    let s = reflector::reflector(writer, watcher(api, wc).default_backoff());
     futures::pin_mut!(s);
     while let Some(ev) = s.next().await {
         if let Err(e) = ev {
@@ -234,37 +261,33 @@ impl Reflector {
         let w = &*self.wake;
         let watches = async {
             tokio::join!(
-                feed(
-                    "home services",
-                    w1,
-                    watcher(Api::<Service>::all(self.home.clone()), home_wc).default_backoff(),
-                    w
-                ),
+                feed("home services", w1, Api::all(self.home.clone()), home_wc, w),
                 feed(
                     "home endpointslices",
                     w2,
-                    watcher(Api::<EndpointSlice>::all(self.home.clone()), slices_wc)
-                        .default_backoff(),
+                    Api::all(self.home.clone()),
+                    slices_wc,
                     w
                 ),
                 feed(
                     "remote services",
                     w3,
-                    watcher(Api::<Service>::all(self.remote.clone()), mine.clone())
-                        .default_backoff(),
+                    Api::all(self.remote.clone()),
+                    mine.clone(),
                     w
                 ),
                 feed(
                     "remote endpointslices",
                     w4,
-                    watcher(Api::<EndpointSlice>::all(self.remote.clone()), mine).default_backoff(),
+                    Api::all(self.remote.clone()),
+                    mine,
                     w
                 ),
                 feed(
                     "remote anchors",
                     w5,
-                    watcher(Api::<ConfigMap>::all(self.remote.clone()), anchors_wc)
-                        .default_backoff(),
+                    Api::all(self.remote.clone()),
+                    anchors_wc,
                     w
                 ),
             );
