@@ -90,6 +90,9 @@ impl Azure {
             &c.location,
             "--aci-arm-endpoint",
             &url,
+            // Azure Monitor's batch metrics API, served by the emulator too
+            "--aci-metrics-endpoint",
+            &url,
             "--aci-authority-host",
             &url,
             "--aci-ca-file",
@@ -201,6 +204,7 @@ skylet_testenv::backend_suite!(Azure =>
     restart_adopts_and_the_sweep_removes_orphans,
     unsupported_spec_fails_the_pod_with_an_event,
     capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending,
+    top_and_cpu_autoscaling_follow_the_backend_load,
 );
 
 /// A pod with a port, so ACI gives its group an IP.

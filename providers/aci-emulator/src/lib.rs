@@ -10,6 +10,11 @@
 //! breaks the spec is an emulator bug and goes out as 500
 //! `EmulatorResponseInvalid` (counted in [`Stats::invalid_responses`]).
 //!
+//! Azure Monitor's batch metrics API (`metrics:getBatch`, [`monitor`]) is
+//! served on the same port, its requests checked against a typing of its
+//! published spec, its answers the containers' use (`load` in their
+//! program).
+//!
 //! Containers are simulated ([`state`]): their `command` is a tiny program in
 //! the toy shell of `skylet-toysh` (`echo`, `sleep`, `exit`, `env`, `while
 //! true` loops, ...; the language the simulated backend's containers speak
@@ -38,6 +43,7 @@ pub mod spec;
 
 mod arm;
 pub mod control;
+pub mod monitor;
 mod rules;
 mod state;
 mod tls;
@@ -185,7 +191,8 @@ impl Default for Config {
 pub struct Stats {
     /// Requests per spec `operationId` (`ContainerGroups_ListByResourceGroup`),
     /// plus `Token` (token endpoint), `OperationStatus` (LRO polling) and
-    /// `WebSocket_Exec` / `WebSocket_Attach` (socket connections); throttled
+    /// `WebSocket_Exec` / `WebSocket_Attach` (socket connections) and `Batch`
+    /// (Azure Monitor metrics, [`monitor`]); throttled
     /// and rejected requests count too.
     pub requests: BTreeMap<String, u64>,
     /// Requests answered 429 by [`Emulator::throttle`].
@@ -523,6 +530,10 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(token::openid),
+        )
+        .route(
+            "/subscriptions/{sub}/metrics:getBatch",
+            post(monitor::batch),
         )
         .route("/exec/{id}", get(ws::exec))
         .route("/attach/{id}", get(ws::attach))

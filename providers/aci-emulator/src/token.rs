@@ -18,8 +18,10 @@ use crate::App;
 
 /// How long an issued token is valid (what Entra ID answers).
 const LIFETIME: Duration = Duration::from_secs(3599);
-/// The only scope ARM tokens are issued for.
+/// The scope of ARM tokens.
 const SCOPE: &str = "https://management.azure.com/.default";
+/// The scope of Azure Monitor metrics tokens (the batch metrics API).
+pub(crate) const METRICS_SCOPE: &str = "https://metrics.monitor.azure.com/.default";
 
 /// Random bytes from the system CSPRNG.
 fn random<const N: usize>() -> [u8; N] {
@@ -64,7 +66,8 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 /// The issued bearer tokens and their expiry.
 #[derive(Default)]
 pub(crate) struct Tokens {
-    issued: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Token -> expiry and the scope it was issued for.
+    issued: std::sync::Mutex<HashMap<String, (Instant, &'static str)>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -74,20 +77,25 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    fn issue(&self) -> String {
+    fn issue(&self, scope: &'static str) -> String {
         let token = format!("eyJ0eXAiOiJKV1QifQ.{}.emulator", secret());
         let mut issued = self
             .issued
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        issued.retain(|_, exp| *exp > now);
-        issued.insert(token.clone(), now + LIFETIME);
+        issued.retain(|_, (exp, _)| *exp > now);
+        issued.insert(token.clone(), (now + LIFETIME, scope));
         token
     }
 
-    /// Whether `Authorization` carries a live issued bearer token.
+    /// Whether `Authorization` carries a live bearer token issued for ARM.
     pub(crate) fn check(&self, headers: &HeaderMap) -> bool {
+        self.check_audience(headers, SCOPE)
+    }
+
+    /// Whether `Authorization` carries a live bearer token issued for `scope`.
+    pub(crate) fn check_audience(&self, headers: &HeaderMap, scope: &str) -> bool {
         let Some(token) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -104,7 +112,7 @@ impl Tokens {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         issued
             .get(token.trim())
-            .is_some_and(|exp| *exp > Instant::now())
+            .is_some_and(|(exp, s)| *exp > Instant::now() && *s == scope)
     }
 }
 
@@ -161,7 +169,7 @@ pub(crate) async fn token(
                 field("client_id")
             ),
         )
-    } else if field("scope") != SCOPE {
+    } else if field("scope") != SCOPE && field("scope") != METRICS_SCOPE {
         aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -174,7 +182,7 @@ pub(crate) async fn token(
             "token_type": "Bearer",
             "expires_in": LIFETIME.as_secs(),
             "ext_expires_in": LIFETIME.as_secs(),
-            "access_token": app.tokens.issue(),
+            "access_token": app.tokens.issue(if field("scope") == METRICS_SCOPE { METRICS_SCOPE } else { SCOPE }),
         });
         (
             StatusCode::OK,

@@ -51,6 +51,9 @@ pub struct Config {
     pub zones: Vec<String>,
     /// Azure Resource Manager endpoint.
     pub arm_endpoint: String,
+    /// Azure Monitor's metrics endpoint (`kubectl top`); `None` is the
+    /// public cloud's of the location, `https://<location>.metrics.monitor.azure.com`.
+    pub metrics_endpoint: Option<String>,
     /// Entra ID authority (sovereign clouds, tests).
     pub authority_host: Option<String>,
     /// Extra CA certificates (PEM) trusted for ARM, Entra ID and exec sockets.
@@ -91,6 +94,7 @@ impl std::fmt::Debug for Config {
             .field("location", &self.location)
             .field("zones", &self.zones)
             .field("arm_endpoint", &self.arm_endpoint)
+            .field("metrics_endpoint", &self.metrics_endpoint)
             .field("authority_host", &self.authority_host)
             .field("ca_file", &self.ca_file)
             .field("auth", &self.auth)
@@ -122,6 +126,7 @@ impl Config {
             location: location.into(),
             zones: Vec::new(),
             arm_endpoint: "https://management.azure.com".into(),
+            metrics_endpoint: None,
             authority_host: None,
             ca_file: None,
             auth: AuthMode::Default,

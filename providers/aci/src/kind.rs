@@ -60,6 +60,9 @@ pub struct Args {
     /// Azure Resource Manager endpoint (sovereign clouds, the test emulator).
     #[arg(long, env = "SKYLET_ACI_ARM_ENDPOINT")]
     pub aci_arm_endpoint: Option<String>,
+    /// Azure Monitor metrics endpoint (default: the location's in the public cloud).
+    #[arg(long, env = "SKYLET_ACI_METRICS_ENDPOINT")]
+    pub aci_metrics_endpoint: Option<String>,
     /// Entra ID authority host.
     #[arg(long, env = "AZURE_AUTHORITY_HOST")]
     pub aci_authority_host: Option<String>,
@@ -116,6 +119,7 @@ pub struct File {
     location: Option<String>,
     zones: Option<Vec<String>>,
     arm_endpoint: Option<String>,
+    metrics_endpoint: Option<String>,
     authority_host: Option<String>,
     ca_file: Option<PathBuf>,
     auth: Option<Auth>,
@@ -197,6 +201,10 @@ fn configure(args: Args, f: File, node_name: &str) -> Result<Config, ConfigError
     if let Some(e) = args.aci_arm_endpoint.or(f.arm_endpoint) {
         c.arm_endpoint = e.trim_end_matches('/').to_owned();
     }
+    c.metrics_endpoint = args
+        .aci_metrics_endpoint
+        .or(f.metrics_endpoint)
+        .map(|e| e.trim_end_matches('/').to_owned());
     c.authority_host = args.aci_authority_host.or(f.authority_host);
     c.ca_file = args.aci_ca_file.or(f.ca_file);
     if let Some(path) = &c.ca_file {

@@ -10,6 +10,7 @@
 //! | Events | each instance-view event sent once to the core ([`skylet_provider::Sink`]), which records it on the pod ([`events`]) |
 //! | logs | Containers_ListLogs, polled for `-f` ([`logs`]) |
 //! | exec, attach | Containers_ExecuteCommand / Containers_Attach and their WebSocket ([`stream`]) |
+//! | `kubectl top` | Azure Monitor's batch metrics API, `CpuUsage` and `MemoryUsage` of up to 50 groups a call ([`client::monitor`]) |
 //! | delete | ContainerGroups_Stop; the sweep deletes the group once its containers ended (or the core does once the grace period is over); gone only when ARM answers 404 ([`delete`]) |
 //!
 //! # Idempotency and restarts
@@ -64,6 +65,7 @@ pub mod names;
 mod spec_check;
 pub mod status;
 pub mod stream;
+mod top;
 pub mod translate;
 
 pub use config::Config;
@@ -97,6 +99,10 @@ struct Inner {
     events: events::Forwarder,
     /// Serializes sweeps.
     sweep: tokio::sync::Mutex<()>,
+    /// Cumulative CPU counters of the running containers.
+    meter: skylet_provider::usage::Meter,
+    /// Azure Monitor's last answer.
+    usage_cache: Mutex<Option<top::Cached>>,
 }
 
 #[derive(Default)]
@@ -114,15 +120,26 @@ struct State {
 /// A group as the last sweep saw it.
 #[derive(Clone, Debug)]
 struct Known {
+    /// The pod it runs.
+    pod: PodRef,
     name: String,
     /// Containers and init containers.
     containers: Vec<String>,
     /// The cores its containers request, for the quota it takes.
     cores: f64,
+    /// When the pod started, if it runs (`kubectl top` measures those).
+    running_since: Option<jiff::Timestamp>,
+    /// Its app containers.
+    app_containers: Vec<String>,
 }
 
 impl Known {
-    fn of(name: String, g: &ContainerGroup) -> Self {
+    fn of(
+        pod: PodRef,
+        name: String,
+        g: &ContainerGroup,
+        status: &skylet_provider::PodStatus,
+    ) -> Self {
         let p = &g.properties;
         let containers = p
             .containers
@@ -130,9 +147,17 @@ impl Known {
             .map(|c| c.name.clone())
             .chain(p.init_containers.iter().map(|c| c.name.clone()));
         Self {
+            pod,
             name,
             containers: containers.collect(),
             cores: cores_of(g),
+            running_since: (status.phase.as_deref() == Some("Running")).then(|| {
+                status
+                    .start_time
+                    .as_ref()
+                    .map_or_else(jiff::Timestamp::now, |t| t.0)
+            }),
+            app_containers: p.containers.iter().map(|c| c.name.clone()).collect(),
         }
     }
 }
@@ -178,6 +203,8 @@ impl AciProvider {
             config,
             state: Mutex::default(),
             sweep: tokio::sync::Mutex::new(()),
+            meter: skylet_provider::usage::Meter::new(),
+            usage_cache: Mutex::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -254,12 +281,10 @@ impl AciProvider {
             };
             let Some(name) = g.name.clone() else { continue };
             self.inner.events.forward(&pod, events::events(g));
-            view.insert(pod.uid.clone(), Known::of(name, g));
+            let status = status::pod_status(g);
+            view.insert(pod.uid.clone(), Known::of(pod.clone(), name, g, &status));
             listed.push((pod.uid.clone(), g));
-            pods.push(BackendPod {
-                status: status::pod_status(g),
-                pod,
-            });
+            pods.push(BackendPod { status, pod });
         }
         {
             let mut st = self.state();
@@ -294,6 +319,10 @@ fn client_config(c: &Config, metrics: ApiMetrics) -> client::ClientConfig {
     };
     let mut cc = client::ClientConfig::new(c.subscription_id.clone(), auth);
     cc.arm_endpoint = c.arm_endpoint.clone();
+    cc.metrics_endpoint = c
+        .metrics_endpoint
+        .clone()
+        .unwrap_or_else(|| client::metrics_endpoint(&c.location));
     cc.authority_host = c.authority_host.clone();
     cc.ca_file = c.ca_file.clone();
     cc.max_attempts = c.max_attempts;
@@ -416,9 +445,12 @@ impl Provider for AciProvider {
             .await?;
         tracing::info!(pod = %pod, group = %name, created = put.created, "container group submitted");
         let known = Known {
+            pod: pod.clone(),
             name,
             containers: Vec::new(),
             cores: cores_of(&group),
+            running_since: None,
+            app_containers: Vec::new(),
         };
         self.state().groups.insert(pod.uid.clone(), known);
         Ok(())
@@ -467,6 +499,10 @@ impl Provider for AciProvider {
     async fn attach(&self, pod: &PodRef, container: &str, io: AttachIo) -> Result<ExitStatus> {
         let group = self.running_group(pod, container)?;
         stream::attach(&self.inner.client, self.rg(), &group, container, io).await
+    }
+
+    async fn stats(&self) -> Result<Vec<skylet_provider::PodStats>> {
+        self.usage().await
     }
 }
 

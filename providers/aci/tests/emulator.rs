@@ -37,6 +37,7 @@ async fn env_with(config: EmulatorConfig, secret: Option<&str>) -> Env {
         },
     );
     client_cfg.arm_endpoint = emulator.url();
+    client_cfg.metrics_endpoint = emulator.url();
     client_cfg.authority_host = Some(emulator.url());
     client_cfg.ca_file = Some(ca);
     let client = Arc::new(ArmClient::new(client_cfg).await.unwrap());
@@ -234,6 +235,75 @@ async fn invalid_bodies_fail_the_pod() {
         other => panic!("{other:?}"),
     }
     env.emulator.shutdown().await;
+}
+
+/// Issue #16: one batch call of Azure Monitor's metrics API answers every
+/// group's containers, what their programs use, per container; the
+/// emulator checks the request against its typing of the spec (token
+/// audience, query, body) and refuses one that breaks it.
+#[tokio::test]
+async fn one_batch_call_measures_many_groups_by_container() {
+    let env = env().await;
+    create(
+        &env,
+        "busy",
+        &["sh", "-c", "load 750m 96Mi; sleep infinity"],
+    )
+    .await;
+    create(&env, "idle", &["sleep", "infinity"]).await;
+    let sub = &env.emulator.config().subscription_id;
+    let id = |g: &str| {
+        format!(
+            "/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups/{g}"
+        )
+    };
+    let latest =
+        |answer: &skylet_aci::client::monitor::MetricResultsResponse, group: &str, metric: &str| {
+            let v = answer
+                .values
+                .iter()
+                .flatten()
+                .find(|v| v.resourceid.as_deref() == Some(id(group).as_str()))
+                .unwrap();
+            let m = v.value.iter().find(|m| m.name.value == metric).unwrap();
+            skylet_aci::client::monitor::latest_by_container(m)
+        };
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let a = env
+                .client
+                .group_metrics(&[id("busy"), id("idle")], 5)
+                .await
+                .unwrap();
+            if latest(&a, "busy", "CpuUsage") == [("main".to_owned(), 750.0)] {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the busy container's load in its metrics");
+    assert_eq!(
+        latest(&answer, "busy", "MemoryUsage"),
+        [("main".to_owned(), f64::from(96 << 20))]
+    );
+    // a program without `load`: the default 5 millicores
+    assert_eq!(
+        latest(&answer, "idle", "CpuUsage"),
+        [("main".to_owned(), 5.0)]
+    );
+    assert_eq!(
+        env.emulator.stats().count("Batch"),
+        env.emulator.requests("Batch").len() as u64
+    );
+    let body = env.emulator.requests("Batch").pop().unwrap();
+    assert_eq!(body, json!({"resourceids": [id("busy"), id("idle")]}));
+    // more than 50 resources in one call: refused as the service does
+    let many: Vec<String> = (0..51).map(|i| id(&format!("g{i}"))).collect();
+    match env.client.group_metrics(&many, 5).await {
+        Err(ArmError::Status { status: 400, .. }) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -98,7 +98,26 @@ pub(crate) struct Ctr {
     pub(crate) output: broadcast::Sender<Output>,
     pub(super) kill: Arc<Notify>,
     pub(super) kill_code: Option<i32>,
+    /// What it uses over time, for Azure Monitor's metrics: from each
+    /// instant on, millicores and bytes (`load` in its program sets them;
+    /// a start resets them to [`DEFAULT_LOAD`]).
+    pub(crate) load: Vec<Load>,
 }
+
+/// A container's resource use from `at` on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Load {
+    pub(crate) at: Timestamp,
+    pub(crate) millicores: u64,
+    pub(crate) memory: u64,
+}
+
+/// What a container uses when its program does not say: 5 millicores and
+/// 20 MiB, as the simulated backend's containers.
+pub(crate) const DEFAULT_LOAD: (u64, u64) = (5, 20 << 20);
+
+/// Changes of load kept per container.
+const MAX_LOAD_CHANGES: usize = 1000;
 
 impl Ctr {
     pub(super) fn new(spec: &Value) -> Self {
@@ -153,6 +172,34 @@ impl Ctr {
             output: broadcast::channel(1024).0,
             kill: Arc::new(Notify::new()),
             kill_code: None,
+            load: Vec::new(),
+        }
+    }
+
+    /// From now on it uses `millicores` and `memory` bytes (the last
+    /// memory when `None`).
+    pub(super) fn set_load(&mut self, millicores: u64, memory: Option<u64>) {
+        let memory = memory
+            .or_else(|| self.load.last().map(|l| l.memory))
+            .unwrap_or(DEFAULT_LOAD.1);
+        if self.load.len() >= MAX_LOAD_CHANGES {
+            self.load.drain(..self.load.len() + 1 - MAX_LOAD_CHANGES);
+        }
+        self.load.push(Load {
+            at: Timestamp::now(),
+            millicores,
+            memory,
+        });
+    }
+
+    /// The load in effect at `t`, if it was running then (it ran from its
+    /// first load change on; a terminated container ran until it finished).
+    pub(crate) fn load_at(&self, t: Timestamp) -> Option<Load> {
+        let l = self.load.iter().rev().find(|l| l.at <= t)?;
+        match &self.current {
+            CState::Terminated { finish, .. } if *finish < t => None,
+            CState::Waiting { .. } => None,
+            _ => Some(*l),
         }
     }
 

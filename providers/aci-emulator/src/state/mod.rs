@@ -27,7 +27,7 @@ mod events;
 mod group;
 mod simulate;
 
-pub(crate) use container::{Output, sandbox};
+pub(crate) use container::{Ctr, Load, Output, sandbox};
 pub(crate) use group::Group;
 pub(crate) use simulate::simulate;
 

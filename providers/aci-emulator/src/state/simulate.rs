@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Key;
-use super::container::{CState, Output, Which, sandbox};
+use super::container::{CState, DEFAULT_LOAD, Output, Which, sandbox};
 use super::events::add_event;
 use super::group::Group;
 use crate::App;
@@ -174,6 +174,7 @@ impl Slot<'_> {
             ctr.current = CState::Running {
                 start: Timestamp::now(),
             };
+            ctr.set_load(DEFAULT_LOAD.0, Some(DEFAULT_LOAD.1));
             ctr.kill_code = None;
             Some((
                 ctr.program.clone(),
@@ -257,6 +258,18 @@ impl ProgramOutput for Slot<'_> {
             .and_then(|g| g.ctr_mut(self.which, self.idx))
         {
             c.push_log(line);
+        }
+    }
+
+    fn load(&self, millicores: u64, memory_bytes: Option<u64>) {
+        if let Some(c) = self
+            .app
+            .lock_store()
+            .groups
+            .get_mut(self.key)
+            .and_then(|g| g.ctr_mut(self.which, self.idx))
+        {
+            c.set_load(millicores, memory_bytes);
         }
     }
 }

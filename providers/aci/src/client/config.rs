@@ -16,6 +16,9 @@ pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// The token scope for ARM in the public cloud.
 pub const DEFAULT_TOKEN_SCOPE: &str = "https://management.azure.com/.default";
+/// The token scope of Azure Monitor's metrics data plane (the batch
+/// metrics API).
+pub const DEFAULT_METRICS_TOKEN_SCOPE: &str = "https://metrics.monitor.azure.com/.default";
 /// Default number of attempts per call.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
@@ -105,6 +108,12 @@ pub struct ClientConfig {
     /// The token scope; `None` = [`DEFAULT_TOKEN_SCOPE`] (set it for a
     /// sovereign cloud, e.g. `https://management.usgovcloudapi.net/.default`).
     pub token_scope: Option<String>,
+    /// Azure Monitor's regional metrics endpoint (HTTPS),
+    /// `https://{location}.metrics.monitor.azure.com`; [`ClientConfig::new`]
+    /// sets the public cloud's for `westeurope`, the backend its location's.
+    pub metrics_endpoint: String,
+    /// The metrics token scope; `None` = [`DEFAULT_METRICS_TOKEN_SCOPE`].
+    pub metrics_token_scope: Option<String>,
     /// PEM certificates trusted in addition to the system roots (ARM, the
     /// token endpoint and the exec/attach WebSockets).
     pub ca_file: Option<PathBuf>,
@@ -127,6 +136,8 @@ impl ClientConfig {
             arm_endpoint: DEFAULT_ARM_ENDPOINT.to_owned(),
             authority_host: None,
             token_scope: None,
+            metrics_endpoint: metrics_endpoint("westeurope"),
+            metrics_token_scope: None,
             ca_file: None,
             auth,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -195,6 +206,11 @@ pub enum ClientError {
         "no Azure credential available (set a client secret, workload or managed identity): {0}"
     )]
     NoCredential(String),
+}
+
+/// The public cloud's metrics endpoint of `location`.
+pub fn metrics_endpoint(location: &str) -> String {
+    format!("https://{location}.metrics.monitor.azure.com")
 }
 
 pub(super) fn https_url(what: &'static str, url: &str) -> Result<Url, ClientError> {

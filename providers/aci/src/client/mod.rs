@@ -21,6 +21,7 @@
 //! | container groups: put, get, list, stop, delete | [`groups`] |
 //! | containers: logs, exec, attach | [`containers`] |
 //! | location usages (quotas) | [`usages`] |
+//! | Azure Monitor metrics of groups (`kubectl top`) | [`monitor`] |
 //!
 //! # Transport
 //! One reqwest client on rustls with *ring* carries the ARM calls and the
@@ -73,6 +74,7 @@ mod containers;
 mod error;
 mod groups;
 mod lro;
+pub mod monitor;
 mod ops;
 mod pages;
 pub mod retry;
@@ -89,7 +91,7 @@ use skylet_provider::ApiMetrics;
 
 pub use config::{
     Auth, ClientConfig, ClientError, DEFAULT_ARM_ENDPOINT, DEFAULT_AUTHORITY_HOST,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_TOKEN_SCOPE,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_METRICS_TOKEN_SCOPE, DEFAULT_TOKEN_SCOPE, metrics_endpoint,
 };
 use config::{https_url, valid_user_agent};
 pub use containers::{
@@ -101,13 +103,15 @@ pub use error::{
 };
 pub use groups::Put;
 pub use lro::{DEFAULT_POLL, Operation, OperationKind, OperationStatus};
-pub(crate) use ops::{LIST_GROUPS, Op};
+pub(crate) use ops::{LIST_GROUPS, Op, Plane};
 pub use usages::{Usage, UsageName};
 
 /// The api-version of every call: the one the models follow.
 pub const API_VERSION: &str = crate::models::API_VERSION;
 /// The `service` label of ARM calls in [`ApiMetrics`].
 pub const SERVICE: &str = "arm";
+/// The `service` label of Azure Monitor metrics calls in [`ApiMetrics`].
+pub const MONITOR_SERVICE: &str = "monitor";
 
 const RESOURCE_PROVIDER: &str = "Microsoft.ContainerInstance";
 
@@ -115,6 +119,9 @@ const RESOURCE_PROVIDER: &str = "Microsoft.ContainerInstance";
 pub struct ArmClient {
     pipeline: Pipeline,
     endpoint: Url,
+    /// The metrics data plane: its own token scope and endpoint.
+    monitor_pipeline: Pipeline,
+    monitor_endpoint: Url,
     subscription_id: String,
     tls: Arc<rustls::ClientConfig>,
     max_attempts: u32,
@@ -168,28 +175,41 @@ impl ArmClient {
             .token_scope
             .clone()
             .unwrap_or_else(|| DEFAULT_TOKEN_SCOPE.to_owned());
-        let bearer: Arc<dyn Policy> =
-            Arc::new(BearerTokenAuthorizationPolicy::new(credential, [scope]));
-        let options = ClientOptions {
-            transport: Some(transport),
-            retry: RetryOptions::none(),
-            user_agent: UserAgentOptions {
-                application_id: Some(application_id),
-            },
-            ..ClientOptions::default()
+        let monitor_endpoint = https_url("metrics endpoint", &cfg.metrics_endpoint)?;
+        let monitor_scope = cfg
+            .metrics_token_scope
+            .clone()
+            .unwrap_or_else(|| DEFAULT_METRICS_TOKEN_SCOPE.to_owned());
+        let pipeline_for = |scope: String| {
+            let bearer: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(
+                credential.clone(),
+                [scope],
+            ));
+            let options = ClientOptions {
+                transport: Some(transport.clone()),
+                retry: RetryOptions::none(),
+                user_agent: UserAgentOptions {
+                    application_id: Some(application_id.clone()),
+                },
+                ..ClientOptions::default()
+            };
+            Pipeline::new(
+                Some(env!("CARGO_PKG_NAME")),
+                Some(env!("CARGO_PKG_VERSION")),
+                options,
+                Vec::new(),
+                vec![bearer],
+                None,
+            )
         };
-        let pipeline = Pipeline::new(
-            Some(env!("CARGO_PKG_NAME")),
-            Some(env!("CARGO_PKG_VERSION")),
-            options,
-            Vec::new(),
-            vec![bearer],
-            None,
-        );
+        let pipeline = pipeline_for(scope);
+        let monitor_pipeline = pipeline_for(monitor_scope);
         tracing::debug!(endpoint = %endpoint, auth = ?cfg.auth, "ARM client ready");
         Ok(Self {
             pipeline,
             endpoint,
+            monitor_pipeline,
+            monitor_endpoint,
             subscription_id: cfg.subscription_id,
             tls: Arc::new(tls),
             max_attempts: cfg.max_attempts.max(1),
@@ -219,7 +239,7 @@ impl ArmClient {
         if let Err(e) = &result
             && let Some(code) = e.metric_code()
         {
-            self.metrics.error(SERVICE, op.name, code);
+            self.metrics.error(op.service(), op.name, code);
         }
         result
     }

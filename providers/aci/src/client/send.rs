@@ -18,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use skylet_provider::metrics::Outcome;
 
 use super::{
-    ArmClient, ArmError, CloudError, CloudErrorBody, Op, SERVICE,
+    ArmClient, ArmError, CloudError, CloudErrorBody, Op, Plane,
     retry::{self, retry_after},
 };
 
@@ -88,7 +88,12 @@ impl ArmClient {
         url: &Url,
         body: Option<Bytes>,
     ) -> Result<Answer, ArmError> {
-        self.metrics.call(SERVICE, op.name);
+        let service = op.service();
+        let pipeline = match op.plane {
+            Plane::Arm => &self.pipeline,
+            Plane::Metrics => &self.monitor_pipeline,
+        };
+        self.metrics.call(service, op.name);
         let mut attempt = 1u32;
         loop {
             let mut req = Request::new(url.clone(), method);
@@ -102,13 +107,13 @@ impl ArmClient {
                 skip_checks: true,
                 ..PipelineSendOptions::default()
             };
-            let outcome = self.pipeline.send(&ctx, &mut req, Some(options)).await;
+            let outcome = pipeline.send(&ctx, &mut req, Some(options)).await;
             let retry_in = match outcome {
                 Ok(rsp) => {
                     let (status, headers, body) = rsp.deconstruct();
                     let status = u16::from(status);
                     self.metrics
-                        .request(SERVICE, op.name, Outcome::of_status(Some(status)));
+                        .request(service, op.name, Outcome::of_status(Some(status)));
                     tracing::debug!(operation = op.name, %method, status, attempt, "ARM answered");
                     let answer = Answer {
                         status,
@@ -134,7 +139,7 @@ impl ArmClient {
                         ErrorKind::Io => op.idempotent,
                         _ => false,
                     };
-                    self.metrics.request(SERVICE, op.name, Outcome::network);
+                    self.metrics.request(service, op.name, Outcome::network);
                     if !retryable || attempt >= self.max_attempts {
                         return Err(ArmError::Transport {
                             operation: op.name,
