@@ -1,7 +1,7 @@
-//! The AWS clients (ECS, CloudWatch Logs, CloudWatch, Secrets Manager) on
-//! one shared configuration, an interceptor that counts every operation and
-//! attempt in the core's backend API metrics, and the mapping of SDK errors
-//! to [`ProviderError`] classes.
+//! The AWS clients (ECS, CloudWatch Logs, CloudWatch, Secrets Manager, Cloud
+//! Map) on one shared configuration, an interceptor that counts every
+//! operation and attempt in the core's backend API metrics, and the mapping
+//! of SDK errors to [`ProviderError`] classes.
 //!
 //! # Transport and retries
 //! HTTPS through `aws-smithy-http-client` on rustls with *ring* (the
@@ -53,6 +53,8 @@ pub const LOGS: &str = "logs";
 pub const SECRETS: &str = "secretsmanager";
 /// The `service` label of CloudWatch (metrics) calls.
 pub const CLOUDWATCH: &str = "cloudwatch";
+/// The `service` label of Cloud Map calls (`crate::cloudmap`).
+pub const SERVICEDISCOVERY: &str = "servicediscovery";
 
 /// Counts the operations and attempts of one service's client.
 #[derive(Debug)]
@@ -141,6 +143,8 @@ pub struct Clients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Secrets Manager.
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Cloud Map (used only with `--ecs-cloud-map-namespace-id`).
+    pub servicediscovery: aws_sdk_servicediscovery::Client,
     /// The region in use (for the awslogs driver).
     pub region: String,
     /// The backend's API metrics.
@@ -207,11 +211,17 @@ impl Clients {
         let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
             cloudwatch.interceptor(counting(CLOUDWATCH)).build(),
         );
+        let servicediscovery = aws_sdk_servicediscovery::Client::from_conf(
+            aws_sdk_servicediscovery::config::Builder::from(&shared)
+                .interceptor(counting(SERVICEDISCOVERY))
+                .build(),
+        );
         Ok(Self {
             ecs,
             logs,
             cloudwatch,
             secrets,
+            servicediscovery,
             region,
             metrics,
         })

@@ -38,7 +38,6 @@ use std::{
     time::Duration,
 };
 
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_servicediscovery::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
@@ -47,15 +46,13 @@ use aws_sdk_servicediscovery::{
         ServiceFilterName,
     },
 };
-use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{Api, ResourceExt, api::ListParams};
-use skylet_provider::{ApiMetrics, CancellationToken, metrics::Outcome};
+use skylet_provider::{ApiMetrics, CancellationToken};
 
-use crate::config::Config;
+use crate::client::{AwsError, SERVICEDISCOVERY};
 
-/// The `service` label of Cloud Map calls.
-pub const SERVICE: &str = "servicediscovery";
 /// How often Cloud Map is brought in line.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Instance attribute naming the node that registered it.
@@ -151,27 +148,6 @@ pub fn desired(
     out
 }
 
-/// A Cloud Map client for `config`'s region and endpoint, with the same
-/// transport (rustls with *ring*) and retries as the other AWS clients
-/// ([`crate::client`]); its calls are counted by [`CloudMap`] itself.
-pub async fn client(config: &Config) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-    if let Some(r) = &config.region {
-        loader = loader.region(Region::new(r.clone()));
-    }
-    if let Some(e) = &config.endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
-    Client::new(&loader.load().await)
-}
-
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -232,43 +208,20 @@ impl CloudMap {
         }
     }
 
-    /// One call of `operation`, counted in the backend API metrics.
-    async fn call<T, E, R>(
+    /// One call of `operation` (counted by the client's interceptor; a
+    /// failure also by its error code).
+    async fn call<T, E>(
         &self,
         operation: &'static str,
-        f: impl Future<Output = Result<T, SdkError<E, R>>>,
+        f: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     ) -> Result<T, Error>
     where
-        E: ProvideErrorMetadata,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        self.metrics.call(SERVICE, operation);
-        match f.await {
-            Ok(t) => {
-                self.metrics.request(SERVICE, operation, Outcome::ok);
-                Ok(t)
-            }
-            Err(e) => {
-                let (outcome, code, message) = match &e {
-                    SdkError::ServiceError(se) => (
-                        Outcome::client_error,
-                        se.err().code().unwrap_or("unknown").to_owned(),
-                        format!(
-                            "{}: {}",
-                            se.err().code().unwrap_or("unknown"),
-                            se.err().message().unwrap_or_default()
-                        ),
-                    ),
-                    _ => (
-                        Outcome::network,
-                        "network".to_owned(),
-                        "no answer".to_owned(),
-                    ),
-                };
-                self.metrics.request(SERVICE, operation, outcome);
-                self.metrics.error(SERVICE, operation, &code);
-                Err(Error::Aws { operation, message })
-            }
-        }
+        f.await.map_err(|e| Error::Aws {
+            operation,
+            message: AwsError::new(SERVICEDISCOVERY, operation, &self.metrics, e).to_string(),
+        })
     }
 
     /// The home side: this node's pods and the Services of their namespaces.

@@ -202,17 +202,17 @@ impl Kind for Ecs {
     }
 
     async fn build(config: Config, ctx: BuildContext) -> Result<EcsProvider, BoxError> {
-        let cloud_map = match &config.cloud_map_namespace_id {
-            Some(ns) => Some(crate::cloudmap::CloudMap::new(
-                crate::cloudmap::client(&config).await,
-                ns.clone(),
-                ctx.home.clone(),
-                ctx.node.name.clone(),
-                ctx.api_metrics.clone(),
-            )),
-            None => None,
-        };
-        let p = EcsProvider::new(config, ctx.api_metrics).await?;
+        let namespace = config.cloud_map_namespace_id.clone();
+        let p = EcsProvider::new(config, ctx.api_metrics.clone()).await?;
+        let cloud_map = namespace.map(|ns| {
+            crate::cloudmap::CloudMap::new(
+                p.inner.clients.servicediscovery.clone(),
+                ns,
+                ctx.home,
+                ctx.node.name,
+                ctx.api_metrics,
+            )
+        });
         Ok(p.with_cloud_map(cloud_map))
     }
 }
