@@ -72,6 +72,26 @@ fn grant_endpointslices(home: &ControlPlane) {
              subjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {SKYLET_USER}}}\n"
         ),
     );
+    // in force before skylet starts (it would otherwise retry in a minute)
+    for _ in 0..50 {
+        let o = home
+            .kubectl()
+            .args([
+                "auth",
+                "can-i",
+                "watch",
+                "endpointslices.discovery.k8s.io",
+                "--all-namespaces",
+            ])
+            .args(["--as", SKYLET_USER])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).trim() == "yes" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the endpointslices grant is not in force");
 }
 
 /// The MCS ServiceImport CRD (its schema left open: the test reads what
