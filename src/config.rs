@@ -181,6 +181,11 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "SKYLET_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://otel-collector:4318 (a span per reconcile and per backend
+    /// call; the spans of one pod share its UID as trace ID). Off when unset.
+    #[arg(long, env = "SKYLET_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Declare `ExtendWebSocketsToKubelet` in the node status, so
     /// kube-apiserver 1.36+ passes kubectl's WebSocket exec/attach/port-forward
     /// straight to skylet (`false`: it translates them to SPDY).
@@ -250,6 +255,7 @@ struct File {
     concurrency: Option<u16>,
     status_concurrency: Option<u16>,
     log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
     websocket_to_kubelet: Option<bool>,
     leader_elect: Option<bool>,
     leader_elect_namespace: Option<String>,
@@ -410,6 +416,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// The OTLP/HTTP collector traces go to; `None`: no export.
+    pub otlp_endpoint: Option<String>,
     /// The backends, each its own virtual node.
     pub backends: Vec<Backend>,
     /// How the fleet reacts to full and failing backends.
@@ -892,6 +900,7 @@ fn merge(
         kubeconfig: args.kubeconfig.or(file.kubeconfig),
         metrics_listen,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
         failover: failover(file.failover.unwrap_or_default())?,
         leader_election,
         placement: crate::placement::Config::from_parts(args.placement, file.placement)?,

@@ -21,7 +21,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    skylet::telemetry::init(config.log_format);
+    // the one TLS crypto backend, before any client (the trace exporter's) is built
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // flushes the traces once the runtime below has stopped
+    let _traces = match skylet::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!(
+                "skylet: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     config.log_node_ip();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

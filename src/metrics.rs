@@ -401,13 +401,13 @@ pub async fn timed<T>(
     op: &'static str,
     fut: impl Future<Output = skylet_provider::Result<T>>,
 ) -> skylet_provider::Result<T> {
+    // a span per call, a child of the pod's reconcile span when in one
+    let span = tracing::info_span!("provider_call", op, backend = %metrics.labels.backend, provider = metrics.labels.provider, outcome = tracing::field::Empty);
     let start = std::time::Instant::now();
-    let r = fut.await;
-    metrics.provider_call(
-        op,
-        start.elapsed().as_secs_f64(),
-        r.as_ref().err().map(|e| e.class()),
-    );
+    let r = tracing::Instrument::instrument(fut, span.clone()).await;
+    let class = r.as_ref().err().map(|e| e.class());
+    span.record("outcome", class.map_or("ok", ErrorClass::as_str));
+    metrics.provider_call(op, start.elapsed().as_secs_f64(), class);
     r
 }
 

@@ -681,3 +681,179 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
             .await;
     }
 }
+
+/// Jaeger v1.75.0 (its all-in-one binary, built by hack/setup) on loopback:
+/// OTLP/HTTP in, the query API out, spans in memory; stopped when dropped.
+struct Jaeger {
+    child: Child,
+    otlp_port: u16,
+    query_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Jaeger {
+    fn start() -> Jaeger {
+        let out = Command::new(repo_root().join("hack/tools/build.sh"))
+            .args(["--bin", "jaeger"])
+            .output()
+            .unwrap();
+        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("jaeger");
+        assert!(
+            bin.exists(),
+            "{} is missing: run hack/setup test",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (otlp_port, query_port, grpc_port) = (free_port(), free_port(), free_port());
+        let config = format!(
+            "service:\n  extensions: [jaeger_storage, jaeger_query]\n  pipelines:\n    traces:\n      \
+             receivers: [otlp]\n      processors: [batch]\n      exporters: [jaeger_storage_exporter]\n  \
+             telemetry:\n    metrics: {{level: none}}\n    logs: {{level: info}}\n\
+             extensions:\n  jaeger_query:\n    storage: {{traces: mem}}\n    \
+             http: {{endpoint: '127.0.0.1:{query_port}'}}\n    grpc: {{endpoint: '127.0.0.1:{grpc_port}'}}\n  \
+             jaeger_storage:\n    backends:\n      mem: {{memory: {{max_traces: 10000}}}}\n\
+             receivers:\n  otlp:\n    protocols:\n      http: {{endpoint: '127.0.0.1:{otlp_port}'}}\n\
+             processors:\n  batch: {{timeout: 200ms}}\n\
+             exporters:\n  jaeger_storage_exporter: {{trace_storage: mem}}\n"
+        );
+        std::fs::write(dir.path().join("jaeger.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("jaeger.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config={}",
+                dir.path().join("jaeger.yaml").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let j = Jaeger {
+            child,
+            otlp_port,
+            query_port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(j.query_port, "/api/services").0 != 200 {
+            assert!(Instant::now() < deadline, "jaeger not ready: {}", j.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        j
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("jaeger.log")).unwrap_or_default()
+    }
+
+    /// The spans of trace `id` (32 hex digits), with their tags as a map.
+    fn spans(&self, id: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
+        let (status, body) = http_get(self.query_port, &format!("/api/traces/{id}"));
+        if status != 200 {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"][0]["spans"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                let tags = s["tags"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|t| Some((t["key"].as_str()?.to_owned(), t["value"].clone())))
+                    .collect();
+                (
+                    s["operationName"].as_str().unwrap_or_default().to_owned(),
+                    tags,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Jaeger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- jaeger log ----\n{}", self.log());
+        }
+    }
+}
+
+/// With --otlp-endpoint, a pod's life reaches Jaeger as one trace whose ID
+/// is the pod's UID: reconcile spans with the pod's names, backend and
+/// outcome, and under them the backend's create and delete calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_life_is_one_trace_in_jaeger() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let jaeger = Jaeger::start();
+    let fleet = unique_name("tr");
+    let a = format!("{fleet}-a");
+    let endpoint = format!("http://127.0.0.1:{}", jaeger.otlp_port);
+    let s = Skylet::start_fleet_with_env(
+        cp,
+        Path::new(BIN),
+        &format!("- {{name: {a}, provider: mock, region: r1, labels: {{skylet-test: {fleet}}}}}\n"),
+        "",
+        &[
+            ("SKYLET_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    node_ready(&client, &a).await;
+    let ns = namespace(&client, "traces").await;
+    let spec = json!({"nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet.clone()}});
+    deployment(&client, &ns, "web", 1, template(&fleet, "web", spec)).await;
+    let pod = eventually("the pod Running", Duration::from_secs(60), || async {
+        pods_of(&client, &ns, "web").await.into_iter().find(running)
+    })
+    .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    let name = pod.metadata.name.clone().unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the pod gone", Duration::from_secs(60), || async {
+        pods_of(&client, &ns, "web").await.is_empty().then_some(())
+    })
+    .await;
+    let trace_id = uid.replace('-', "");
+    let spans = eventually(
+        "the pod's trace in Jaeger with its create and delete calls",
+        Duration::from_secs(30),
+        || async {
+            let spans = jaeger.spans(&trace_id);
+            let op = |o: &str| {
+                spans
+                    .iter()
+                    .any(|(n, t)| n == "provider_call" && t.get("op") == Some(&json!(o)))
+            };
+            (op("create") && op("delete")).then_some(spans)
+        },
+    )
+    .await;
+    eprintln!("{} spans in the trace of {uid}", spans.len());
+    let reconciles: Vec<_> = spans.iter().filter(|(n, _)| n == "reconcile").collect();
+    assert!(reconciles.len() >= 2, "{spans:?}");
+    for (_, tags) in &reconciles {
+        assert_eq!(tags["pod.uid"], json!(uid));
+        assert_eq!(tags["pod.name"], json!(name));
+        assert_eq!(tags["pod.namespace"], json!(ns));
+        assert_eq!(tags["backend"], json!(a));
+        assert!(tags.contains_key("outcome"), "{tags:?}");
+    }
+    for (_, tags) in spans.iter().filter(|(n, _)| n == "provider_call") {
+        assert_eq!(tags["backend"], json!(a));
+        assert_eq!(tags["provider"], json!("mock"));
+        assert_eq!(tags["outcome"], json!("ok"), "{tags:?}");
+    }
+    let (_, services) = http_get(jaeger.query_port, "/api/services");
+    assert!(services.contains("\"skylet\""), "{services}");
+    drop(s);
+}

@@ -89,8 +89,10 @@ pub(super) fn on_error<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>
 
 async fn run<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
     let r = PodRef::of(&pod);
-    let span = tracing::info_span!("reconcile", pod.namespace = %r.namespace, pod.name = %r.name, pod.uid = %r.uid, provider = ctx.provider.name());
-    let out = act(&pod, &ctx, &r).instrument(span).await;
+    let span = tracing::info_span!("reconcile", pod.namespace = %r.namespace, pod.name = %r.name, pod.uid = %r.uid, provider = ctx.provider.name(), backend = %ctx.config.node_name, outcome = tracing::field::Empty);
+    crate::telemetry::pod_trace(&span, &r.uid);
+    let out = act(&pod, &ctx, &r).instrument(span.clone()).await;
+    span.record("outcome", if out.is_ok() { "ok" } else { "error" });
     ctx.metrics.reconciles.inc();
     if out.is_ok() {
         ctx.table.update(&r, |l| l.failures = 0);
