@@ -32,7 +32,8 @@
 //! rendering, `limitBytes` and following by polling ([`logs`]), API metrics
 //! with one naming scheme ([`metrics`]), spec checks ([`checks`]), exact
 //! Kubernetes quantities ([`quantity`]), the size a pod is billed for
-//! ([`billing`]), cumulative CPU counters from rate samples ([`usage`])
+//! ([`billing`]), cumulative CPU counters from rate samples ([`usage`]),
+//! client-side token buckets of a cloud's API rate limits ([`ratelimit`])
 //! and, with feature `testing`, a pod builder (the `testing` module).
 
 use std::{collections::BTreeMap, fmt, future::Future, io, pin::Pin, time::Duration};
@@ -50,6 +51,7 @@ pub mod kind;
 pub mod logs;
 pub mod metrics;
 pub mod quantity;
+pub mod ratelimit;
 mod sink;
 mod streams;
 #[cfg(feature = "testing")]
