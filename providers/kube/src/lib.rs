@@ -22,6 +22,8 @@
 //!   remote scheduler's `Scheduled`, the remote kubelet's `Pulled`,
 //!   `BackOff`, ...) go to the core, which records them once on the home pod
 //!   (reporter `skylet-kube`, note `remote: ...`; the `events` module).
+//! - **Metrics** (`kubectl top`): one list of the remote cluster's
+//!   `metrics.k8s.io` PodMetrics of this node's pods per request ([`top`]).
 //! - **Logs, exec, attach, port-forward** go to the remote apiserver (kube-rs's
 //!   WebSocket client). Caveat: that port-forward protocol has no half-close,
 //!   so a forwarded connection ends as soon as either side closes its writes.
@@ -54,6 +56,7 @@
 //! `services`, `discovery.k8s.io/endpointslices`: get, list, watch, create,
 //! update, delete, `configmaps`: list, watch, delete, and with MCS
 //! `multicluster.x-k8s.io/serviceimports`: get, create, update, delete.
+//! `kubectl top`: `metrics.k8s.io` `pods`: list.
 //! Cluster-wide (a ClusterRole): pods are listed and watched in all
 //! namespaces. On the home cluster the backend reads ConfigMaps and Secrets,
 //! and lists and watches Services and EndpointSlices; the core records its
@@ -91,6 +94,7 @@ mod kind;
 mod reflect;
 mod remote;
 pub mod services;
+mod top;
 pub mod translate;
 
 pub use kind::{Args, BuildError, Config, File, Kube};
@@ -124,6 +128,8 @@ pub struct KubeProvider {
     /// Woken by every change of this node's remote pods.
     mine_changed: std::sync::Arc<tokio::sync::Notify>,
     services: services::Reflector,
+    /// `kubectl top`: the meter and the last `metrics.k8s.io` list.
+    top: top::Top,
 }
 
 /// Maps a remote API failure to the provider's error classes.
@@ -212,6 +218,7 @@ impl KubeProvider {
             running,
             running_writer: Mutex::new(running_writer),
             namespaces: Mutex::default(),
+            top: top::Top::default(),
         }
     }
 
@@ -689,5 +696,9 @@ impl Provider for KubeProvider {
             port,
         )
         .await
+    }
+
+    async fn stats(&self) -> Result<Vec<skylet_provider::PodStats>> {
+        self.usage().await
     }
 }
