@@ -3,7 +3,7 @@
 //!
 //! | Request | Does |
 //! |---|---|
-//! | `GET /_emulator/stats` | [`crate::Stats`] |
+//! | `GET /_emulator/stats` | [`crate::Stats`] (with the rate limits' buckets) |
 //! | `POST /_emulator/throttle` `{"requests": N, "retryAfterSeconds": S}` | [`crate::Emulator::throttle`] |
 //! | `POST /_emulator/capacity` `{"available": false}` | [`crate::Emulator::set_capacity_available`] |
 //! | `GET /_emulator/requests/{operationId}` | [`crate::Emulator::requests`] |

@@ -33,6 +33,10 @@
 //! (`ContainerGroups`, `StandardCores`, `StandardSpotCores`): see
 //! [`Config::container_group_quota`].
 //!
+//! API rate limits are token buckets, ARM's and ACI's published figures
+//! or any others ([`Config::rate_limits`], [`limits`]; none by default):
+//! 429 `TooManyRequests` with `Retry-After` when a bucket is empty.
+//!
 //! Test controls: [`Emulator::throttle`], [`Emulator::set_capacity_available`]
 //! (409 `ServiceUnavailable`: the location has no room for new groups),
 //! [`Emulator::set_container_exit`], [`Emulator::stats`],
@@ -43,6 +47,7 @@ pub mod spec;
 
 mod arm;
 pub mod control;
+pub mod limits;
 pub mod monitor;
 mod rules;
 mod state;
@@ -129,6 +134,9 @@ pub struct Config {
     /// The subscription's Spot core quota in the location
     /// (`StandardSpotCores`): the CPU requests of its Spot groups together.
     pub spot_core_quota: u32,
+    /// API rate limits as token buckets ([`limits`]); none by default,
+    /// [`limits::RateLimit::published`] for ARM's and ACI's published ones.
+    pub rate_limits: Vec<limits::RateLimit>,
 }
 
 impl std::fmt::Debug for Config {
@@ -149,6 +157,7 @@ impl std::fmt::Debug for Config {
             .field("container_group_quota", &self.container_group_quota)
             .field("core_quota", &self.core_quota)
             .field("spot_core_quota", &self.spot_core_quota)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -181,12 +190,13 @@ impl Default for Config {
             container_group_quota: 100,
             core_quota: 100,
             spot_core_quota: 100,
+            rate_limits: Vec::new(),
         }
     }
 }
 
 /// Request counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// Requests per spec `operationId` (`ContainerGroups_ListByResourceGroup`),
@@ -195,8 +205,10 @@ pub struct Stats {
     /// (Azure Monitor metrics, [`monitor`]); throttled
     /// and rejected requests count too.
     pub requests: BTreeMap<String, u64>,
-    /// Requests answered 429 by [`Emulator::throttle`].
+    /// Requests answered 429, by [`Emulator::throttle`] or a rate limit.
     pub throttled: u64,
+    /// The rate limits' buckets by name ([`Config::rate_limits`]).
+    pub limits: BTreeMap<String, limits::BucketStats>,
     /// Requests answered with a 4xx status.
     pub rejected: u64,
     /// Answers that broke the spec (emulator bugs, sent as 500).
@@ -237,6 +249,7 @@ pub(crate) struct App {
     pub(crate) sessions: Mutex<HashMap<String, ws::Session>>,
     stats: Mutex<Stats>,
     throttle: Mutex<Throttle>,
+    limits: Mutex<limits::Limits>,
     /// Whether the location has room for new groups.
     capacity_available: std::sync::atomic::AtomicBool,
     requests: Mutex<HashMap<String, Vec<Value>>>,
@@ -316,7 +329,19 @@ impl App {
     }
 
     fn stats(&self) -> Stats {
-        lock(&self.stats).clone()
+        let mut s = lock(&self.stats).clone();
+        s.limits = lock(&self.limits).stats();
+        s
+    }
+
+    /// Takes a token of every rate-limit bucket covering `what`; else the
+    /// wait until the empty one has one (counted as throttled).
+    pub(crate) fn take_limit(&self, what: limits::Covers) -> Result<(), Duration> {
+        let r = lock(&self.limits).take(what);
+        if r.is_err() {
+            lock(&self.stats).throttled += 1;
+        }
+        r
     }
 
     /// Whether the location has room for new groups now.
@@ -412,6 +437,7 @@ impl Emulator {
             addr: config.bind,
             source,
         })?;
+        let rate_limits = limits::Limits::new(&config.rate_limits);
         let app = Arc::new(App {
             base_url: format!("https://{addr}"),
             config,
@@ -424,6 +450,7 @@ impl Emulator {
                 remaining: 0,
                 retry_after: Duration::ZERO,
             }),
+            limits: Mutex::new(rate_limits),
             capacity_available: std::sync::atomic::AtomicBool::new(true),
             requests: Mutex::default(),
             ratelimit: Mutex::new(RateWindow {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use skylet_aci_emulator::{Config, Emulator};
+use skylet_aci_emulator::{Config, Emulator, limits::RateLimit};
 
 /// An Azure Container Instances (ARM + Entra ID) emulator for tests.
 #[derive(Debug, Parser)]
@@ -55,6 +55,41 @@ struct Args {
     /// The ARM spec (containerInstance.json); default `$SKYLET_ACI_SPEC` or the repo's shared copy.
     #[arg(long)]
     spec: Option<PathBuf>,
+    /// The subscription's container group quota in the location.
+    #[arg(long, default_value_t = 100)]
+    container_group_quota: u32,
+    /// The subscription's standard core quota in the location.
+    #[arg(long, default_value_t = 100)]
+    core_quota: u32,
+    /// Enforce ARM's and ACI's published API rate limits (token buckets:
+    /// reads, writes, deletes, creates-5m, creates-1h, deletes-5m, deletes-1h).
+    #[arg(long)]
+    rate_limits: bool,
+    /// Change one bucket of --rate-limits: NAME=CAPACITY:REFILL_PER_SECOND or NAME=off (repeatable).
+    #[arg(long = "rate-limit", value_name = "NAME=C:R", requires = "rate_limits")]
+    rate_limit: Vec<String>,
+}
+
+/// The published buckets with the overrides applied.
+fn rate_limits(args: &Args) -> Result<Vec<RateLimit>, String> {
+    if !args.rate_limits {
+        return Ok(Vec::new());
+    }
+    let mut buckets = RateLimit::published();
+    for spec in &args.rate_limit {
+        let (name, figures) =
+            RateLimit::parse(spec).map_err(|e| format!("--rate-limit {spec}: {e}"))?;
+        match figures {
+            None => buckets.retain(|b| b.name != name),
+            Some((capacity, refill)) => {
+                for b in buckets.iter_mut().filter(|b| b.name == name) {
+                    b.capacity = capacity;
+                    b.refill_per_second = refill;
+                }
+            }
+        }
+    }
+    Ok(buckets)
 }
 
 #[tokio::main]
@@ -71,6 +106,13 @@ async fn main() -> ExitCode {
         eprintln!("--page-size must be at least 1 and at least one --resource-group is needed");
         return ExitCode::from(64);
     }
+    let rate_limits = match rate_limits(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
     let config = Config {
         subscription_id: args.subscription_id,
         tenant_id: args.tenant_id,
@@ -85,6 +127,9 @@ async fn main() -> ExitCode {
             .spec
             .unwrap_or_else(skylet_aci_emulator::default_spec_path),
         bind: args.bind,
+        container_group_quota: args.container_group_quota,
+        core_quota: args.core_quota,
+        rate_limits,
         ..Config::default()
     };
     let emulator = match Emulator::start(config).await {

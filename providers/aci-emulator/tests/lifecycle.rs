@@ -259,6 +259,65 @@ async fn throttling_answers_429_with_retry_after() {
     emu.shutdown().await;
 }
 
+#[tokio::test]
+async fn rate_limit_buckets_answer_429_when_empty_as_arm_and_aci_do() {
+    use skylet_aci_emulator::limits::{Covers, RateLimit};
+    let (emu, client) = setup(Config {
+        rate_limits: vec![
+            RateLimit::new("reads", Covers::Reads, 2, 0.01),
+            RateLimit::new("writes", Covers::Writes, 3, 0.01),
+            RateLimit::new("creates-5m", Covers::GroupCreates, 1, 0.01),
+        ],
+        ..Config::default()
+    })
+    .await;
+    // ARM's subscription reads: 2, then 429 with the wait in whole seconds
+    for _ in 0..2 {
+        assert_eq!(client.get_group("g").await.status, StatusCode::NOT_FOUND);
+    }
+    let r = client.get_group("g").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
+    );
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((90..=100).contains(&after), "{after}");
+    // ACI's creates: the first group, then 429; an update of it is no create
+    let g = simple_group(&[]);
+    assert_eq!(client.put_group("a", &g).await.status, StatusCode::CREATED);
+    let r = client.put_group("b", &g).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
+    assert_eq!(client.put_group("a", &g).await.status, StatusCode::OK);
+    // the writes bucket (3) is empty now: the layer before ACI's answers
+    let r = client.put_group("a", &g).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let stats = emu.stats();
+    assert_eq!(stats.throttled, 3);
+    assert_eq!(
+        (
+            stats.limits["reads"].admitted,
+            stats.limits["reads"].throttled
+        ),
+        (2, 1)
+    );
+    assert_eq!(
+        (
+            stats.limits["writes"].admitted,
+            stats.limits["writes"].throttled
+        ),
+        (3, 1)
+    );
+    assert_eq!(
+        (
+            stats.limits["creates-5m"].admitted,
+            stats.limits["creates-5m"].throttled
+        ),
+        (1, 1)
+    );
+    assert_eq!(stats.invalid_responses, 0);
+    emu.shutdown().await;
+}
+
 async fn logs(client: &Client, group: &str, query: &str) -> String {
     let r = client
         .group_call(

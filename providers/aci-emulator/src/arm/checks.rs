@@ -3,18 +3,20 @@
 //! resource group, body.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use serde_json::Value;
 
 use super::reply::{ArmError, ArmResult};
 use super::{Req, Target, operation, operations};
 use crate::App;
+use crate::limits::Covers;
 use crate::spec::{Operation, ParamIn};
 /// The checks every ARM call passes, then the operation.
 pub(super) fn checked(app: &Arc<App>, target: Target<'_>, r: &mut Req, bytes: &[u8]) -> ArmResult {
     authenticated(app, r)?;
-    not_throttled(app)?;
+    not_throttled(app, r)?;
     api_version(app, r)?;
     subscription(app, target, r)?;
     let op = match target {
@@ -58,19 +60,31 @@ fn authenticated(app: &App, r: &Req) -> Result<(), ArmError> {
     Err(e)
 }
 
-/// No throttling ordered by the test (429 `TooManyRequests`).
-fn not_throttled(app: &App) -> Result<(), ArmError> {
-    let Some(after) = app.take_throttle() else {
-        return Ok(());
+/// No throttling ordered by the test, and a token of the subscription's
+/// bucket for the request's kind (GET: reads, DELETE: deletes, the rest:
+/// writes; [`crate::limits`]): else 429 `TooManyRequests`.
+fn not_throttled(app: &App, r: &Req) -> Result<(), ArmError> {
+    if let Some(after) = app.take_throttle() {
+        return Err(too_many_requests(after));
+    }
+    let kind = match r.method {
+        Method::GET | Method::HEAD => Covers::Reads,
+        Method::DELETE => Covers::Deletes,
+        _ => Covers::Writes,
     };
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    app.take_limit(kind).map_err(too_many_requests)
+}
+
+/// ARM's 429 `TooManyRequests`, `Retry-After` in whole seconds (at least 1).
+pub(super) fn too_many_requests(after: Duration) -> ArmError {
+    let secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
     let mut e = ArmError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "TooManyRequests",
         format!("The request is being throttled. Please retry after {secs} seconds."),
     );
     e.headers.push((header::RETRY_AFTER, secs.to_string()));
-    Err(e)
+    e
 }
 
 /// The spec's api-version (400 `MissingApiVersionParameter` /

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::operations::lro_headers;
 use super::reply::{ArmError, ArmResult, Reply};
 use super::{PROVIDER, Req, quota};
+use crate::limits::Covers;
 use crate::state::{self, Group, OpKind};
 use crate::{App, rules};
 
@@ -84,6 +85,8 @@ pub(super) fn put_group(app: &Arc<App>, rg: &str, name: &str, body: Value) -> Ar
             }
         }
     } else {
+        app.take_limit(Covers::GroupCreates)
+            .map_err(super::checks::too_many_requests)?;
         quota::admit(app, &store, &body)?;
         let ip = Group::wants_ip(&body).map(|private| store.next_ip(private));
         let mut group = Group::new(rg_name(app, rg), name, body, ip);
@@ -187,6 +190,11 @@ pub(super) fn delete_group(app: &Arc<App>, rg: &str, name: &str) -> ArmResult {
     {
         return Ok(lro_headers(app, Reply::empty(StatusCode::ACCEPTED), &op));
     }
+    app.take_limit(Covers::GroupDeletes)
+        .map_err(super::checks::too_many_requests)?;
+    let Some(group) = store.groups.get_mut(&key) else {
+        return Ok(Reply::empty(StatusCode::NO_CONTENT));
+    };
     group.stop();
     group.provisioning = "Deleting";
     let old = group.pending_op.take();
