@@ -11,6 +11,7 @@
 //! | `exit [N]` | ends the shell with code N (0 by default) |
 //! | `exec CMD...` | runs CMD, then ends the shell with its code |
 //! | `true`, `:`, `false` | exit 0, 0, 1 |
+//! | `printf FORMAT [ARG...]` | prints FORMAT with `%s`, `%d` and `%%` taking ARGs in turn, and the escapes `\n`, `\r`, `\t`, `\\` and `\NNN` (octal) |
 //! | `sh -c SCRIPT` | runs SCRIPT's statements; its code is the last one's |
 //! | `sh` | runs the lines read from stdin; prompts `$ ` when [`Session::interactive`] |
 //!
@@ -19,6 +20,9 @@
 //! ([`Session::command`]); anything else is [`Session::not_found`], exit
 //! 127. A script with an open quote is a syntax error (exit 2) and runs
 //! nothing.
+//!
+//! The one expansion is `$?` (in any word, quoted or not): the code of the
+//! previous statement of the script, or of the previous line of `sh`.
 
 use std::{future::Future, pin::Pin};
 
@@ -95,6 +99,8 @@ pub trait Session: Send {
 pub struct Shell<'a, S> {
     io: &'a mut S,
     sandbox: &'a Sandbox,
+    /// The code of the last statement (`$?`).
+    status: i32,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -102,7 +108,11 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 impl<'a, S: Session> Shell<'a, S> {
     /// A shell on `io` in `sandbox`.
     pub fn new(io: &'a mut S, sandbox: &'a Sandbox) -> Self {
-        Self { io, sandbox }
+        Self {
+            io,
+            sandbox,
+            status: 0,
+        }
     }
 
     /// Runs a command given as argv.
@@ -124,6 +134,10 @@ impl<'a, S: Session> Shell<'a, S> {
                 "sleep" => self.sleep(args).await,
                 "exit" => return self.exit(args).await,
                 "exec" if !args.is_empty() => return Flow::Exit(self.run(args).await.code()),
+                "printf" if let Some((format, rest)) = args.split_first() => {
+                    self.out(&printf(format, rest)).await;
+                    0
+                }
                 "true" | ":" | "exec" => 0,
                 "false" => 1,
                 name if syntax::is_shell(name) => self.sh(args).await,
@@ -151,7 +165,15 @@ impl<'a, S: Session> Shell<'a, S> {
         }
         let mut last = 0;
         for statement in &script.statements {
-            match self.run(&statement.words).await {
+            let status = self.status.to_string();
+            let words: Vec<String> = statement
+                .words
+                .iter()
+                .map(|w| w.replace("$?", &status))
+                .collect();
+            let flow = self.run(&words).await;
+            self.status = flow.code();
+            match flow {
                 Flow::Exit(code) => return Flow::Exit(code),
                 Flow::Next(code) => last = code,
             }
@@ -176,7 +198,10 @@ impl<'a, S: Session> Shell<'a, S> {
                     }
                     return last;
                 }
-                Input::Interrupt => last = 130,
+                Input::Interrupt => {
+                    last = 130;
+                    self.status = 130;
+                }
                 Input::Line(line) => match self.script(&line).await {
                     Flow::Exit(code) => return code,
                     Flow::Next(code) => last = code,
@@ -269,6 +294,58 @@ impl<'a, S: Session> Shell<'a, S> {
             }
         }
     }
+}
+
+/// `printf FORMAT ARGS...` (see the module docs); a missing argument is
+/// empty (`%s`) or 0 (`%d`), extra ones are ignored.
+fn printf(format: &str, args: &[String]) -> String {
+    let mut out = String::new();
+    let mut args = args.iter();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some(d @ '0'..='7') => {
+                    let mut n = d.to_digit(8).unwrap_or(0);
+                    for _ in 0..2 {
+                        match chars.peek().and_then(|c| c.to_digit(8)) {
+                            Some(v) => {
+                                n = n * 8 + v;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    out.extend(char::from_u32(n));
+                }
+                Some(other) => {
+                    if other != '\\' {
+                        out.push('\\');
+                    }
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '%' => match chars.next() {
+                Some('s') => out.push_str(args.next().map_or("", String::as_str)),
+                Some('d') => {
+                    let n = args.next().and_then(|a| a.trim().parse::<i64>().ok());
+                    out.push_str(&n.unwrap_or(0).to_string());
+                }
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -366,6 +443,24 @@ mod tests {
             (io.stderr.as_str(), code),
             ("sleep: invalid time interval 'x'\n", 1)
         );
+    }
+
+    #[tokio::test]
+    async fn printf_and_the_last_status() {
+        let (io, code) = run(
+            &[
+                "sh",
+                "-c",
+                r#"false; printf '\036x:%d\036%s\n' "$?" a; exit 3"#,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!((io.stdout.as_str(), code), ("\u{1e}x:1\u{1e}a\n", 3));
+        let (io, _) = run(&["sh"], &["exit 4", "echo never"]).await;
+        assert_eq!(io.stdout, "");
+        let (io, code) = run(&["sh"], &["sh -c 'exit 5'", "printf '%d%%' $?"]).await;
+        assert_eq!((io.stdout.as_str(), code), ("5%", 0));
     }
 
     #[tokio::test]
