@@ -388,6 +388,28 @@ async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_a
         .find(|g| g["tags"]["skylet-pod-name"] == pod.as_str())
         .unwrap();
     assert_eq!(out.trim_end(), group["name"].as_str().unwrap());
+    // exec: the command's exit code reaches kubectl, though ACI reports none
+    // (skylet runs it under /bin/sh and cuts the code's marker out)
+    let run = cp
+        .kubectl()
+        .args([
+            "exec",
+            "-n",
+            ns,
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo failing; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{run:?}");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "failing\n");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("command terminated with exit code 3"),
+        "{run:?}"
+    );
 
     // delete: pods and groups go
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);

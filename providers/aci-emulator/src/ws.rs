@@ -8,6 +8,7 @@
 //! shell of `skylet-toysh` (the one the containers' programs speak; see
 //! `skylet_toysh::exec`): `echo`, `env`/`printenv`, `cat` (stdin to output
 //! until the client closes; no files), `exit N`, `true`, `false`, `sleep`,
+//! `printf` (and `$?`, which skylet's exit-code wrapper uses),
 //! `sh`/`/bin/sh`/`bash` (reads stdin lines, splits them with POSIX quoting,
 //! runs them; `exec CMD...` runs CMD and ends the session, `exit` ends it;
 //! `sh -c SCRIPT` runs SCRIPT's statements), plus the emulator's own

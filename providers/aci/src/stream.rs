@@ -3,14 +3,22 @@
 //!
 //! # Exec
 //! Containers_ExecuteCommand takes one `command` string that ACI splits on
-//! whitespace and runs without a shell, so arguments with spaces (or empty
-//! ones) cannot be passed as they are. [`command_line`] sends `a b c` as it
-//! is when no argument needs quoting, and otherwise runs `/bin/sh` and
-//! writes `exec <argv, POSIX-shell-quoted>\n` as the first input bytes (the
-//! container then needs a `/bin/sh`; with a terminal, the shell echoes that
-//! line). The client connects to the answer's WebSocket, sends the password
-//! as the first text message, then the preamble, then stdin as binary
-//! messages; the server's messages are the output.
+//! whitespace and runs without a shell, and its WebSocket never says how
+//! the command ended. So by default ([`Config::exec_exit_code`]) skylet
+//! runs `/bin/sh` and writes as its first input the line `<argv,
+//! POSIX-shell-quoted>; printf '\036skylet-exit:%d\036' "$?"; exit`
+//! ([`skylet_provider::exit_marker`]): the arguments stay apart and the
+//! shell prints the command's exit code in a marker that skylet cuts out
+//! of the output and returns. The container then needs a `/bin/sh`; a
+//! session that ends without the marker (no shell, or the shell was
+//! killed) is an error that says so. With `--aci-exec-exit-code=false`,
+//! [`command_line`] sends `a b c` as it is when no argument needs quoting
+//! (otherwise `/bin/sh` and `exec <argv, quoted>` as the first input), and
+//! the exit code is always 0, whatever the command returned. With a
+//! terminal, the shell echoes the line it was given. The client connects
+//! to the answer's WebSocket, sends the password as the first text
+//! message, then the preamble, then stdin as binary messages; the server's
+//! messages are the output.
 //!
 //! * Output: ACI merges stderr into stdout; everything goes to `stdout`
 //!   (drained when the client did not ask for it); `stderr` is closed at once.
@@ -21,8 +29,6 @@
 //!   stdin is sent as Ctrl-D (the terminal turns it into end-of-file),
 //!   without one it cannot be signalled and the command keeps running until
 //!   it ends by itself or the client leaves.
-//! * Exit code: **ACI reports none**; a session the server closed normally
-//!   is `ExitStatus::Code(0)`, whatever the command returned.
 //!
 //! # Attach
 //! Containers_Attach answers a WebSocket and a password sent as the
@@ -51,7 +57,11 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest, http::HeaderValue},
 };
 
+use skylet_provider::exit_marker;
+
 use crate::client::{ArmClient, Session};
+#[cfg(doc)]
+use crate::config::Config;
 
 /// How long exec waits for the client's first terminal size.
 pub const RESIZE_WAIT: Duration = Duration::from_secs(1);
@@ -83,18 +93,29 @@ fn transient(what: &str, e: impl std::fmt::Display) -> ProviderError {
     ProviderError::transient(format!("{what}: {e}"))
 }
 
-/// Runs `argv` in `container` of `group`, wired to `io`.
+/// The `command` and first input line that run `argv` under `/bin/sh`,
+/// printing its exit code in the marker (see the module docs).
+pub fn wrapped_command_line(argv: &[String]) -> (String, String) {
+    (
+        "/bin/sh".to_owned(),
+        format!("{}; exit\n", exit_marker::script(argv)),
+    )
+}
+
+/// Runs `argv` in `container` of `group`, wired to `io`; with
+/// `exit_code`, under `/bin/sh` so that its exit code is known.
 ///
 /// # Errors
 /// See the module docs.
 pub async fn exec(
     client: &ArmClient,
     rg: &str,
-    group: &str,
-    container: &str,
+    target: (&str, &str),
     argv: &[String],
+    exit_code: bool,
     io: ExecIo,
 ) -> Result<ExitStatus> {
+    let (group, container) = target;
     if argv.is_empty() || argv.iter().all(String::is_empty) {
         return Err(ProviderError::Unsupported(
             "exec needs a command".to_owned(),
@@ -105,7 +126,12 @@ pub async fn exec(
             "exec arguments cannot contain NUL bytes".to_owned(),
         ));
     }
-    let (command, preamble) = command_line(argv);
+    let (command, preamble) = if exit_code {
+        let (command, line) = wrapped_command_line(argv);
+        (command, Some(line))
+    } else {
+        command_line(argv)
+    };
     let ExecIo {
         stdin,
         stdout,
@@ -132,7 +158,8 @@ pub async fn exec(
             .await
             .map_err(|e| transient("could not send the exec command", e))?;
     }
-    pump(ws, stdin, stdout, Input::Forward { tty }, resize).await
+    let filter = exit_code.then(exit_marker::Filter::new);
+    pump(ws, stdin, stdout, Input::Forward { tty }, resize, filter).await
 }
 
 /// Attaches `io` to the output of `container` in `group` (no input: see
@@ -161,7 +188,7 @@ pub async fn attach(
     }
     tracing::debug!(uri = %session.uri, "attach session opened");
     let ws = connect(client, &session, true).await?;
-    pump(ws, stdin, stdout, Input::Discard, resize).await
+    pump(ws, stdin, stdout, Input::Discard, resize, None).await
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -210,35 +237,49 @@ async fn read_some(r: &mut Option<Reader>, buf: &mut [u8]) -> std::io::Result<us
     }
 }
 
+/// How a session ended.
+enum End {
+    /// The server closed the socket.
+    Closed,
+    /// The client went away.
+    Gone,
+}
+
 /// Copies between the WebSocket and the streams until the server closes
-/// the socket or the client goes away.
+/// the socket or the client goes away; with `filter`, the exit code is its
+/// marker's.
 async fn pump(
     mut ws: Ws,
     mut stdin: Option<Reader>,
     mut stdout: Option<Writer>,
     input: Input,
     mut resize: Option<tokio::sync::mpsc::Receiver<skylet_provider::TermSize>>,
+    mut filter: Option<exit_marker::Filter>,
 ) -> Result<ExitStatus> {
     let mut buf = vec![0u8; 16 * 1024];
-    let outcome = loop {
+    let outcome: Result<End> = loop {
         tokio::select! {
             msg = ws.next() => {
                 let data: Bytes = match msg {
                     Some(Ok(Message::Binary(b))) => b,
                     Some(Ok(Message::Text(t))) => Bytes::from(t),
-                    Some(Ok(Message::Close(_))) | None => break Ok(ExitStatus::Code(0)),
+                    Some(Ok(Message::Close(_))) | None => break Ok(End::Closed),
                     Some(Ok(_)) => continue,
                     Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
-                        break Ok(ExitStatus::Code(0));
+                        break Ok(End::Closed);
                     }
                     Some(Err(e)) => break Err(transient("the ACI WebSocket failed", e)),
+                };
+                let data = match filter.as_mut() {
+                    Some(f) => f.push(&data).into_owned().into(),
+                    None => data,
                 };
                 if let Some(out) = stdout.as_mut()
                     && out.write_all(&data).await.is_err()
                 {
                     tracing::debug!("client gone, closing the ACI WebSocket");
                     let _ = ws.close(None).await;
-                    break Ok(ExitStatus::Code(0));
+                    break Ok(End::Gone);
                 }
                 if let Some(out) = stdout.as_mut() {
                     let _ = out.flush().await;
@@ -263,7 +304,7 @@ async fn pump(
                 };
                 if let Err(e) = ws.send(Message::Binary(chunk)).await {
                     break match e {
-                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Ok(ExitStatus::Code(0)),
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => Ok(End::Closed),
                         e => Err(transient("could not send input to ACI", e)),
                     };
                 }
@@ -276,10 +317,22 @@ async fn pump(
             }
         }
     };
+    let held = filter.as_mut().map(exit_marker::Filter::flush);
     if let Some(mut out) = stdout {
+        if let Some(held) = held.filter(|h| !h.is_empty()) {
+            let _ = out.write_all(&held).await;
+        }
         let _ = out.shutdown().await;
     }
-    outcome
+    match (outcome?, filter.map(|f| f.code())) {
+        (_, None) | (End::Gone, _) => Ok(ExitStatus::Code(0)),
+        (End::Closed, Some(Some(code))) => Ok(ExitStatus::Code(code)),
+        (End::Closed, Some(None)) => Err(ProviderError::transient(
+            "the command ended without reporting its exit code: skylet runs it under /bin/sh \
+             to learn the code, which ACI does not report; if the image has no /bin/sh, run \
+             skylet with --aci-exec-exit-code=false (the exit code is then always 0)",
+        )),
+    }
 }
 
 async fn recv_resize(
@@ -308,6 +361,19 @@ mod tests {
             .strip_suffix('\n')
             .unwrap();
         shlex::split(line).unwrap()
+    }
+
+    #[test]
+    fn the_wrapped_command_is_one_shell_line_that_prints_the_code() {
+        let a = argv(&["printf", "%s\n", "a  b"]);
+        let (cmd, line) = wrapped_command_line(&a);
+        assert_eq!(cmd, "/bin/sh");
+        let (script, end) = line.rsplit_once("; printf").unwrap();
+        assert_eq!(shlex::split(script).unwrap(), a);
+        assert_eq!(
+            end,
+            concat!(r#" '\036skylet-exit:%d\036' "$?"; exit"#, "\n")
+        );
     }
 
     #[test]

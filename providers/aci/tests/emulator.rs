@@ -492,30 +492,53 @@ async fn exec_keeps_arguments_apart() {
     create(&env, "ex", &["sleep", "infinity"]).await;
     let c = &env.client;
 
-    // plain: sent as it is
+    // without the exit-code wrapper, plain: sent as it is
     let (io, mut out, _) = exec_io(None, false);
     let argv = vec!["echo".to_owned(), "plain".to_owned(), "words".to_owned()];
-    let status = stream::exec(c, RG, "ex", "main", &argv, io).await.unwrap();
+    let status = stream::exec(c, RG, ("ex", "main"), &argv, false, io)
+        .await
+        .unwrap();
     assert_eq!(status, ExitStatus::Code(0));
     let mut text = String::new();
     out.read_to_string(&mut text).await.unwrap();
     assert_eq!(text, "plain words\n");
 
-    // an argument with spaces: through /bin/sh and the quoted preamble
-    let (io, mut out, _) = exec_io(None, false);
-    let argv = vec!["echo".to_owned(), "two  spaces".to_owned()];
-    let status = stream::exec(c, RG, "ex", "main", &argv, io).await.unwrap();
-    assert_eq!(status, ExitStatus::Code(0));
-    let mut text = String::new();
-    out.read_to_string(&mut text).await.unwrap();
-    assert_eq!(text, "two  spaces\n");
+    // an argument with spaces: through /bin/sh and the quoted preamble,
+    // with the wrapper or without
+    for wrapped in [true, false] {
+        let (io, mut out, _) = exec_io(None, false);
+        let argv = vec!["echo".to_owned(), "two  spaces".to_owned()];
+        let status = stream::exec(c, RG, ("ex", "main"), &argv, wrapped, io)
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Code(0));
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "two  spaces\n", "wrapped: {wrapped}");
+    }
+
+    // the wrapper learns the exit code; without it, ACI says nothing: 0
+    for (wrapped, code) in [(true, 3), (false, 0)] {
+        let (io, mut out, _) = exec_io(None, false);
+        let argv: Vec<String> = ["sh", "-c", "echo bye; exit 3"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let status = stream::exec(c, RG, ("ex", "main"), &argv, wrapped, io)
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Code(code), "wrapped: {wrapped}");
+        let mut text = String::new();
+        out.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "bye\n");
+    }
 
     // stdin goes to the command (a shell reading it; `exit` ends the
     // session, as ACI cannot be told that stdin ended)
     let (io, mut out, _) = exec_io(Some(b"echo from stdin\nexit\n"), false);
     let argv = vec!["sh".to_owned()];
     let (status, text) = tokio::time::timeout(Duration::from_secs(10), async {
-        let status = stream::exec(c, RG, "ex", "main", &argv, io);
+        let status = stream::exec(c, RG, ("ex", "main"), &argv, true, io);
         let read = async {
             let mut text = String::new();
             let _ = out.read_to_string(&mut text).await;
@@ -530,7 +553,7 @@ async fn exec_keeps_arguments_apart() {
 
     // missing container: NotFound before any socket
     let (io, _out, _) = exec_io(None, false);
-    let e = stream::exec(c, RG, "ex", "nope", &argv, io)
+    let e = stream::exec(c, RG, ("ex", "nope"), &argv, true, io)
         .await
         .unwrap_err();
     assert!(matches!(e, ProviderError::NotFound(_)), "{e:?}");
@@ -551,7 +574,7 @@ async fn exec_with_a_terminal_waits_for_its_size() {
         .await
         .unwrap();
     let argv = vec!["echo".to_owned(), "hi".to_owned()];
-    let status = stream::exec(&env.client, RG, "tty", "main", &argv, io)
+    let status = stream::exec(&env.client, RG, ("tty", "main"), &argv, true, io)
         .await
         .unwrap();
     assert_eq!(status, ExitStatus::Code(0));

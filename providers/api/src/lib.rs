@@ -47,6 +47,7 @@ pub mod billing;
 pub mod bounded;
 pub mod checks;
 mod error;
+pub mod exit_marker;
 pub mod kind;
 pub mod logs;
 pub mod metrics;
