@@ -79,14 +79,13 @@ pub struct Config {
     pub cluster_domain: Option<String>,
     /// Node capacity.
     pub capacity: Capacity,
+    /// Changes to the published API rate limits kept on skylet's side
+    /// ([`crate::client::limits`]); empty: the published figures.
+    pub rate_limits: Vec<skylet_provider::ratelimit::Override>,
     /// How often `kubectl logs -f` polls ACI for new lines.
     pub log_poll_interval: Duration,
     /// Attempts per ARM call (429 and 5xx are retried).
     pub max_attempts: u32,
-    /// Run exec commands under `/bin/sh` so that their exit code is known
-    /// (ACI reports none; `crate::stream`); off: as ACI runs them, exit
-    /// code always 0.
-    pub exec_exit_code: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -143,8 +142,8 @@ impl Config {
             dns_options: None,
             cluster_domain: None,
             capacity: Capacity::default(),
+            rate_limits: Vec::new(),
             log_poll_interval: Duration::from_secs(2),
-            exec_exit_code: true,
             max_attempts: 5,
         }
     }
@@ -226,6 +225,19 @@ impl Config {
         if self.max_attempts == 0 {
             return Err("aci-max-attempts: must be at least 1".into());
         }
+        self.buckets().map_err(|e| format!("aci-rate-limit: {e}"))?;
         Ok(())
+    }
+
+    /// The API rate limits in force: the published buckets with
+    /// [`Config::rate_limits`] applied.
+    ///
+    /// # Errors
+    /// A change naming no published bucket.
+    pub fn buckets(&self) -> Result<skylet_provider::ratelimit::Buckets, String> {
+        skylet_provider::ratelimit::Buckets::new(
+            crate::client::limits::PUBLISHED,
+            &self.rate_limits,
+        )
     }
 }

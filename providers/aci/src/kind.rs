@@ -99,6 +99,16 @@ pub struct Args {
     /// Cluster DNS domain for the search path of ClusterFirst pods (with --aci-dns-nameservers).
     #[arg(long, env = "SKYLET_ACI_CLUSTER_DOMAIN")]
     pub aci_cluster_domain: Option<String>,
+    /// Change a published API rate limit kept on skylet's side: NAME=CAPACITY:REFILL_PER_SECOND
+    /// or NAME=off (repeatable or comma-separated; buckets reads, writes, deletes, creates-5m,
+    /// creates-1h, deletes-5m, deletes-1h).
+    #[arg(
+        long = "aci-rate-limit",
+        env = "SKYLET_ACI_RATE_LIMITS",
+        value_delimiter = ',',
+        value_name = "NAME=C:R"
+    )]
+    pub aci_rate_limit: Vec<String>,
     /// Node capacity, e.g. cpu=100,memory=400Gi,pods=100 (default: the location's quota).
     #[arg(long, env = "SKYLET_ACI_CAPACITY")]
     pub aci_capacity: Option<String>,
@@ -108,11 +118,6 @@ pub struct Args {
     /// Attempts per ARM call.
     #[arg(long, env = "SKYLET_ACI_MAX_ATTEMPTS")]
     pub aci_max_attempts: Option<u32>,
-    /// Run `kubectl exec` commands under /bin/sh to learn their exit code,
-    /// which ACI does not report (default true; false: images without
-    /// /bin/sh, exit code always 0).
-    #[arg(long, env = "SKYLET_ACI_EXEC_EXIT_CODE")]
-    pub aci_exec_exit_code: Option<bool>,
 }
 
 /// The `aci:` section of the config file.
@@ -137,9 +142,9 @@ pub struct File {
     dns_options: Option<String>,
     cluster_domain: Option<String>,
     capacity: Option<String>,
+    rate_limits: Option<Vec<String>>,
     log_poll_interval: Option<f64>,
     max_attempts: Option<u32>,
-    exec_exit_code: Option<bool>,
 }
 
 impl Kind for Aci {
@@ -244,6 +249,11 @@ fn configure(args: Args, f: File, node_name: &str) -> Result<Config, ConfigError
     if let Some(spec) = args.aci_capacity.or(f.capacity) {
         c.capacity = parse_capacity(&spec)?;
     }
+    c.rate_limits = or_vec(args.aci_rate_limit, f.rate_limits)
+        .iter()
+        .map(|s| skylet_provider::ratelimit::parse_override(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::new("aci-rate-limit", e))?;
     if let Some(s) = args.aci_log_poll_interval.or(f.log_poll_interval) {
         if !(s.is_finite() && (0.1..=60.0).contains(&s)) {
             return Err(ConfigError::new(
@@ -255,9 +265,6 @@ fn configure(args: Args, f: File, node_name: &str) -> Result<Config, ConfigError
     }
     if let Some(n) = args.aci_max_attempts.or(f.max_attempts) {
         c.max_attempts = n;
-    }
-    if let Some(b) = args.aci_exec_exit_code.or(f.exec_exit_code) {
-        c.exec_exit_code = b;
     }
     c.check().map_err(|message| {
         let (field, rest) = message
@@ -284,6 +291,7 @@ const FIELDS: &[&str] = &[
     "aci-client-id",
     "aci-client-secret-file",
     "aci-max-attempts",
+    "aci-rate-limit",
 ];
 
 /// `cpu=100,memory=400Gi,pods=100[,nvidia.com/gpu=4]`: any subset; the rest
@@ -378,6 +386,36 @@ mod tests {
             !format!("{a:?}").contains("s3cret"),
             "Debug must not show the secret"
         );
+    }
+
+    #[test]
+    fn rate_limits_are_the_published_ones_changed_by_name() {
+        let base = ["--aci-subscription-id", SUB, "--aci-resource-group", "rg"];
+        let with = |extra: &[&str], yaml: &str| {
+            let mut flags = base.to_vec();
+            flags.extend_from_slice(&["--aci-location", "westeurope"]);
+            flags.extend_from_slice(extra);
+            load(&flags, yaml)
+        };
+        let names = |c: &Config| -> Vec<(&'static str, u32)> {
+            c.buckets()
+                .unwrap()
+                .specs()
+                .iter()
+                .map(|b| (b.name, b.capacity))
+                .collect()
+        };
+        let c = with(&[], "").unwrap();
+        assert_eq!(names(&c).len(), 7, "the published buckets by default");
+        let c = with(&["--aci-rate-limit", "writes=400:20,creates-1h=off"], "").unwrap();
+        let n = names(&c);
+        assert!(n.contains(&("writes", 400)) && n.len() == 6, "{n:?}");
+        let c = with(&[], "rate-limits: [creates-5m=off]").unwrap();
+        assert_eq!(names(&c).len(), 6);
+        for bad in ["nope=1:1", "writes=1"] {
+            let e = with(&["--aci-rate-limit", bad], "").unwrap_err();
+            assert!(e.contains("aci-rate-limit"), "{e}");
+        }
     }
 
     #[test]

@@ -327,6 +327,8 @@ fn client_config(c: &Config, metrics: ApiMetrics) -> client::ClientConfig {
     cc.ca_file = c.ca_file.clone();
     cc.max_attempts = c.max_attempts;
     cc.metrics = metrics;
+    // checked by Config::check
+    cc.rate_limits = c.buckets().unwrap_or_default();
     cc
 }
 
@@ -488,9 +490,9 @@ impl Provider for AciProvider {
         stream::exec(
             &self.inner.client,
             self.rg(),
-            (&group, container),
+            &group,
+            container,
             &command,
-            self.inner.config.exec_exit_code,
             io,
         )
         .await

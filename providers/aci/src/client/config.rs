@@ -126,6 +126,9 @@ pub struct ClientConfig {
     pub user_agent: Option<String>,
     /// Where calls are counted (detached counters by default).
     pub metrics: ApiMetrics,
+    /// The API rate limits kept on this side (none by default; the backend
+    /// uses [`super::limits::PUBLISHED`] with the user's changes).
+    pub rate_limits: skylet_provider::ratelimit::Buckets,
 }
 
 impl ClientConfig {
@@ -143,6 +146,7 @@ impl ClientConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             user_agent: None,
             metrics: ApiMetrics::detached("azure-aci"),
+            rate_limits: skylet_provider::ratelimit::Buckets::none(),
         }
     }
 }

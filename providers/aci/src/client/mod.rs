@@ -21,6 +21,7 @@
 //! | container groups: put, get, list, stop, delete | [`groups`] |
 //! | containers: logs, exec, attach | [`containers`] |
 //! | location usages (quotas) | [`usages`] |
+//! | ARM's and ACI's API rate limits, kept on skylet's side | [`limits`] |
 //! | Azure Monitor metrics of groups (`kubectl top`) | [`monitor`] |
 //!
 //! # Transport
@@ -43,6 +44,12 @@
 //! stop POST, but not exec/attach (each creates a session). Credential
 //! failures are not retried. What is still failing after that is an
 //! [`ArmError`]; `impl From<ArmError> for ProviderError` classifies it.
+//!
+//! # Rate limits
+//! Every attempt first takes a token of each of [`ClientConfig::rate_limits`]'
+//! buckets covering its operation ([`limits`]: ARM's subscription reads,
+//! writes and deletes, ACI's creates and deletes), so the client stays
+//! under ARM's limits and a burst is spread over time, not throttled.
 //!
 //! # Metrics
 //! Through the core's [`ApiMetrics`] ([`ClientConfig::metrics`]), service
@@ -73,6 +80,7 @@ mod config;
 mod containers;
 mod error;
 mod groups;
+pub mod limits;
 mod lro;
 pub mod monitor;
 mod ops;
@@ -126,6 +134,7 @@ pub struct ArmClient {
     tls: Arc<rustls::ClientConfig>,
     max_attempts: u32,
     metrics: ApiMetrics,
+    rate_limits: skylet_provider::ratelimit::Buckets,
 }
 
 impl fmt::Debug for ArmClient {
@@ -214,6 +223,7 @@ impl ArmClient {
             tls: Arc::new(tls),
             max_attempts: cfg.max_attempts.max(1),
             metrics: cfg.metrics,
+            rate_limits: cfg.rate_limits,
         })
     }
 

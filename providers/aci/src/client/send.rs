@@ -1,4 +1,5 @@
-//! One ARM request, retried: [`ArmClient::send`] makes the attempts (408,
+//! One ARM request, retried: [`ArmClient::send`] makes the attempts, each
+//! after a token of the rate limits' buckets ([`super::limits`]) (408,
 //! 429 and 5xx but 501/505, up to [`ClientConfig::max_attempts`](super::ClientConfig),
 //! waiting what `Retry-After` says, else backoff: [`super::retry`];
 //! connection failures always, other I/O failures only for idempotent
@@ -96,6 +97,7 @@ impl ArmClient {
         self.metrics.call(service, op.name);
         let mut attempt = 1u32;
         loop {
+            self.rate_limits.acquire(op.name).await;
             let mut req = Request::new(url.clone(), method);
             req.insert_header(ACCEPT, HeaderValue::from_static("application/json"));
             if let Some(b) = &body {
