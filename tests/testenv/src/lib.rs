@@ -22,10 +22,15 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+pub mod backends;
+pub mod crash;
+pub mod faults;
 pub mod k8s;
 pub mod kwok;
 mod moto;
+pub mod proxy;
 mod skylet;
+pub mod soak;
 pub mod suite;
 pub use moto::Moto;
 pub use skylet::{SKYLET_USER, Skylet, free_port};

@@ -49,10 +49,16 @@ pub fn free_port() -> u16 {
 static SETUP: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
 
 fn setup(cp: &ControlPlane) -> PathBuf {
+    setup_user(cp, SKYLET_USER)
+}
+
+/// As [`setup`], for `user` (bound to the same ClusterRole).
+fn setup_user(cp: &ControlPlane, user: &str) -> PathBuf {
     let mut done = SETUP
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, kc)) = done.iter().find(|(n, _)| *n == cp.name) {
+    let key = format!("{}/{user}", cp.name);
+    if let Some((_, kc)) = done.iter().find(|(n, _)| *n == key) {
         return kc.clone();
     }
     let rbac = repo_root().join("deploy/manifests/rbac.yaml");
@@ -69,17 +75,15 @@ fn setup(cp: &ControlPlane) -> PathBuf {
         .args([
             "create",
             "clusterrolebinding",
-            SKYLET_USER,
+            user,
             "--clusterrole=skylet",
-            &format!("--user={SKYLET_USER}"),
+            &format!("--user={user}"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let kc = cp
-        .kubeconfig_for(SKYLET_USER, &[])
-        .expect("kubeconfig for skylet");
-    done.push((cp.name.clone(), kc.clone()));
+    let kc = cp.kubeconfig_for(user, &[]).expect("kubeconfig for skylet");
+    done.push((key, kc.clone()));
     kc
 }
 
@@ -98,7 +102,21 @@ impl Skylet {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Skylet {
-        let kubeconfig = setup(cp);
+        Self::start_as(cp, bin, node, args, env, SKYLET_USER)
+    }
+
+    /// As [`Skylet::start_with_env`], authenticated as `user` (bound to
+    /// the ClusterRole of deploy/manifests/rbac.yaml like [`SKYLET_USER`]),
+    /// for a test that restricts that user further.
+    pub fn start_as(
+        cp: &ControlPlane,
+        bin: &Path,
+        node: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        user: &str,
+    ) -> Skylet {
+        let kubeconfig = setup_user(cp, user);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
@@ -214,6 +232,12 @@ impl Skylet {
         s
     }
 
+    /// The kubeconfig it runs with (its user's, unless the environment
+    /// gave another).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// The directory `{dir}` of [`Skylet::start_fleet`].
     pub fn dir(&self) -> &Path {
         self._dir.path()
@@ -225,10 +249,11 @@ impl Skylet {
             .append(true)
             .open(&self.log)
             .expect("log file");
+        // the caller's environment wins (a KUBECONFIG through a proxy)
         let child = Command::new(&self.bin)
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", &self.kubeconfig)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("SKYLET_TEST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
@@ -272,10 +297,45 @@ impl Skylet {
         self.spawn();
     }
 
-    /// Starts it again after [`Skylet::stop`] or [`Skylet::kill`].
+    /// Starts it again after [`Skylet::stop`] or [`Skylet::kill`] (or
+    /// after it exited by itself).
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "skylet is still running");
+        if let Some(child) = self.child.as_mut() {
+            assert!(
+                child.try_wait().ok().flatten().is_some(),
+                "skylet is still running"
+            );
+            self.child = None;
+        }
         self.spawn();
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process runs (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Its resident set size and open file descriptors now (from /proc).
+    pub fn rss_and_fds(&self) -> Option<(u64, usize)> {
+        let pid = self.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        Some((kib * 1024, fds))
     }
 
     /// Makes the simulated backend unreachable (`true`) or reachable again.
@@ -329,6 +389,12 @@ impl Skylet {
 impl Drop for Skylet {
     fn drop(&mut self) {
         self.kill();
+        // SKYLET_TEST_LOG_DIR keeps every skylet's whole log (`<node>-<port>.log`)
+        if let Some(dir) = std::env::var_os("SKYLET_TEST_LOG_DIR") {
+            let to = Path::new(&dir).join(format!("{}-{}.log", self.node, self.port));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&self.log, to);
+        }
         if std::thread::panicking() {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();

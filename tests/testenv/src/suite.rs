@@ -13,6 +13,13 @@
 //! | [`top_and_cpu_autoscaling_follow_the_backend_load`] | `kubectl top pod` and `top node`, `/stats/summary`, through metrics-server, from the backend's own metrics API; a CPU HorizontalPodAutoscaler scales a Deployment up under load and down when it stops (issue #16) |
 //! | [`capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending`] | a quota used up: a Deployment's pods beyond it Failed `BackendCapacityUnavailable`, the node tainted `skylet.io/capacity-exhausted:NoSchedule` and their replacements unschedulable meanwhile, a bare pod Pending with a Warning Event, creates backed off (backends that implement [`WithQuota`]) |
 //!
+//! Two more suites drive every backend through these hooks (plus
+//! [`BackendUnderTest::instances_ever`] and, for a backend with an API of
+//! its own, [`BehindProxy`]): kill -9 during a 200-pod burst and delete
+//! ([`crate::crash`], tests/crash.rs) and injected API faults
+//! ([`crate::faults`], tests/faults.rs), on the backends of
+//! [`crate::backends`].
+//!
 //! A test binary runs the scenarios its backend supports with
 //! [`backend_suite!`](crate::backend_suite), each as a test of its own
 //! (`suite::<scenario>`): tests/ecs.rs (moto cannot refuse a task for
@@ -43,6 +50,7 @@ use crate::{
         deployment, events_of, kubectl, namespace, node_ready, node_template, phase, pods_gone,
         pods_where, running_ready, running_with_ip,
     },
+    proxy::{Api as ProxyApi, FaultProxy, Faults},
     unique_name,
 };
 
@@ -122,6 +130,35 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
         let _ = (s, pod, millicores);
         async {}
     }
+
+    /// Every instance the backend ran for `s`'s node that it still shows,
+    /// stopped or terminating ones included (ECS keeps STOPPED tasks for
+    /// a while): two of one pod here is a pod created twice, even if one
+    /// was stopped since. The crash suite ([`crate::crash`]) counts them.
+    fn instances_ever(&self, s: &Skylet) -> impl Future<Output = Vec<Instance>> + Send {
+        self.instances(s)
+    }
+}
+
+/// A backend with an API of its own that a [`FaultProxy`] can sit in
+/// front of (the fault suite, [`crate::faults`]).
+pub trait BehindProxy: BackendUnderTest {
+    /// Whose error shapes the proxy answers with.
+    const API: ProxyApi;
+
+    /// A proxy in front of the backend's API with `faults` (the backend
+    /// may narrow which requests are eligible: ACI's token endpoint is
+    /// not ARM).
+    fn proxy(&self, faults: Faults) -> FaultProxy;
+
+    /// skylet as `node` on this backend, reaching its API through `proxy`.
+    fn skylet_through(
+        &self,
+        cp: &ControlPlane,
+        node: &str,
+        proxy: &FaultProxy,
+        extra: &[&str],
+    ) -> Skylet;
 }
 
 /// A backend whose quota can be set below what its node advertises (a
