@@ -15,9 +15,13 @@
 //! # Semantics
 //! - The buckets are [`governor`]'s GCRA, which is a token bucket with a
 //!   continuous refill: a bucket of capacity `c` and refill `r`/s admits
-//!   `c` calls at once and then one every `1/r` seconds. A cloud whose
-//!   bucket starts full and refills at the same rate therefore never sees a
-//!   call it would throttle, whatever the latency between the two.
+//!   `c` calls at once and then one every `1/r` seconds.
+//! - A tenth of each bucket (at least one token, [`reserve`]) is left to the
+//!   cloud: calls sent evenly can arrive bunched (one waits for a
+//!   connection, the next does not), and a cloud bucket kept at zero would
+//!   throttle the second of a bunched pair. The reserve absorbs a bunching
+//!   of `reserve / r` seconds (20 s of ARM's writes) and costs a burst only
+//!   those few tokens; the sustained rate is the cloud's.
 //! - An operation covered by several buckets takes one token of each, in
 //!   the order of the backend's list (a layered API: ARM's subscription
 //!   bucket, then the resource provider's own).
@@ -155,10 +159,16 @@ impl Buckets {
         let buckets = specs
             .into_iter()
             .flatten()
-            .map(|spec| Bucket {
-                limiter: RateLimiter::direct_with_clock(quota(&spec), clock.clone()),
-                spec,
-                turn: tokio::sync::Mutex::new(()),
+            .map(|spec| {
+                let ours = BucketSpec {
+                    capacity: spec.capacity - reserve(spec.capacity),
+                    ..spec
+                };
+                Bucket {
+                    limiter: RateLimiter::direct_with_clock(quota(&ours), clock.clone()),
+                    spec,
+                    turn: tokio::sync::Mutex::new(()),
+                }
             })
             .collect();
         Ok(Self {
@@ -195,6 +205,16 @@ impl Buckets {
                 }
             }
         }
+    }
+}
+
+/// The tokens of a cloud bucket of `capacity` that skylet leaves unused: a
+/// tenth, at least one (none of a bucket of one).
+pub fn reserve(capacity: u32) -> u32 {
+    if capacity < 2 {
+        0
+    } else {
+        (capacity / 10).max(1)
     }
 }
 
@@ -236,7 +256,7 @@ mod tests {
     const PUBLISHED: &[BucketSpec] = &[
         BucketSpec {
             name: "writes",
-            capacity: 4,
+            capacity: 5,
             refill_per_second: 20.0,
             operations: &["Put", "Stop"],
         },
@@ -247,6 +267,14 @@ mod tests {
             operations: &["Put"],
         },
     ];
+
+    #[test]
+    fn a_tenth_is_left_to_the_cloud() {
+        assert_eq!(
+            [1, 2, 5, 19, 20, 100, 250].map(reserve),
+            [0, 1, 1, 1, 2, 10, 25]
+        );
+    }
 
     #[test]
     fn overrides_parse_and_name_a_published_bucket() {
@@ -281,7 +309,7 @@ mod tests {
             b.acquire("Stop").await;
         }
         assert!(start.elapsed() < Duration::from_millis(30), "the burst");
-        // 10 more at 20/s: about 0.5 s
+        // (5 less the reserve of 1), then 10 more at 20/s: about 0.5 s
         for _ in 0..10 {
             b.acquire("Stop").await;
         }
@@ -307,7 +335,7 @@ mod tests {
             tokio::spawn(async move { b.acquire("Put").await })
         });
         futures::future::join_all(calls).await;
-        // 4 at once, 20 at 20/s
+        // 4 at once (5 less the reserve), 20 at 20/s
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
