@@ -226,7 +226,8 @@ async fn run_lane(
     let mut live: VecDeque<String> = VecDeque::new();
     let mut next_kill = t0 + offset + plan.kill_every;
     let mut next_sample = t0;
-    let mut pending: Option<(String, Instant)> = None;
+    // the take-over under way: a task that watches the Lease's holder
+    let mut pending: Option<tokio::task::JoinHandle<f64>> = None;
     let mut tick = tokio::time::interval(plan.churn);
     while t0.elapsed() < plan.duration {
         tick.tick().await;
@@ -250,18 +251,20 @@ async fn run_lane(
         {
             let _ = pods.delete(&old, &DeleteParams::default()).await;
         }
-        if let Some((old, at)) = &pending
-            && holder(&client, &lane.node).await.is_some_and(|h| h != *old)
+        if pending
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+            && let Some(t) = pending.take()
+            && let Ok(secs) = t.await
         {
-            report.takeovers.push(at.elapsed().as_secs_f64());
-            pending = None;
+            report.takeovers.push(secs);
         }
         if pending.is_none() && Instant::now() >= next_kill {
             if let Some(h) = holder(&client, &lane.node).await
                 && let Some(i) = leader_index(&lane.replicas, &h)
             {
                 lane.replicas[i].kill();
-                pending = Some((h, Instant::now()));
+                pending = Some(tokio::spawn(takeover(client.clone(), lane.node.clone(), h)));
                 report.kills += 1;
                 lane.replicas[i].start_again();
             }
@@ -277,8 +280,25 @@ async fn run_lane(
             next_sample += plan.sample;
         }
     }
+    if let Some(t) = pending
+        && let Ok(secs) = t.await
+    {
+        report.takeovers.push(secs);
+    }
     finish(&mut lane, &client, &ns, app, &mut report).await;
     report
+}
+
+/// Seconds from now (the kill of `old`) until another replica holds
+/// `node`'s Lease, polled every 100 ms.
+async fn takeover(client: Client, node: String, old: String) -> f64 {
+    let killed = Instant::now();
+    loop {
+        if holder(&client, &node).await.is_some_and(|h| h != old) {
+            return killed.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Which of the lane's replicas leads now.
