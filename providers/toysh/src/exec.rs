@@ -21,8 +21,8 @@
 //! 127. A script with an open quote is a syntax error (exit 2) and runs
 //! nothing.
 //!
-//! The one expansion is `$?` (in any word, quoted or not): the code of the
-//! previous statement of the script, or of the previous line of `sh`.
+//! The one expansion is `$?`, outside single quotes as in sh: the code of
+//! the previous statement of the script, or of the previous line of `sh`.
 
 use std::{future::Future, pin::Pin};
 
@@ -156,7 +156,7 @@ impl<'a, S: Session> Shell<'a, S> {
 
     /// Runs a script: its statements, until one exits.
     pub async fn script(&mut self, source: &str) -> Flow {
-        let script = syntax::split(source);
+        let script = syntax::split_marking_status(source);
         if script.unterminated.is_some() {
             self.io
                 .err("sh: syntax error: unterminated quoted string\n")
@@ -169,7 +169,7 @@ impl<'a, S: Session> Shell<'a, S> {
             let words: Vec<String> = statement
                 .words
                 .iter()
-                .map(|w| w.replace("$?", &status))
+                .map(|w| w.replace(syntax::STATUS, &status))
                 .collect();
             let flow = self.run(&words).await;
             self.status = flow.code();
@@ -461,6 +461,17 @@ mod tests {
         assert_eq!(io.stdout, "");
         let (io, code) = run(&["sh"], &["sh -c 'exit 5'", "printf '%d%%' $?"]).await;
         assert_eq!((io.stdout.as_str(), code), ("5%", 0));
+        // quoted for a nested shell: expanded there, after its command
+        let (io, _) = run(
+            &[
+                "sh",
+                "-c",
+                r#"sh -c "sh -c 'exit 6'; echo \$? '\$?'"; echo '$?'"#,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(io.stdout, "6 $?\n$?\n");
     }
 
     #[tokio::test]

@@ -32,8 +32,23 @@ pub struct Script {
     pub unterminated: Option<String>,
 }
 
+/// What `$?` becomes in the words of [`split_marking_status`]: a
+/// character of Unicode's private use area, for exec to replace with the
+/// last code.
+pub const STATUS: char = '\u{E000}';
+
 /// Splits `source` into statements of words.
 pub fn split(source: &str) -> Script {
+    split_with(source, false)
+}
+
+/// Splits `source` as [`split`] does, with each `$?` outside single quotes
+/// (and not escaped) replaced by [`STATUS`], as sh would expand it.
+pub fn split_marking_status(source: &str) -> Script {
+    split_with(source, true)
+}
+
+fn split_with(source: &str, status: bool) -> Script {
     let mut script = Script::default();
     let mut chars = source.char_indices().peekable();
     let mut start = 0;
@@ -61,7 +76,11 @@ pub fn split(source: &str) -> Script {
                 true
             }
             '\'' => single_quoted(&mut chars, word.get_or_insert_default()),
-            '"' => double_quoted(&mut chars, word.get_or_insert_default()),
+            '"' => double_quoted(&mut chars, word.get_or_insert_default(), status),
+            '$' if status && chars.next_if(|&(_, c)| c == '?').is_some() => {
+                word.get_or_insert_default().push(STATUS);
+                true
+            }
             '\\' => match chars.next() {
                 Some((_, '\n')) => true,
                 Some((_, next)) => {
@@ -103,11 +122,13 @@ fn single_quoted(chars: &mut Chars<'_>, word: &mut String) -> bool {
     false
 }
 
-/// The rest of a double-quoted string into `word`; false if it never ends.
-fn double_quoted(chars: &mut Chars<'_>, word: &mut String) -> bool {
+/// The rest of a double-quoted string into `word` (`$?` as [`STATUS`] with
+/// `status`); false if it never ends.
+fn double_quoted(chars: &mut Chars<'_>, word: &mut String, status: bool) -> bool {
     while let Some((_, c)) = chars.next() {
         match c {
             '"' => return true,
+            '$' if status && chars.next_if(|&(_, c)| c == '?').is_some() => word.push(STATUS),
             '\\' => match chars.next() {
                 Some((_, next @ ('$' | '`' | '"' | '\\'))) => word.push(next),
                 Some((_, '\n')) => {}
