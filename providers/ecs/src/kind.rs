@@ -213,7 +213,7 @@ impl Kind for Ecs {
                 ctx.api_metrics,
             )
         });
-        Ok(p.with_cloud_map(cloud_map))
+        Ok(p.with_cloud_map(cloud_map).with_sink(ctx.sink))
     }
 }
 

@@ -101,6 +101,8 @@ pub struct EcsProvider {
     inner: Arc<Inner>,
     /// Cloud Map registration, when configured (run in [`Provider::run`]).
     cloud_map: Option<Arc<cloudmap::CloudMap>>,
+    /// Where Events of pods go (probes ECS does not run).
+    sink: skylet_provider::Sink,
 }
 
 struct Inner {
@@ -162,6 +164,7 @@ impl EcsProvider {
         let p = Self {
             inner: Arc::new(inner),
             cloud_map: None,
+            sink: skylet_provider::Sink::discard(),
         };
         p.ensure_log_group().await;
         Ok(p)
@@ -206,6 +209,12 @@ impl EcsProvider {
             cloud_map: cloud_map.map(Arc::new),
             ..self
         }
+    }
+
+    /// Reporting Events of pods to `sink` (the core's; discarded by default).
+    #[must_use]
+    pub fn with_sink(self, sink: skylet_provider::Sink) -> Self {
+        Self { sink, ..self }
     }
 }
 
@@ -281,7 +290,25 @@ impl Provider for EcsProvider {
         }
         let plan = translate::plan(rp, &self.inner.settings, &self.inner.secret_key)?;
         let td_arn = self.ensure_template(&plan).await?;
-        self.run_task(&plan, &td_arn, &pod).await
+        self.run_task(&plan, &td_arn, &pod).await?;
+        // after the one RunTask that started the task: once per pod
+        for note in rp
+            .pod
+            .spec
+            .as_ref()
+            .map(translate::probes::not_run)
+            .unwrap_or_default()
+        {
+            self.sink.event(skylet_provider::PodEvent {
+                pod: pod.clone(),
+                type_: skylet_provider::EventType::Warning,
+                reason: "ProbeNotSupported".into(),
+                note,
+                action: "Ecs",
+                reporter: "skylet-ecs",
+            });
+        }
+        Ok(())
     }
 
     async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<Deleted> {
@@ -315,6 +342,14 @@ impl Provider for EcsProvider {
     }
 
     async fn logs(&self, pod: &PodRef, container: &str, opts: LogOptions) -> Result<LogStream> {
+        if opts.previous {
+            // the kubelet API answers 400 with this, never the current log
+            return Err(ProviderError::Unsupported(format!(
+                "aws-ecs keeps no log of a previous run of container {container:?}: a container ECS \
+                 restarts writes on in the same awslogs stream (its current log spans the restarts); \
+                 drop --previous"
+            )));
+        }
         self.ensure_listed().await?;
         let Some((arn, entry)) = self.state().entries(&pod.uid).into_iter().next() else {
             return Err(ProviderError::NotFound(format!(

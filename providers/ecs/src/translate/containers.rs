@@ -121,6 +121,7 @@ fn app_container(
     cs.memory_reservation = res.memory_request_mib().max(DEFAULT_RESERVATION_MIB);
     cs.memory = res.memory_limit_mib.map(|m| m.max(cs.memory_reservation));
     cs.restart = restart_policy(ctx.spec);
+    cs.health_check = super::probes::health_check(c);
     Ok((cs, res))
 }
 
@@ -178,6 +179,7 @@ fn container_spec(
         restart: None,
         interactive: c.stdin.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
+        health_check: None,
     })
 }
 

@@ -40,7 +40,8 @@
 //! `portMappings` (awsvpc: the container port on the task's address);
 //! `workingDir`; `runAsUser`/`runAsGroup` → `user`; `readOnlyRootFilesystem`;
 //! `stdin`/`tty`. App containers are essential; with restartPolicy Always or
-//! OnFailure they get an ECS container restart policy. Init containers are
+//! OnFailure they get an ECS container restart policy, and their exec
+//! probes become a health check ([`probes`]). Init containers are
 //! non-essential `init_<name>` containers run in order, each `dependsOn` the
 //! previous one with `SUCCESS` (sidecars, init containers with
 //! `restartPolicy: Always`, with `START`), and app containers depend on the
@@ -66,6 +67,7 @@
 
 mod containers;
 mod pod;
+pub mod probes;
 mod sdk;
 mod sizing;
 #[cfg(test)]
@@ -198,6 +200,8 @@ pub struct ContainerSpec {
     pub interactive: bool,
     /// Allocate a TTY.
     pub tty: bool,
+    /// From the container's exec probes ([`probes`]).
+    pub health_check: Option<probes::HealthCheck>,
 }
 
 fn invalid(reason: &str, message: impl Into<String>) -> ProviderError {

@@ -3,8 +3,8 @@
 
 use aws_sdk_ecs::types::{
     ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride,
-    ContainerRestartPolicy, EphemeralStorage, KeyValuePair, LogConfiguration, LogDriver,
-    MountPoint, PortMapping, Secret, TransportProtocol, Volume,
+    ContainerRestartPolicy, EphemeralStorage, HealthCheck, KeyValuePair, LogConfiguration,
+    LogDriver, MountPoint, PortMapping, Secret, TransportProtocol, Volume,
 };
 
 use super::{ContainerSpec, Plan, TaskSpec};
@@ -64,6 +64,7 @@ impl ContainerSpec {
         let depends = self.dependencies()?;
         let logc = awslogs(log)?;
         let restart = self.restart_policy()?;
+        let health = self.health_check()?;
         Ok(ContainerDefinition::builder()
             .name(&self.name)
             .image(&self.image)
@@ -103,6 +104,7 @@ impl ContainerSpec {
             .stop_timeout(i32::try_from(self.stop_timeout).unwrap_or(120))
             .readonly_root_filesystem(self.readonly_root)
             .set_restart_policy(restart)
+            .set_health_check(health)
             .interactive(self.interactive)
             .pseudo_terminal(self.tty)
             .log_configuration(logc)
@@ -141,6 +143,23 @@ impl ContainerSpec {
                     .map_err(|e| e.to_string())
             })
             .collect()
+    }
+
+    /// The health check, from the container's exec probes.
+    fn health_check(&self) -> Result<Option<HealthCheck>, String> {
+        self.health_check
+            .as_ref()
+            .map(|h| {
+                HealthCheck::builder()
+                    .set_command(Some(h.command.clone()))
+                    .interval(h.interval)
+                    .timeout(h.timeout)
+                    .retries(h.retries)
+                    .start_period(h.start_period)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
     }
 
     /// The restart policy, if the container restarts.

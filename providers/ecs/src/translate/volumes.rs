@@ -234,6 +234,7 @@ impl FilesContainer {
             restart: None,
             interactive: false,
             tty: false,
+            health_check: None,
         })
     }
 }
