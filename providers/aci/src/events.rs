@@ -137,6 +137,18 @@ impl Forwarder {
             self.sink.event(pod_event(pod, &e));
         }
     }
+
+    /// Sends a Warning Event of skylet's own about `pod` (`ProbeNotSupported`).
+    pub(crate) fn warn(&self, pod: &PodRef, reason: &str, note: String) {
+        self.sink.event(PodEvent {
+            pod: pod.clone(),
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note,
+            action: ACTION,
+            reporter: REPORTER,
+        });
+    }
 }
 
 /// The Kubernetes Event of an ACI event.

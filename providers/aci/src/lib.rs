@@ -446,6 +446,18 @@ impl Provider for AciProvider {
             .put_group(self.rg(), &name, &group)
             .await?;
         tracing::info!(pod = %pod, group = %name, created = put.created, "container group submitted");
+        if put.created {
+            // once per pod: a repeated PUT of the same group creates nothing
+            for note in rp
+                .pod
+                .spec
+                .as_ref()
+                .map(translate::probes_not_run)
+                .unwrap_or_default()
+            {
+                self.inner.events.warn(&pod, "ProbeNotSupported", note);
+            }
+        }
         let known = Known {
             pod: pod.clone(),
             name,

@@ -18,10 +18,14 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Container as KubeContainer, PodSpec, SecurityContext};
 use skylet_provider::{ProviderError, ResolvedPod, checks::unsupported};
 
-use super::{Settings, invalid, probes::probe, resources::resources};
+use super::{
+    Settings, invalid,
+    probes::{probe, startup_budget},
+    resources::resources,
+};
 use crate::{
     models::{
-        Container, ContainerNetworkProtocol, ContainerPort, ContainerProperties,
+        Container, ContainerNetworkProtocol, ContainerPort, ContainerProbe, ContainerProperties,
         EnvironmentVariable, GpuSku, InitContainerDefinition, InitContainerPropertiesDefinition,
         SecretString, SecurityContextCapabilitiesDefinition, SecurityContextDefinition,
         VolumeMount,
@@ -66,11 +70,6 @@ fn check_container(c: &KubeContainer, path: &str) -> Result<(), ProviderError> {
     {
         return Err(unsupported(format!(
             "{path}.lifecycle: ACI runs no lifecycle hooks and sends no custom stop signal; remove them"
-        )));
-    }
-    if c.startup_probe.is_some() {
-        return Err(unsupported(format!(
-            "{path}.startupProbe: ACI has no startup probes; use initialDelaySeconds on the liveness probe"
         )));
     }
     if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
@@ -201,6 +200,23 @@ fn security_context(
     Ok((def != SecurityContextDefinition::default()).then_some(def))
 }
 
+/// The liveness probe, waiting out the startup probe's budget if there is
+/// one (ACI has no startup probes: `probes::not_run`).
+fn liveness(c: &KubeContainer, path: &str) -> Result<Option<ContainerProbe>, ProviderError> {
+    let Some(p) = &c.liveness_probe else {
+        return Ok(None);
+    };
+    let mut live = probe(p, &format!("{path}.livenessProbe"), c)?;
+    if let (Some(live), Some(startup)) = (live.as_mut(), &c.startup_probe) {
+        live.initial_delay_seconds = Some(
+            live.initial_delay_seconds
+                .unwrap_or(0)
+                .saturating_add(startup_budget(startup)),
+        );
+    }
+    Ok(live)
+}
+
 /// The group's containers, in the pod's order.
 pub(super) fn containers(
     rp: &ResolvedPod,
@@ -282,16 +298,13 @@ fn container(
             environment_variables: environment(rp, c),
             resources: resources(c.resources.as_ref(), path, gpu_sku, s)?,
             volume_mounts: mounts(c, path, file_volumes)?,
-            liveness_probe: c
-                .liveness_probe
-                .as_ref()
-                .map(|p| probe(p, &format!("{path}.livenessProbe"), c))
-                .transpose()?,
+            liveness_probe: liveness(c, path)?,
             readiness_probe: c
                 .readiness_probe
                 .as_ref()
                 .map(|p| probe(p, &format!("{path}.readinessProbe"), c))
-                .transpose()?,
+                .transpose()?
+                .flatten(),
             security_context: security_context(c.security_context.as_ref(), spec, path)?,
             ..Default::default()
         },
@@ -367,18 +380,6 @@ mod tests {
                 "spec.containers[0].lifecycle",
             ),
             (
-                json!({"name": "a", "image": "i", "startupProbe": {"exec": {"command": ["true"]}}}),
-                "spec.containers[0].startupProbe",
-            ),
-            (
-                json!({"name": "a", "image": "i", "livenessProbe": {"tcpSocket": {"port": 80}}}),
-                "spec.containers[0].livenessProbe.tcpSocket",
-            ),
-            (
-                json!({"name": "a", "image": "i", "readinessProbe": {"grpc": {"port": 80}}}),
-                "spec.containers[0].readinessProbe.grpc",
-            ),
-            (
                 json!({"name": "a", "image": "i", "readinessProbe": {"httpGet": {"port": "web"}}}),
                 "spec.containers[0].readinessProbe.httpGet.port",
             ),
@@ -408,6 +409,36 @@ mod tests {
         ));
         assert_eq!(reason, "InvalidResources");
         assert!(message.contains("\"lots\" is not a quantity"), "{message}");
+    }
+
+    #[test]
+    fn probes_aci_cannot_run_are_left_out_with_a_note_each() {
+        let rp = pod(json!({"containers": [{"name": "web", "image": "app",
+            "startupProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 5, "periodSeconds": 2, "failureThreshold": 10},
+            "livenessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 3},
+            "readinessProbe": {"tcpSocket": {"port": 80}}},
+            {"name": "side", "image": "app", "livenessProbe": {"grpc": {"port": 9}}}]}));
+        let g = group(&rp);
+        let web = &g.properties.containers[0].properties;
+        assert_eq!(
+            web.liveness_probe.as_ref().unwrap().initial_delay_seconds,
+            Some(3 + 5 + 2 * 10),
+            "the liveness probe waits out the startup probe's budget"
+        );
+        assert!(web.readiness_probe.is_none());
+        assert!(
+            g.properties.containers[1]
+                .properties
+                .liveness_probe
+                .is_none()
+        );
+        let notes = super::super::probes_not_run(rp.pod.spec.as_ref().unwrap());
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].starts_with("spec.containers[0].startupProbe is not run"));
+        assert!(notes[0].contains("starts 25 s later"), "{}", notes[0]);
+        assert!(notes[1].starts_with("spec.containers[0].readinessProbe.tcpSocket is not run"));
+        assert!(notes[1].contains("ready once running"));
+        assert!(notes[2].starts_with("spec.containers[1].livenessProbe.grpc is not run"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | containers and init containers: command, env, ports, mounts, security context | [`containers`] |
 //! | requests, limits and GPUs | [`resources`] |
-//! | liveness and readiness probes | [`probes`] |
+//! | liveness and readiness probes; those ACI cannot run left out with a note ([`probes_not_run`]) | [`probes`] |
 //! | pod volumes → ACI volumes (secret files, Azure Files, emptyDir, gitRepo) | [`volumes`] |
 //! | the group's IP address, subnets and DNS | [`network`] |
 //! | the `skylet.io/aci-*` annotations; SKU, priority, zone, identity, OS | [`annotations`] |
@@ -20,7 +20,7 @@
 //! # Refused (`InvalidPod`, the field named, what to change)
 //! hostNetwork/hostPID/hostIPC, shareProcessNamespace, hostAliases, sysctls,
 //! pod-level resources, resource claims, `workingDir`, lifecycle hooks,
-//! startup probes, tcpSocket/grpc probes, `httpGet.host`, SCTP ports, a
+//! `httpGet.host`, SCTP ports, a
 //! `hostPort` other than the container port, `subPath`, volume devices,
 //! sidecar init containers, seccomp profiles other than RuntimeDefault,
 //! Windows host-process containers, unknown annotation values.
@@ -134,6 +134,17 @@ fn enum_value<'a>(values: &[&'a str], value: &str) -> Option<&'a str> {
         .iter()
         .copied()
         .find(|v| v.eq_ignore_ascii_case(value.trim()))
+}
+
+/// The probes of `spec`'s containers that ACI does not run, with what
+/// applies instead: one note each, for a Warning Event (the `probes`
+/// module).
+pub fn probes_not_run(spec: &PodSpec) -> Vec<String> {
+    spec.containers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| probes::not_run(c, &format!("spec.containers[{i}]")))
+        .collect()
 }
 
 /// Derives the container group of `rp`.

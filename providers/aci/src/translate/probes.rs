@@ -1,7 +1,14 @@
 //! Liveness and readiness probes: `exec`, or `httpGet` with path, scheme
 //! and headers (a named port is looked up in the container's ports), with
-//! their timings. tcpSocket and grpc probes and `httpGet.host` are refused:
-//! ACI has no equivalent.
+//! their timings. `httpGet.host` is refused. ACI has no tcpSocket, grpc or
+//! startup probes: those are not sent, and [`not_run`] says so and what
+//! applies instead (a Warning Event `ProbeNotSupported` on the pod):
+//!
+//! | probe | instead |
+//! |---|---|
+//! | startupProbe | the liveness probe waits out the startup probe's budget: its `initialDelaySeconds` grows by the startup probe's `initialDelaySeconds + periodSeconds × failureThreshold` ([`startup_budget`]) |
+//! | tcpSocket, grpc readinessProbe | none: the container is ready once running (and its `initialDelaySeconds` passed) |
+//! | tcpSocket, grpc livenessProbe | none: the container restarts only when it exits |
 
 use k8s_openapi::{
     api::core::v1::{Container as KubeContainer, Probe},
@@ -11,20 +18,68 @@ use skylet_provider::{ProviderError, checks::unsupported};
 
 use crate::models::{ContainerExec, ContainerHttpGet, ContainerProbe, HttpHeader, Scheme};
 
+/// What ACI does not run of `c`'s probes, and what applies instead, one
+/// note each (`path` names the container: `spec.containers[0]`).
+pub(super) fn not_run(c: &KubeContainer, path: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(p) = &c.startup_probe {
+        let instead = if c.liveness_probe.is_some() {
+            format!(
+                "the liveness probe starts {} s later instead (the startup probe's initialDelaySeconds + periodSeconds x failureThreshold)",
+                startup_budget(p)
+            )
+        } else {
+            "nothing instead: the container counts as started once running".to_owned()
+        };
+        notes.push(format!(
+            "{path}.startupProbe is not run: ACI has no startup probes; {instead}"
+        ));
+    }
+    for (field, probe, instead) in [
+        (
+            "livenessProbe",
+            &c.liveness_probe,
+            "the container restarts only when it exits",
+        ),
+        (
+            "readinessProbe",
+            &c.readiness_probe,
+            "the container counts as ready once running",
+        ),
+    ] {
+        let Some(p) = probe else { continue };
+        let kind = if p.tcp_socket.is_some() {
+            "tcpSocket"
+        } else if p.grpc.is_some() {
+            "grpc"
+        } else {
+            continue;
+        };
+        notes.push(format!(
+            "{path}.{field}.{kind} is not run: ACI probes are exec or httpGet only \
+             (an exec probe such as `nc -z localhost PORT` or grpc_health_probe does the same); {instead}"
+        ));
+    }
+    notes
+}
+
+/// How long a startup probe may take to pass: `initialDelaySeconds +
+/// periodSeconds × failureThreshold` (Kubernetes' defaults: 10 s, 3).
+pub(super) fn startup_budget(p: &Probe) -> i32 {
+    let delay = p.initial_delay_seconds.unwrap_or(0).max(0);
+    let period = p.period_seconds.unwrap_or(10).max(1);
+    let failures = p.failure_threshold.unwrap_or(3).max(1);
+    delay.saturating_add(period.saturating_mul(failures))
+}
+
+/// The ACI probe of `p`; `None` for a kind ACI does not run ([`not_run`]).
 pub(super) fn probe(
     p: &Probe,
     path: &str,
     c: &KubeContainer,
-) -> Result<ContainerProbe, ProviderError> {
-    if p.tcp_socket.is_some() {
-        return Err(unsupported(format!(
-            "{path}.tcpSocket: ACI probes are exec or httpGet only; use an exec probe (e.g. `nc -z localhost PORT`) or httpGet"
-        )));
-    }
-    if p.grpc.is_some() {
-        return Err(unsupported(format!(
-            "{path}.grpc: ACI probes are exec or httpGet only; use an exec probe (e.g. grpc_health_probe)"
-        )));
+) -> Result<Option<ContainerProbe>, ProviderError> {
+    if p.tcp_socket.is_some() || p.grpc.is_some() {
+        return Ok(None);
     }
     let exec = p.exec.as_ref().map(|e| ContainerExec {
         command: e.command.clone().unwrap_or_default(),
@@ -89,7 +144,7 @@ pub(super) fn probe(
             "{path}: the probe has no handler; give it exec or httpGet"
         )));
     }
-    Ok(ContainerProbe {
+    Ok(Some(ContainerProbe {
         exec,
         http_get,
         initial_delay_seconds: p.initial_delay_seconds,
@@ -97,5 +152,5 @@ pub(super) fn probe(
         failure_threshold: p.failure_threshold,
         success_threshold: p.success_threshold,
         timeout_seconds: p.timeout_seconds,
-    })
+    }))
 }
