@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::Container;
 use skylet_provider::ResolvedPod;
 use skylet_toysh::{Program, Sandbox};
 
+use crate::probe::{Probes, Restart};
+
 /// One container to start.
 pub(crate) struct Plan {
     pub(crate) name: String,
@@ -17,20 +19,25 @@ pub(crate) struct Plan {
     /// Environment and files, shared with exec.
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) init: bool,
+    /// Its probes (app containers only).
+    pub(crate) probes: Probes,
+    /// The pod's restart policy (app containers).
+    pub(crate) restart: Restart,
 }
 
 /// The plans of a pod's containers: init containers first, in order.
 pub(crate) fn plans(rp: &ResolvedPod) -> Vec<Plan> {
     let spec = rp.pod.spec.clone().unwrap_or_default();
+    let restart = Restart::of(spec.restart_policy.as_deref());
     let init = spec.init_containers.unwrap_or_default();
     init.into_iter()
         .map(|c| (true, c))
         .chain(spec.containers.into_iter().map(|c| (false, c)))
-        .map(|(init, c)| plan(rp, c, init))
+        .map(|(init, c)| plan(rp, c, init, restart))
         .collect()
 }
 
-fn plan(rp: &ResolvedPod, c: Container, init: bool) -> Plan {
+fn plan(rp: &ResolvedPod, c: Container, init: bool, restart: Restart) -> Plan {
     let mut words: Vec<String> = c.command.clone().unwrap_or_default();
     words.extend(c.args.clone().unwrap_or_default());
     let env = rp
@@ -48,6 +55,12 @@ fn plan(rp: &ResolvedPod, c: Container, init: bool) -> Plan {
             env,
             files: files(rp, &c),
         }),
+        probes: if init {
+            Probes::default()
+        } else {
+            Probes::of(&c)
+        },
+        restart,
         image: c.image.unwrap_or_default(),
         name: c.name,
         init,

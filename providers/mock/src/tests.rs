@@ -92,9 +92,11 @@ async fn the_quota_others_use_refuses_creates_for_lack_of_capacity() {
     p.create_pod(&third).await.unwrap();
 }
 
-/// Creates pod `name` in `ns` whose container `main` runs `sh -c script`.
+/// Creates pod `name` in `ns` whose container `main` runs `sh -c script`
+/// once (restartPolicy Never).
 async fn create_script(p: &MockProvider, name: &str, script: &str) -> ResolvedPod {
     let rp = pod("ns", name)
+        .spec(json!({"restartPolicy": "Never"}))
         .container_json(json!({"name": "main", "image": "busybox",
             "command": ["sh", "-c", script]}))
         .resolved();
@@ -146,4 +148,125 @@ async fn scripts_run_in_run_and_stop_with_it() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The next status of `main` the backend pushed that `want` accepts, and
+/// the Events it pushed meanwhile.
+async fn main_status(
+    rx: &mut SinkReceiver,
+    want: impl Fn(&k8s_openapi::api::core::v1::ContainerStatus) -> bool,
+) -> (k8s_openapi::api::core::v1::ContainerStatus, Vec<String>) {
+    let mut events = Vec::new();
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Some(BackendEvent::Status(bp)) => {
+                    if let Some(c) = bp.status.container_statuses.into_iter().flatten().next()
+                        && want(&c)
+                    {
+                        return c;
+                    }
+                }
+                Some(BackendEvent::Event(e)) => events.push(format!("{}: {}", e.reason, e.note)),
+                Some(_) => {}
+                None => panic!("the sink closed"),
+            }
+        }
+    };
+    let c = tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no such status; events: {events:?}"));
+    (c, events)
+}
+
+#[tokio::test]
+async fn restarts_keep_the_previous_log_and_probes_set_readiness() {
+    let (p, mut rx) = provider();
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let (p, shutdown) = (p.clone(), shutdown.clone());
+        async move { p.run(shutdown).await }
+    });
+    // restartPolicy Always (the default): exit 3, a back-off, a restart
+    let crash = pod("ns", "crash")
+        .container_json(json!({"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo run; sleep 2; exit 3"],
+            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}))
+        .resolved();
+    p.create_pod(&crash).await.unwrap();
+    let (c, _) = main_status(&mut rx, |c| c.ready).await;
+    assert_eq!(c.restart_count, 0);
+    let (c, _) = main_status(&mut rx, |c| {
+        c.state.as_ref().is_some_and(|s| s.waiting.is_some())
+    })
+    .await;
+    let waiting = c.state.unwrap().waiting.unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+    assert!(!c.ready);
+    let (c, _) = main_status(&mut rx, |c| c.restart_count == 1 && c.ready).await;
+    let last = c.last_state.unwrap().terminated.unwrap();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+    let previous = LogOptions {
+        previous: true,
+        ..LogOptions::default()
+    };
+    assert_eq!(log(&p, &crash.pod_ref(), previous.clone()).await, "run\n");
+    assert_eq!(
+        log(&p, &crash.pod_ref(), LogOptions::default()).await,
+        "run\n"
+    );
+    let listed = p.list_pods().await.unwrap();
+    assert_eq!(
+        listed[0].status.phase.as_deref(),
+        Some("Running"),
+        "restarting, not ended"
+    );
+
+    // a failing readiness probe: Running, not ready, one Warning Event;
+    // a failing liveness probe: killed (137) and restarted
+    p.delete_pod(&crash.pod_ref(), Duration::ZERO)
+        .await
+        .unwrap();
+    let sick = pod("ns", "sick")
+        .container_json(json!({"name": "main", "image": "busybox",
+            "readinessProbe": {"exec": {"command": ["cat", "/ready"]}, "periodSeconds": 1, "failureThreshold": 1},
+            "livenessProbe": {"exec": {"command": ["false"]}, "initialDelaySeconds": 5, "periodSeconds": 1,
+                              "failureThreshold": 2},
+            "startupProbe": {"httpGet": {"port": 80}}}))
+        .resolved();
+    p.create_pod(&sick).await.unwrap();
+    let (c, events) = main_status(&mut rx, |c| c.restart_count == 1).await;
+    let last = c.last_state.unwrap().terminated.unwrap();
+    assert_eq!(last.exit_code, 137);
+    let joined = events.join("\n");
+    assert!(
+        joined.contains("ProbeNotSupported: startupProbe.httpGet of container main is not run"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "Unhealthy: Readiness probe failed: command [\"cat\", \"/ready\"] exited with 1"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("Unhealthy: Liveness probe failed"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("Killing: Container main failed liveness probe, will be restarted"),
+        "{joined}"
+    );
+    assert_eq!(
+        joined.matches("Readiness probe failed").count(),
+        1,
+        "once while it keeps failing: {joined}"
+    );
+    let err = p
+        .logs(&crash.pod_ref(), "main", previous)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ProviderError::NotFound(_)), "{err:?}");
+    shutdown.cancel();
 }
