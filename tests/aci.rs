@@ -36,7 +36,7 @@ use skylet_testenv::{
         deployment, events_of, kubectl, namespace, node_ready, node_template, pods_gone,
         pods_where, running_ready, running_with_ip, sample, sample_sum, scrape,
     },
-    suite::{BackendUnderTest, Instance, WithQuota},
+    suite::{BackendUnderTest, Instance, Probing, WithQuota},
     unique_name as unique,
 };
 
@@ -169,6 +169,20 @@ impl BackendUnderTest for Azure {
         self.calls("ContainerGroups_CreateOrUpdate")
     }
 
+    // ACI reports no probe results and keeps no log of an earlier run
+    const PROBING: Probing = Probing {
+        readiness: false,
+        restarts: true,
+        previous_logs: false,
+    };
+
+    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
+        Some((
+            json!({"readinessProbe": {"tcpSocket": {"port": 8080}}}),
+            "readinessProbe.tcpSocket",
+        ))
+    }
+
     fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
         pod["spec"]["hostNetwork"] = json!(true);
         "hostNetwork"
@@ -199,6 +213,7 @@ impl WithQuota for Azure {
 }
 
 skylet_testenv::backend_suite!(Azure =>
+    probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,

@@ -321,6 +321,13 @@ impl BackendUnderTest for Ecs {
         self.aws.put_logs(&stream, lines).await;
     }
 
+    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
+        Some((
+            json!({"readinessProbe": {"httpGet": {"port": 8080}}}),
+            "readinessProbe.httpGet",
+        ))
+    }
+
     fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
         pod["spec"]["hostNetwork"] = json!(true);
         "hostNetwork"
@@ -363,6 +370,7 @@ impl BackendUnderTest for Ecs {
 }
 
 skylet_testenv::backend_suite!(Ecs =>
+    probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,
