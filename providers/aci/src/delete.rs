@@ -1,27 +1,27 @@
 //! Deleting a pod's container group, confirmed by ARM.
 //!
 //! ACI can keep a group running (and billing) after a DELETE was answered,
-//! so a DELETE's answer alone never says the group is gone: only a 404 from
-//! ARM does, from the one GET that follows a DELETE or from the sweep's
-//! listing. What is asked of ARM, per deleted pod:
+//! so a DELETE's answer alone never says the group is gone: only the
+//! sweep's listing does, once it no longer holds the group. What is asked
+//! of ARM, per deleted pod:
 //!
 //! | when | calls | answer to the core |
 //! |---|---|---|
 //! | first delete with a grace period | `ContainerGroups_Stop` (ARM ends the containers) | `Stopping` |
 //! | a sweep lists the stopped group with no container running | `ContainerGroups_Delete` (from the sweep) | |
-//! | delete at once (no grace, the grace period over, an orphan's second call) | `ContainerGroups_Delete`, then one `ContainerGroups_Get` | `Gone` on its 404, else `Stopping` |
+//! | delete at once (no grace, the grace period over, an orphan's second call) | `ContainerGroups_Delete` | `Stopping` |
 //! | a DELETE sent less than [`REDELETE_AFTER`] ago | none | `Stopping` |
 //! | a sweep still lists the group, not `Deleting`, [`REDELETE_AFTER`] after its DELETE | `ContainerGroups_Delete` again (from the sweep) | |
 //!
-//! So a delete costs at most one GET, never a GET per second while a
-//! group stops: the core learns that the group is gone from the sweep's
-//! listing (one call per 100 groups for the whole node), which it already
-//! uses to finalize pods whose instance the backend no longer reports.
+//! So a delete costs a Stop and a Delete (two writes of ARM's buckets, one
+//! of ACI's deletes), never a GET, let alone one per second while a group
+//! stops: the core learns that the group is gone from the sweep's listing
+//! (one call per 100 groups for the whole node), which it already uses to
+//! finalize pods whose instance the backend no longer reports.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use serde::de::IgnoredAny;
 use skylet_provider::{Deleted, PodRef, Result};
 
 use crate::{
@@ -72,10 +72,12 @@ impl AciProvider {
         }
     }
 
-    /// DELETE, then one GET: `Gone` only on ARM's 404.
+    /// DELETE; the sweep confirms: the core learns the group is gone when a
+    /// listing no longer holds it (`Stopping` until then).
     async fn delete_and_confirm(&self, pod: &PodRef, name: String) -> Result<Deleted> {
         let client = &self.inner.client;
-        client.delete_group(self.rg(), &name).await?;
+        // recorded before it is sent: while it waits out a Retry-After, a
+        // sweep must not send a DELETE of its own for the group (#15)
         self.state().deleting.insert(
             pod.uid.clone(),
             Deleting {
@@ -83,24 +85,14 @@ impl AciProvider {
                 delete_sent: Some(Instant::now()),
             },
         );
-        match client.get_group::<IgnoredAny>(self.rg(), &name).await {
-            Ok(None) => {
-                let mut st = self.state();
-                st.deleting.remove(&pod.uid);
-                st.groups.remove(&pod.uid);
-                drop(st);
-                tracing::info!(pod = %pod, group = %name, "container group deleted (ARM answers 404)");
-                Ok(Deleted::Gone)
+        if let Err(e) = client.delete_group(self.rg(), &name).await {
+            if let Some(d) = self.state().deleting.get_mut(&pod.uid) {
+                d.delete_sent = None;
             }
-            Ok(Some(_)) => {
-                tracing::info!(pod = %pod, group = %name, "container group deleting; the sweep confirms when it is gone");
-                Ok(Deleted::Stopping)
-            }
-            Err(e) => {
-                tracing::info!(pod = %pod, group = %name, error = %e, "cannot confirm the deletion yet; the sweep will");
-                Ok(Deleted::Stopping)
-            }
+            return Err(e.into());
         }
+        tracing::info!(pod = %pod, group = %name, "container group deleting; the sweep confirms when it is gone");
+        Ok(Deleted::Stopping)
     }
 
     /// The sweep's part (see the module docs): forgets deletions whose
