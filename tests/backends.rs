@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, Skylet,
     k8s::{sample_sum, scrape},
-    suite::{BackendUnderTest, Instance, Probing, WithQuota},
+    suite::{BackendUnderTest, Changes, Instance, WithQuota},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
@@ -28,6 +28,13 @@ impl BackendUnderTest for Mock {
     const SHORT: &'static str = "mock";
     // it has no API: its refusal is the create call itself
     const CHECKS_SPEC_BEFORE_CALLING: bool = false;
+    // it restarts a container with a new image and runs ephemeral
+    // containers; it cannot resize
+    const CHANGES: Changes = Changes {
+        image: true,
+        ephemeral: true,
+        resize: false,
+    };
 
     async fn start() -> Self {
         Self { usage: None }
@@ -89,19 +96,6 @@ impl BackendUnderTest for Mock {
         calls as u64
     }
 
-    const PROBING: Probing = Probing {
-        readiness: true,
-        restarts: true,
-        previous_logs: true,
-    };
-
-    fn probe_not_run(&self) -> Option<(Value, &'static str)> {
-        Some((
-            json!({"startupProbe": {"httpGet": {"port": 8080}}}),
-            "startupProbe.httpGet",
-        ))
-    }
-
     fn make_unsupported(&self, pod: &mut Value) -> &'static str {
         pod["spec"]["hostNetwork"] = json!(true);
         pod["metadata"]["annotations"] = json!({
@@ -126,11 +120,12 @@ impl WithQuota for Mock {
 }
 
 skylet_testenv::backend_suite!(Mock =>
-    probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,
     unsupported_spec_fails_the_pod_with_an_event,
     capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending,
     top_and_cpu_autoscaling_follow_the_backend_load,
+    active_deadline_fails_the_pod_and_stops_its_instance,
+    changes_after_creation_apply_or_say_why_not,
 );

@@ -17,6 +17,9 @@
 //! fails over: its replacement may run elsewhere, the old instance is
 //! stopped as soon as its backend answers again, and the pod stays
 //! Terminating until then.
+//! | live, past its `activeDeadlineSeconds` | holds it | not asked to stop | [`Decision::ExceedDeadline`] (stop it, fail the pod) |
+//! | live, past its `activeDeadlineSeconds` | does not hold it, or stopping | | [`Decision::ExceedDeadline`] (fail the pod) |
+//! | failed `DeadlineExceeded` | any | | [`Decision::Nothing`] (the backend's report of the stop wakes it) |
 //! | a DaemonSet's, refused by policy | | | [`Decision::RefuseDaemonSet`] |
 //! | live | holds it | | [`Decision::Sync`] (adopts it after a restart) |
 //! | finished (Succeeded/Failed) | does not hold it | | [`Decision::Nothing`] |
@@ -56,7 +59,15 @@ pub(crate) struct Facts {
     pub(crate) token_due: bool,
     /// The backend sweep interval.
     pub(crate) sweep_interval: Duration,
+    /// When its `activeDeadlineSeconds` end (counted from its start time).
+    pub(crate) active_deadline: Option<Timestamp>,
+    /// It failed with reason `DeadlineExceeded` already.
+    pub(crate) failed_by_deadline: bool,
 }
+
+/// The reason of a pod failed by its `activeDeadlineSeconds`, as the
+/// kubelet says it.
+pub(crate) const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// What to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,12 +100,28 @@ pub(crate) enum Decision {
     AwaitStop(Duration),
     /// The backend confirmed the instance is gone: remove the pod object.
     Finalize,
+    /// Its `activeDeadlineSeconds` are over: fail it (reason
+    /// [`DEADLINE_EXCEEDED`]), and ask the backend to stop it if `stop`.
+    ExceedDeadline {
+        /// The backend holds it and was not asked to stop it yet.
+        stop: bool,
+    },
 }
 
 /// What to do with a pod now, given `facts` at `now`.
 pub(crate) fn decide(facts: &Facts, now: Timestamp) -> Decision {
     if let Some(deadline) = facts.deadline {
         return decide_deleted(facts, deadline, now);
+    }
+    if let Some(end) = facts.active_deadline
+        && now >= end
+        && (!facts.finished || facts.failed_by_deadline)
+    {
+        let stop = facts.in_backend && !facts.stop_requested;
+        if stop || !facts.finished {
+            return Decision::ExceedDeadline { stop };
+        }
+        return Decision::Nothing;
     }
     if facts.refused_daemonset {
         return Decision::RefuseDaemonSet;
@@ -153,6 +180,8 @@ mod tests {
             created_ago: None,
             token_due: false,
             sweep_interval: Duration::from_secs(10),
+            active_deadline: None,
+            failed_by_deadline: false,
         }
     }
 
@@ -311,6 +340,84 @@ mod tests {
                 }),
                 t(0),
                 Decision::Nothing,
+            ),
+            (
+                "running past its active deadline: stop it and fail it",
+                Facts {
+                    in_backend: true,
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(10),
+                Decision::ExceedDeadline { stop: true },
+            ),
+            (
+                "running within its active deadline: sync",
+                Facts {
+                    in_backend: true,
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(9),
+                Decision::Sync {
+                    refresh_token: false,
+                },
+            ),
+            (
+                "past its deadline, asked to stop: fail it, no second stop",
+                Facts {
+                    in_backend: true,
+                    stop_requested: true,
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(20),
+                Decision::ExceedDeadline { stop: false },
+            ),
+            (
+                "past its deadline, never created: fail it",
+                Facts {
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(20),
+                Decision::ExceedDeadline { stop: false },
+            ),
+            (
+                "failed by its deadline, stopping: nothing more",
+                Facts {
+                    in_backend: true,
+                    stop_requested: true,
+                    finished: true,
+                    failed_by_deadline: true,
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(20),
+                Decision::Nothing,
+            ),
+            (
+                "succeeded before its deadline: the deadline does not apply",
+                Facts {
+                    in_backend: true,
+                    finished: true,
+                    active_deadline: Some(t(10)),
+                    ..live()
+                },
+                t(20),
+                Decision::Sync {
+                    refresh_token: false,
+                },
+            ),
+            (
+                "deleted past its deadline: the deletion goes on",
+                deleted(Facts {
+                    in_backend: true,
+                    active_deadline: Some(t(-10)),
+                    ..live()
+                }),
+                t(0),
+                Decision::Stop,
             ),
             (
                 "deletion wins over a DaemonSet refusal",

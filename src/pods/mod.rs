@@ -40,6 +40,7 @@ use tracing::Instrument;
 
 use crate::{config::PodsConfig, metrics::NodeMetrics};
 
+mod changes;
 mod decide;
 mod lanes;
 pub mod policy;

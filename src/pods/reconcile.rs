@@ -22,8 +22,8 @@ use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
 use tracing::Instrument;
 
 use super::{
-    Ctx,
-    decide::{Decision, Facts, REPORT_WAIT, decide},
+    Ctx, changes,
+    decide::{DEADLINE_EXCEEDED, Decision, Facts, REPORT_WAIT, decide},
     lanes::Lane,
     policy::{self, Error, Result},
     resolve,
@@ -33,6 +33,9 @@ use crate::{config::DaemonSetPods, failover::Reason, metrics::timed};
 
 /// A steady pod is looked at again this often even if nothing changed.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// Why a pod failed by its `activeDeadlineSeconds`, as the kubelet says it.
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 /// Why DaemonSet pods are refused, and what to do about it.
 const DAEMONSET_REFUSED: &str = "DaemonSet pods do not run on skylet virtual nodes: a node agent has \
@@ -116,7 +119,30 @@ fn facts<P>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Facts {
         created_ago: local.created.map(|t| t.elapsed()),
         token_due: local.refresh_at.is_some_and(|t| t <= Timestamp::now()),
         sweep_interval: ctx.config.sweep_interval,
+        active_deadline: active_deadline(pod),
+        failed_by_deadline: pod.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some(DEADLINE_EXCEEDED)
+        }),
     }
+}
+
+/// When `pod`'s `activeDeadlineSeconds` end: counted from its start time,
+/// as the kubelet counts them.
+fn active_deadline(pod: &Pod) -> Option<Timestamp> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod.status.as_ref()?.start_time.as_ref()?.0;
+    start
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .ok()
+}
+
+/// The steady pod's next look: at [`RESYNC`], or when its active deadline
+/// ends if sooner.
+fn resync(pod: &Pod) -> Duration {
+    active_deadline(pod).map_or(RESYNC, |end| {
+        let left = Timestamp::now().duration_until(end);
+        RESYNC.min(Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(100))
+    })
 }
 
 /// Decides and acts; a stop that ends at once is followed by the
@@ -167,12 +193,40 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                         ctx.ledger
                             .arrived(pod, &ctx.config.node_name, Instant::now());
                     }
+                    let mut held = held;
+                    if !ended && !facts.finished {
+                        changes::apply(ctx, pod, r).await?;
+                    }
+                    let applied = ctx.table.local(&r.uid).applied;
+                    changes::annotate(&mut held, pod, applied.as_deref());
                     write_status(ctx, pod, &Observed::Backend(&held)).await?;
                 }
                 if refresh_token {
                     refresh_token_of(ctx, pod, r).await?;
                 }
-                return Ok(Action::requeue(RESYNC));
+                return Ok(Action::requeue(resync(pod)));
+            }
+            Decision::ExceedDeadline { stop: stop_it } => {
+                if stop_it {
+                    tracing::info!("active deadline exceeded; stopping the pod's instance");
+                    stop(pod, ctx, r, false).await?;
+                }
+                if !facts.finished {
+                    event(
+                        ctx,
+                        pod,
+                        EventType::Warning,
+                        DEADLINE_EXCEEDED,
+                        DEADLINE_MESSAGE,
+                    )
+                    .await;
+                }
+                let failed = Observed::Failed {
+                    reason: DEADLINE_EXCEEDED,
+                    message: DEADLINE_MESSAGE,
+                };
+                write_status(ctx, pod, &failed).await?;
+                return Ok(Action::await_change());
             }
             Decision::AwaitReport(d) | Decision::AwaitStop(d) => return Ok(Action::requeue(d)),
             Decision::ReportCreating => {
@@ -237,9 +291,14 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
             return Ok(Action::await_change());
         }
     };
+    let applied = changes::Applied {
+        spec: changes::Spec::created(pod),
+        ..Default::default()
+    };
     ctx.table.update(r, |l| {
         l.created = Some(Instant::now());
         l.refresh_at = resolved.refresh_at;
+        l.applied = Some(Arc::new(applied));
     });
     match timed(
         &ctx.metrics,
@@ -252,14 +311,9 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         // status write, in the status lane: writing it here would let this
         // pod overtake the pods queued there. If it has reported already,
         // that reconcile is on its way; without a report by REPORT_WAIT,
-        // the pod is said to be ContainerCreating. The wait for a report
-        // counts from the backend's answer: a create that waited its turn
-        // under the cloud's rate limits is not "lost" for that wait (#19).
+        // the pod is said to be ContainerCreating.
         Ok(()) if ctx.table.in_backend(&r.uid) => Ok(Action::await_change()),
-        Ok(()) => {
-            ctx.table.update(r, |l| l.created = Some(Instant::now()));
-            Ok(Action::requeue(REPORT_WAIT))
-        }
+        Ok(()) => Ok(Action::requeue(REPORT_WAIT)),
         Err(e) => {
             ctx.table.update(r, |l| l.created = None);
             fail(ctx, pod, r, "create", e).await
@@ -344,8 +398,11 @@ async fn stop<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef, kill: bool) -> R
     let grace = if kill {
         0
     } else {
+        // a pod stopped by its active deadline is not deleted: its spec's
+        // grace period applies
         pod.metadata
             .deletion_grace_period_seconds
+            .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
             .unwrap_or(30)
             .max(0)
     };
@@ -438,7 +495,7 @@ async fn write_status<P>(ctx: &Ctx<P>, pod: &Pod, observed: &Observed<'_>) -> Re
 }
 
 /// Records an Event on the pod as skylet.
-async fn event<P>(ctx: &Ctx<P>, pod: &Pod, type_: EventType, reason: &str, note: &str) {
+pub(super) async fn event<P>(ctx: &Ctx<P>, pod: &Pod, type_: EventType, reason: &str, note: &str) {
     let ev = Event {
         type_,
         reason: reason.into(),

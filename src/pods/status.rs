@@ -75,11 +75,26 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
             s.container_statuses =
                 Some(complete(&spec.containers, b.container_statuses.as_deref()));
             if let Some(init) = spec.init_containers.as_ref().filter(|i| !i.is_empty()) {
-                s.init_container_statuses =
-                    Some(complete(init, b.init_container_statuses.as_deref()));
+                let mut reported = b.init_container_statuses.clone().unwrap_or_default();
+                // a backend without native sidecars runs them as regular
+                // containers and reports them so (ACI)
+                for c in init.iter().filter(|c| is_sidecar(c)) {
+                    if !reported.iter().any(|r| r.name == c.name)
+                        && let Some(r) = b
+                            .container_statuses
+                            .iter()
+                            .flatten()
+                            .find(|r| r.name == c.name)
+                    {
+                        reported.push(r.clone());
+                    }
+                }
+                s.init_container_statuses = Some(complete(init, Some(&reported)));
             }
+            s.ephemeral_container_statuses = ephemeral(&spec, b, &current);
         }
         Observed::Waiting { reason, message } => {
+            s.ephemeral_container_statuses = current.ephemeral_container_statuses.clone();
             s.phase = Some("Pending".into());
             s.pod_ip = current.pod_ip.clone();
             s.pod_ips = current.pod_ips.clone();
@@ -98,6 +113,7 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
             }
         }
         Observed::Failed { reason, message } => {
+            s.ephemeral_container_statuses = current.ephemeral_container_statuses.clone();
             s.phase = Some("Failed".into());
             s.reason = Some((*reason).to_owned());
             s.message = Some((*message).to_owned());
@@ -121,13 +137,69 @@ pub fn desired(pod: &Pod, observed: &Observed<'_>, host_ip: &str, now: Timestamp
             );
         }
     }
-    s.conditions = Some(conditions(
-        &s,
-        &current,
-        spec.init_containers.as_ref().is_some_and(|i| !i.is_empty()),
-        now,
-    ));
+    let mut conditions = conditions(&s, &current, spec.init_containers.as_deref(), now);
+    if let Observed::Backend(b) = observed {
+        conditions.extend(resize_conditions(b, &current, now));
+    }
+    s.conditions = Some(conditions);
     s
+}
+
+/// The ephemeral containers' statuses (`kubectl debug`), in spec order:
+/// as the backend reports them, else as skylet wrote them, else waiting
+/// for the backend to start them.
+fn ephemeral(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    b: &PodStatus,
+    current: &PodStatus,
+) -> Option<Vec<ContainerStatus>> {
+    let list = spec
+        .ephemeral_containers
+        .as_ref()
+        .filter(|e| !e.is_empty())?;
+    let find = |statuses: Option<&Vec<ContainerStatus>>, name: &str| {
+        statuses
+            .into_iter()
+            .flatten()
+            .find(|s| s.name == name)
+            .cloned()
+    };
+    Some(
+        list.iter()
+            .map(|c| {
+                find(b.ephemeral_container_statuses.as_ref(), &c.name)
+                    .or_else(|| find(current.ephemeral_container_statuses.as_ref(), &c.name))
+                    .unwrap_or_else(|| creating(&c.name, c.image.as_ref()))
+            })
+            .collect(),
+    )
+}
+
+/// The in-place resize conditions the backend reports (the remote
+/// kubelet's, or skylet's `Infeasible` for a backend that cannot resize),
+/// with their transition time kept while their status stays.
+fn resize_conditions(b: &PodStatus, current: &PodStatus, now: Timestamp) -> Vec<PodCondition> {
+    b.conditions
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c.type_.as_str(), "PodResizePending" | "PodResizeInProgress"))
+        .map(|c| {
+            let since = current
+                .conditions
+                .iter()
+                .flatten()
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+                .and_then(|p| p.last_transition_time.clone());
+            PodCondition {
+                last_transition_time: since
+                    .or_else(|| c.last_transition_time.clone())
+                    .or(Some(Time(now))),
+                last_probe_time: None,
+                observed_generation: None,
+                ..c.clone()
+            }
+        })
+        .collect()
 }
 
 /// Container statuses in spec order, one per container, with a waiting
@@ -143,38 +215,56 @@ fn complete(
                 .flatten()
                 .find(|s| s.name == c.name)
                 .cloned()
-                .unwrap_or_else(|| ContainerStatus {
-                    name: c.name.clone(),
-                    image: c.image.clone().unwrap_or_default(),
-                    started: Some(false),
-                    state: Some(ContainerState {
-                        waiting: Some(ContainerStateWaiting {
-                            reason: Some("ContainerCreating".into()),
-                            message: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
+                .unwrap_or_else(|| creating(&c.name, c.image.as_ref()))
         })
         .collect()
+}
+
+/// The status of a container the backend has not reported yet.
+fn creating(name: &str, image: Option<&String>) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_owned(),
+        image: image.cloned().unwrap_or_default(),
+        started: Some(false),
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether an init container is a native sidecar (`restartPolicy: Always`).
+fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
 fn conditions(
     s: &PodStatus,
     current: &PodStatus,
-    has_init: bool,
+    init: Option<&[k8s_openapi::api::core::v1::Container]>,
     now: Timestamp,
 ) -> Vec<PodCondition> {
     let phase = s.phase.as_deref().unwrap_or("Pending");
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let containers = s.container_statuses.as_deref().unwrap_or_default();
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
-    let initialized = !has_init
+    let sidecar = |name: &str| {
+        init.into_iter()
+            .flatten()
+            .any(|c| c.name == name && is_sidecar(c))
+    };
+    // an init container is done once it exited 0; a sidecar once it started
+    let initialized = init.is_none_or(<[_]>::is_empty)
         || s.init_container_statuses.iter().flatten().all(|c| {
-            c.state
-                .as_ref()
-                .and_then(|st| st.terminated.as_ref())
+            let st = c.state.as_ref();
+            if sidecar(&c.name) {
+                return st.is_some_and(|st| st.running.is_some());
+            }
+            st.and_then(|st| st.terminated.as_ref())
                 .is_some_and(|t| t.exit_code == 0)
         });
     let sandbox = s.pod_ip.is_some() || matches!(phase, "Running" | "Succeeded");
@@ -252,7 +342,6 @@ pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
         s.nominated_node_name = None;
         s.resize = None;
         s.resource_claim_statuses = None;
-        s.ephemeral_container_statuses = None;
         s.observed_generation = None;
         for c in s.conditions.iter_mut().flatten() {
             c.observed_generation = None;
@@ -266,6 +355,7 @@ pub fn changed(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
             .container_statuses
             .iter_mut()
             .chain(s.init_container_statuses.iter_mut())
+            .chain(s.ephemeral_container_statuses.iter_mut())
             .flatten();
         for c in statuses {
             if c.last_state.as_ref() == Some(&ContainerState::default()) {
@@ -440,6 +530,40 @@ mod tests {
             now + jiff::SignedDuration::from_secs(300),
         );
         assert!(!changed(Some(&stored), &again), "{stored:?}\n{again:?}");
+    }
+
+    #[test]
+    fn a_sidecar_run_as_a_regular_container_initializes_the_pod() {
+        // issue #16: ACI runs native sidecars as containers of the group
+        let mut p = pod();
+        p.spec.as_mut().unwrap().init_containers = Some(vec![
+            serde_json::from_value(
+                json!({"name": "proxy", "image": "envoy", "restartPolicy": "Always"}),
+            )
+            .unwrap(),
+        ]);
+        let b = PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![
+                running("a", true),
+                running("b", true),
+                running("proxy", true),
+            ]),
+            ..Default::default()
+        };
+        let s = desired(&p, &Observed::Backend(&b), "h", Timestamp::now());
+        let init = s.init_container_statuses.as_ref().unwrap();
+        assert_eq!(init[0].name, "proxy");
+        assert!(init[0].state.as_ref().unwrap().running.is_some());
+        assert_eq!(cond(&s, "Initialized").status, "True");
+        assert_eq!(cond(&s, "Ready").status, "True");
+        let names: Vec<_> = s
+            .container_statuses
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["a", "b"], "the sidecar is not an app container");
     }
 
     #[test]

@@ -10,13 +10,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Instant,
 };
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodStatus;
 use skylet_provider::{BackendPod, BoundedSet, PodRef};
+
+use super::changes::Applied;
 
 /// How many removed pods are remembered.
 const REMOVED_MAX: usize = 4096;
@@ -38,7 +40,7 @@ struct Row {
 }
 
 /// skylet's bookkeeping of a pod between reconciles.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Local {
     /// When skylet last asked the backend to create it.
     pub(crate) created: Option<Instant>,
@@ -55,6 +57,9 @@ pub(crate) struct Local {
     pub(crate) failures: u32,
     /// When its service-account token must be refreshed.
     pub(crate) refresh_at: Option<Timestamp>,
+    /// What the backend runs of the spec's changeable parts, and what it
+    /// refused ([`super::changes`]).
+    pub(crate) applied: Option<Arc<Applied>>,
 }
 
 impl Row {
@@ -211,7 +216,7 @@ impl PodTable {
         self.lock()
             .rows
             .get(uid)
-            .map(|r| r.local)
+            .map(|r| r.local.clone())
             .unwrap_or_default()
     }
 

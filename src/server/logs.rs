@@ -1,8 +1,7 @@
 //! `GET /containerLogs/{ns}/{pod}/{container}`: a container's log from the
 //! backend, streamed as it arrives, with the kubelet's options: `follow`,
 //! `previous`, `timestamps`, `tailLines`, `sinceSeconds`, `sinceTime`,
-//! `limitBytes`. `previous` from a backend that keeps no log of a previous
-//! run is a 400 naming why ([`previous_error`]).
+//! `limitBytes`.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -12,7 +11,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use skylet_provider::{LogOptions, PodRef, Provider, ProviderError};
+use skylet_provider::{LogOptions, PodRef, Provider};
 
 use super::{State, error::ApiError};
 use crate::metrics::timed;
@@ -88,43 +87,32 @@ pub(crate) async fn logs<P: Provider>(
         .pod(&ns, &name)
         .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} is not on this node")))?;
     let spec = pod.spec.as_ref();
-    let known = spec
-        .into_iter()
-        .flat_map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        })
-        .any(|c| c.name == container);
+    let known = spec.is_some_and(|s| {
+        let ephemeral = s.ephemeral_containers.iter().flatten().map(|c| &c.name);
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .map(|c| &c.name)
+            .chain(ephemeral)
+            .any(|n| *n == container)
+    });
     if !known {
         return Err(ApiError::not_found(format!(
             "container {container:?} is not in pod {ns}/{name}"
         )));
     }
     let r = PodRef::of(&pod);
-    let previous = opts.previous;
     let stream = timed(
         &state.metrics,
         "logs",
         state.provider.logs(&r, &container, opts),
     )
-    .await
-    .map_err(|e| previous_error(previous, e))?;
+    .await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// `--previous` from a backend that keeps no log of a container's previous
-/// run (`Unsupported`): 400 with the backend's reason, as the kubelet answers
-/// for a container without a previous instance, never the current log.
-fn previous_error(previous: bool, e: ProviderError) -> ApiError {
-    match e {
-        ProviderError::Unsupported(why) if previous => ApiError::bad_request(why),
-        e => e.into(),
-    }
 }
 
 #[cfg(test)]
@@ -157,17 +145,6 @@ mod tests {
                 .since
                 .is_some()
         );
-    }
-
-    #[test]
-    fn previous_without_a_kept_log_is_400_not_501() {
-        let why = || ProviderError::Unsupported("no log of a previous run is kept".into());
-        let e = previous_error(true, why());
-        assert_eq!(e.status().as_u16(), 400);
-        assert!(format!("{e:?}").contains("previous run"), "{e:?}");
-        assert_eq!(previous_error(false, why()).status().as_u16(), 501);
-        let gone = ProviderError::NotFound("no such pod".into());
-        assert_eq!(previous_error(true, gone).status().as_u16(), 404);
     }
 
     #[test]

@@ -318,11 +318,65 @@ pub trait Provider: Send + Sync + 'static {
     /// a pod the backend already holds succeeds without creating anything.
     fn create_pod(&self, pod: &ResolvedPod) -> impl Future<Output = Result<()>> + Send;
 
-    /// Applies a change to a running pod (Kubernetes allows few: image, active
-    /// deadline, tolerations). The default does nothing.
+    /// Applies what the core resolved anew for a running pod (a refreshed
+    /// service-account token). Image changes, ephemeral containers and
+    /// resizes have calls of their own. The default does nothing.
     fn update_pod(&self, pod: &ResolvedPod) -> impl Future<Output = Result<()>> + Send {
         let _ = pod;
         async { Ok(()) }
+    }
+
+    /// Restarts the containers of a running pod whose image changed, each
+    /// with its new image (`images`: container name and image), as the
+    /// kubelet does. Safe to repeat. The default is
+    /// [`ProviderError::Unsupported`]: its message says why and what to do,
+    /// and the core records it on the pod as a Warning Event, once per
+    /// change.
+    fn change_images(
+        &self,
+        pod: &Pod,
+        images: &[(String, String)],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (pod, images);
+        async {
+            Err(ProviderError::Unsupported(
+                "this backend cannot change the image of a running container; delete the pod \
+                 (its controller recreates it with the new image)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Starts the ephemeral containers of `pod` (`kubectl debug`) that do
+    /// not run yet, and reports them in `ephemeralContainerStatuses` from
+    /// then on. Safe to repeat. The default is
+    /// [`ProviderError::Unsupported`]: the core reports each ephemeral
+    /// container as terminated with that message, so `kubectl debug`
+    /// does not wait for it.
+    fn add_ephemeral_containers(&self, pod: &Pod) -> impl Future<Output = Result<()>> + Send {
+        let _ = pod;
+        async {
+            Err(ProviderError::Unsupported(
+                "this backend cannot add a container to a running pod; use kubectl debug \
+                 --copy-to to debug a copy of the pod"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Applies an in-place resize (`pods/resize`): the containers'
+    /// resources in `pod` are the new ones. Safe to repeat. The default is
+    /// [`ProviderError::Unsupported`]: the core gives the pod condition
+    /// `PodResizePending` with reason `Infeasible` and that message.
+    fn resize(&self, pod: &Pod) -> impl Future<Output = Result<()>> + Send {
+        let _ = pod;
+        async {
+            Err(ProviderError::Unsupported(
+                "this backend cannot resize a running pod; delete the pod so that its \
+                 controller recreates it with the new resources"
+                    .into(),
+            ))
+        }
     }
 
     /// Stops a pod within `grace` and releases its resources. Safe to repeat;

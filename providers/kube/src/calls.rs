@@ -25,6 +25,12 @@ pub(crate) mod op {
     pub(crate) const CREATE_POD: &str = "createCoreV1NamespacedPod";
     /// `GET /api/v1/namespaces/{ns}/pods/{name}`.
     pub(crate) const READ_POD: &str = "readCoreV1NamespacedPod";
+    /// `PATCH /api/v1/namespaces/{ns}/pods/{name}` (an image change).
+    pub(crate) const PATCH_POD: &str = "patchCoreV1NamespacedPod";
+    /// `PATCH /api/v1/namespaces/{ns}/pods/{name}/ephemeralcontainers`.
+    pub(crate) const PATCH_EPHEMERAL: &str = "patchCoreV1NamespacedPodEphemeralcontainers";
+    /// `PATCH /api/v1/namespaces/{ns}/pods/{name}/resize`.
+    pub(crate) const PATCH_RESIZE: &str = "patchCoreV1NamespacedPodResize";
     /// `DELETE /api/v1/namespaces/{ns}/pods/{name}`.
     pub(crate) const DELETE_POD: &str = "deleteCoreV1NamespacedPod";
     /// `GET /api/v1/pods?labelSelector=..` (the sweep).

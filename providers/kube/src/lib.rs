@@ -24,6 +24,9 @@
 //!   (reporter `skylet-kube`, note `remote: ...`; the `events` module).
 //! - **Metrics** (`kubectl top`): one list of the remote cluster's
 //!   `metrics.k8s.io` PodMetrics of this node's pods per request ([`top`]).
+//! - **Changes after creation**: an image change, ephemeral containers
+//!   (`kubectl debug`) and in-place resize are patched onto the remote pod
+//!   (the `changes` module); the remote kubelet acts on them.
 //! - **Logs, exec, attach, port-forward** go to the remote apiserver (kube-rs's
 //!   WebSocket client). Caveat: that port-forward protocol has no half-close,
 //!   so a forwarded connection ends as soon as either side closes its writes.
@@ -48,7 +51,8 @@
 //! Submariner, Cilium ClusterMesh).
 //!
 //! # RBAC on the remote cluster
-//! `namespaces`: get, create; `pods`: get, list, watch, create, delete;
+//! `namespaces`: get, create; `pods`: get, list, watch, create, delete,
+//! patch; `pods/ephemeralcontainers`, `pods/resize`: patch;
 //! `pods/log`: get; `pods/exec`, `pods/attach`, `pods/portforward`: create
 //! (and get, for apiservers before 1.31); `configmaps`, `secrets`: get,
 //! create, update; `secrets`: patch (the home token, server-side apply);
@@ -89,6 +93,7 @@ use skylet_provider::{
 };
 
 mod calls;
+mod changes;
 mod events;
 mod kind;
 mod reflect;
@@ -542,6 +547,21 @@ impl Provider for KubeProvider {
         };
         let ns = remote.namespace().unwrap_or_default();
         self.write_home_token(rp, &ns, &remote).await
+    }
+
+    /// Patches the remote pod's images: its kubelet restarts the containers.
+    async fn change_images(&self, pod: &Pod, images: &[(String, String)]) -> Result<()> {
+        self.patch_images(pod, images).await
+    }
+
+    /// Adds the ephemeral containers to the remote pod.
+    async fn add_ephemeral_containers(&self, pod: &Pod) -> Result<()> {
+        self.patch_ephemeral(pod).await
+    }
+
+    /// Passes the resize on to the remote pod's `resize` subresource.
+    async fn resize(&self, pod: &Pod) -> Result<()> {
+        self.patch_resize(pod).await
     }
 
     async fn delete_pod(&self, pod: &PodRef, grace: Duration) -> Result<Deleted> {

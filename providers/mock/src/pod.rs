@@ -1,7 +1,7 @@
 //! A simulated pod and its containers: their states, the phase and the
 //! status that follow from them, and what the state file keeps of them.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -15,7 +15,7 @@ use skylet_provider::{BackendPod, PodRef, ProviderError, Result};
 use skylet_toysh::Sandbox;
 use tokio::sync::watch;
 
-use crate::{logs::LogBuffer, plan::Plan, probe::Life, state, usage::Usage};
+use crate::{logs::LogBuffer, plan::Plan, state, usage::Usage};
 
 /// A simulated pod.
 pub(crate) struct MockPod {
@@ -25,10 +25,10 @@ pub(crate) struct MockPod {
     pub(crate) phase: &'static str,
     pub(crate) init: Vec<Container>,
     pub(crate) app: Vec<Container>,
+    /// Ephemeral containers (`kubectl debug`), added while it runs.
+    pub(crate) ephemeral: Vec<Container>,
     /// Dropped when the pod is deleted: running scripts stop.
     pub(crate) stop: watch::Sender<bool>,
-    /// Probes and restarts of app containers, by name.
-    pub(crate) lives: HashMap<String, Life>,
 }
 
 /// A simulated container.
@@ -41,6 +41,8 @@ pub(crate) struct Container {
     pub(crate) sandbox: Arc<Sandbox>,
     /// Its resource use (`load` in its program).
     pub(crate) usage: Arc<Usage>,
+    /// How often it restarted (an image change restarts it).
+    pub(crate) restarts: i32,
 }
 
 /// Where a simulated container is in its life.
@@ -77,6 +79,7 @@ impl MockPod {
                     logs: Arc::default(),
                     sandbox: p.sandbox.clone(),
                     usage: Arc::default(),
+                    restarts: 0,
                 })
                 .collect()
         };
@@ -87,8 +90,8 @@ impl MockPod {
             phase: "Pending",
             init: waiting(init),
             app: waiting(app),
+            ephemeral: Vec::new(),
             stop,
-            lives: HashMap::new(),
         }
     }
 
@@ -104,6 +107,7 @@ impl MockPod {
                     logs: Arc::default(),
                     sandbox: Arc::default(),
                     usage: Arc::default(),
+                    restarts: c.restarts,
                 })
                 .collect()
         };
@@ -114,18 +118,19 @@ impl MockPod {
             phase: "Pending",
             init: containers(saved.init),
             app: containers(saved.app),
+            ephemeral: containers(saved.ephemeral),
             stop: watch::channel(false).0,
-            lives: HashMap::new(),
         };
         pod.phase = pod.compute_phase();
         pod
     }
 
-    /// The container named `name`, init or app.
+    /// The container named `name`: init, app or ephemeral.
     pub(crate) fn container(&self, name: &str) -> Result<&Container> {
         self.init
             .iter()
             .chain(&self.app)
+            .chain(&self.ephemeral)
             .find(|c| c.name == name)
             .ok_or_else(|| {
                 ProviderError::NotFound(format!(
@@ -143,6 +148,7 @@ impl MockPod {
                     name: c.name.clone(),
                     image: c.image.clone(),
                     state: c.state.clone(),
+                    restarts: c.restarts,
                 })
                 .collect()
         };
@@ -154,6 +160,7 @@ impl MockPod {
             ip: self.ip.clone(),
             init: conv(&self.init),
             app: conv(&self.app),
+            ephemeral: conv(&self.ephemeral),
         }
     }
 
@@ -170,7 +177,6 @@ impl MockPod {
             .app
             .iter()
             .any(|c| matches!(c.state, CState::Running { .. }))
-            || self.lives.values().any(|l| l.backoff.is_some())
         {
             return "Running";
         }
@@ -210,17 +216,9 @@ impl MockPod {
                 }]),
                 start_time: Some(Time(self.created)),
                 init_container_statuses: (!self.init.is_empty()).then(|| statuses(&self.init)),
-                container_statuses: Some(
-                    statuses(&self.app)
-                        .into_iter()
-                        .map(|mut s| {
-                            if let Some(l) = self.lives.get(&s.name) {
-                                l.apply(&mut s, &self.pod);
-                            }
-                            s
-                        })
-                        .collect(),
-                ),
+                container_statuses: Some(statuses(&self.app)),
+                ephemeral_container_statuses: (!self.ephemeral.is_empty())
+                    .then(|| statuses(&self.ephemeral)),
                 ..Default::default()
             },
         }
@@ -278,7 +276,7 @@ impl Container {
             container_id: Some(format!("mock://{}/{}", pod.uid, self.name)),
             ready,
             started: Some(started),
-            restart_count: 0,
+            restart_count: self.restarts,
             state: Some(state),
             ..Default::default()
         }

@@ -6,7 +6,10 @@
 use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 
 use jiff::Timestamp;
-use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::api::resource::Quantity};
+use k8s_openapi::{
+    api::core::v1::{Node, Pod},
+    apimachinery::pkg::api::resource::Quantity,
+};
 use skylet_provider::{
     AttachIo, BackendPod, CancellationToken, ContainerStats, Deleted, ExecIo, ExitStatus,
     LogOptions, LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod,
@@ -75,12 +78,57 @@ impl Provider for MockProvider {
         Ok(())
     }
 
+    /// Restarts each container with its new image, as a kubelet does: the
+    /// same program runs on, its restart count goes up and it is Running
+    /// since now.
+    async fn change_images(&self, pod: &Pod, images: &[(String, String)]) -> Result<()> {
+        self.inner.reachable()?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let now = Timestamp::now();
+        let mut found = false;
+        self.inner.update(&uid, |p| {
+            found = true;
+            for c in &mut p.app {
+                let Some((_, image)) = images.iter().find(|(n, _)| *n == c.name) else {
+                    continue;
+                };
+                if c.image == *image {
+                    continue;
+                }
+                c.image.clone_from(image);
+                c.restarts += 1;
+                if matches!(c.state, CState::Running { .. }) {
+                    c.state = CState::Running { since: now };
+                }
+                c.logs.push(format!(
+                    "mock: restarted container {} with image {image}",
+                    c.name
+                ));
+            }
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(ProviderError::NotFound(format!(
+                "pod {} is not running in the mock backend",
+                PodRef::of(pod)
+            )))
+        }
+    }
+
+    /// Starts the ephemeral containers not started yet, each running its
+    /// program like an app container.
+    async fn add_ephemeral_containers(&self, pod: &Pod) -> Result<()> {
+        self.inner.reachable()?;
+        crate::ephemeral::start(&self.inner, pod)
+    }
+
     async fn delete_pod(&self, pod: &PodRef, _grace: Duration) -> Result<Deleted> {
         self.inner.reachable()?;
         let removed = self.inner.lock().remove(&pod.uid);
         if let Some(p) = removed {
             let _ = p.stop.send(true);
-            for c in p.init.iter().chain(&p.app) {
+            for c in p.init.iter().chain(&p.app).chain(&p.ephemeral) {
                 c.logs.close();
             }
         }
@@ -111,22 +159,14 @@ impl Provider for MockProvider {
             let p = pods.get(&pod.uid).ok_or_else(|| {
                 ProviderError::NotFound(format!("pod {pod} is not running in the mock backend"))
             })?;
-            let c = p.container(container)?;
-            if opts.previous {
-                // the run before the last restart
-                p.lives
-                    .get(container)
-                    .and_then(|l| l.previous_logs.clone())
-                    .ok_or_else(|| {
-                        ProviderError::NotFound(format!(
-                            "previous terminated container {container:?} in pod {:?} not found",
-                            pod.name
-                        ))
-                    })?
-            } else {
-                c.logs.clone()
-            }
+            p.container(container)?.logs.clone()
         };
+        if opts.previous {
+            return Err(ProviderError::NotFound(format!(
+                "previous terminated container {container:?} in pod {:?} not found",
+                pod.name
+            )));
+        }
         Ok(logs::stream(buf, opts))
     }
 

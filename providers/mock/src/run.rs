@@ -11,11 +11,7 @@ use skylet_provider::CancellationToken;
 use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use k8s_openapi::{
-    api::core::v1::ContainerStateTerminated, apimachinery::pkg::apis::meta::v1::Time,
-};
-
-use crate::{Inner, logs::LogBuffer, plan::Plan, pod::CState, probe, usage::Usage};
+use crate::{Inner, logs::LogBuffer, plan::Plan, pod::CState, usage::Usage};
 
 /// Starts a pod just inserted: queues its job, or, on the fast path, marks
 /// its containers Running now.
@@ -27,11 +23,8 @@ pub(crate) fn start(
     stop: watch::Receiver<bool>,
 ) {
     let latency = inner.config.start_latency;
-    let needs_task = latency > Duration::ZERO
-        || plans
-            .iter()
-            .any(|p| p.init || !p.program.is_empty() || p.probes.any());
-    not_run(inner, uid, &plans);
+    let needs_task =
+        latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.program.is_empty());
     if !needs_task {
         // The fast path: every container is a long-running one with no
         // script; it is Running as soon as the create returns.
@@ -128,31 +121,8 @@ async fn run_pod(
     futures::future::join_all(containers).await;
 }
 
-/// Warning Events for the probes the simulated backend does not run
-/// (`crate::probe`), once, when the pod is created.
-fn not_run(inner: &Inner, uid: &str, plans: &[Plan]) {
-    let Some(pod) = inner.lock().get(uid).map(|p| p.pod.clone()) else {
-        return;
-    };
-    for plan in plans {
-        for field in &plan.probes.not_run {
-            probe::warn(
-                &inner.sink,
-                &pod,
-                "ProbeNotSupported",
-                format!(
-                    "{field} of container {} is not run by the simulated backend; it counts as passing",
-                    plan.name
-                ),
-            );
-        }
-    }
-}
-
-/// Runs one container: its program, again after each restart its restart
-/// policy asks for (app containers), with its probes; the code it ended
-/// with for good, or `None` when the pod was deleted meanwhile (or, for an
-/// app container without a program or probes, never: it runs until then).
+/// Runs one container's program; `None` when the pod was deleted meanwhile
+/// (or, for an app container without a program, never: it runs until then).
 async fn run_container(
     inner: &Inner,
     uid: &str,
@@ -161,42 +131,10 @@ async fn run_container(
     plan: Plan,
     mut stop: watch::Receiver<bool>,
 ) -> Option<i32> {
-    let mut restarts = 0;
-    loop {
-        let (code, again) = run_once(inner, uid, init, i, &plan, stop.clone(), restarts).await?;
-        let Some(wait) = again else {
-            return Some(code);
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return None,
-        }
-        restarts += 1;
-        inner.update(uid, |p| {
-            let Some(c) = p.app.get_mut(i) else { return };
-            let life = p.lives.entry(c.name.clone()).or_default();
-            life.restarts = restarts;
-            life.backoff = None;
-            life.previous_logs = Some(std::mem::take(&mut c.logs));
-        });
-    }
-}
-
-/// One run of a container; its code and, if it restarts, after how long.
-async fn run_once(
-    inner: &Inner,
-    uid: &str,
-    init: bool,
-    i: usize,
-    plan: &Plan,
-    mut stop: watch::Receiver<bool>,
-    restarts: i32,
-) -> Option<(i32, Option<Duration>)> {
     let started = Timestamp::now();
-    let (out, pod) = {
+    let out = {
         let mut pods = inner.lock();
         let p = pods.get_mut(uid)?;
-        let pod = p.pod.clone();
         let c = if init {
             p.init.get_mut(i)?
         } else {
@@ -204,39 +142,24 @@ async fn run_once(
         };
         c.state = CState::Running { since: started };
         c.usage = Arc::new(Usage::starting(started));
-        let out = Out {
+        Out {
             logs: c.logs.clone(),
             usage: c.usage.clone(),
-        };
-        if plan.probes.any() {
-            let life = p.lives.entry(plan.name.clone()).or_default();
-            life.started = plan.probes.startup.as_ref().map(|_| false);
-            life.ready = plan.probes.readiness.as_ref().map(|_| false);
         }
-        (out, pod)
     };
     inner.update(uid, |_| {});
     if plan.program.is_empty() {
         out.logs
             .push(format!("mock: started container {}", plan.name));
-        if !init && !plan.probes.any() {
+        if !init {
             return None; // runs until deleted
         }
     }
-    let program = async {
-        if plan.program.is_empty() && !init {
-            std::future::pending().await
-        } else {
-            plan.program.run(&plan.sandbox, &out).await
-        }
-    };
     let code = tokio::select! {
-        code = program => code,
-        code = probe::supervise(inner, &pod, &plan.name, &plan.probes, &plan.sandbox), if !init => code,
+        code = plan.program.run(&plan.sandbox, &out) => code,
         _ = stop.changed() => return None,
     };
     let finished = Timestamp::now();
-    let again = (!init && plan.restart.restarts(code)).then(|| probe::backoff(restarts));
     inner.update(uid, |p| {
         let list = if init { &mut p.init } else { &mut p.app };
         if let Some(c) = list.get_mut(i) {
@@ -247,26 +170,14 @@ async fn run_once(
             };
             c.logs.close();
         }
-        if let Some(wait) = again {
-            let life = p.lives.entry(plan.name.clone()).or_default();
-            life.backoff = Some(wait.as_secs());
-            life.last = Some(ContainerStateTerminated {
-                exit_code: code,
-                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                started_at: Some(Time(started)),
-                finished_at: Some(Time(finished)),
-                container_id: Some(format!("mock://{uid}/{}", plan.name)),
-                ..Default::default()
-            });
-        }
     });
-    Some((code, again))
+    Some(code)
 }
 
 /// Where a container's program writes: its log, and its resource use.
-struct Out {
-    logs: Arc<LogBuffer>,
-    usage: Arc<Usage>,
+pub(crate) struct Out {
+    pub(crate) logs: Arc<LogBuffer>,
+    pub(crate) usage: Arc<Usage>,
 }
 
 impl skylet_toysh::Output for Out {

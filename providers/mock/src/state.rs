@@ -25,6 +25,9 @@ pub(crate) struct SavedPod {
     pub(crate) ip: String,
     pub(crate) init: Vec<SavedContainer>,
     pub(crate) app: Vec<SavedContainer>,
+    /// `kubectl debug`'s containers.
+    #[serde(default)]
+    pub(crate) ephemeral: Vec<SavedContainer>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +35,8 @@ pub(crate) struct SavedContainer {
     pub(crate) name: String,
     pub(crate) image: String,
     pub(crate) state: CState,
+    #[serde(default)]
+    pub(crate) restarts: i32,
 }
 
 /// Reads the state file; a missing file is an empty backend, a corrupt one

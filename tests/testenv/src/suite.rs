@@ -10,7 +10,6 @@
 //! | [`logs_plain_tail_timestamps_limit_and_follow`] | `kubectl logs`, `--tail`, `--timestamps`, `--limit-bytes`, `-f` |
 //! | [`restart_adopts_and_the_sweep_removes_orphans`] | a crash right after the first create, a restart: exactly one instance per pod; a pod deleted while skylet is down: its instance is removed by the sweep, the others are kept |
 //! | [`unsupported_spec_fails_the_pod_with_an_event`] | a spec the backend cannot run: Failed naming the field, a Warning Event |
-//! | [`probes_restarts_and_previous_logs_follow_the_backend`] | a container that ends restarts with `restartCount` and `lastState`, `kubectl logs --previous` shows the run before (or a 400 where the backend keeps no such log, never the current log), a failing exec readiness probe keeps a Running pod not Ready, a probe the backend cannot run gets a Warning Event `ProbeNotSupported` naming it (issue #16; per backend: [`Probing`]) |
 //! | [`top_and_cpu_autoscaling_follow_the_backend_load`] | `kubectl top pod` and `top node`, `/stats/summary`, through metrics-server, from the backend's own metrics API; a CPU HorizontalPodAutoscaler scales a Deployment up under load and down when it stops (issue #16) |
 //! | [`capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending`] | a quota used up: a Deployment's pods beyond it Failed `BackendCapacityUnavailable`, the node tainted `skylet.io/capacity-exhausted:NoSchedule` and their replacements unschedulable meanwhile, a bare pod Pending with a Warning Event, creates backed off (backends that implement [`WithQuota`]) |
 //!
@@ -26,6 +25,14 @@
 //! (`suite::<scenario>`): tests/ecs.rs (moto cannot refuse a task for
 //! capacity), tests/aci.rs and tests/backends.rs (the simulated backend).
 //! Backend-specific tests stay beside them in those files.
+//!
+//! Changes after creation (issue #16), with per-backend expectations
+//! ([`BackendUnderTest::CHANGES`]):
+//!
+//! | scenario | what it shows |
+//! |---|---|
+//! | [`active_deadline_fails_the_pod_and_stops_its_instance`] | `activeDeadlineSeconds`: the pod Failed `DeadlineExceeded` with a Warning Event, its instance stopped |
+//! | [`changes_after_creation_apply_or_say_why_not`] | an image change restarts the container, or a Warning Event says why not; `kubectl debug` runs an ephemeral container, or its status says why it cannot (and `kubectl debug -i` returns); an in-place resize is passed on, or the pod gets `PodResizePending` `Infeasible` |
 
 use std::{
     future::Future,
@@ -80,6 +87,9 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
     /// Whether a spec it cannot run is refused before any create call (a
     /// cloud API); the simulated backend refuses in its create.
     const CHECKS_SPEC_BEFORE_CALLING: bool = true;
+    /// Which changes to a running pod it applies (issue #16); it refuses
+    /// the others, saying so on the pod.
+    const CHANGES: Changes = Changes::REFUSED;
 
     /// Starts the backend's emulator (or takes the test binary's).
     fn start() -> impl Future<Output = Self> + Send;
@@ -111,6 +121,14 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
     /// the refusal must name.
     fn make_unsupported(&self, pod: &mut Value) -> &'static str;
 
+    /// The backend's own copy of `pod` where that is a Kubernetes pod (the
+    /// remote backend's remote pod), to check what was passed on to it;
+    /// `None` elsewhere.
+    fn remote_pod(&self, s: &Skylet, pod: &Pod) -> impl Future<Output = Option<Pod>> + Send {
+        let _ = (s, pod);
+        async { None }
+    }
+
     /// Checks what the backend shows of the instances of `uids`, which
     /// skylet removed (ECS: stopped with skylet's reason).
     fn check_removed(&self, s: &Skylet, uids: &[String]) -> impl Future<Output = ()> + Send {
@@ -121,19 +139,6 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
     /// Checks on the backend at the end of every scenario (the ACI
     /// emulator: every answer matched the spec).
     fn verify(&self) {}
-
-    /// What it does with probes and restarts.
-    const PROBING: Probing = Probing {
-        readiness: false,
-        restarts: false,
-        previous_logs: false,
-    };
-
-    /// A probe it does not run (merged into a container) and what the
-    /// Warning Event `ProbeNotSupported` it records names.
-    fn probe_not_run(&self) -> Option<(Value, &'static str)> {
-        None
-    }
 
     /// Makes `pod`'s container `main` use `millicores` of CPU (and 64 MiB)
     /// as the backend's metrics API reports it, for a backend whose
@@ -173,20 +178,6 @@ pub trait BehindProxy: BackendUnderTest {
         proxy: &FaultProxy,
         extra: &[&str],
     ) -> Skylet;
-}
-
-/// What a backend does with probes and restarts
-/// ([`probes_restarts_and_previous_logs_follow_the_backend`]).
-#[derive(Clone, Copy, Debug)]
-pub struct Probing {
-    /// A container's readiness follows its exec readiness probe.
-    pub readiness: bool,
-    /// A container that ends restarts (restartPolicy Always), with
-    /// `restartCount` and `lastState`.
-    pub restarts: bool,
-    /// `kubectl logs --previous` shows the run before the last restart
-    /// (else it answers 400).
-    pub previous_logs: bool,
 }
 
 /// A backend whose quota can be set below what its node advertises (a
@@ -874,144 +865,273 @@ impl<B: BackendUnderTest> Run<B> {
     }
 }
 
-/// Issue #16: probes and restarts as the backend runs them ([`Probing`]):
-/// a container that prints `first-run` and exits 3 (restartPolicy Always)
-/// restarts with `restartCount` and `lastState`; `kubectl logs --previous`
-/// shows that run (its lines no later than it finished) or answers 400
-/// without the log; an exec readiness probe that fails keeps its Running
-/// pod not Ready, with a Warning Event `Unhealthy`; a probe the backend
-/// cannot run gets a Warning Event `ProbeNotSupported` naming it.
-pub async fn probes_restarts_and_previous_logs_follow_the_backend<B: BackendUnderTest>() {
-    let r = run(B::start().await, "prb", &[]).await;
-    let ns = r.ns.as_str();
-    let probing = B::PROBING;
-    let create = |name: &str, script: &str, container: Value| {
-        let t = r.template(name, script);
-        let mut pod =
-            json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": t["spec"]});
-        if let (Some(c), Some(extra)) = (
-            pod["spec"]["containers"][0].as_object_mut(),
-            container.as_object(),
-        ) {
-            c.extend(extra.clone());
-        }
-        let pod: Pod = serde_json::from_value(pod).expect("a pod");
-        let pods = r.pods();
-        async move {
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .expect("the pod created");
-        }
-    };
-    let ready_probe = |command: &[&str]| json!({"readinessProbe": {"exec": {"command": command}, "periodSeconds": 1, "failureThreshold": 1}});
-    create(
-        "crash",
-        "echo first-run; sleep 3; exit 3",
-        ready_probe(&["true"]),
-    )
-    .await;
-    create(
-        "unready",
-        "sleep infinity",
-        ready_probe(&["cat", "/nonexistent"]),
-    )
-    .await;
-    let not_run = r.b.probe_not_run();
-    if let Some((probe, _)) = &not_run {
-        create("odd", "sleep infinity", probe.clone()).await;
-    }
+/// Which changes to a running pod a backend applies (issue #16).
+#[derive(Clone, Copy, Debug)]
+pub struct Changes {
+    /// An image change restarts the container with the new image.
+    pub image: bool,
+    /// `kubectl debug` runs an ephemeral container.
+    pub ephemeral: bool,
+    /// An in-place resize is passed on to the backend (whose answer the
+    /// pod shows).
+    pub resize: bool,
+}
 
-    if let Some((_, named)) = not_run {
+impl Changes {
+    /// None: each is refused, and the pod says so.
+    pub const REFUSED: Self = Self {
+        image: false,
+        ephemeral: false,
+        resize: false,
+    };
+}
+
+/// A bare pod `name` (labels `app: name`) of `r`'s template, with `extra`
+/// merged into its spec; created, then Running (and Ready where the
+/// backend reports readiness).
+async fn bare_pod<B: BackendUnderTest>(r: &Run<B>, name: &str, script: &str, extra: Value) -> Pod {
+    let mut spec = r.template(name, script)["spec"].clone();
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let pod = json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec});
+    let pod: Pod = serde_json::from_value(pod).expect("a pod");
+    r.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the pod created");
+    r.running(name, 1, Duration::from_secs(90)).await.remove(0)
+}
+
+/// Waits for an Event on pod `name` of `type_` and `reason`; returns its
+/// message.
+async fn event_with<B>(r: &Run<B>, name: &str, type_: &str, reason: &str) -> String {
+    eventually(
+        &format!("a {type_} Event {reason} on {name}"),
+        Duration::from_secs(60),
+        || async {
+            events_of(&r.client, &r.ns, name)
+                .await
+                .into_iter()
+                .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+                .map(|e| e.message.unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// A pod with `activeDeadlineSeconds: 15` runs, then fails with reason
+/// `DeadlineExceeded` and a Warning Event, and its instance is stopped
+/// (the pod object stays, Failed, as the kubelet leaves it).
+pub async fn active_deadline_fails_the_pod_and_stops_its_instance<B: BackendUnderTest>() {
+    let r = run(B::start().await, "deadline", &[]).await;
+    let pod = bare_pod(&r, "dl", "sleep 3600", json!({"activeDeadlineSeconds": 15})).await;
+    assert!(
+        r.instance_uids().await.contains(&uid(&pod)),
+        "the pod runs on the backend first"
+    );
+    let failed = pods_where(
+        &r.client,
+        &r.ns,
+        "dl",
+        1,
+        Duration::from_secs(60),
+        "Failed with DeadlineExceeded",
+        |p| {
+            phase(p) == "Failed"
+                && p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("DeadlineExceeded")
+        },
+    )
+    .await;
+    let started = pod.status.as_ref().and_then(|s| s.start_time.clone());
+    let message = failed[0].status.as_ref().and_then(|s| s.message.clone());
+    assert_eq!(
+        message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let note = event_with(&r, "dl", "Warning", "DeadlineExceeded").await;
+    assert!(note.contains("deadline"), "{note}");
+    eventually("the instance stopped", Duration::from_secs(60), || async {
+        (!r.instance_uids().await.contains(&uid(&pod))).then_some(())
+    })
+    .await;
+    let took = failed[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.clone())
+        .zip(started)
+        .map(|(end, start)| end.0.duration_since(start.0).as_secs());
+    println!("failed {took:?} s after its start (deadline 15 s)");
+    r.b.verify();
+}
+
+/// A running pod's image, ephemeral containers and resources change;
+/// each is applied where [`BackendUnderTest::CHANGES`] says the backend
+/// can, and refused visibly elsewhere.
+pub async fn changes_after_creation_apply_or_say_why_not<B: BackendUnderTest>() {
+    let r = run(B::start().await, "changes", &[]).await;
+    let ns = r.ns.clone();
+    let pod = bare_pod(&r, "chg", "echo started; sleep 3600", json!({})).await;
+
+    // an image change
+    let (ok, _, err) = r.kubectl(&["set", "image", "-n", &ns, "pod/chg", "main=busybox:1.37"]);
+    assert!(ok, "{err}");
+    if B::CHANGES.image {
+        let note = event_with(&r, "chg", "Normal", "ImageChanged").await;
+        assert!(note.contains("main=busybox:1.37"), "{note}");
         eventually(
-            "a Warning Event ProbeNotSupported naming the probe",
-            Duration::from_secs(90),
+            "the container restarted with the new image",
+            Duration::from_secs(60),
             || async {
-                events_of(&r.client, ns, "odd").await.into_iter().find(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.reason.as_deref() == Some("ProbeNotSupported")
-                        && e.message.as_deref().is_some_and(|m| m.contains(named))
-                })
-            },
-        )
-        .await;
-    }
-    let previous = || r.kubectl(&["logs", "-n", ns, "crash", "--previous", "--timestamps"]);
-    if B::READY && probing.restarts {
-        let pods = r.pods();
-        let last = eventually(
-            "the container restarted after exiting 3",
-            Duration::from_secs(120),
-            || async {
-                let p = pods.get("crash").await.ok()?;
+                let p = r.pods().get("chg").await.ok()?;
                 let c = p.status?.container_statuses?.into_iter().next()?;
-                let t = c.last_state?.terminated?;
-                (c.restart_count >= 1 && t.exit_code == 3).then_some(t)
+                (c.image == "busybox:1.37" && c.restart_count >= 1 && c.state?.running.is_some())
+                    .then_some(())
             },
         )
         .await;
-        assert_eq!(last.reason.as_deref(), Some("Error"), "{last:?}");
-        if probing.previous_logs {
-            let finished = last.finished_at.expect("lastState.finishedAt").0;
-            let (ok, out, err) = previous();
-            assert!(
-                ok && out.contains("first-run"),
-                "logs --previous: {out}{err}"
-            );
-            for line in out.lines() {
-                let at: Timestamp = line
-                    .split_whitespace()
-                    .next()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or_else(|| panic!("a timestamped line: {line}"));
-                assert!(
-                    at.as_second() <= finished.as_second(),
-                    "a line of the previous run, not the current one: {line} (it finished {finished})"
-                );
-            }
-        }
-    }
-    if !probing.previous_logs {
-        let (ok, out, err) = previous();
+    } else {
+        let note = event_with(&r, "chg", "Warning", "ImageChangeNotApplied").await;
         assert!(
-            !ok && err.contains("BadRequest") && !out.contains("first-run"),
-            "logs --previous is a 400 without the log: {out}{err}"
+            note.contains("main=busybox:1.37") && note.contains("delete the pod"),
+            "the Event says what and what to do: {note}"
         );
     }
-    if B::READY && probing.readiness {
-        let pods = r.pods();
+
+    // an ephemeral container (kubectl debug)
+    let (ok, _, err) = r.kubectl(&[
+        "debug",
+        "-n",
+        &ns,
+        "chg",
+        "--image=busybox",
+        "-c",
+        "dbg",
+        "--",
+        "sh",
+        "-c",
+        "echo debugging; sleep 3600",
+    ]);
+    assert!(ok, "{err}");
+    let state = eventually(
+        "the ephemeral container's status",
+        Duration::from_secs(60),
+        || async {
+            let p = r.pods().get("chg").await.ok()?;
+            let s = p.status?.ephemeral_container_statuses?.into_iter().next()?;
+            let st = s.state?;
+            (st.running.is_some() || st.terminated.is_some()).then_some(st)
+        },
+    )
+    .await;
+    if B::CHANGES.ephemeral {
+        assert!(state.running.is_some(), "{state:?}");
         eventually(
-            "a Warning Event Unhealthy for the failing readiness probe",
-            Duration::from_secs(90),
+            "the ephemeral container's log",
+            Duration::from_secs(30),
             || async {
-                events_of(&r.client, ns, "unready")
-                    .await
-                    .into_iter()
-                    .find(|e| {
-                        e.reason.as_deref() == Some("Unhealthy")
-                            && e.message
-                                .as_deref()
-                                .is_some_and(|m| m.contains("Readiness probe failed"))
-                    })
+                let (ok, out, _) = r.kubectl(&["logs", "-n", &ns, "chg", "-c", "dbg"]);
+                (ok && out.contains("debugging")).then_some(())
             },
         )
         .await;
-        for _ in 0..10 {
-            let p = pods.get("unready").await.expect("the pod");
-            assert_eq!(phase(&p), "Running");
-            let ready = p
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| c.type_ == "Ready")
-                .map(|c| c.status);
-            assert_eq!(
-                ready.as_deref(),
-                Some("False"),
-                "not Ready while its probe fails"
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    } else {
+        let t = state.terminated.expect("terminated: it cannot start");
+        assert_eq!(t.reason.as_deref(), Some("EphemeralContainersNotSupported"));
+        assert!(
+            t.message
+                .as_deref()
+                .is_some_and(|m| m.contains("--copy-to")),
+            "the status says what to do instead: {t:?}"
+        );
+        // kubectl debug -i waits for the container: it must return
+        let started = std::time::Instant::now();
+        let mut debug =
+            r.cp.kubectl()
+                .args([
+                    "debug",
+                    "-i",
+                    "-n",
+                    &ns,
+                    "chg",
+                    "--image=busybox",
+                    "-c",
+                    "dbg2",
+                    "--",
+                    "true",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl runs");
+        let ended = eventually("kubectl debug -i returns", Duration::from_secs(60), || {
+            let ended = debug.try_wait().ok().flatten();
+            async move { ended }
+        })
+        .await;
+        let mut err = String::new();
+        if let Some(mut e) = debug.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
+        println!(
+            "kubectl debug -i returned in {:?} ({ended}): {}",
+            started.elapsed(),
+            err.trim()
+        );
     }
+
+    // an in-place resize
+    let resize = json!({"spec": {"containers": [{"name": "main",
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]}});
+    let (ok, _, err) = r.kubectl(&[
+        "patch",
+        "-n",
+        &ns,
+        "pod/chg",
+        "--subresource",
+        "resize",
+        "-p",
+        &resize.to_string(),
+    ]);
+    assert!(ok, "{err}");
+    if B::CHANGES.resize {
+        eventually("the resize passed on", Duration::from_secs(60), || async {
+            let remote = r.b.remote_pod(&r.s, &pod).await?;
+            let c = remote.spec?.containers.into_iter().next()?;
+            let cpu = c.resources?.requests?.get("cpu")?.0.clone();
+            (cpu == "500m").then_some(())
+        })
+        .await;
+    }
+    // the backend's answer (a remote cluster's kubelet answers for itself)
+    let condition = eventually(
+        "PodResizePending Infeasible",
+        Duration::from_secs(60),
+        || async {
+            let p = r.pods().get("chg").await.ok()?;
+            p.status?.conditions?.into_iter().find(|c| {
+                c.type_ == "PodResizePending" && c.reason.as_deref() == Some("Infeasible")
+            })
+        },
+    )
+    .await;
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("resize")),
+        "{condition:?}"
+    );
+    if !B::CHANGES.resize {
+        let note = event_with(&r, "chg", "Warning", "ResizeInfeasible").await;
+        assert!(note.contains("delete the pod"), "{note}");
+    }
+    assert_eq!(
+        phase(&r.pods().get("chg").await.expect("the pod")),
+        "Running"
+    );
     r.b.verify();
 }
