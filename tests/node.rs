@@ -14,6 +14,7 @@ use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     core::v1::{ConfigMap, Event as CoreEvent, Node, Pod, Secret},
 };
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, PostParams},
@@ -584,10 +585,33 @@ async fn kubectl_top_reports_backend_usage_through_metrics_server() {
 
 #[tokio::test]
 async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
-    let (_cp, client, s, node) = started("vn-outage", &[]).await;
+    let (_cp, client, mut s, node) = started("vn-outage", &[]).await;
     let node = &node;
-    s.set_backend_outage(true);
     let nodes: Api<Node> = Api::all(client.clone());
+    let before = conditions(&nodes, node).await;
+    // issue #16: a crash and a restart change no condition's status, so
+    // no transition time (the restarted skylet writes a new heartbeat)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.kill();
+    s.start_again();
+    let restarted = eventually(
+        "a heartbeat from the restarted skylet",
+        Duration::from_secs(40),
+        || async {
+            let c = conditions(&nodes, node).await;
+            (c["Ready"].2 > before["Ready"].2).then_some(c)
+        },
+    )
+    .await;
+    for (type_, (status, since, _)) in &before {
+        assert_eq!(
+            (&restarted[type_].0, &restarted[type_].1),
+            (status, since),
+            "{type_} across a restart"
+        );
+    }
+
+    s.set_backend_outage(true);
     let cond = eventually(
         "Ready=False with ProviderUnreachable",
         Duration::from_secs(40),
@@ -607,8 +631,49 @@ async fn backend_outage_makes_the_node_not_ready_until_it_answers() {
             .unwrap_or_default()
             .contains("simulated outage")
     );
+    // only Ready transitioned
+    let down = conditions(&nodes, node).await;
+    assert!(down["Ready"].1 > before["Ready"].1, "{down:?}");
+    for type_ in [
+        "MemoryPressure",
+        "DiskPressure",
+        "PIDPressure",
+        "NetworkUnavailable",
+    ] {
+        assert_eq!(down[type_].1, before[type_].1, "{type_} while down");
+    }
     s.set_backend_outage(false);
     node_ready(&client, node).await;
+    let up = conditions(&nodes, node).await;
+    assert!(up["Ready"].1 > down["Ready"].1, "{up:?}");
+    assert_eq!(up["MemoryPressure"].1, before["MemoryPressure"].1);
+}
+
+/// The Node's conditions: type -> (status, lastTransitionTime,
+/// lastHeartbeatTime).
+async fn conditions(
+    nodes: &Api<Node>,
+    node: &str,
+) -> std::collections::BTreeMap<String, (String, Timestamp, Timestamp)> {
+    let n = nodes.get(node).await.expect("the Node");
+    let conds = n.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(conds.len() >= 5, "the Node's conditions: {conds:?}");
+    conds
+        .into_iter()
+        .map(|c| {
+            let at = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                t.unwrap_or_else(|| panic!("{} has both times", c.type_)).0
+            };
+            (
+                c.type_.clone(),
+                (
+                    c.status.clone(),
+                    at(c.last_transition_time.clone()),
+                    at(c.last_heartbeat_time.clone()),
+                ),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]

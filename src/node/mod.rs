@@ -266,6 +266,14 @@ impl<P: Provider> NodeController<P> {
                     node: name.clone(),
                     source,
                 })?;
+                // an unchanged condition keeps its transition time across a restart
+                lock(&self.transitions).seed(
+                    existing
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_deref())
+                        .unwrap_or_default(),
+                );
                 let mine = desired.spec.and_then(|s| s.taints).unwrap_or_default();
                 let patch = json!({
                     "metadata": {"labels": desired.metadata.labels, "annotations": desired.metadata.annotations},

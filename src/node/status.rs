@@ -29,6 +29,17 @@ use crate::config::NodeConfig;
 pub(crate) struct Transitions(HashMap<String, (String, Time)>);
 
 impl Transitions {
+    /// Takes the conditions an existing Node reports (skylet restarted), so
+    /// a status unchanged across the restart keeps its transition time.
+    pub(crate) fn seed(&mut self, conditions: &[NodeCondition]) {
+        for c in conditions {
+            if let Some(t) = &c.last_transition_time {
+                self.0
+                    .insert(c.type_.clone(), (c.status.clone(), t.clone()));
+            }
+        }
+    }
+
     /// The transition time of condition `type_` with `status` at `now`:
     /// the time it last changed, or `now` if it changes now.
     fn at(&mut self, type_: &str, status: &str, now: &Time) -> Time {
@@ -266,6 +277,30 @@ mod tests {
             ("False", Some(Time(t2)))
         );
         assert!(down.message.unwrap().contains("down"));
+    }
+
+    #[test]
+    fn a_restart_keeps_the_transition_times_of_unchanged_conditions() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let h = Health::new(1, 1);
+        let before = conditions("mock", &h, true, &mut Transitions::default(), t0);
+        // a new process: the Node's conditions seed the times
+        let mut t = Transitions::default();
+        t.seed(&before);
+        let after = conditions("mock", &h, false, &mut t, t1);
+        assert_eq!(
+            after[0].last_transition_time,
+            Some(Time(t1)),
+            "Ready went from False (stopped) to True"
+        );
+        for (a, b) in after[1..].iter().zip(&before[1..]) {
+            assert_eq!(
+                a.last_transition_time, b.last_transition_time,
+                "{}",
+                a.type_
+            );
+        }
     }
 
     #[test]
