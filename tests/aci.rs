@@ -11,7 +11,8 @@
 //! orphans, an unsupported spec, a quota used up) run here through
 //! [`Azure`]'s hooks (`skylet_testenv::suite`, tests `suite::*`); the
 //! tests below are ACI's own: secure values, ACI events, attach, exec
-//! quoting, the cost of a sweep and a 429 storm.
+//! quoting, the cost of a sweep and a 429 storm, and a burst kept under
+//! ARM's and ACI's rate limits by skylet's own buckets (#19).
 
 use std::{
     io::{BufRead, BufReader},
@@ -36,7 +37,7 @@ use skylet_testenv::{
         deployment, events_of, kubectl, namespace, node_ready, node_template, pods_gone,
         pods_where, running_ready, running_with_ip, sample, sample_sum, scrape,
     },
-    suite::{BackendUnderTest, Instance, WithQuota},
+    suite::{BackendUnderTest, Instance, Probing, WithQuota},
     unique_name as unique,
 };
 
@@ -169,6 +170,20 @@ impl BackendUnderTest for Azure {
         self.calls("ContainerGroups_CreateOrUpdate")
     }
 
+    // ACI reports no probe results and keeps no log of an earlier run
+    const PROBING: Probing = Probing {
+        readiness: false,
+        restarts: true,
+        previous_logs: false,
+    };
+
+    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
+        Some((
+            json!({"readinessProbe": {"tcpSocket": {"port": 8080}}}),
+            "readinessProbe.tcpSocket",
+        ))
+    }
+
     fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
         pod["spec"]["hostNetwork"] = json!(true);
         "hostNetwork"
@@ -199,6 +214,7 @@ impl WithQuota for Azure {
 }
 
 skylet_testenv::backend_suite!(Azure =>
+    probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,
@@ -442,10 +458,18 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
     let az = Azure::start(100).await;
     let client = cp.client().await.unwrap();
     let node = &unique("aci-scale");
+    // a subscription whose ACI create and delete limits were raised (the
+    // defaults, 100 per 5 minutes, would spread 300 creates and 300
+    // deletes over 10 minutes each)
     let s = az.skylet(
         cp,
         node,
-        &["--aci-capacity", "cpu=1000,memory=4Ti,pods=1000"],
+        &[
+            "--aci-capacity",
+            "cpu=1000,memory=4Ti,pods=1000",
+            "--aci-rate-limit",
+            "creates-5m=off,creates-1h=off,deletes-5m=off,deletes-1h=off",
+        ],
     );
     node_ready(&client, node).await;
     let ns = &namespace(&client, "aci-scale").await;
@@ -521,4 +545,99 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
         az.groups_of(node).is_empty().then_some(())
     })
     .await;
+}
+
+/// Issue #19: with ARM's and ACI's rate limits enforced by the emulator
+/// (small buckets, so the burst outlasts them) and skylet's buckets of the
+/// same sizes, a burst of pods all run and all go with fewer than 1% of
+/// skylet's calls throttled, and a pod's lifecycle costs a bounded number
+/// of calls: one PUT, a Stop and a Delete, no GET (status and the end of a
+/// deletion come from the sweep's list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aci_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
+    use skylet_aci_emulator::limits::{Covers, RateLimit};
+    let cp = ControlPlane::shared();
+    let az = Azure::start_with(EmulatorConfig {
+        container_group_quota: 1000,
+        core_quota: 1000,
+        rate_limits: vec![
+            RateLimit::new("reads", Covers::Reads, 250, 25.0),
+            RateLimit::new("writes", Covers::Writes, 10, 4.0),
+            RateLimit::new("deletes", Covers::Deletes, 10, 4.0),
+            RateLimit::new("creates-5m", Covers::GroupCreates, 8, 2.0),
+            RateLimit::new("deletes-5m", Covers::GroupDeletes, 8, 2.0),
+        ],
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = cp.client().await.unwrap();
+    let node = &unique("aci-limits");
+    let s = az.skylet(
+        cp,
+        node,
+        &[
+            "--aci-capacity",
+            "cpu=1000,memory=4Ti,pods=1000",
+            "--aci-rate-limit",
+            "writes=10:4,deletes=10:4,creates-5m=8:2,creates-1h=off,deletes-5m=8:2,deletes-1h=off",
+        ],
+    );
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "aci-limits").await;
+    let pods: i32 = 40;
+    let mut t = template(node, "burst", "sleep 3600");
+    t["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m", "memory": "128Mi"}});
+    deployment(&client, ns, "burst", pods, t).await;
+    pods_where(
+        &client,
+        ns,
+        "burst",
+        usize::try_from(pods).unwrap(),
+        Duration::from_secs(180),
+        "Running with an IP",
+        running_with_ip,
+    )
+    .await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    deps.delete("burst", &DeleteParams::default())
+        .await
+        .unwrap();
+    pods_gone(&client, ns, "burst", Duration::from_secs(180)).await;
+    eventually("no group left", Duration::from_secs(60), || async {
+        az.groups_of(node).is_empty().then_some(())
+    })
+    .await;
+
+    let stats = az.emu.stats();
+    // the buckets were really in the way: every create took a token
+    let pods = u64::try_from(pods).unwrap();
+    assert_eq!(stats.limits["creates-5m"].admitted, pods, "{stats:?}");
+    let m = scrape(&s);
+    let arm = |outcome: &str| {
+        sample_sum(
+            &m,
+            &[
+                "skylet_backend_api_requests_total",
+                "service=\"arm\"",
+                &format!("outcome=\"{outcome}\""),
+            ],
+        )
+    };
+    let all = sample_sum(
+        &m,
+        &["skylet_backend_api_requests_total", "service=\"arm\""],
+    );
+    assert!(
+        arm("throttled") * 100.0 < all,
+        "throttled {} of {all} ARM requests: {stats:?}",
+        arm("throttled")
+    );
+    assert!(stats.throttled * 100 < stats.requests.values().sum::<u64>());
+    // bounded calls per pod: one create, at most a stop and a delete, no GET
+    assert_eq!(az.calls("ContainerGroups_CreateOrUpdate"), pods);
+    assert!(az.calls("ContainerGroups_Stop") <= pods);
+    assert!(az.calls("ContainerGroups_Delete") <= pods);
+    assert_eq!(az.calls("ContainerGroups_Get"), 0, "{stats:?}");
+    assert_eq!(stats.invalid_responses, 0);
 }

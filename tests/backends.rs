@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, Skylet,
     k8s::{sample_sum, scrape},
-    suite::{BackendUnderTest, Changes, Instance, WithQuota},
+    suite::{BackendUnderTest, Changes, Instance, Probing, WithQuota},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
@@ -96,6 +96,19 @@ impl BackendUnderTest for Mock {
         calls as u64
     }
 
+    const PROBING: Probing = Probing {
+        readiness: true,
+        restarts: true,
+        previous_logs: true,
+    };
+
+    fn probe_not_run(&self) -> Option<(Value, &'static str)> {
+        Some((
+            json!({"startupProbe": {"httpGet": {"port": 8080}}}),
+            "startupProbe.httpGet",
+        ))
+    }
+
     fn make_unsupported(&self, pod: &mut Value) -> &'static str {
         pod["spec"]["hostNetwork"] = json!(true);
         pod["metadata"]["annotations"] = json!({
@@ -120,6 +133,7 @@ impl WithQuota for Mock {
 }
 
 skylet_testenv::backend_suite!(Mock =>
+    probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
     restart_adopts_and_the_sweep_removes_orphans,

@@ -311,9 +311,14 @@ async fn create<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Acti
         // status write, in the status lane: writing it here would let this
         // pod overtake the pods queued there. If it has reported already,
         // that reconcile is on its way; without a report by REPORT_WAIT,
-        // the pod is said to be ContainerCreating.
+        // the pod is said to be ContainerCreating. The wait for a report
+        // counts from the backend's answer: a create that waited its turn
+        // under the cloud's rate limits is not "lost" for that wait (#19).
         Ok(()) if ctx.table.in_backend(&r.uid) => Ok(Action::await_change()),
-        Ok(()) => Ok(Action::requeue(REPORT_WAIT)),
+        Ok(()) => {
+            ctx.table.update(r, |l| l.created = Some(Instant::now()));
+            Ok(Action::requeue(REPORT_WAIT))
+        }
         Err(e) => {
             ctx.table.update(r, |l| l.created = None);
             fail(ctx, pod, r, "create", e).await

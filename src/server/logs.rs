@@ -1,7 +1,8 @@
 //! `GET /containerLogs/{ns}/{pod}/{container}`: a container's log from the
 //! backend, streamed as it arrives, with the kubelet's options: `follow`,
 //! `previous`, `timestamps`, `tailLines`, `sinceSeconds`, `sinceTime`,
-//! `limitBytes`.
+//! `limitBytes`. `previous` from a backend that keeps no log of a previous
+//! run is a 400 naming why ([`previous_error`]).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -11,7 +12,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use skylet_provider::{LogOptions, PodRef, Provider};
+use skylet_provider::{LogOptions, PodRef, Provider, ProviderError};
 
 use super::{State, error::ApiError};
 use crate::metrics::timed;
@@ -102,17 +103,29 @@ pub(crate) async fn logs<P: Provider>(
         )));
     }
     let r = PodRef::of(&pod);
+    let previous = opts.previous;
     let stream = timed(
         &state.metrics,
         "logs",
         state.provider.logs(&r, &container, opts),
     )
-    .await?;
+    .await
+    .map_err(|e| previous_error(previous, e))?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// `--previous` from a backend that keeps no log of a container's previous
+/// run (`Unsupported`): 400 with the backend's reason, as the kubelet answers
+/// for a container without a previous instance, never the current log.
+fn previous_error(previous: bool, e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Unsupported(why) if previous => ApiError::bad_request(why),
+        e => e.into(),
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +158,17 @@ mod tests {
                 .since
                 .is_some()
         );
+    }
+
+    #[test]
+    fn previous_without_a_kept_log_is_400_not_501() {
+        let why = || ProviderError::Unsupported("no log of a previous run is kept".into());
+        let e = previous_error(true, why());
+        assert_eq!(e.status().as_u16(), 400);
+        assert!(format!("{e:?}").contains("previous run"), "{e:?}");
+        assert_eq!(previous_error(false, why()).status().as_u16(), 501);
+        let gone = ProviderError::NotFound("no such pod".into());
+        assert_eq!(previous_error(true, gone).status().as_u16(), 404);
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! `sleep`, `log-every SECONDS WORDS`, `exit N` and `while true` loops. What
 //! it does not understand it logs as such and skips.
 //!
-//! A container without a script logs one line and runs until deleted. When all
-//! app containers have ended the pod is Succeeded (all exit 0) or Failed.
-//! Init containers run first, in order; one that exits non-zero fails the pod.
+//! A container without a script logs one line and runs until deleted. An app
+//! container that ends restarts per the pod's `restartPolicy`, after the
+//! kubelet's back-off; when all app containers have ended for good the pod
+//! is Succeeded (all exit 0) or Failed. Init containers run first, in order;
+//! one that exits non-zero fails the pod. Exec and tcpSocket probes run as
+//! the kubelet runs them (the `probe` module): readiness sets Ready, a
+//! failed liveness or startup probe restarts the container, and
+//! `kubectl logs --previous` shows the run before the last restart.
 //!
 //! `kubectl exec` runs a small built-in command set (`echo`, `cat`, `env`,
 //! `sh -c`, a terminal shell with `stty size`, ...), `kubectl attach` follows
@@ -53,6 +58,7 @@ mod kind;
 mod logs;
 mod plan;
 mod pod;
+mod probe;
 mod provider;
 mod run;
 mod state;

@@ -1,7 +1,7 @@
 //! A simulated pod and its containers: their states, the phase and the
 //! status that follow from them, and what the state file keeps of them.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -15,7 +15,7 @@ use skylet_provider::{BackendPod, PodRef, ProviderError, Result};
 use skylet_toysh::Sandbox;
 use tokio::sync::watch;
 
-use crate::{logs::LogBuffer, plan::Plan, state, usage::Usage};
+use crate::{logs::LogBuffer, plan::Plan, probe::Life, state, usage::Usage};
 
 /// A simulated pod.
 pub(crate) struct MockPod {
@@ -29,6 +29,8 @@ pub(crate) struct MockPod {
     pub(crate) ephemeral: Vec<Container>,
     /// Dropped when the pod is deleted: running scripts stop.
     pub(crate) stop: watch::Sender<bool>,
+    /// Probes and restarts of app containers, by name.
+    pub(crate) lives: HashMap<String, Life>,
 }
 
 /// A simulated container.
@@ -92,6 +94,7 @@ impl MockPod {
             app: waiting(app),
             ephemeral: Vec::new(),
             stop,
+            lives: HashMap::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl MockPod {
             app: containers(saved.app),
             ephemeral: containers(saved.ephemeral),
             stop: watch::channel(false).0,
+            lives: HashMap::new(),
         };
         pod.phase = pod.compute_phase();
         pod
@@ -177,6 +181,7 @@ impl MockPod {
             .app
             .iter()
             .any(|c| matches!(c.state, CState::Running { .. }))
+            || self.lives.values().any(|l| l.backoff.is_some())
         {
             return "Running";
         }
@@ -216,7 +221,17 @@ impl MockPod {
                 }]),
                 start_time: Some(Time(self.created)),
                 init_container_statuses: (!self.init.is_empty()).then(|| statuses(&self.init)),
-                container_statuses: Some(statuses(&self.app)),
+                container_statuses: Some(
+                    statuses(&self.app)
+                        .into_iter()
+                        .map(|mut s| {
+                            if let Some(l) = self.lives.get(&s.name) {
+                                l.apply(&mut s, &self.pod);
+                            }
+                            s
+                        })
+                        .collect(),
+                ),
                 ephemeral_container_statuses: (!self.ephemeral.is_empty())
                     .then(|| statuses(&self.ephemeral)),
                 ..Default::default()

@@ -159,14 +159,22 @@ impl Provider for MockProvider {
             let p = pods.get(&pod.uid).ok_or_else(|| {
                 ProviderError::NotFound(format!("pod {pod} is not running in the mock backend"))
             })?;
-            p.container(container)?.logs.clone()
+            let c = p.container(container)?;
+            if opts.previous {
+                // the run before the last restart
+                p.lives
+                    .get(container)
+                    .and_then(|l| l.previous_logs.clone())
+                    .ok_or_else(|| {
+                        ProviderError::NotFound(format!(
+                            "previous terminated container {container:?} in pod {:?} not found",
+                            pod.name
+                        ))
+                    })?
+            } else {
+                c.logs.clone()
+            }
         };
-        if opts.previous {
-            return Err(ProviderError::NotFound(format!(
-                "previous terminated container {container:?} in pod {:?} not found",
-                pod.name
-            )));
-        }
         Ok(logs::stream(buf, opts))
     }
 

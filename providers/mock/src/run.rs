@@ -11,7 +11,11 @@ use skylet_provider::CancellationToken;
 use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use crate::{Inner, logs::LogBuffer, plan::Plan, pod::CState, usage::Usage};
+use k8s_openapi::{
+    api::core::v1::ContainerStateTerminated, apimachinery::pkg::apis::meta::v1::Time,
+};
+
+use crate::{Inner, logs::LogBuffer, plan::Plan, pod::CState, probe, usage::Usage};
 
 /// Starts a pod just inserted: queues its job, or, on the fast path, marks
 /// its containers Running now.
@@ -23,8 +27,11 @@ pub(crate) fn start(
     stop: watch::Receiver<bool>,
 ) {
     let latency = inner.config.start_latency;
-    let needs_task =
-        latency > Duration::ZERO || plans.iter().any(|p| p.init || !p.program.is_empty());
+    let needs_task = latency > Duration::ZERO
+        || plans
+            .iter()
+            .any(|p| p.init || !p.program.is_empty() || p.probes.any());
+    not_run(inner, uid, &plans);
     if !needs_task {
         // The fast path: every container is a long-running one with no
         // script; it is Running as soon as the create returns.
@@ -121,8 +128,31 @@ async fn run_pod(
     futures::future::join_all(containers).await;
 }
 
-/// Runs one container's program; `None` when the pod was deleted meanwhile
-/// (or, for an app container without a program, never: it runs until then).
+/// Warning Events for the probes the simulated backend does not run
+/// (`crate::probe`), once, when the pod is created.
+fn not_run(inner: &Inner, uid: &str, plans: &[Plan]) {
+    let Some(pod) = inner.lock().get(uid).map(|p| p.pod.clone()) else {
+        return;
+    };
+    for plan in plans {
+        for field in &plan.probes.not_run {
+            probe::warn(
+                &inner.sink,
+                &pod,
+                "ProbeNotSupported",
+                format!(
+                    "{field} of container {} is not run by the simulated backend; it counts as passing",
+                    plan.name
+                ),
+            );
+        }
+    }
+}
+
+/// Runs one container: its program, again after each restart its restart
+/// policy asks for (app containers), with its probes; the code it ended
+/// with for good, or `None` when the pod was deleted meanwhile (or, for an
+/// app container without a program or probes, never: it runs until then).
 async fn run_container(
     inner: &Inner,
     uid: &str,
@@ -131,10 +161,42 @@ async fn run_container(
     plan: Plan,
     mut stop: watch::Receiver<bool>,
 ) -> Option<i32> {
+    let mut restarts = 0;
+    loop {
+        let (code, again) = run_once(inner, uid, init, i, &plan, stop.clone(), restarts).await?;
+        let Some(wait) = again else {
+            return Some(code);
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return None,
+        }
+        restarts += 1;
+        inner.update(uid, |p| {
+            let Some(c) = p.app.get_mut(i) else { return };
+            let life = p.lives.entry(c.name.clone()).or_default();
+            life.restarts = restarts;
+            life.backoff = None;
+            life.previous_logs = Some(std::mem::take(&mut c.logs));
+        });
+    }
+}
+
+/// One run of a container; its code and, if it restarts, after how long.
+async fn run_once(
+    inner: &Inner,
+    uid: &str,
+    init: bool,
+    i: usize,
+    plan: &Plan,
+    mut stop: watch::Receiver<bool>,
+    restarts: i32,
+) -> Option<(i32, Option<Duration>)> {
     let started = Timestamp::now();
-    let out = {
+    let (out, pod) = {
         let mut pods = inner.lock();
         let p = pods.get_mut(uid)?;
+        let pod = p.pod.clone();
         let c = if init {
             p.init.get_mut(i)?
         } else {
@@ -142,24 +204,39 @@ async fn run_container(
         };
         c.state = CState::Running { since: started };
         c.usage = Arc::new(Usage::starting(started));
-        Out {
+        let out = Out {
             logs: c.logs.clone(),
             usage: c.usage.clone(),
+        };
+        if plan.probes.any() {
+            let life = p.lives.entry(plan.name.clone()).or_default();
+            life.started = plan.probes.startup.as_ref().map(|_| false);
+            life.ready = plan.probes.readiness.as_ref().map(|_| false);
         }
+        (out, pod)
     };
     inner.update(uid, |_| {});
     if plan.program.is_empty() {
         out.logs
             .push(format!("mock: started container {}", plan.name));
-        if !init {
+        if !init && !plan.probes.any() {
             return None; // runs until deleted
         }
     }
+    let program = async {
+        if plan.program.is_empty() && !init {
+            std::future::pending().await
+        } else {
+            plan.program.run(&plan.sandbox, &out).await
+        }
+    };
     let code = tokio::select! {
-        code = plan.program.run(&plan.sandbox, &out) => code,
+        code = program => code,
+        code = probe::supervise(inner, &pod, &plan.name, &plan.probes, &plan.sandbox), if !init => code,
         _ = stop.changed() => return None,
     };
     let finished = Timestamp::now();
+    let again = (!init && plan.restart.restarts(code)).then(|| probe::backoff(restarts));
     inner.update(uid, |p| {
         let list = if init { &mut p.init } else { &mut p.app };
         if let Some(c) = list.get_mut(i) {
@@ -170,8 +247,20 @@ async fn run_container(
             };
             c.logs.close();
         }
+        if let Some(wait) = again {
+            let life = p.lives.entry(plan.name.clone()).or_default();
+            life.backoff = Some(wait.as_secs());
+            life.last = Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                started_at: Some(Time(started)),
+                finished_at: Some(Time(finished)),
+                container_id: Some(format!("mock://{uid}/{}", plan.name)),
+                ..Default::default()
+            });
+        }
     });
-    Some(code)
+    Some((code, again))
 }
 
 /// Where a container's program writes: its log, and its resource use.

@@ -10,6 +10,7 @@
 //! | [`logs_plain_tail_timestamps_limit_and_follow`] | `kubectl logs`, `--tail`, `--timestamps`, `--limit-bytes`, `-f` |
 //! | [`restart_adopts_and_the_sweep_removes_orphans`] | a crash right after the first create, a restart: exactly one instance per pod; a pod deleted while skylet is down: its instance is removed by the sweep, the others are kept |
 //! | [`unsupported_spec_fails_the_pod_with_an_event`] | a spec the backend cannot run: Failed naming the field, a Warning Event |
+//! | [`probes_restarts_and_previous_logs_follow_the_backend`] | a container that ends restarts with `restartCount` and `lastState`, `kubectl logs --previous` shows the run before (or a 400 where the backend keeps no such log, never the current log), a failing exec readiness probe keeps a Running pod not Ready, a probe the backend cannot run gets a Warning Event `ProbeNotSupported` naming it (issue #16; per backend: [`Probing`]) |
 //! | [`top_and_cpu_autoscaling_follow_the_backend_load`] | `kubectl top pod` and `top node`, `/stats/summary`, through metrics-server, from the backend's own metrics API; a CPU HorizontalPodAutoscaler scales a Deployment up under load and down when it stops (issue #16) |
 //! | [`capacity_refusal_fails_owned_pods_taints_the_node_and_keeps_bare_pods_pending`] | a quota used up: a Deployment's pods beyond it Failed `BackendCapacityUnavailable`, the node tainted `skylet.io/capacity-exhausted:NoSchedule` and their replacements unschedulable meanwhile, a bare pod Pending with a Warning Event, creates backed off (backends that implement [`WithQuota`]) |
 //!
@@ -140,6 +141,19 @@ pub trait BackendUnderTest: Sized + Send + Sync + 'static {
     /// emulator: every answer matched the spec).
     fn verify(&self) {}
 
+    /// What it does with probes and restarts.
+    const PROBING: Probing = Probing {
+        readiness: false,
+        restarts: false,
+        previous_logs: false,
+    };
+
+    /// A probe it does not run (merged into a container) and what the
+    /// Warning Event `ProbeNotSupported` it records names.
+    fn probe_not_run(&self) -> Option<(Value, &'static str)> {
+        None
+    }
+
     /// Makes `pod`'s container `main` use `millicores` of CPU (and 64 MiB)
     /// as the backend's metrics API reports it, for a backend whose
     /// containers do not run (ECS on moto: CloudWatch datapoints as
@@ -178,6 +192,20 @@ pub trait BehindProxy: BackendUnderTest {
         proxy: &FaultProxy,
         extra: &[&str],
     ) -> Skylet;
+}
+
+/// What a backend does with probes and restarts
+/// ([`probes_restarts_and_previous_logs_follow_the_backend`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Probing {
+    /// A container's readiness follows its exec readiness probe.
+    pub readiness: bool,
+    /// A container that ends restarts (restartPolicy Always), with
+    /// `restartCount` and `lastState`.
+    pub restarts: bool,
+    /// `kubectl logs --previous` shows the run before the last restart
+    /// (else it answers 400).
+    pub previous_logs: bool,
 }
 
 /// A backend whose quota can be set below what its node advertises (a
@@ -1133,5 +1161,147 @@ pub async fn changes_after_creation_apply_or_say_why_not<B: BackendUnderTest>() 
         phase(&r.pods().get("chg").await.expect("the pod")),
         "Running"
     );
+    r.b.verify();
+}
+
+/// Issue #16: probes and restarts as the backend runs them ([`Probing`]):
+/// a container that prints `first-run` and exits 3 (restartPolicy Always)
+/// restarts with `restartCount` and `lastState`; `kubectl logs --previous`
+/// shows that run (its lines no later than it finished) or answers 400
+/// without the log; an exec readiness probe that fails keeps its Running
+/// pod not Ready, with a Warning Event `Unhealthy`; a probe the backend
+/// cannot run gets a Warning Event `ProbeNotSupported` naming it.
+pub async fn probes_restarts_and_previous_logs_follow_the_backend<B: BackendUnderTest>() {
+    let r = run(B::start().await, "prb", &[]).await;
+    let ns = r.ns.as_str();
+    let probing = B::PROBING;
+    let create = |name: &str, script: &str, container: Value| {
+        let t = r.template(name, script);
+        let mut pod =
+            json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": t["spec"]});
+        if let (Some(c), Some(extra)) = (
+            pod["spec"]["containers"][0].as_object_mut(),
+            container.as_object(),
+        ) {
+            c.extend(extra.clone());
+        }
+        let pod: Pod = serde_json::from_value(pod).expect("a pod");
+        let pods = r.pods();
+        async move {
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("the pod created");
+        }
+    };
+    let ready_probe = |command: &[&str]| json!({"readinessProbe": {"exec": {"command": command}, "periodSeconds": 1, "failureThreshold": 1}});
+    create(
+        "crash",
+        "echo first-run; sleep 3; exit 3",
+        ready_probe(&["true"]),
+    )
+    .await;
+    create(
+        "unready",
+        "sleep infinity",
+        ready_probe(&["cat", "/nonexistent"]),
+    )
+    .await;
+    let not_run = r.b.probe_not_run();
+    if let Some((probe, _)) = &not_run {
+        create("odd", "sleep infinity", probe.clone()).await;
+    }
+
+    if let Some((_, named)) = not_run {
+        eventually(
+            "a Warning Event ProbeNotSupported naming the probe",
+            Duration::from_secs(90),
+            || async {
+                events_of(&r.client, ns, "odd").await.into_iter().find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("ProbeNotSupported")
+                        && e.message.as_deref().is_some_and(|m| m.contains(named))
+                })
+            },
+        )
+        .await;
+    }
+    let previous = || r.kubectl(&["logs", "-n", ns, "crash", "--previous", "--timestamps"]);
+    if B::READY && probing.restarts {
+        let pods = r.pods();
+        let last = eventually(
+            "the container restarted after exiting 3",
+            Duration::from_secs(120),
+            || async {
+                let p = pods.get("crash").await.ok()?;
+                let c = p.status?.container_statuses?.into_iter().next()?;
+                let t = c.last_state?.terminated?;
+                (c.restart_count >= 1 && t.exit_code == 3).then_some(t)
+            },
+        )
+        .await;
+        assert_eq!(last.reason.as_deref(), Some("Error"), "{last:?}");
+        if probing.previous_logs {
+            let finished = last.finished_at.expect("lastState.finishedAt").0;
+            let (ok, out, err) = previous();
+            assert!(
+                ok && out.contains("first-run"),
+                "logs --previous: {out}{err}"
+            );
+            for line in out.lines() {
+                let at: Timestamp = line
+                    .split_whitespace()
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or_else(|| panic!("a timestamped line: {line}"));
+                assert!(
+                    at.as_second() <= finished.as_second(),
+                    "a line of the previous run, not the current one: {line} (it finished {finished})"
+                );
+            }
+        }
+    }
+    if !probing.previous_logs {
+        let (ok, out, err) = previous();
+        assert!(
+            !ok && err.contains("BadRequest") && !out.contains("first-run"),
+            "logs --previous is a 400 without the log: {out}{err}"
+        );
+    }
+    if B::READY && probing.readiness {
+        let pods = r.pods();
+        eventually(
+            "a Warning Event Unhealthy for the failing readiness probe",
+            Duration::from_secs(90),
+            || async {
+                events_of(&r.client, ns, "unready")
+                    .await
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some("Unhealthy")
+                            && e.message
+                                .as_deref()
+                                .is_some_and(|m| m.contains("Readiness probe failed"))
+                    })
+            },
+        )
+        .await;
+        for _ in 0..10 {
+            let p = pods.get("unready").await.expect("the pod");
+            assert_eq!(phase(&p), "Running");
+            let ready = p
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.status);
+            assert_eq!(
+                ready.as_deref(),
+                Some("False"),
+                "not Ready while its probe fails"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     r.b.verify();
 }
