@@ -12,7 +12,9 @@ Fargate. Everything else is moto's server as is.
 
 import sys
 
+import moto_limits
 from moto.ecs import models
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 
 _describe_tasks = models.EC2ContainerServiceBackend.describe_tasks
@@ -29,6 +31,9 @@ def describe_tasks(self, cluster_str, tasks):
 
 
 models.EC2ContainerServiceBackend.describe_tasks = describe_tasks
+
+# ECS's and Fargate's API rate limits, with SKYLET_MOTO_RATE_LIMITS (hack/moto_limits.py)
+moto_limits.install(DomainDispatcherApplication)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

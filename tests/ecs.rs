@@ -752,3 +752,88 @@ async fn ecs_sweep_of_300_pods_costs_at_most_3_describe_tasks() {
     assert!(ok, "{err}");
     pods_gone(&client, ns, "wide", Duration::from_secs(180)).await;
 }
+
+/// A moto server of its own whose ECS enforces ECS's and Fargate's rate
+/// limits with `limits` changed (`SKYLET_MOTO_RATE_LIMITS`,
+/// hack/moto_limits.py); stopped when the test binary exits.
+fn moto_with_limits(limits: &str) -> (Moto, String) {
+    let name = unique("limits");
+    let out = std::process::Command::new(skylet_testenv::hack_dir().join("moto"))
+        .args(["up", &name, "--owner-pid", &std::process::id().to_string()])
+        .env("SKYLET_MOTO_RATE_LIMITS", format!("published,{limits}"))
+        .output()
+        .expect("hack/moto runs");
+    assert!(
+        out.status.success(),
+        "hack/moto up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (serde_json::from_slice(&out.stdout).unwrap(), name)
+}
+
+/// moto's `GET /_skylet/limits`.
+fn moto_limits(m: &Moto) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", &format!("{}/_skylet/limits", m.endpoint)])
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue #19: with ECS's and Fargate's rate limits enforced by moto (small
+/// launch and RunTask/StopTask buckets, so the burst outlasts them) and
+/// skylet's buckets of the same sizes, a burst of pods all run and all go
+/// with fewer than 1% of skylet's ECS calls throttled, and each pod costs
+/// one RunTask and at most one StopTask (status from the sweep).
+#[tokio::test]
+async fn ecs_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
+    let cp = ControlPlane::shared();
+    let changes = "fargate-launch=8:2,cluster-resource-modify=10:4";
+    let (moto, name) = moto_with_limits(changes);
+    let client = cp.client().await.unwrap();
+    let node = &unique("ecs-limits");
+    let s = start(
+        cp,
+        &moto,
+        node,
+        &[
+            "--ecs-capacity",
+            "cpu=1000,memory=4Ti,pods=1000",
+            "--ecs-rate-limit",
+            changes,
+        ],
+    );
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "ecs-limits").await;
+    let pods = 40;
+    deployment(&client, ns, "burst", pods, template(node, "burst")).await;
+    running_pods(&client, ns, "burst", 40, Duration::from_secs(180)).await;
+    let (ok, _, err) = kubectl(cp, &["delete", "deployment", "burst", "-n", ns]);
+    assert!(ok, "{err}");
+    pods_gone(&client, ns, "burst", Duration::from_secs(180)).await;
+
+    let limits = moto_limits(&moto);
+    // the buckets were in the way: every task took a launch token
+    assert_eq!(
+        limits["buckets"]["fargate-launch"]["admitted"], 40,
+        "{limits}"
+    );
+    let m = scrape(&s);
+    let ecs = |extra: &[&str]| {
+        let mut needles = vec!["skylet_backend_api_requests_total", "service=\"ecs\""];
+        needles.extend_from_slice(extra);
+        skylet_testenv::k8s::sample_sum(&m, &needles)
+    };
+    let (throttled, all) = (ecs(&["outcome=\"throttled\""]), ecs(&[]));
+    assert!(
+        throttled * 100.0 < all,
+        "throttled {throttled} of {all} ECS requests: {limits}"
+    );
+    // one RunTask per pod, at most one StopTask
+    assert_eq!(limits["calls"]["RunTask"], 40, "{limits}");
+    assert!(limits["calls"]["StopTask"].as_u64().unwrap_or(0) <= 40);
+    let _ = std::process::Command::new(skylet_testenv::hack_dir().join("moto"))
+        .args(["down", &name])
+        .output();
+}

@@ -11,6 +11,10 @@
 //! operation still throttled after that becomes
 //! [`ProviderError::Throttled`], and the core backs off.
 //!
+//! # Rate limits
+//! The ECS client's requests first take their tokens of ECS's and
+//! Fargate's published rate limits (`crate::limits`), each attempt anew.
+//!
 //! # Metrics
 //! Through [`ApiMetrics`] (`skylet_backend_api_*`), with service `ecs`,
 //! `logs` or `secretsmanager` and the operation's name (`RunTask`): every
@@ -41,7 +45,7 @@ use aws_smithy_runtime_api::{
     },
 };
 use aws_smithy_types::config_bag::ConfigBag;
-use skylet_provider::{ApiMetrics, ProviderError, metrics::Outcome};
+use skylet_provider::{ApiMetrics, ProviderError, metrics::Outcome, ratelimit::Buckets};
 
 use crate::config::Config;
 
@@ -171,6 +175,11 @@ impl Clients {
                 tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
+        // ECS's calls wait for their tokens of the rate limits (crate::limits)
+        let ecs_http = crate::limits::limited(
+            http.clone(),
+            config.buckets().unwrap_or_else(|_| Buckets::none()),
+        );
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
             .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
@@ -191,6 +200,7 @@ impl Clients {
         };
         let ecs = aws_sdk_ecs::Client::from_conf(
             aws_sdk_ecs::config::Builder::from(&shared)
+                .http_client(ecs_http)
                 .interceptor(counting(ECS))
                 .build(),
         );

@@ -87,6 +87,9 @@ pub struct Config {
     /// How long an unused task definition or secret is kept before the sweep
     /// removes it (covers creates in flight and ListTasks lag).
     pub gc_grace: Duration,
+    /// Changes to the published ECS and Fargate API rate limits kept on
+    /// skylet's side (`crate::limits`); empty: the published figures.
+    pub rate_limits: Vec<skylet_provider::ratelimit::Override>,
     /// Attempts per AWS call (the SDK's standard retry mode, with backoff;
     /// throttling and 5xx are retried).
     pub max_attempts: u32,
@@ -121,6 +124,7 @@ impl Config {
             service_account_token: ServiceAccountToken::default(),
             capacity: Capacity::default(),
             gc_grace: Duration::from_secs(30),
+            rate_limits: Vec::new(),
             max_attempts: 4,
             cloud_map_namespace_id: None,
         }
@@ -143,6 +147,7 @@ impl Config {
         if self.max_attempts == 0 {
             return Err("ecs-max-attempts: must be at least 1".into());
         }
+        self.buckets().map_err(|e| format!("ecs-rate-limit: {e}"))?;
         if self.log_group.is_empty() {
             return Err("ecs-log-group: must not be empty".into());
         }
@@ -159,6 +164,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The API rate limits in force: the published buckets with
+    /// [`Config::rate_limits`] applied.
+    ///
+    /// # Errors
+    /// A change naming no published bucket.
+    pub fn buckets(&self) -> Result<skylet_provider::ratelimit::Buckets, String> {
+        skylet_provider::ratelimit::Buckets::new(crate::limits::PUBLISHED, &self.rate_limits)
     }
 }
 

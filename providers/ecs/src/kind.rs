@@ -84,6 +84,16 @@ pub struct Args {
     /// Seconds an unused task definition or secret is kept.
     #[arg(long, env = "SKYLET_ECS_GC_GRACE")]
     pub ecs_gc_grace: Option<u64>,
+    /// Change a published ECS/Fargate API rate limit kept on skylet's side:
+    /// NAME=CAPACITY:REFILL_PER_SECOND or NAME=off (repeatable or comma-separated;
+    /// e.g. fargate-launch, cluster-resource-modify, cluster-resource-read).
+    #[arg(
+        long = "ecs-rate-limit",
+        env = "SKYLET_ECS_RATE_LIMITS",
+        value_delimiter = ',',
+        value_name = "NAME=C:R"
+    )]
+    pub ecs_rate_limit: Vec<String>,
     /// Attempts per AWS call (retries with backoff).
     #[arg(long, env = "SKYLET_ECS_MAX_ATTEMPTS")]
     pub ecs_max_attempts: Option<u32>,
@@ -112,6 +122,7 @@ pub struct File {
     service_account_token: Option<TokenMode>,
     capacity: Option<String>,
     gc_grace: Option<u64>,
+    rate_limits: Option<Vec<String>>,
     max_attempts: Option<u32>,
     cloud_map_namespace_id: Option<String>,
 }
@@ -132,6 +143,7 @@ fn check_error(message: &str) -> ConfigError {
         Some(("ecs-task-role-arn", _)) => "ecs-task-role-arn",
         Some(("ecs-execution-role-arn", _)) => "ecs-execution-role-arn",
         Some(("ecs-max-attempts", _)) => "ecs-max-attempts",
+        Some(("ecs-rate-limit", _)) => "ecs-rate-limit",
         _ => "ecs",
     };
     let text = message.split_once(": ").map_or(message, |(_, m)| m);
@@ -187,6 +199,11 @@ impl Kind for Ecs {
                 pods: take("pods"),
             };
         }
+        c.rate_limits = or_vec(args.ecs_rate_limit, f.rate_limits)
+            .iter()
+            .map(|s| skylet_provider::ratelimit::parse_override(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::new("ecs-rate-limit", e))?;
         if let Some(g) = args.ecs_gc_grace.or(f.gc_grace) {
             c.gc_grace = Duration::from_secs(g);
         }
@@ -268,6 +285,27 @@ mod tests {
             ("8", "32Gi")
         );
         assert_eq!(c.capacity.pods, "40");
+    }
+
+    #[test]
+    fn rate_limits_are_the_published_ones_changed_by_name() {
+        let yaml = "cluster: burst\nsubnets: [subnet-a]\n";
+        let specs = |c: &Config| c.buckets().unwrap().specs();
+        let c = configure(&[], yaml).unwrap();
+        assert_eq!(specs(&c).len(), crate::limits::PUBLISHED.len());
+        let c = configure(
+            &["--ecs-rate-limit", "fargate-launch=500:100,tag-modify=off"],
+            yaml,
+        )
+        .unwrap();
+        let s = specs(&c);
+        assert_eq!(s.len(), crate::limits::PUBLISHED.len() - 1);
+        assert!(
+            s.iter()
+                .any(|b| b.name == "fargate-launch" && b.capacity == 500)
+        );
+        let e = configure(&["--ecs-rate-limit", "nope=1:1"], yaml).unwrap_err();
+        assert!(e.to_string().contains("ecs-rate-limit"), "{e}");
     }
 
     #[test]

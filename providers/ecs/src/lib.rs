@@ -66,6 +66,7 @@ pub mod translate;
 pub mod usage;
 
 mod gc;
+mod limits;
 mod state;
 mod sweep;
 mod tasks;
