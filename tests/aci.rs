@@ -451,6 +451,69 @@ async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_a
     );
 }
 
+/// Issue #16: a native sidecar (an init container with `restartPolicy:
+/// Always`) runs as a regular container of the group; the pod is
+/// Initialized and Ready once it and the app run, and the sidecar's status
+/// is among the init containers'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aci_native_sidecar_runs_as_a_container_of_the_group() {
+    let cp = ControlPlane::shared();
+    let az = Azure::start(100).await;
+    let client = cp.client().await.unwrap();
+    let node = &unique("aci-sidecar");
+    let _s = az.skylet(cp, node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "aci-sidecar").await;
+    let mut t = template(node, "side", "echo app; sleep 3600");
+    t["spec"]["initContainers"] = json!([
+        {"name": "setup", "image": "busybox", "command": ["sh", "-c", "echo setup"]},
+        {"name": "proxy", "image": "busybox", "restartPolicy": "Always",
+         "command": ["sh", "-c", "echo proxy; sleep 3600"],
+         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}
+    ]);
+    deployment(&client, ns, "side", 1, t).await;
+    let pods = pods_where(
+        &client,
+        ns,
+        "side",
+        1,
+        Duration::from_secs(90),
+        "Running and Ready with an IP",
+        running_ready,
+    )
+    .await;
+    let status = pods[0].status.clone().unwrap();
+    let initialized = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Initialized")
+        .map(|c| c.status.clone());
+    assert_eq!(initialized.as_deref(), Some("True"));
+    let proxy = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "proxy")
+        .expect("the sidecar's status");
+    assert!(
+        proxy.state.as_ref().is_some_and(|s| s.running.is_some()),
+        "{proxy:?}"
+    );
+    let groups = az.groups_of(node);
+    let g = &groups[0]["properties"];
+    let names = |k: &str| -> Vec<String> {
+        g[k].as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names("containers"), ["main", "proxy"]);
+    assert_eq!(names("initContainers"), ["setup"]);
+    az.verify();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
     let cp = ControlPlane::shared();

@@ -233,7 +233,8 @@ pub(super) fn containers(
     Ok(out)
 }
 
-/// The group's init containers, in the pod's order.
+/// The group's init containers, in the pod's order; sidecars (init
+/// containers with `restartPolicy: Always`) are not among them.
 pub(super) fn init_containers(
     rp: &ResolvedPod,
     spec: &PodSpec,
@@ -241,10 +242,40 @@ pub(super) fn init_containers(
 ) -> Result<Vec<InitContainerDefinition>, ProviderError> {
     let mut out = Vec::new();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        if is_sidecar(c) {
+            continue;
+        }
         let path = format!("spec.initContainers[{i}]");
         out.push(init_container(rp, spec, c, &path, file_volumes)?);
     }
     Ok(out)
+}
+
+/// The pod's native sidecars (init containers with `restartPolicy:
+/// Always`) as regular containers of the group: ACI has no sidecars, and
+/// its init containers run to completion. They start with the app
+/// containers rather than before them, and restart per the group's
+/// restart policy.
+pub(super) fn sidecars(
+    rp: &ResolvedPod,
+    spec: &PodSpec,
+    file_volumes: &BTreeSet<String>,
+    gpu_sku: Option<&GpuSku>,
+    s: &Settings,
+) -> Result<Vec<Container>, ProviderError> {
+    let mut out = Vec::new();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        if is_sidecar(c) {
+            let path = format!("spec.initContainers[{i}]");
+            out.push(container(rp, spec, c, &path, file_volumes, gpu_sku, s)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an init container is a native sidecar.
+fn is_sidecar(c: &KubeContainer) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
 fn container(
@@ -319,13 +350,6 @@ fn init_container(
     file_volumes: &BTreeSet<String>,
 ) -> Result<InitContainerDefinition, ProviderError> {
     check_container(c, path)?;
-    if c.restart_policy.as_deref() == Some("Always") {
-        return Err(unsupported(format!(
-            "{path}.restartPolicy: {:?} is a sidecar container, which ACI does not have (its init containers run to completion); \
-             move it to spec.containers",
-            c.name
-        )));
-    }
     // probes and ports of init containers mean nothing to Kubernetes
     // either; resources: ACI runs init containers within the group's
     Ok(InitContainerDefinition {
@@ -439,6 +463,35 @@ mod tests {
         assert!(notes[1].starts_with("spec.containers[0].readinessProbe.tcpSocket is not run"));
         assert!(notes[1].contains("ready once running"));
         assert!(notes[2].starts_with("spec.containers[1].livenessProbe.grpc is not run"));
+    }
+
+    #[test]
+    fn native_sidecars_are_regular_containers_of_the_group() {
+        // issue #16: an init container with restartPolicy Always
+        let g = group(&pod(json!({
+            "initContainers": [
+                {"name": "migrate", "image": "app", "command": ["migrate"]},
+                {"name": "proxy", "image": "envoy", "restartPolicy": "Always",
+                 "ports": [{"containerPort": 9901}],
+                 "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}}}],
+            "containers": [{"name": "web", "image": "app"}]})));
+        let names: Vec<&str> = g
+            .properties
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["web", "proxy"], "the sidecar runs beside the app");
+        let inits: Vec<&str> = g
+            .properties
+            .init_containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(inits, ["migrate"], "only run-to-completion init containers");
+        let proxy = &g.properties.containers[1].properties;
+        assert_eq!(proxy.image, "envoy");
+        assert_eq!(proxy.ports[0].port, 9901);
     }
 
     #[test]

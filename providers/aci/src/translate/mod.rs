@@ -16,13 +16,18 @@
 //!
 //! Container names must follow ARM's rule (no `--`, [`names::is_valid_name`]);
 //! the restart policy is the pod's (`Always`, `OnFailure`, `Never`).
+//! Native sidecars (init containers with `restartPolicy: Always`) are
+//! regular containers of the group: ACI's init containers run to
+//! completion. They start with the app containers, not before them, and
+//! with restart policy `Never` or `OnFailure` a sidecar that keeps running
+//! keeps the group running after the app containers ended.
 //!
 //! # Refused (`InvalidPod`, the field named, what to change)
 //! hostNetwork/hostPID/hostIPC, shareProcessNamespace, hostAliases, sysctls,
 //! pod-level resources, resource claims, `workingDir`, lifecycle hooks,
 //! `httpGet.host`, SCTP ports, a
 //! `hostPort` other than the container port, `subPath`, volume devices,
-//! sidecar init containers, seccomp profiles other than RuntimeDefault,
+//! seccomp profiles other than RuntimeDefault,
 //! Windows host-process containers, unknown annotation values.
 //!
 //! # Ignored (best effort, as on a shared node)
@@ -165,7 +170,14 @@ pub fn container_group(rp: &ResolvedPod, s: &Settings) -> Result<ContainerGroup,
     let (volumes, file_volumes) = volumes::volumes(rp, spec, &ann)?;
     let gpu_sku = resources::gpu_sku(&ann)?;
 
-    let containers = containers::containers(rp, spec, &file_volumes, gpu_sku.as_ref(), s)?;
+    let mut containers = containers::containers(rp, spec, &file_volumes, gpu_sku.as_ref(), s)?;
+    containers.extend(containers::sidecars(
+        rp,
+        spec,
+        &file_volumes,
+        gpu_sku.as_ref(),
+        s,
+    )?);
     let init_containers = containers::init_containers(rp, spec, &file_volumes)?;
     let ports = network::group_ports(&containers);
     let (ip_address, subnet_ids) = network::network(&ann, s, ports)?;
@@ -421,10 +433,6 @@ mod tests {
             (
                 json!({"nodeSelector": {"kubernetes.io/os": "plan9"}}),
                 "spec.nodeSelector[kubernetes.io/os]",
-            ),
-            (
-                json!({"initContainers": [{"name": "proxy", "image": "envoy", "restartPolicy": "Always"}]}),
-                "spec.initContainers[0].restartPolicy",
             ),
             (
                 json!({"initContainers": [{"name": "setup", "image": "i", "args": ["x"]}]}),
