@@ -11,7 +11,9 @@
 //!   create, write the backend's status, stop, finalize;
 //! - a failure is judged once, by [`policy`];
 //! - [`table::PodTable`] holds, per pod, what the backend last reported and
-//!   skylet's own bookkeeping, behind one lock.
+//!   skylet's own bookkeeping, behind one lock;
+//! - the store keeps a [`PodRecord`] per pod: the whole pod until the
+//!   backend holds it, then only what the core reads again.
 //!
 //! A pod costs one status write when its backend state changes and nothing
 //! otherwise.
@@ -22,10 +24,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         events::{Recorder, Reporter},
@@ -46,12 +48,14 @@ mod lanes;
 pub mod policy;
 mod push;
 mod reconcile;
+mod record;
 pub mod resolve;
 pub mod status;
 mod sweep;
 mod table;
 
 pub use policy::{Error, Result};
+pub use record::PodRecord;
 use table::PodTable;
 
 /// Where the pod controller reports what it sees and does, besides the
@@ -73,12 +77,12 @@ pub struct Ctx<P> {
     provider: Arc<P>,
     config: PodsConfig,
     metrics: NodeMetrics,
-    store: Store<Pod>,
-    table: PodTable,
+    store: Store<PodRecord>,
+    table: Arc<PodTable>,
     recorder: Recorder,
     source: resolve::KubeSource,
     node_info: resolve::NodeInfo,
-    trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<PodRecord>>,
     lanes: lanes::Lanes,
     /// What the node shows of refusals and use.
     signals: Arc<crate::node::Signals>,
@@ -91,8 +95,8 @@ pub struct Ctx<P> {
 /// Reconciles the pods bound to this node.
 pub struct PodController<P> {
     ctx: Arc<Ctx<P>>,
-    controller: Controller<Pod>,
-    triggers: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    controller: Controller<PodRecord>,
+    triggers: mpsc::UnboundedReceiver<ObjectRef<PodRecord>>,
     services: (Store<Service>, reflector::store::Writer<Service>),
     events: SinkReceiver,
 }
@@ -114,13 +118,16 @@ impl<P: Provider> PodController<P> {
         } = with;
         let pods: Api<Pod> = Api::all(client.clone());
         let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-        // The store keeps every pod of the node; managedFields are often a
-        // third of a pod and skylet never reads them, so they are dropped
-        // before the store sees the pod (as kube-rs's memory guide advises).
+        // The store keeps every pod of the node: whole until the backend
+        // holds it, then the slim record (record.rs). managedFields are often
+        // a third of a pod and skylet never reads them: dropped at once.
         let (store, writer) = reflector::store();
+        let table = Arc::new(PodTable::default());
+        let settled = table.clone();
         let stream = watcher(pods, wc)
             .backoff(crate::watch_backoff())
             .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+            .map_ok(move |ev| record::keep(ev, |uid| settled.settled(uid)))
             .reflect(writer)
             .applied_objects();
         let controller = Controller::for_stream(stream, store.clone())
@@ -153,7 +160,7 @@ impl<P: Provider> PodController<P> {
             provider,
             metrics,
             store,
-            table: PodTable::default(),
+            table,
             signals,
             meter,
             ledger,
@@ -173,7 +180,7 @@ impl<P: Provider> PodController<P> {
     }
 
     /// The pods bound to this node, as the watch sees them.
-    pub fn store(&self) -> Store<Pod> {
+    pub fn store(&self) -> Store<PodRecord> {
         self.ctx.store.clone()
     }
 
@@ -253,10 +260,10 @@ async fn retry_on_recovery<P: Provider>(ctx: Arc<Ctx<P>>, shutdown: Cancellation
             .state()
             .iter()
             .filter(|p| {
-                p.metadata.deletion_timestamp.is_some()
+                p.meta().deletion_timestamp.is_some()
                     || ctx.table.local(&p.uid().unwrap_or_default()).failures > 0
             })
-            .map(|p| PodRef::of(p))
+            .map(|p| p.pod_ref())
             .collect();
         tracing::info!(
             pods = waiting.len(),
@@ -269,6 +276,12 @@ async fn retry_on_recovery<P: Provider>(ctx: Arc<Ctx<P>>, shutdown: Cancellation
 }
 
 impl<P: Provider> Ctx<P> {
+    /// Whether [`Ctx::meter`] with `instance_runs` would start metering
+    /// `pod`: it then needs the whole pod (its billed size).
+    fn meter_starts(&self, pod: &PodRef, instance_runs: bool) -> bool {
+        instance_runs && self.meter.as_ref().is_some_and(|m| !m.is_running(pod))
+    }
+
     /// Tells the cost meter that `pod`'s instance runs (the backend holds
     /// it and it has not ended) or not.
     fn meter(&self, pod: &Pod, instance_runs: bool) {
@@ -283,6 +296,23 @@ impl<P: Provider> Ctx<P> {
 }
 
 impl<P> Ctx<P> {
+    /// The whole `pod`: itself, or for a slim one (`slim`), the pod as the
+    /// apiserver has it now; `None` once it is gone or was replaced.
+    async fn whole(&self, pod: &Arc<Pod>, slim: bool) -> Result<Option<Arc<Pod>>> {
+        if !slim {
+            return Ok(Some(pod.clone()));
+        }
+        let r = PodRef::of(pod);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &r.namespace);
+        match api.get_opt(&r.name).await {
+            Ok(Some(p)) if p.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
+                Ok(Some(Arc::new(p)))
+            }
+            Ok(_) => Ok(None),
+            Err(source) => Err(Error::Get { pod: r, source }),
+        }
+    }
+
     /// Wakes the reconcile of `pod`.
     fn trigger(&self, pod: &PodRef) {
         let _ = self

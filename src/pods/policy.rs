@@ -38,6 +38,9 @@ pub enum Error {
     /// Deleting the pod object failed.
     #[error("failed to delete pod {pod}")]
     Delete { pod: PodRef, source: kube::Error },
+    /// Reading the whole pod again (its store keeps the slim record) failed.
+    #[error("failed to read pod {pod}")]
+    Get { pod: PodRef, source: kube::Error },
     /// A reference could not be resolved yet (the status says which).
     #[error("pod {pod} waits for {source}")]
     Resolve { pod: PodRef, source: resolve::Error },
@@ -134,13 +137,17 @@ pub(crate) fn retry_after(err: &Error, failures: u32) -> (Duration, bool) {
 }
 
 /// How long the API server asked skylet to wait, for a 429 on a status
-/// write or a delete (`details.retryAfterSeconds`, else 1 s).
+/// write, a delete or a read (`details.retryAfterSeconds`, else 1 s).
 fn apiserver_retry_after(err: &Error) -> Option<Duration> {
     let (Error::WriteStatus {
         source: kube::Error::Api(s),
         ..
     }
     | Error::Delete {
+        source: kube::Error::Api(s),
+        ..
+    }
+    | Error::Get {
         source: kube::Error::Api(s),
         ..
     }) = err

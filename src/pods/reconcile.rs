@@ -22,7 +22,7 @@ use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
 use tracing::Instrument;
 
 use super::{
-    Ctx, changes,
+    Ctx, PodRecord, changes,
     decide::{DEADLINE_EXCEEDED, Decision, Facts, REPORT_WAIT, decide},
     lanes::Lane,
     policy::{self, Error, Result},
@@ -45,10 +45,13 @@ const DAEMONSET_REFUSED: &str = "DaemonSet pods do not run on skylet virtual nod
 /// Waits for the pod's turn in its lane, then reconciles the pod as it is
 /// then. While it waits, this future holds two pointers and the semaphore's
 /// waiter, not a whole reconcile: thousands may wait during a burst.
-pub(super) async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+pub(super) async fn reconcile<P: Provider>(
+    pod: Arc<PodRecord>,
+    ctx: Arc<Ctx<P>>,
+) -> Result<Action> {
     ctx.metrics.reconcile_queue.inc();
     let uid = pod.uid().unwrap_or_default();
-    let lane = if pod.metadata.deletion_timestamp.is_none() && ctx.table.in_backend(&uid) {
+    let lane = if pod.meta().deletion_timestamp.is_none() && ctx.table.in_backend(&uid) {
         Lane::Status
     } else {
         Lane::Backend
@@ -56,8 +59,8 @@ pub(super) async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> R
     let turn = ctx.lanes.turn(lane).await;
     // the pod may have changed, or gone, while it waited
     let out = match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
-        Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => {
-            Box::pin(run(p, ctx.clone())).await
+        Some(p) if p.meta().uid.as_deref() == Some(uid.as_str()) => {
+            Box::pin(run(p.pod(), p.is_slim(), ctx.clone())).await
         }
         _ => Ok(Action::await_change()),
     };
@@ -68,8 +71,8 @@ pub(super) async fn reconcile<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> R
 
 /// The error policy of the controller: count the failure, wait as
 /// [`policy::retry_after`] says.
-pub(super) fn on_error<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>) -> Action {
-    let r = PodRef::of(&pod);
+pub(super) fn on_error<P: Provider>(pod: Arc<PodRecord>, err: &Error, ctx: Arc<Ctx<P>>) -> Action {
+    let r = pod.pod_ref();
     let failures = ctx.table.failed(&r);
     let (delay, counts) = policy::retry_after(err, failures);
     if !counts {
@@ -90,11 +93,13 @@ pub(super) fn on_error<P: Provider>(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx<P>>
     Action::requeue(delay)
 }
 
-async fn run<P: Provider>(pod: Arc<Pod>, ctx: Arc<Ctx<P>>) -> Result<Action> {
+/// Reconciles `pod`; `slim`: it was built from the slim record, and the
+/// whole pod is fetched again where it is needed.
+async fn run<P: Provider>(pod: Arc<Pod>, slim: bool, ctx: Arc<Ctx<P>>) -> Result<Action> {
     let r = PodRef::of(&pod);
     let span = tracing::info_span!("reconcile", pod.namespace = %r.namespace, pod.name = %r.name, pod.uid = %r.uid, provider = ctx.provider.name(), backend = %ctx.config.node_name, outcome = tracing::field::Empty);
     crate::telemetry::pod_trace(&span, &r.uid);
-    let out = act(&pod, &ctx, &r).instrument(span.clone()).await;
+    let out = act(&pod, slim, &ctx, &r).instrument(span.clone()).await;
     span.record("outcome", if out.is_ok() { "ok" } else { "error" });
     ctx.metrics.reconciles.inc();
     if out.is_ok() {
@@ -147,7 +152,7 @@ fn resync(pod: &Pod) -> Duration {
 
 /// Decides and acts; a stop that ends at once is followed by the
 /// finalization in the same reconcile.
-async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
+async fn act<P: Provider>(pod: &Arc<Pod>, slim: bool, ctx: &Ctx<P>, r: &PodRef) -> Result<Action> {
     loop {
         let facts = facts(pod, ctx, r);
         if !facts.in_backend {
@@ -188,7 +193,22 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
             Decision::Sync { refresh_token } => {
                 if let Some(held) = ctx.table.backend_status(&r.uid) {
                     let ended = matches!(held.phase.as_deref(), Some("Succeeded" | "Failed"));
-                    ctx.meter(pod, !ended);
+                    // the meter bills the whole pod's size
+                    if slim && ctx.meter_starts(r, !ended) {
+                        let Some(whole) = ctx.whole(pod, slim).await? else {
+                            return Ok(Action::await_change());
+                        };
+                        ctx.meter(&whole, !ended);
+                    } else {
+                        ctx.meter(pod, !ended);
+                    }
+                    // from now on the whole pod is needed again only for a
+                    // new token or a create: the store may keep the slim
+                    // record, from the watch event of the status written
+                    // next (which may arrive before the write returns)
+                    if ctx.table.local(&r.uid).refresh_at.is_none() {
+                        ctx.table.update(r, |l| l.settled = true);
+                    }
                     if held.phase.as_deref() == Some("Running") {
                         ctx.ledger
                             .arrived(pod, &ctx.config.node_name, Instant::now());
@@ -202,7 +222,10 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                     write_status(ctx, pod, &Observed::Backend(&held)).await?;
                 }
                 if refresh_token {
-                    refresh_token_of(ctx, pod, r).await?;
+                    let Some(whole) = ctx.whole(pod, slim).await? else {
+                        return Ok(Action::await_change());
+                    };
+                    refresh_token_of(ctx, &whole, r).await?;
                 }
                 return Ok(Action::requeue(resync(pod)));
             }
@@ -243,7 +266,10 @@ async fn act<P: Provider>(pod: &Pod, ctx: &Ctx<P>, r: &PodRef) -> Result<Action>
                         "the backend does not report the pod it was asked to create; creating again"
                     );
                 }
-                return create(pod, ctx, r).await;
+                let Some(whole) = ctx.whole(pod, slim).await? else {
+                    return Ok(Action::await_change());
+                };
+                return create(&whole, ctx, r).await;
             }
             Decision::Stop => stop(pod, ctx, r, false).await?,
             Decision::Kill => {

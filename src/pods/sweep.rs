@@ -11,11 +11,11 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, status};
+use super::{Ctx, PodRecord};
 use crate::metrics::timed;
 
 /// Lists the backend before the first reconcile, so that existing pods are
@@ -110,42 +110,42 @@ async fn sweep<P: Provider>(ctx: &Ctx<P>) {
     // every sweep, hammering a backend that refuses (quota, throttling)
     for pod in known.values() {
         let uid = pod.uid().unwrap_or_default();
-        let missing = !status::is_terminal(pod)
-            && pod.metadata.deletion_timestamp.is_none()
+        let missing = !pod.is_terminal()
+            && pod.meta().deletion_timestamp.is_none()
             && !ctx.table.in_backend(&uid);
         if missing && ctx.table.local(&uid).failures == 0 {
-            ctx.trigger(&PodRef::of(pod));
+            ctx.trigger(&pod.pod_ref());
         }
     }
     set_gauges(ctx, &known);
 }
 
 /// The pods bound to the node, by UID.
-fn known<P>(ctx: &Ctx<P>) -> HashMap<String, Arc<Pod>> {
+fn known<P>(ctx: &Ctx<P>) -> HashMap<String, Arc<PodRecord>> {
     ctx.store
         .state()
         .into_iter()
-        .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+        .filter_map(|p| p.meta().uid.clone().map(|u| (u, p)))
         .collect()
 }
 
 /// The phase gauges, and the deleted pods whose instance the backend
 /// has not confirmed gone (by its last listing).
-fn set_gauges<P>(ctx: &Ctx<P>, known: &HashMap<String, Arc<Pod>>) {
+fn set_gauges<P>(ctx: &Ctx<P>, known: &HashMap<String, Arc<PodRecord>>) {
     count_phases(ctx, known.values());
     let awaiting = known
         .iter()
-        .filter(|(uid, p)| p.metadata.deletion_timestamp.is_some() && ctx.table.in_backend(uid))
+        .filter(|(uid, p)| p.meta().deletion_timestamp.is_some() && ctx.table.in_backend(uid))
         .count();
     ctx.metrics
         .awaiting_fencing
         .set(i64::try_from(awaiting).unwrap_or(i64::MAX));
 }
 
-fn count_phases<'a, P>(ctx: &Ctx<P>, pods: impl Iterator<Item = &'a Arc<Pod>>) {
+fn count_phases<'a, P>(ctx: &Ctx<P>, pods: impl Iterator<Item = &'a Arc<PodRecord>>) {
     let mut phases: HashMap<&str, i64> = HashMap::new();
     for p in pods {
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        let phase = p.phase();
         *phases.entry(phase.unwrap_or("Pending")).or_default() += 1;
     }
     for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {

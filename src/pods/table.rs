@@ -60,6 +60,9 @@ pub(crate) struct Local {
     /// What the backend runs of the spec's changeable parts, and what it
     /// refused ([`super::changes`]).
     pub(crate) applied: Option<Arc<Applied>>,
+    /// The backend holds it and skylet has read what it needs of the whole
+    /// pod: the store may keep the slim record (`record.rs`).
+    pub(crate) settled: bool,
 }
 
 impl Row {
@@ -109,6 +112,11 @@ impl PodTable {
             .rows
             .get(uid)
             .and_then(|r| r.held.as_ref().map(|h| h.status.clone()))
+    }
+
+    /// Whether the store may keep only the slim record of `uid`.
+    pub(crate) fn settled(&self, uid: &str) -> bool {
+        self.lock().rows.get(uid).is_some_and(|r| r.local.settled)
     }
 
     /// Whether the backend holds `uid`.

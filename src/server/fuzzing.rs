@@ -35,6 +35,8 @@ use kube::runtime::{reflector::store::Writer, watcher};
 use serde_json::json;
 use skylet_mock::MockProvider;
 use skylet_provider::{Provider, ResolvedPod};
+
+use crate::pods::PodRecord;
 use skylet_spdy::frame::{Frame, FrameEncoder, GoAwayStatus, Headers, RstStatus, Setting};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, DuplexStream},
@@ -101,8 +103,8 @@ pub async fn state_with<P: Provider>(provider: P, limits: Limits) -> Arc<State<P
         .create_pod(&ResolvedPod::bare(pod()))
         .await
         .expect("the backend takes the pod");
-    let mut writer = Writer::<Pod>::default();
-    writer.apply_watcher_event(&watcher::Event::Apply(pod()));
+    let mut writer = Writer::<PodRecord>::default();
+    writer.apply_watcher_event(&watcher::Event::Apply(PodRecord::whole(pod())));
     State::with_limits(
         allow_all(),
         Arc::new(provider),

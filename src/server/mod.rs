@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{config::ServerConfig, metrics::NodeMetrics, tls};
+use crate::{config::ServerConfig, metrics::NodeMetrics, pods::PodRecord, tls};
 
 pub mod auth;
 mod conn;
@@ -61,7 +61,7 @@ pub enum Error {
 pub struct State<P> {
     pub(crate) client: Client,
     pub(crate) provider: Arc<P>,
-    pub(crate) pods: Store<Pod>,
+    pub(crate) pods: Store<PodRecord>,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: NodeMetrics,
     pub(crate) auth: auth::Authenticator,
@@ -75,7 +75,7 @@ impl<P: Provider> State<P> {
     pub fn new(
         client: Client,
         provider: Arc<P>,
-        pods: Store<Pod>,
+        pods: Store<PodRecord>,
         config: ServerConfig,
         metrics: NodeMetrics,
     ) -> Arc<Self> {
@@ -90,7 +90,7 @@ impl<P: Provider> State<P> {
     pub fn with_limits(
         client: Client,
         provider: Arc<P>,
-        pods: Store<Pod>,
+        pods: Store<PodRecord>,
         config: ServerConfig,
         metrics: NodeMetrics,
         limits: Limits,
@@ -116,6 +116,7 @@ impl<P: Provider> State<P> {
     pub(crate) fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
         self.pods
             .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+            .map(|r| r.pod())
     }
 }
 

@@ -17,7 +17,12 @@ fn list(items: Vec<Pod>) -> Json<Value> {
 }
 
 pub(crate) async fn pods<P: Provider>(AxState(state): AxState<Arc<State<P>>>) -> Json<Value> {
-    let mut items: Vec<Pod> = state.pods.state().iter().map(|p| (**p).clone()).collect();
+    let mut items: Vec<Pod> = state
+        .pods
+        .state()
+        .iter()
+        .map(|p| (*p.pod()).clone())
+        .collect();
     items.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
@@ -30,7 +35,8 @@ pub(crate) async fn running<P: Provider>(AxState(state): AxState<Arc<State<P>>>)
         .pods
         .state()
         .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| p.phase() == Some("Running"))
+        .map(|p| p.pod())
         .map(|p| Pod {
             metadata: ObjectMeta {
                 name: p.metadata.name.clone(),

@@ -64,8 +64,8 @@ async fn router_with<P: Provider>(provider: P) -> Router {
         .create_pod(&ResolvedPod::bare(pod()))
         .await
         .unwrap();
-    let mut writer = Writer::<Pod>::default();
-    writer.apply_watcher_event(&watcher::Event::Apply(pod()));
+    let mut writer = Writer::<crate::pods::PodRecord>::default();
+    writer.apply_watcher_event(&watcher::Event::Apply(crate::pods::PodRecord::whole(pod())));
     let mut config = crate::config::Config::parse_from(["skylet"]).unwrap();
     let backend = config.backends.remove(0);
     let metrics = crate::metrics::NodeMetrics::detached("test");
