@@ -376,6 +376,8 @@ skylet_testenv::backend_suite!(Ecs =>
     restart_adopts_and_the_sweep_removes_orphans,
     unsupported_spec_fails_the_pod_with_an_event,
     top_and_cpu_autoscaling_follow_the_backend_load,
+    active_deadline_fails_the_pod_and_stops_its_instance,
+    changes_after_creation_apply_or_say_why_not,
 );
 
 fn start(cp: &ControlPlane, moto: &Moto, node: &str, extra: &[&str]) -> Skylet {
