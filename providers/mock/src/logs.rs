@@ -14,46 +14,63 @@ use skylet_provider::{
 use tokio::sync::watch;
 
 /// Lines of one container, with the time each was written.
-#[derive(Debug)]
+///
+/// Most containers' logs are never followed (a benchmark holds 10,000 of
+/// them): the channel that wakes followers is made by the first follower.
+#[derive(Debug, Default)]
 pub(crate) struct LogBuffer {
-    lines: Mutex<Vec<(Timestamp, String)>>,
-    /// Number of lines, and whether the container has ended (`usize::MAX`
-    /// bit pattern is not used: a separate flag keeps it readable).
-    tx: watch::Sender<(usize, bool)>,
+    inner: Mutex<Lines>,
 }
 
-impl Default for LogBuffer {
-    fn default() -> Self {
-        Self {
-            lines: Mutex::default(),
-            tx: watch::channel((0, false)).0,
-        }
-    }
+#[derive(Debug, Default)]
+struct Lines {
+    lines: Vec<(Timestamp, String)>,
+    closed: bool,
+    /// Number of lines, and whether the container has ended; `None` until
+    /// someone follows.
+    tx: Option<watch::Sender<(usize, bool)>>,
 }
 
 impl LogBuffer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Timestamp, String)>> {
-        self.lines
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn push(&self, line: String) {
-        let n = {
-            let mut lines = self.lock();
-            lines.push((Timestamp::now(), line));
-            lines.len()
-        };
-        self.tx.send_modify(|s| s.0 = n);
+        let mut l = self.lock();
+        if l.lines.is_empty() {
+            // one line is all most simulated containers ever write
+            l.lines.reserve_exact(1);
+        }
+        l.lines.push((Timestamp::now(), line));
+        let n = l.lines.len();
+        if let Some(tx) = &l.tx {
+            tx.send_modify(|s| s.0 = n);
+        }
     }
 
     /// The container ended: followers finish.
     pub(crate) fn close(&self) {
-        self.tx.send_modify(|s| s.1 = true);
+        let mut l = self.lock();
+        l.closed = true;
+        if let Some(tx) = &l.tx {
+            tx.send_modify(|s| s.1 = true);
+        }
+    }
+
+    /// A receiver of (lines, ended), up to date.
+    fn subscribe(&self) -> watch::Receiver<(usize, bool)> {
+        let mut l = self.lock();
+        let now = (l.lines.len(), l.closed);
+        l.tx.get_or_insert_with(|| watch::channel(now).0)
+            .subscribe()
     }
 
     fn from(&self, start: usize) -> Vec<(Timestamp, String)> {
         self.lock()
+            .lines
             .get(start..)
             .map(<[_]>::to_vec)
             .unwrap_or_default()
@@ -83,7 +100,7 @@ pub(crate) fn stream(buf: std::sync::Arc<LogBuffer>, opts: LogOptions) -> LogStr
         first = first.split_off(first.len().saturating_sub(n));
     }
     let next = all.len();
-    let rx = buf.tx.subscribe();
+    let rx = buf.subscribe();
     let ts = opts.timestamps;
     let initial = stream::iter(
         first
