@@ -34,8 +34,8 @@ use skylet_ecs::aws_sdk_cloudwatch as cloudwatch;
 use skylet_testenv::{
     ControlPlane, Moto, Skylet, eventually,
     k8s::{
-        deployment, kubectl, namespace, node_ready, node_template, pods_gone, pods_where,
-        running_with_ip, sample, scrape,
+        deployment, events_of, kubectl, namespace, node_ready, node_template, pods_gone,
+        pods_where, running_with_ip, sample, scrape,
     },
     suite::{BackendUnderTest, Instance},
     unique_name as unique,
@@ -685,6 +685,67 @@ async fn ecs_annotations_choose_spot_capacity_and_the_task_role() {
         .await
         .unwrap();
     assert_eq!(td.task_definition().unwrap().task_role_arn(), Some(role));
+}
+
+/// Issue #16: an exec readiness probe is the container's ECS health check
+/// (clamped to ECS's ranges); the exec liveness probe it leaves out gets a
+/// Warning Event saying so.
+#[tokio::test]
+async fn ecs_exec_probes_become_the_container_health_check() {
+    let cp = ControlPlane::shared();
+    let moto = Moto::shared();
+    let aws = Aws::new(moto);
+    let client = cp.client().await.unwrap();
+    let node = &unique("ecs-probe");
+    let _s = start(cp, moto, node, &[]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "ecs-probe").await;
+    let mut t = template(node, "probed");
+    t["spec"]["containers"][0]["readinessProbe"] = json!({"exec": {"command": ["cat", "/tmp/ready"]},
+        "initialDelaySeconds": 7, "periodSeconds": 15, "failureThreshold": 4});
+    t["spec"]["containers"][0]["livenessProbe"] = json!({"exec": {"command": ["true"]}});
+    deployment(&client, ns, "probed", 1, t).await;
+    let pod = running_pods(&client, ns, "probed", 1, Duration::from_secs(60))
+        .await
+        .remove(0);
+    let task = aws.live_tasks(node).await.pop().unwrap();
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let main = td
+        .task_definition()
+        .unwrap()
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .unwrap();
+    let hc = main.health_check().expect("a health check");
+    assert_eq!(hc.command(), ["CMD", "cat", "/tmp/ready"]);
+    assert_eq!(
+        (hc.interval(), hc.timeout(), hc.retries(), hc.start_period()),
+        (Some(15), Some(2), Some(4), Some(7)),
+        "periodSeconds, timeoutSeconds (1, ECS's minimum is 2), failureThreshold, initialDelaySeconds"
+    );
+    let name = pod.metadata.name.clone().unwrap();
+    eventually(
+        "a Warning Event for the liveness probe left out",
+        Duration::from_secs(30),
+        || async {
+            events_of(&client, ns, &name).await.into_iter().find(|e| {
+                e.reason.as_deref() == Some("ProbeNotSupported")
+                    && e.message.as_deref().is_some_and(|m| {
+                        m.contains(
+                            "livenessProbe is not run: an ECS container has one health check",
+                        )
+                    })
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -21,6 +21,9 @@ pub const TAG_POD_NAMESPACE: &str = "skylet.io/pod-namespace";
 pub const TAG_POD_NAME: &str = "skylet.io/pod-name";
 /// Task, task definition and secret tag: the node name.
 pub const TAG_NODE: &str = "skylet.io/node";
+/// Task tag: the ECS names of the containers with a health check,
+/// space-separated (their Ready waits for HEALTHY).
+pub const TAG_HEALTH_CHECKED: &str = "skylet.io/health-checked";
 
 /// Pod annotation: the IAM role the pod's code runs as.
 pub const ANNOTATION_TASK_ROLE: &str = "skylet.io/aws-task-role-arn";

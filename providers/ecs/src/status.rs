@@ -9,7 +9,7 @@
 //!
 //! | container `lastStatus` | container state |
 //! |---|---|
-//! | RUNNING | running since the task's `startedAt`; ready unless its health check says UNHEALTHY |
+//! | RUNNING | running since the task's `startedAt`; ready once its health check says HEALTHY (a container the task's `skylet.io/health-checked` tag names, from an exec probe), else unless it says UNHEALTHY |
 //! | STOPPED (or any, with an `exitCode`) | terminated: exit code, `Completed`/`Error`, the container's `reason` as message |
 //! | anything else in a STOPPED task | terminated with exit code 128, `ContainerCannotRun`, the reason (e.g. `CannotPullContainerError`) |
 //! | anything else | waiting, `ContainerCreating` |
@@ -19,7 +19,7 @@
 //! names ([`crate::names::container_kind`]); skylet's files container is not
 //! reported.
 
-use aws_sdk_ecs::types::{Container, Task};
+use aws_sdk_ecs::types::{Container, HealthStatus, Task};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{
@@ -236,6 +236,19 @@ fn container_status(
         }
     };
     let running = state.running.is_some();
+    // a container with a health check is ready once it passed (ECS says
+    // UNKNOWN before the first checks, and always without one)
+    let checked = task
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(names::TAG_HEALTH_CHECKED))
+        .and_then(|t| t.value())
+        .is_some_and(|v| v.split(' ').any(|n| Some(n) == c.name()));
+    let healthy = match c.health_status().map(HealthStatus::as_str) {
+        Some("HEALTHY") => true,
+        Some("UNHEALTHY") => false,
+        _ => !checked,
+    };
     ContainerStatus {
         name: name.to_owned(),
         image: c.image().unwrap_or_default().to_owned(),
@@ -244,9 +257,7 @@ fn container_status(
             .map(|d| format!("{}@{d}", c.image().unwrap_or_default()))
             .unwrap_or_default(),
         container_id: c.runtime_id().map(|id| format!("ecs://{id}")),
-        ready: running
-            && task_running
-            && c.health_status().is_none_or(|h| h.as_str() != "UNHEALTHY"),
+        ready: running && task_running && healthy,
         started: Some(running),
         restart_count: 0,
         state: Some(state),
@@ -356,6 +367,30 @@ mod tests {
         assert!(cs[0].ready && cs[0].state.as_ref().unwrap().running.is_some());
         assert_eq!(cs[0].container_id.as_deref(), Some("ecs://abc123"));
         assert!(!cs[1].ready, "an UNHEALTHY container is not ready");
+        // with a health check, UNKNOWN (before the first checks) is not ready
+        let checked = |status: HealthStatus| {
+            let mut t = task(
+                "RUNNING",
+                "RUNNING",
+                vec![
+                    Container::builder()
+                        .name("web")
+                        .image("w")
+                        .last_status("RUNNING")
+                        .health_status(status)
+                        .build(),
+                ],
+            );
+            t.tags.get_or_insert_with(Vec::new).push(
+                Tag::builder()
+                    .key(names::TAG_HEALTH_CHECKED)
+                    .value("web")
+                    .build(),
+            );
+            pod_status(&t).container_statuses.unwrap()[0].ready
+        };
+        assert!(!checked(HealthStatus::from("UNKNOWN")));
+        assert!(checked(HealthStatus::Healthy));
         let init = &s.init_container_statuses.as_ref().unwrap()[0];
         assert_eq!(init.name, "migrate");
         let term = init.state.as_ref().unwrap().terminated.as_ref().unwrap();

@@ -257,6 +257,19 @@ pub fn plan(
             namespace,
         ),
     };
+    let mut tags = tags(meta, &settings.node);
+    let checked: Vec<&str> = task
+        .containers
+        .iter()
+        .filter(|c| c.health_check.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !checked.is_empty() {
+        tags.push((
+            crate::names::TAG_HEALTH_CHECKED.to_owned(),
+            checked.join(" "),
+        ));
+    }
     let overrides = fit_overrides(&mut task, values.overrides);
     let secret = secret_payload(values.secret)?;
     let key = template_key(&task, secret.as_ref(), secret_key);
@@ -267,6 +280,6 @@ pub fn plan(
         secret,
         overrides,
         spot: options.spot,
-        tags: tags(meta, &settings.node),
+        tags,
     })
 }
