@@ -28,7 +28,10 @@ use kube::{
     api::{AttachParams, PostParams},
 };
 use serde_json::json;
-use skylet_testenv::{ControlPlane, Skylet, eventually, unique_name as unique};
+use skylet_testenv::{
+    ControlPlane, Skylet, eventually, k8s::output_with_stdin, tty::kubectl_exec_tty,
+    unique_name as unique,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
@@ -140,21 +143,8 @@ struct Out {
     stderr: String,
 }
 
-fn run(mut cmd: Command, stdin: &[u8]) -> Out {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // Written from another thread: the command may answer before it read everything.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
+fn run(cmd: Command, stdin: &[u8]) -> Out {
+    let out = output_with_stdin(cmd, stdin);
     Out {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -271,67 +261,14 @@ async fn exec_over_spdy_and_translated_websocket() {
     exec_basics(&f, &[SPDY_EXEC], "transport=\"spdy\"").await;
 }
 
-/// Drives `kubectl exec -it … -- sh` on a pseudo-terminal (python's pty):
-/// reads the prompt, asks `stty size`, resizes the terminal, asks again,
-/// exits with 7.
-const PTY_DRIVER: &str = r#"
-import fcntl, os, pty, select, struct, sys, termios, time
-def size(fd, rows, cols):
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-pid, fd = pty.fork()
-if pid == 0:
-    size(0, 24, 80)
-    os.execvp(sys.argv[1], sys.argv[1:])
-out = b""
-def expect(pattern, timeout=20):
-    global out
-    end = time.time() + timeout
-    while pattern not in out:
-        left = end - time.time()
-        if left <= 0:
-            sys.stdout.write(out.decode(errors="replace"))
-            sys.stdout.write("\nTIMEOUT waiting for %r\n" % pattern)
-            sys.exit(99)
-        r, _, _ = select.select([fd], [], [], left)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            out += data
-expect(b"$ ")
-os.write(fd, b"stty size\r")
-expect(b"24 80")
-expect(b"$ ")
-size(fd, 40, 120)
-time.sleep(1)
-os.write(fd, b"stty size\r")
-expect(b"40 120")
-os.write(fd, b"exit 7\r")
-expect(b"exit 7\r\n")
-_, status = os.waitpid(pid, 0)
-try:
-    while True:
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        out += data
-except OSError:
-    pass
-sys.stdout.write(out.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-
+/// `kubectl exec -it … -- sh` on a pseudo-terminal ([`PTY_DRIVER`](skylet_testenv::tty::PTY_DRIVER)).
 fn tty_session(f: &Fixture, env: &[(&str, &str)]) {
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", PTY_DRIVER])
-        .arg(f.cp.kubectl().get_program())
-        .args(["-n", &f.ns, "exec", "-it", &f.pod, "--", "sh"])
-        .env("KUBECONFIG", &f.cp.kubeconfig)
-        .envs(env.iter().copied());
-    let out = run(cmd, b"");
+    let out = kubectl_exec_tty(f.cp, &f.ns, &f.pod, env);
+    let out = Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_eq!(
         out.code,
         Some(7),

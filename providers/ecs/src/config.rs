@@ -96,6 +96,9 @@ pub struct Config {
     /// Cloud Map namespace (`ns-...`) to register pods in, one service per
     /// Kubernetes Service (`crate::cloudmap`); `None`: no registration.
     pub cloud_map_namespace_id: Option<String>,
+    /// Start tasks with ECS Exec (`enableExecuteCommand`) unless the pod's
+    /// `skylet.io/ecs-exec` annotation says otherwise (`crate::exec`).
+    pub exec_enabled: bool,
 }
 
 impl Config {
@@ -127,6 +130,7 @@ impl Config {
             rate_limits: Vec::new(),
             max_attempts: 4,
             cloud_map_namespace_id: None,
+            exec_enabled: false,
         }
     }
 

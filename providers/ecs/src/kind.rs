@@ -100,6 +100,10 @@ pub struct Args {
     /// Cloud Map namespace id: register pods as instances of `<service>.<namespace>`.
     #[arg(long, env = "SKYLET_ECS_CLOUD_MAP_NAMESPACE_ID")]
     pub ecs_cloud_map_namespace_id: Option<String>,
+    /// Start tasks with ECS Exec (kubectl exec) unless a pod's
+    /// skylet.io/ecs-exec annotation says "false" (default false).
+    #[arg(long, env = "SKYLET_ECS_ENABLE_EXEC")]
+    pub ecs_enable_exec: Option<bool>,
 }
 
 /// The `ecs:` section of the config file.
@@ -125,6 +129,7 @@ pub struct File {
     rate_limits: Option<Vec<String>>,
     max_attempts: Option<u32>,
     cloud_map_namespace_id: Option<String>,
+    enable_exec: Option<bool>,
 }
 
 fn or_vec(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
@@ -214,6 +219,7 @@ impl Kind for Ecs {
             .ecs_cloud_map_namespace_id
             .or(f.cloud_map_namespace_id)
             .filter(|n| !n.is_empty());
+        c.exec_enabled = args.ecs_enable_exec.or(f.enable_exec).unwrap_or(false);
         c.check().map_err(|m| check_error(&m))?;
         Ok(c)
     }

@@ -9,6 +9,7 @@
 //! | the pod | a task: RunTask FARGATE (or FARGATE_SPOT), awsvpc, `startedBy` = the node, tags with the pod's UID, namespace, name and node |
 //! | status | a sweep: ListTasks (RUNNING and STOPPED) + DescribeTasks per 100 tasks ([`status`]) |
 //! | logs | CloudWatch Logs ([`logs`]) |
+//! | `kubectl exec` | ECS Exec (`ExecuteCommand`) and the Session Manager data channel ([`exec`]); no attach |
 //! | `kubectl top` | CloudWatch Container Insights, GetMetricData for up to 250 containers a call ([`usage`]) |
 //! | delete | StopTask; the sweep reports the pod gone once the task is STOPPED, and removes task definitions and secrets no task uses |
 //!
@@ -36,6 +37,8 @@
 //!   `ListSecrets`, `TagResource` on `skylet/<node>/*`
 //! - `logs:CreateLogGroup` (once, at start), `logs:GetLogEvents`
 //! - `cloudwatch:GetMetricData` (`kubectl top`)
+//! - `ecs:ExecuteCommand` (`kubectl exec`; the task role needs
+//!   `ssmmessages:*`, see [`exec`])
 
 //!
 //! # Modules
@@ -58,6 +61,7 @@ use skylet_provider::{
 pub mod client;
 pub mod cloudmap;
 pub mod config;
+pub mod exec;
 pub mod kind;
 pub mod logs;
 pub mod names;
@@ -94,6 +98,9 @@ pub enum Error {
     /// No randomness for the secret-name key.
     #[error("no system randomness available")]
     Random,
+    /// No TLS configuration for ECS Exec's data channels.
+    #[error("cannot set up TLS for ECS Exec")]
+    Tls(#[source] rustls::Error),
 }
 
 /// The ECS backend. Cheap to clone; clones share state.
@@ -114,6 +121,8 @@ struct Inner {
     secret_prefix: String,
     /// Keys the HMAC of secret values in template hashes; never leaves memory.
     secret_key: hmac::Key,
+    /// TLS of ECS Exec's data channels ([`exec`]).
+    exec_tls: Arc<rustls::ClientConfig>,
     state: Mutex<State>,
     /// Serializes template registration (rare: once per template).
     register: tokio::sync::Mutex<()>,
@@ -153,6 +162,7 @@ impl EcsProvider {
             started_by: names::started_by(&config.node_name),
             secret_prefix: names::secret_prefix(&config.node_name),
             secret_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            exec_tls: exec::tls_config().map_err(Error::Tls)?,
             settings,
             clients,
             config,
@@ -290,8 +300,9 @@ impl Provider for EcsProvider {
             return Ok(());
         }
         let plan = translate::plan(rp, &self.inner.settings, &self.inner.secret_key)?;
+        let exec = exec::enabled(&rp.pod, self.inner.config.exec_enabled)?;
         let td_arn = self.ensure_template(&plan).await?;
-        self.run_task(&plan, &td_arn, &pod).await?;
+        self.run_task(&plan, &td_arn, &pod, exec).await?;
         // after the one RunTask that started the task: once per pod
         for note in rp
             .pod
@@ -382,15 +393,24 @@ impl Provider for EcsProvider {
 
     async fn exec(
         &self,
+        pod: &PodRef,
+        container: &str,
+        command: Vec<String>,
+        io: ExecIo,
+    ) -> Result<ExitStatus> {
+        self.exec_command(pod, container, command, io).await
+    }
+
+    async fn attach(
+        &self,
         _pod: &PodRef,
         _container: &str,
-        _command: Vec<String>,
-        _io: ExecIo,
+        _io: skylet_provider::AttachIo,
     ) -> Result<ExitStatus> {
         Err(ProviderError::Unsupported(
-            "exec is not available on the aws-ecs backend: ECS Exec runs through AWS Systems Manager (SSM), \
-             which skylet does not configure (tasks start with enableExecuteCommand=false); use `aws ecs execute-command` \
-             with a task role that allows ssmmessages:*"
+            "attach is not available on the aws-ecs backend: ECS has no API to attach to a \
+             container's main process (ECS Exec starts new processes); use kubectl logs -f for \
+             its output, or kubectl exec"
                 .into(),
         ))
     }

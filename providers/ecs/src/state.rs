@@ -54,6 +54,8 @@ pub(crate) struct TaskEntry {
     pub(crate) seen: Instant,
     /// `createdAt` (seconds), to tell the first of duplicates.
     pub(crate) created_at: i64,
+    /// Whether it runs with ECS Exec (`enableExecuteCommand`).
+    pub(crate) exec: bool,
 }
 
 /// A registered template.
@@ -90,6 +92,7 @@ impl TaskEntry {
             created_at: t
                 .created_at()
                 .map_or(i64::MAX, aws_smithy_types::DateTime::secs),
+            exec: t.enable_execute_command(),
         }
     }
 }
@@ -256,6 +259,7 @@ pub(crate) mod tests {
             stopped,
             seen: Instant::now(),
             created_at: 0,
+            exec: false,
         }
     }
 

@@ -35,15 +35,22 @@ use crate::{
 };
 
 impl EcsProvider {
-    /// RunTask for `pod` from task definition `td_arn`; records the task.
+    /// RunTask for `pod` from task definition `td_arn`, with ECS Exec when
+    /// `exec`; records the task.
     ///
     /// # Errors
     /// When ECS cannot place the task, as [`placement_failure`] classifies
     /// it (capacity, else transient); when the task definition was removed
     /// meanwhile, the template is forgotten so that the next attempt
     /// registers it again.
-    pub(crate) async fn run_task(&self, plan: &Plan, td_arn: &str, pod: &PodRef) -> Result<()> {
-        let req = self.run_task_request(plan, td_arn, pod)?;
+    pub(crate) async fn run_task(
+        &self,
+        plan: &Plan,
+        td_arn: &str,
+        pod: &PodRef,
+        exec: bool,
+    ) -> Result<()> {
+        let req = self.run_task_request(plan, td_arn, pod, exec)?;
         let out = match req.send().await.map_err(aws(ECS, "RunTask", self.m())) {
             Ok(out) => out,
             Err(e)
@@ -69,12 +76,14 @@ impl EcsProvider {
     }
 
     /// The RunTask call: one task in the node's subnets, tagged, with the
-    /// plan's overrides, on FARGATE or FARGATE_SPOT.
+    /// plan's overrides, on FARGATE or FARGATE_SPOT, with ECS Exec when
+    /// `exec` (`crate::exec`).
     fn run_task_request(
         &self,
         plan: &Plan,
         td_arn: &str,
         pod: &PodRef,
+        exec: bool,
     ) -> Result<RunTaskFluentBuilder> {
         let cfg = &self.inner.config;
         let vpc = AwsVpcConfiguration::builder()
@@ -99,7 +108,7 @@ impl EcsProvider {
             .count(1)
             .started_by(&self.inner.started_by)
             .client_token(&pod.uid)
-            .enable_execute_command(false)
+            .enable_execute_command(exec)
             .network_configuration(
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(vpc)

@@ -166,6 +166,29 @@ pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `cmd` with `stdin` written to it (from another thread: the
+/// command may answer before it read everything), capturing its output.
+///
+/// # Panics
+/// When the command cannot be started.
+pub fn output_with_stdin(mut cmd: std::process::Command, stdin: &[u8]) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().expect("the command's output");
+    let _ = writer.join();
+    out
+}
+
 /// skylet's Prometheus text.
 pub fn scrape(s: &Skylet) -> String {
     let mut out = String::new();

@@ -32,6 +32,7 @@ pub mod proxy;
 mod skylet;
 pub mod soak;
 pub mod suite;
+pub mod tty;
 pub use moto::Moto;
 pub use skylet::{SKYLET_USER, Skylet, free_port};
 

@@ -3,6 +3,11 @@
 //! cluster, a VPC, a subnet, a security group and a log group, and stopped
 //! when the test binary exits. `hack/setup test` installs it into
 //! `~/.cache/skylet/moto-<version>/`; the harness only checks that it is there.
+//!
+//! ECS Exec: before moto, the harness starts the Session Manager data
+//! channel emulator (`skylet-ssm-emulator`, on a thread of its own, with
+//! output reordered) and gives moto its URL (`SKYLET_SSM_STREAM_URL`), so
+//! the sessions moto's ExecuteCommand answers lead there ([`Moto::data_channel`]).
 
 use std::{path::PathBuf, process::Command, sync::OnceLock};
 
@@ -28,6 +33,7 @@ pub struct Moto {
 }
 
 static SHARED: OnceLock<Moto> = OnceLock::new();
+static DATA_CHANNEL: OnceLock<skylet_ssm_emulator::Emulator> = OnceLock::new();
 
 /// Panics unless moto is installed where `hack/setup test` puts it
 /// (`$MOTO_HOME`, hack/lib.sh): the harness never installs it.
@@ -62,9 +68,16 @@ impl Moto {
     pub fn shared() -> &'static Moto {
         SHARED.get_or_init(|| {
             assert_installed();
+            let channel = DATA_CHANNEL.get_or_init(|| {
+                skylet_ssm_emulator::Emulator::start_in_thread(skylet_ssm_emulator::Options {
+                    reorder: true,
+                })
+                .expect("the data channel emulator starts")
+            });
             let name = format!("test-{}", std::process::id());
             let out = Command::new(hack_dir().join("moto"))
                 .args(["up", &name, "--owner-pid", &std::process::id().to_string()])
+                .env("SKYLET_SSM_STREAM_URL", channel.url())
                 .output()
                 .expect("hack/moto runs");
             assert!(
@@ -79,6 +92,31 @@ impl Moto {
                 )
             })
         })
+    }
+
+    /// The Session Manager data channel emulator that the sessions of
+    /// moto's ExecuteCommand lead to (started with [`Moto::shared`]).
+    ///
+    /// # Panics
+    /// Before [`Moto::shared`].
+    pub fn data_channel(&self) -> &'static skylet_ssm_emulator::Emulator {
+        DATA_CHANNEL
+            .get()
+            .expect("Moto::shared starts the data channel emulator")
+    }
+
+    /// An AWS SDK configuration for this server: its region and endpoint,
+    /// its static credentials, plain HTTP.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "moto"),
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build()
     }
 
     /// Flags that point skylet's aws-ecs backend at this server.
