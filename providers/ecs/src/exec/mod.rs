@@ -244,6 +244,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_annotation_overrides_the_nodes_default() {
+        let pod = |a: Option<&str>| {
+            let mut p = k8s_openapi::api::core::v1::Pod::default();
+            if let Some(v) = a {
+                p.metadata.annotations = Some([(ANNOTATION.to_owned(), v.to_owned())].into());
+            }
+            p
+        };
+        assert!(!enabled(&pod(None), false).unwrap());
+        assert!(enabled(&pod(None), true).unwrap());
+        assert!(enabled(&pod(Some("true")), false).unwrap());
+        assert!(!enabled(&pod(Some("false")), true).unwrap());
+        let e = enabled(&pod(Some("yes")), true).unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::InvalidPod { reason, .. } if reason == "InvalidAnnotation"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn the_command_runs_argv_under_sh_and_prints_its_code() {
         let argv: Vec<String> = ["echo", "a  b", "it's"]
             .iter()
