@@ -86,6 +86,10 @@ pub struct Config {
     pub log_poll_interval: Duration,
     /// Attempts per ARM call (429 and 5xx are retried).
     pub max_attempts: u32,
+    /// Run exec commands under `/bin/sh` so that their exit code is known
+    /// (ACI reports none; `crate::stream`); off: as ACI runs them, exit
+    /// code always 0.
+    pub exec_exit_code: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -144,6 +148,7 @@ impl Config {
             capacity: Capacity::default(),
             rate_limits: Vec::new(),
             log_poll_interval: Duration::from_secs(2),
+            exec_exit_code: true,
             max_attempts: 5,
         }
     }

@@ -118,6 +118,11 @@ pub struct Args {
     /// Attempts per ARM call.
     #[arg(long, env = "SKYLET_ACI_MAX_ATTEMPTS")]
     pub aci_max_attempts: Option<u32>,
+    /// Run `kubectl exec` commands under /bin/sh to learn their exit code,
+    /// which ACI does not report (default true; false: images without
+    /// /bin/sh, exit code always 0).
+    #[arg(long, env = "SKYLET_ACI_EXEC_EXIT_CODE")]
+    pub aci_exec_exit_code: Option<bool>,
 }
 
 /// The `aci:` section of the config file.
@@ -145,6 +150,7 @@ pub struct File {
     rate_limits: Option<Vec<String>>,
     log_poll_interval: Option<f64>,
     max_attempts: Option<u32>,
+    exec_exit_code: Option<bool>,
 }
 
 impl Kind for Aci {
@@ -265,6 +271,9 @@ fn configure(args: Args, f: File, node_name: &str) -> Result<Config, ConfigError
     }
     if let Some(n) = args.aci_max_attempts.or(f.max_attempts) {
         c.max_attempts = n;
+    }
+    if let Some(b) = args.aci_exec_exit_code.or(f.exec_exit_code) {
+        c.exec_exit_code = b;
     }
     c.check().map_err(|message| {
         let (field, rest) = message

@@ -502,9 +502,9 @@ impl Provider for AciProvider {
         stream::exec(
             &self.inner.client,
             self.rg(),
-            &group,
-            container,
+            (&group, container),
             &command,
+            self.inner.config.exec_exit_code,
             io,
         )
         .await
