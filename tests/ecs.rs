@@ -550,14 +550,10 @@ async fn ecs_deployment_shares_a_task_definition_keeps_secrets_out_and_cleans_up
         "one secret for the template"
     );
 
-    // exec without ECS Exec is refused, saying how to turn it on
-    // (logs: the shared scenario; exec itself: tests/ecs_exec.rs)
+    // exec is refused with a reason (logs: the shared scenario)
     let pod = pods[0].metadata.name.clone().unwrap();
     let (ok, _, err) = kubectl(cp, &["exec", "-n", ns, &pod, "--", "true"]);
-    assert!(
-        !ok && err.contains("ECS Exec is off") && err.contains("skylet.io/ecs-exec"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("SSM"), "{err}");
 
     let m = scrape(&s);
     assert!(
@@ -903,4 +899,163 @@ async fn ecs_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
     let _ = std::process::Command::new(skylet_testenv::hack_dir().join("moto"))
         .args(["down", &name])
         .output();
+}
+
+/// Issue #16: an image pull Secret becomes the container's
+/// `repositoryCredentials`: a Secrets Manager secret of the node holding
+/// `{"username", "password"}` for the image's registry, tagged with the
+/// node and the pull Secret, its value never in skylet's log, removed
+/// once no task uses it. A task ECS stops for a failure (here: an image
+/// that cannot be pulled) is a Warning Event on the pod with ECS's reason.
+#[tokio::test]
+async fn ecs_pull_secrets_are_repository_credentials_and_failures_are_events() {
+    let cp = ControlPlane::shared();
+    let moto = Moto::shared();
+    let aws = Aws::new(moto);
+    let client = cp.client().await.unwrap();
+    let node = &unique("ecs-pull");
+    let s = start(cp, moto, node, &["--ecs-gc-grace", "2"]);
+    node_ready(&client, node).await;
+    let ns = &namespace(&client, "ecs-pull").await;
+    let password = format!("s3cret-{}", unique("pw"));
+    let config =
+        json!({"auths": {"registry.example.com": {"username": "robot", "password": password}}});
+    let regcred: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &regcred)
+        .await
+        .unwrap();
+    let mut t = template(node, "priv");
+    t["spec"]["containers"][0]["image"] = json!("registry.example.com/team/app:1");
+    t["spec"]["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "priv", "labels": {"app": "priv"}}, "spec": t["spec"]}),
+    )
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    running_pods(&client, ns, "priv", 1, Duration::from_secs(90)).await;
+
+    let task = aws.live_tasks(node).await.remove(0);
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let main = td
+        .task_definition()
+        .unwrap()
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("main"))
+        .unwrap()
+        .clone();
+    let arn = main
+        .repository_credentials()
+        .expect("repositoryCredentials")
+        .credentials_parameter()
+        .to_owned();
+    assert!(
+        !format!("{td:?}").contains(&password),
+        "the password is not in the task definition"
+    );
+    let stored = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
+    assert_eq!(doc, json!({"username": "robot", "password": password}));
+    let described = aws
+        .secrets
+        .describe_secret()
+        .secret_id(&arn)
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<(String, String)> = described
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        tags.contains(&("skylet.io/node".into(), node.clone())),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("skylet.io/pull-secret".into(), format!("{ns}/regcred"))),
+        "{tags:?}"
+    );
+    let name = described.name().unwrap_or_default().to_owned();
+    assert!(
+        name.starts_with(&skylet_ecs::names::secret_prefix(node)) && name.contains("-pull-"),
+        "{name}"
+    );
+
+    // ECS stops the task: the image cannot be pulled
+    let why = "CannotPullContainerError: pull access denied for registry.example.com/team/app";
+    aws.ecs
+        .stop_task()
+        .cluster(&aws.cluster)
+        .task(task.task_arn().unwrap())
+        .reason(why)
+        .send()
+        .await
+        .unwrap();
+    let note = eventually(
+        "a Warning Event ErrImagePull with ECS's reason",
+        Duration::from_secs(60),
+        || async {
+            events_of(&client, ns, "priv")
+                .await
+                .into_iter()
+                .find_map(|e| {
+                    (e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("ErrImagePull"))
+                    .then(|| e.message.unwrap_or_default())
+                })
+        },
+    )
+    .await;
+    assert!(note.contains(why), "{note}");
+
+    // the pod deleted: the credentials go with the template
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete("priv", &Default::default())
+        .await
+        .unwrap();
+    pods_gone(&client, ns, "priv", Duration::from_secs(60)).await;
+    eventually(
+        "the registry credentials removed",
+        Duration::from_secs(60),
+        || async {
+            (!aws
+                .secret_names(node)
+                .await
+                .iter()
+                .any(|n| n.contains("-pull-")))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !s.log_text().contains(&password),
+        "the password is never in skylet's log"
+    );
 }

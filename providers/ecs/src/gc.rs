@@ -233,7 +233,8 @@ pub(crate) fn collect_garbage(st: &mut State, grace: Duration) -> Garbage {
     let live_keys: HashSet<String> = st.owned_tds.values().map(|o| o.id.clone()).collect();
     let mut dead = Vec::new();
     for (key, o) in &mut st.owned_secrets {
-        if live_keys.contains(key) {
+        // a template's registry-credentials secrets live as long as it
+        if live_keys.contains(crate::templates::template_of(key)) {
             o.last_used = now;
         } else if now.duration_since(o.last_used) > grace {
             dead.push(key.clone());
@@ -295,6 +296,16 @@ mod tests {
                 last_used: old,
             },
         );
+        // registry credentials live and die with their template
+        for (key, id) in [("k1-pull-0", "pull1"), ("k2-pull-0", "pull2")] {
+            st.owned_secrets.insert(
+                key.into(),
+                Owned {
+                    id: id.into(),
+                    last_used: old,
+                },
+            );
+        }
         st.templates.insert(
             "k2".into(),
             Template {
@@ -310,7 +321,7 @@ mod tests {
             g,
             Garbage {
                 tds: vec!["td-unused".into()],
-                secrets: vec!["sec2".into()]
+                secrets: vec!["pull2".into(), "sec2".into()]
             }
         );
         assert!(st.templates.is_empty(), "a removed template is not reused");

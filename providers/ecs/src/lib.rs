@@ -6,12 +6,14 @@
 //! |---|---|
 //! | template (images, commands, resources, ...) | one task definition, family `skylet-<node hash>-<template hash>`, shared by replicas ([`translate`]) |
 //! | Secret-derived env and files | one Secrets Manager secret per template and set of values, referenced by `secrets[].valueFrom` |
+//! | image pull Secrets | `repositoryCredentials`: a Secrets Manager secret per pull Secret and registry, next to the template's ([`translate::pull`]) |
 //! | the pod | a task: RunTask FARGATE (or FARGATE_SPOT), awsvpc, `startedBy` = the node, tags with the pod's UID, namespace, name and node |
 //! | status | a sweep: ListTasks (RUNNING and STOPPED) + DescribeTasks per 100 tasks ([`status`]) |
 //! | logs | CloudWatch Logs ([`logs`]) |
 //! | `kubectl exec` | ECS Exec (`ExecuteCommand`) and the Session Manager data channel ([`exec`]); no attach |
 //! | `kubectl top` | CloudWatch Container Insights, GetMetricData for up to 250 containers a call ([`usage`]) |
 //! | delete | StopTask; the sweep reports the pod gone once the task is STOPPED, and removes task definitions and secrets no task uses |
+//! | a task ECS stopped for a failure | a Warning Event on the pod with ECS's reason ([`failures`]) |
 //!
 //! # Idempotency and restarts
 //! Tasks are found by their `skylet.io/pod-uid` tag among the tasks started
@@ -62,6 +64,7 @@ pub mod client;
 pub mod cloudmap;
 pub mod config;
 pub mod exec;
+pub mod failures;
 pub mod kind;
 pub mod logs;
 pub mod names;

@@ -82,6 +82,11 @@ impl EcsProvider {
         self.m().sweep_calls(ECS, "ListTasks", list_calls);
         self.m().sweep_calls(ECS, "DescribeTasks", describe_calls);
 
+        // a task seen stopped is described once: one Event per failure
+        for e in described.iter().filter_map(crate::failures::event) {
+            tracing::info!(pod = %e.pod, reason = %e.reason, "{}", e.note);
+            self.sink.event(e);
+        }
         let (listing, duplicates, garbage) = {
             let mut st = self.state();
             st.record(&described);

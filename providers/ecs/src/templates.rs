@@ -1,15 +1,32 @@
 //! Templates: the task definition of a plan, registered once per template,
-//! with the Secrets Manager secret holding its secret values.
+//! with the Secrets Manager secrets holding its secret values and its
+//! registry credentials (`repositoryCredentials`, from image pull Secrets).
 
-use aws_sdk_ecs::types::{Compatibility, NetworkMode, Tag};
+use aws_sdk_ecs::types::{Compatibility, NetworkMode, RepositoryCredentials, Tag};
 use skylet_provider::{ProviderError, Result};
 
 use crate::{
     EcsProvider,
     client::{ECS, SECRETS, aws},
     names,
-    translate::{self, Plan},
+    translate::Plan,
 };
+
+/// The tag of a registry-credentials secret that names its pull Secret
+/// (`namespace/name`).
+const TAG_PULL_SECRET: &str = "skylet.io/pull-secret";
+
+/// The key (name below the node's prefix) of a template's `n`th
+/// registry-credentials secret.
+fn pull_key(template: &str, n: usize) -> String {
+    format!("{template}-pull-{n}")
+}
+
+/// The template a secret's key belongs to (itself, or the template of a
+/// registry-credentials secret).
+pub(crate) fn template_of(key: &str) -> &str {
+    key.split_once("-pull-").map_or(key, |(t, _)| t)
+}
 
 impl EcsProvider {
     /// The task definition ARN for a plan: cached, or registered now (with
@@ -23,14 +40,32 @@ impl EcsProvider {
             return Ok(arn);
         }
         let secret_arn = match &plan.secret {
-            Some(payload) => Some(self.put_secret(&plan.key, payload).await?),
+            Some(payload) => Some(self.put_secret(&plan.key, &payload.to_json(), &[]).await?),
             None => None,
         };
+        let mut pull_arns = Vec::new();
+        for (i, p) in plan.pull.iter().enumerate() {
+            let key = pull_key(&plan.key, i);
+            let tags = [(TAG_PULL_SECRET, p.source.as_str())];
+            let arn = self.put_secret(&key, &p.payload.as_str(), &tags).await?;
+            pull_arns.push((key, arn));
+        }
         let arn = self
-            .register_task_definition(plan, secret_arn.as_deref())
+            .register_task_definition(plan, secret_arn.as_deref(), &pull_arns)
             .await?;
-        tracing::info!(family = %plan.family, task_definition = %arn, "registered a task definition");
-        self.state().remember_template(&plan.key, &arn, secret_arn);
+        tracing::info!(family = %plan.family, task_definition = %arn, pull_secrets = pull_arns.len(), "registered a task definition");
+        let mut st = self.state();
+        st.remember_template(&plan.key, &arn, secret_arn);
+        let now = std::time::Instant::now();
+        for (key, arn) in pull_arns {
+            st.owned_secrets.insert(
+                key,
+                crate::state::Owned {
+                    id: arn,
+                    last_used: now,
+                },
+            );
+        }
         Ok(arn)
     }
 
@@ -44,11 +79,23 @@ impl EcsProvider {
         &self,
         plan: &Plan,
         secret_arn: Option<&str>,
+        pull_arns: &[(String, String)],
     ) -> Result<String> {
         let task = &plan.task;
-        let defs = task
+        let mut defs = task
             .container_definitions(secret_arn)
             .map_err(ProviderError::transient)?;
+        for (p, (_, arn)) in plan.pull.iter().zip(pull_arns) {
+            for d in defs.iter_mut().filter(|d| {
+                d.name()
+                    .is_some_and(|n| p.containers.iter().any(|c| c == n))
+            }) {
+                d.repository_credentials = RepositoryCredentials::builder()
+                    .credentials_parameter(arn)
+                    .build()
+                    .ok();
+            }
+        }
         let r = self
             .inner
             .clients
@@ -90,21 +137,30 @@ impl EcsProvider {
         }
     }
 
-    /// Stores a template's secret values; returns the secret's ARN.
-    async fn put_secret(&self, key: &str, payload: &translate::SecretPayload) -> Result<String> {
+    /// Stores a secret of a template (its secret values, or a registry's
+    /// credentials) as `key` under the node's prefix, tagged with the node
+    /// and `tags`; returns the secret's ARN. Safe to repeat: an existing
+    /// secret gets the value.
+    async fn put_secret(&self, key: &str, value: &str, tags: &[(&str, &str)]) -> Result<String> {
         let name = format!("{}{key}", self.inner.secret_prefix);
         let c = &self.inner.clients.secrets;
+        let tag = |k: &str, v: &str| {
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+        };
         let r = c
             .create_secret()
             .name(&name)
             .description("Secret values of pods run by skylet; removed when no task uses them")
-            .secret_string(payload.to_json())
-            .tags(
-                aws_sdk_secretsmanager::types::Tag::builder()
-                    .key(names::TAG_NODE)
-                    .value(&self.inner.config.node_name)
-                    .build(),
-            )
+            .secret_string(value)
+            .set_tags(Some(
+                std::iter::once((names::TAG_NODE, self.inner.config.node_name.as_str()))
+                    .chain(tags.iter().copied())
+                    .map(|(k, v)| tag(k, v))
+                    .collect(),
+            ))
             .send()
             .await
             .map_err(aws(SECRETS, "CreateSecret", self.m()));
@@ -114,7 +170,7 @@ impl EcsProvider {
                 let out = c
                     .put_secret_value()
                     .secret_id(&name)
-                    .secret_string(payload.to_json())
+                    .secret_string(value)
                     .send()
                     .await
                     .map_err(aws(SECRETS, "PutSecretValue", self.m()))?;

@@ -25,6 +25,9 @@
 //! replicas that see the same Secret values share one secret and one task
 //! definition. The sweep deletes both once no task uses them.
 //!
+//! Image pull Secrets become `repositoryCredentials`: one Secrets Manager
+//! secret per pull Secret and registry, next to the template's ([`pull`]).
+//!
 //! # Files (configMap, secret, downwardAPI, projected volumes)
 //! ECS has no such volumes. Each becomes a task volume (Fargate ephemeral
 //! storage shared by the task's containers) that a non-essential container,
@@ -68,6 +71,7 @@
 mod containers;
 mod pod;
 pub mod probes;
+pub mod pull;
 mod sdk;
 mod sizing;
 #[cfg(test)]
@@ -79,6 +83,7 @@ use ring::hmac;
 use serde::Serialize;
 use skylet_provider::{ProviderError, ResolvedPod};
 
+pub use pull::PullSecret;
 pub use sizing::{FARGATE_SIZES, fargate_size};
 pub use values::SecretPayload;
 
@@ -128,6 +133,8 @@ pub struct Plan {
     pub task: TaskSpec,
     /// Secret values, if the pod has any.
     pub secret: Option<SecretPayload>,
+    /// Registry credentials from the pod's pull Secrets ([`pull`]).
+    pub pull: Vec<PullSecret>,
     /// Per-pod environment, by ECS container name.
     pub overrides: Vec<(String, Vec<(String, String)>)>,
     /// Run on FARGATE_SPOT.
@@ -272,12 +279,18 @@ pub fn plan(
     }
     let overrides = fit_overrides(&mut task, values.overrides);
     let secret = secret_payload(values.secret)?;
-    let key = template_key(&task, secret.as_ref(), secret_key);
+    let pull = pull::pull_secrets(rp, &task);
+    let key = pull::keyed(
+        template_key(&task, secret.as_ref(), secret_key),
+        &pull,
+        secret_key,
+    );
     Ok(Plan {
         family: format!("{}{key}", settings.family_prefix),
         key,
         task,
         secret,
+        pull,
         overrides,
         spot: options.spot,
         tags,
