@@ -138,10 +138,10 @@ async fn the_standby_takes_over_the_node_and_its_pods_when_the_leader_dies() {
     )
     .await;
     eprintln!("take-over after {takeover:?} (lease 15 s, retry 2 s); new leader {leader_b}");
-    assert!(
-        takeover <= Duration::from_secs(15 + 2 + 3),
-        "took {takeover:?}"
-    );
+    // the standby watches the Lease: it takes over one lease duration after
+    // the last renewal it saw, so within 15 s of the death (plus this
+    // test's polling and a loaded machine's second)
+    assert!(takeover <= Duration::from_secs(15 + 1), "took {takeover:?}");
 
     // the new leader adopted the pods and runs the scale-up, creating each
     // pod once
