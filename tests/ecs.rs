@@ -550,10 +550,14 @@ async fn ecs_deployment_shares_a_task_definition_keeps_secrets_out_and_cleans_up
         "one secret for the template"
     );
 
-    // exec is refused with a reason (logs: the shared scenario)
+    // exec without ECS Exec is refused, saying how to turn it on
+    // (logs: the shared scenario; exec itself: tests/ecs_exec.rs)
     let pod = pods[0].metadata.name.clone().unwrap();
     let (ok, _, err) = kubectl(cp, &["exec", "-n", ns, &pod, "--", "true"]);
-    assert!(!ok && err.contains("SSM"), "{err}");
+    assert!(
+        !ok && err.contains("ECS Exec is off") && err.contains("skylet.io/ecs-exec"),
+        "{err}"
+    );
 
     let m = scrape(&s);
     assert!(
