@@ -12,6 +12,14 @@
 //! `settled` (the hold without its first minute, or first half if shorter),
 //! `delete` and `run`.
 //!
+//! With several `--node-name`s (a fleet: several virtual nodes of one
+//! skylet), pod `i` goes to node `i mod n`, and the document has each
+//! node's numbers too. `--down-node NODE --down-file PATH --down-after N`
+//! takes one node's backend down mid-burst: once `N` pods are Running, the
+//! file is created (the simulated backend's "unreachable" file); that
+//! node's pods are left out of "all Running", and the file is removed
+//! before the deletion so that the backend confirms its pods gone.
+//!
 //! `audit` adds to such a document the apiserver requests of each of its time
 //! windows, counted from the audit log.
 
@@ -92,9 +100,19 @@ struct RunArgs {
     /// Pods (or replicas).
     #[arg(long, default_value_t = 1000)]
     count: usize,
-    /// spec.nodeName of the pods (burst, steady).
-    #[arg(long)]
-    node_name: Option<String>,
+    /// spec.nodeName of the pods (burst, steady); repeated, the pods are
+    /// spread over the nodes in turn.
+    #[arg(long = "node-name")]
+    node_names: Vec<String>,
+    /// The node whose backend is taken down mid-burst (with --down-file).
+    #[arg(long, requires = "down_file")]
+    down_node: Option<String>,
+    /// The file whose existence takes that node's backend down.
+    #[arg(long, requires = "down_node")]
+    down_file: Option<PathBuf>,
+    /// How many pods Running before the backend is taken down.
+    #[arg(long, default_value_t = 0)]
+    down_after: usize,
     /// nodeSelector entry key=value (repeatable).
     #[arg(long = "node-selector")]
     node_selector: Vec<String>,
@@ -173,6 +191,8 @@ struct Seen {
 struct Tracker {
     pods: Mutex<HashMap<String, Seen>>,
     changed: Notify,
+    /// Pods left out of the Running count (those of a node taken down).
+    excluded: std::collections::HashSet<String>,
 }
 
 impl Tracker {
@@ -181,7 +201,10 @@ impl Tracker {
             .pods
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let running = m.values().filter(|s| s.running.is_some()).count();
+        let running = m
+            .iter()
+            .filter(|(name, s)| s.running.is_some() && !self.excluded.contains(*name))
+            .count();
         let gone = m.values().filter(|s| s.gone.is_some()).count();
         (m.len(), running, gone)
     }
@@ -258,9 +281,26 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .collect::<anyhow::Result<_>>()?;
     let sampler = Sampler::start(procs.clone(), args.clk_tck, Duration::from_secs(1));
 
+    // which node each pod goes to (burst, steady)
+    let node_of = |i: usize| -> Option<&str> {
+        (!args.node_names.is_empty()).then(|| args.node_names[i % args.node_names.len()].as_str())
+    };
+    let pod_name = |i: usize| format!("bench-{i:05}");
+    let excluded: std::collections::HashSet<String> = match &args.down_node {
+        Some(down) => (0..args.count)
+            .filter(|&i| node_of(i) == Some(down.as_str()))
+            .map(pod_name)
+            .collect(),
+        None => Default::default(),
+    };
+    let expected = args.count - excluded.len();
+
     // The watch is listed before the first create, so no pod is missed.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
-    let tracker = Arc::new(Tracker::default());
+    let tracker = Arc::new(Tracker {
+        excluded,
+        ..Tracker::default()
+    });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let watch_task = tokio::spawn(watch_pods(
         pods.clone(),
@@ -272,6 +312,10 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .await
         .context("the pod watch did not start")??;
 
+    let outage = args
+        .down_file
+        .clone()
+        .map(|file| Outage::start(tracker.clone(), file, args.down_after));
     let template = pod_template(&args, &run_id)?;
     let count = args.count;
     let t_create = now_unix();
@@ -283,8 +327,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 futures::stream::iter(0..count)
                     .map(|i| {
                         let mut pod = template.clone();
-                        let name = format!("bench-{i:05}");
+                        let name = pod_name(i);
                         pod.metadata.name = Some(name.clone());
+                        if let Some(spec) = pod.spec.as_mut() {
+                            spec.node_name = node_of(i).map(str::to_owned);
+                        }
                         let pods = pods.clone();
                         async move { (name, create_with_retry(&pods, &pod).await) }
                     })
@@ -310,12 +357,17 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
         Scenario::Deployment => {
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.namespace);
-            deployments
+            // a failed create is recorded, never the end of the run
+            if let Err(e) = deployments
                 .create(
                     &PostParams::default(),
                     &deployment(&template, &run_id, count)?,
                 )
-                .await?;
+                .await
+            {
+                create_errors += 1;
+                tracing::error!(error = %e, "creating the Deployment failed");
+            }
         }
     }
     let t_created = now_unix();
@@ -324,10 +376,22 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let all_running = tracker
         .wait(deadline, "all pods Running", true, |_, running, _| {
-            running >= count
+            running >= expected
         })
         .await;
     let t_running = now_unix();
+    let down_at = outage.as_ref().and_then(|o| o.at());
+    if let Some(f) = &args.down_file {
+        // the backend answers again, so that its pods can be deleted
+        if let Err(e) = std::fs::remove_file(f)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(file = %f.display(), error = %e, "cannot bring the backend back");
+        }
+    }
+    if let Some(o) = outage {
+        o.task.abort();
+    }
 
     let mut windows = vec![Window {
         name: "to_running".into(),
@@ -435,6 +499,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         latencies.push(ms.max(0.0));
     }
     let running_count = latencies.len();
+    let nodes = per_node(&args, &seen, &created, t_create);
     let latency: Summary = stats::summarize(&mut latencies);
     let span = (last_running - t_create).max(1e-9);
     let processes: BTreeMap<String, Value> = series
@@ -483,6 +548,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             "negative_latencies_clamped": negative,
         },
         "delete": delete,
+        "nodes": nodes,
+        "outage": args.down_node.as_ref().map(|n| json!({"node": n, "after_running": args.down_after, "at_unix": down_at, "excluded_pods": count - expected})),
         "windows": windows,
         "processes": processes,
         "latencies_ms": latencies,
@@ -499,6 +566,91 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         "done"
     );
     Ok(all_running)
+}
+
+/// Takes a backend down (creates its file) once enough pods are Running.
+struct Outage {
+    task: tokio::task::JoinHandle<()>,
+    at: Arc<Mutex<Option<f64>>>,
+}
+
+impl Outage {
+    fn start(tracker: Arc<Tracker>, file: PathBuf, after: usize) -> Self {
+        let at = Arc::new(Mutex::new(None));
+        let when = at.clone();
+        let task = tokio::spawn(async move {
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+            // every Running pod counts here, the down node's too
+            tracker
+                .wait(far, "the outage", false, |_, _, _| {
+                    let m = tracker
+                        .pods
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    m.values().filter(|s| s.running.is_some()).count() >= after
+                })
+                .await;
+            match std::fs::write(&file, b"down\n") {
+                Ok(()) => {
+                    tracing::info!(file = %file.display(), after, "backend taken down");
+                    *when
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_unix());
+                }
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "cannot take the backend down")
+                }
+            }
+        });
+        Self { task, at }
+    }
+
+    fn at(&self) -> Option<f64> {
+        *self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Each node's pods: how many Running, pods/s (from the first create to
+/// its last pod Running) and latency.
+fn per_node(
+    args: &RunArgs,
+    seen: &HashMap<String, Seen>,
+    created: &HashMap<String, f64>,
+    t_create: f64,
+) -> BTreeMap<String, Value> {
+    let n = args.node_names.len();
+    if n < 2 {
+        return BTreeMap::new();
+    }
+    args.node_names
+        .iter()
+        .enumerate()
+        .map(|(k, node)| {
+            let mut lat = Vec::new();
+            let mut last = t_create;
+            let mut pods = 0usize;
+            for i in (k..args.count).step_by(n) {
+                pods += 1;
+                let name = format!("bench-{i:05}");
+                let Some(s) = seen.get(&name) else { continue };
+                let Some(running) = s.running else { continue };
+                last = last.max(running);
+                if let Some(from) = created.get(&name).copied().or(s.first) {
+                    lat.push(((running - from) * 1000.0).max(0.0));
+                }
+            }
+            let running = lat.len();
+            let span = (last - t_create).max(1e-9);
+            let summary = stats::summarize(&mut lat);
+            (
+                node.clone(),
+                json!({"pods": pods, "running": running, "seconds": span, "pods_per_s": running as f64 / span, "latency_ms": summary}),
+            )
+        })
+        .collect()
 }
 
 async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
@@ -632,8 +784,9 @@ fn pod_template(args: &RunArgs, run_id: &str) -> anyhow::Result<Pod> {
     let node_name = match args.scenario {
         Scenario::Deployment => None,
         _ => Some(
-            args.node_name
-                .clone()
+            args.node_names
+                .first()
+                .cloned()
                 .context("--node-name is needed for burst and steady")?,
         ),
     };
