@@ -11,7 +11,7 @@
 //! caller when it knows them.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
     sync::Arc,
 };
@@ -287,40 +287,51 @@ pub(crate) fn desired(
             .or_default()
             .push(p);
     }
+    // the home Services by namespace and their slices by (namespace, Service):
+    // a pass costs what the active namespaces hold, not the whole cluster
+    let mut by_ns: HashMap<String, Vec<&Service>> = HashMap::new();
+    for svc in services.iter().filter(|s| reflectable(s)) {
+        if let Some(ns) = svc.namespace()
+            && active.values().any(|h| h.contains_key(&ns))
+        {
+            by_ns.entry(ns).or_default().push(svc);
+        }
+    }
+    let mut slices_of: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    for sl in slices.iter() {
+        if let (Some(ns), Some(svc)) = (sl.namespace(), sl.labels().get(SERVICE_NAME))
+            && by_ns.contains_key(&ns)
+        {
+            slices_of.entry((ns, svc.clone())).or_default().push(sl);
+        }
+    }
     let mut d = Desired::default();
     for (remote_ns, homes) in &active {
         let all: Vec<&Pod> = homes.values().flatten().copied().collect();
         let first_home = homes.keys().next().map(String::as_str).unwrap_or_default();
         let a = anchor(remote_ns, first_home, &all, ctx);
         d.anchors.insert((remote_ns.clone(), a.name_any()), a);
-        let home_namespaces: BTreeSet<&str> = homes.keys().map(String::as_str).collect();
-        for svc in services {
-            let Some(home_ns) = svc.namespace() else {
-                continue;
-            };
-            if !home_namespaces.contains(home_ns.as_str()) || !reflectable(svc) {
-                continue;
-            }
-            let key = (remote_ns.clone(), svc.name_any());
-            if d.services.contains_key(&key) {
-                continue;
-            }
-            let remote = service(svc, remote_ns, ctx, s);
-            let with_slices =
-                service_type(svc) != "ExternalName" && !s.exports.contains(&Export::Cilium);
-            d.services.insert(key, remote);
-            if !with_slices {
-                continue;
-            }
-            let name = svc.name_any();
-            for sl in slices.iter().filter(|sl| {
-                sl.namespace().as_deref() == Some(home_ns.as_str())
-                    && sl.labels().get(SERVICE_NAME) == Some(&name)
-            }) {
-                d.slices.insert(
-                    (remote_ns.clone(), sl.name_any()),
-                    (slice(sl, &name, remote_ns, ctx, s), name.clone()),
-                );
+        for home_ns in homes.keys() {
+            for svc in by_ns.get(home_ns).into_iter().flatten() {
+                let name = svc.name_any();
+                let key = (remote_ns.clone(), name.clone());
+                if d.services.contains_key(&key) {
+                    continue;
+                }
+                d.services.insert(key, service(svc, remote_ns, ctx, s));
+                if service_type(svc) == "ExternalName" || s.exports.contains(&Export::Cilium) {
+                    continue;
+                }
+                for sl in slices_of
+                    .get(&(home_ns.clone(), name.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    d.slices.insert(
+                        (remote_ns.clone(), sl.name_any()),
+                        (slice(sl, &name, remote_ns, ctx, s), name.clone()),
+                    );
+                }
             }
         }
     }
