@@ -551,3 +551,227 @@ where
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use futures::channel::mpsc as fmpsc;
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// One end of an in-memory WebSocket: the test plays the agent.
+    struct Pipe {
+        rx: fmpsc::UnboundedReceiver<Message>,
+        tx: fmpsc::UnboundedSender<Message>,
+    }
+
+    impl futures::Stream for Pipe {
+        type Item = std::result::Result<Message, tungstenite::Error>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.rx.poll_next_unpin(cx).map(|m| m.map(Ok))
+        }
+    }
+
+    impl futures::Sink<Message> for Pipe {
+        type Error = tungstenite::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, m: Message) -> Result<(), Self::Error> {
+            self.tx
+                .unbounded_send(m)
+                .map_err(|_| tungstenite::Error::ConnectionClosed)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn output(seq: i64, t: PayloadType, payload: &[u8]) -> Message {
+        Message::binary(AgentMessage::new(kind::OUTPUT, seq, 0, t, payload.to_vec()).encode())
+    }
+
+    /// The next binary message from the client, decoded.
+    async fn next(from: &mut fmpsc::UnboundedReceiver<Message>) -> AgentMessage {
+        loop {
+            match from.next().await.unwrap() {
+                Message::Binary(b) => return AgentMessage::decode(&b).unwrap(),
+                Message::Ping(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next input message, checking the acknowledgements on the way
+    /// (their sequence numbers are pushed to `acked`).
+    async fn next_input(
+        from: &mut fmpsc::UnboundedReceiver<Message>,
+        acked: &mut Vec<i64>,
+    ) -> AgentMessage {
+        loop {
+            let m = next(from).await;
+            if m.message_type == kind::ACK {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(v["AcknowledgedMessageType"], kind::OUTPUT);
+                acked.push(v["AcknowledgedMessageSequenceNumber"].as_i64().unwrap());
+                continue;
+            }
+            assert_eq!(m.message_type, kind::INPUT);
+            return m;
+        }
+    }
+
+    fn ack(m: &AgentMessage) -> Message {
+        let payload = json!({
+            "AcknowledgedMessageType": kind::INPUT,
+            "AcknowledgedMessageId": m.message_id.to_string(),
+            "AcknowledgedMessageSequenceNumber": m.sequence_number,
+            "IsSequentialMessage": true,
+        })
+        .to_string();
+        Message::binary(
+            AgentMessage::new(kind::ACK, 0, 3, PayloadType::None, payload.into_bytes()).encode(),
+        )
+    }
+
+    /// The agent's side, scripted: handshake, output out of order, a
+    /// duplicate and a damaged message, an input left unacknowledged until
+    /// it is sent again, the exit code, the end.
+    #[tokio::test]
+    async fn a_session_reorders_deduplicates_resends_and_ends_with_the_code() {
+        let (to_client, rx) = fmpsc::unbounded();
+        let (tx, mut from_client) = fmpsc::unbounded();
+        let (mut stdin_w, stdin_r) = tokio::io::duplex(64);
+        let (stdout_w, mut stdout_r) = tokio::io::duplex(1024);
+        let streams = Streams {
+            stdin: Some(Box::new(stdin_r)),
+            stdout: Some(Box::new(stdout_w)),
+            stderr: None,
+            tty: false,
+            resize: None,
+        };
+        let session = tokio::spawn(run(Pipe { rx, tx }, "the-token", streams));
+
+        let Message::Text(open) = from_client.next().await.unwrap() else {
+            panic!("the first message is text");
+        };
+        let open: serde_json::Value = serde_json::from_str(open.as_str()).unwrap();
+        assert_eq!(open["TokenValue"], "the-token");
+        assert_eq!(open["MessageSchemaVersion"], "1.0");
+
+        let mut acked = Vec::new();
+        let request = json!({"AgentVersion": "3", "RequestedClientActions": [
+            {"ActionType": "SessionType", "ActionParameters": {"SessionType": "InteractiveCommands"}}
+        ]});
+        to_client
+            .unbounded_send(output(
+                0,
+                PayloadType::HandshakeRequest,
+                request.to_string().as_bytes(),
+            ))
+            .unwrap();
+        let response = next_input(&mut from_client, &mut acked).await;
+        assert_eq!(
+            response.payload_kind(),
+            Some(PayloadType::HandshakeResponse)
+        );
+        assert_eq!(response.sequence_number, 0);
+        let v: serde_json::Value = serde_json::from_slice(&response.payload).unwrap();
+        assert_eq!(v["ProcessedClientActions"][0]["ActionStatus"], 1);
+        to_client.unbounded_send(ack(&response)).unwrap();
+        to_client
+            .unbounded_send(output(1, PayloadType::HandshakeComplete, b"{}"))
+            .unwrap();
+
+        // output 3 before 2, 2 twice, and a damaged copy of 4
+        to_client
+            .unbounded_send(output(3, PayloadType::Output, b"world\r\n"))
+            .unwrap();
+        to_client
+            .unbounded_send(output(2, PayloadType::Output, b"hello "))
+            .unwrap();
+        to_client
+            .unbounded_send(output(2, PayloadType::Output, b"hello "))
+            .unwrap();
+        let Message::Binary(b) = output(4, PayloadType::Output, b"lost") else {
+            unreachable!()
+        };
+        let mut damaged = b.to_vec();
+        if let Some(last) = damaged.last_mut() {
+            *last ^= 1;
+        }
+        to_client.unbounded_send(Message::binary(damaged)).unwrap();
+
+        // input: sent again when not acknowledged
+        stdin_w.write_all(b"hi").await.unwrap();
+        let first = next_input(&mut from_client, &mut acked).await;
+        assert_eq!(
+            (first.sequence_number, first.payload.as_slice()),
+            (1, &b"hi"[..])
+        );
+        let again = next_input(&mut from_client, &mut acked).await;
+        assert_eq!(
+            again.message_id, first.message_id,
+            "the same message, resent"
+        );
+        to_client.unbounded_send(ack(&again)).unwrap();
+        drop(stdin_w);
+        let eot = next_input(&mut from_client, &mut acked).await;
+        assert_eq!(
+            (eot.sequence_number, eot.payload.as_slice()),
+            (2, &[EOT][..])
+        );
+        to_client.unbounded_send(ack(&eot)).unwrap();
+
+        to_client
+            .unbounded_send(output(4, PayloadType::ExitCode, b"EXIT_CODE: 5"))
+            .unwrap();
+        let closed = json!({"MessageType": "channel_closed", "Output": "", "SchemaVersion": 1});
+        to_client
+            .unbounded_send(Message::binary(
+                AgentMessage::new(
+                    kind::CHANNEL_CLOSED,
+                    0,
+                    0,
+                    PayloadType::None,
+                    closed.to_string().into_bytes(),
+                )
+                .encode(),
+            ))
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, ExitStatus::Code(5));
+        let mut out = String::new();
+        stdout_r.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world\n", "in order, once, \\r\\n made \\n");
+        while let Ok(m) = from_client.try_recv() {
+            if let Message::Binary(b) = m
+                && let Ok(m) = AgentMessage::decode(&b)
+                && m.message_type == kind::ACK
+            {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                acked.push(v["AcknowledgedMessageSequenceNumber"].as_i64().unwrap());
+            }
+        }
+        acked.sort_unstable();
+        acked.dedup();
+        assert_eq!(acked, vec![0, 1, 2, 3, 4], "every output acknowledged");
+    }
+}
