@@ -29,13 +29,14 @@ import os
 import sys
 import uuid
 
-import moto_limits
 from moto.core.responses import ActionResult
 from moto.ecs import models
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
+
+import moto_limits
 
 _describe_tasks = models.EC2ContainerServiceBackend.describe_tasks
 
