@@ -9,14 +9,14 @@
 //!
 //! The scenarios every backend shares (deployment, logs, delete, restart,
 //! orphans, an unsupported spec, a quota used up) run here through
-//! [`Azure`]'s hooks (`skylet_testenv::suite`, tests `suite::*`); the
+//! [`Aci`]'s hooks (`skylet_testenv::backends`, shared with the crash and
+//! fault suites; scenarios in `skylet_testenv::suite`, tests `suite::*`); the
 //! tests below are ACI's own: secure values, ACI events, attach, exec
 //! quoting, the cost of a sweep and a 429 storm, and a burst kept under
 //! ARM's and ACI's rate limits by skylet's own buckets (#19).
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
     process::Stdio,
     time::Duration,
 };
@@ -30,190 +30,20 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
-use skylet_aci_emulator::{Config as EmulatorConfig, Emulator};
+use skylet_aci_emulator::Config as EmulatorConfig;
 use skylet_testenv::{
-    ControlPlane, Skylet, eventually,
+    ControlPlane,
+    backends::Aci,
+    eventually,
     k8s::{
         deployment, events_of, kubectl, namespace, node_ready, node_template, pods_gone,
         pods_where, running_ready, running_with_ip, sample, sample_sum, scrape,
     },
-    suite::{BackendUnderTest, Instance, Probing, WithQuota},
+    suite::BackendUnderTest,
     unique_name as unique,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_skylet");
-
-/// An emulator and the files skylet needs to reach it.
-struct Azure {
-    emu: Emulator,
-    config: EmulatorConfig,
-    dir: tempfile::TempDir,
-    /// Flags every skylet on it gets.
-    flags: Vec<&'static str>,
-}
-
-impl Azure {
-    async fn start(page_size: usize) -> Self {
-        Self::start_with(EmulatorConfig {
-            page_size,
-            container_group_quota: 1000,
-            core_quota: 1000,
-            ..EmulatorConfig::default()
-        })
-        .await
-    }
-
-    async fn start_with(config: EmulatorConfig) -> Self {
-        let emu = Emulator::start(config.clone()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        emu.write_ca(dir.path().join("ca.pem")).unwrap();
-        Self {
-            emu,
-            config,
-            dir,
-            flags: Vec::new(),
-        }
-    }
-
-    /// skylet as node `node` on this emulator, signing in with a client secret.
-    fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
-        let c = &self.config;
-        let ca = self.dir.path().join("ca.pem").display().to_string();
-        let url = self.emu.url();
-        let mut args = vec![
-            "--provider",
-            "azure-aci",
-            "--aci-subscription-id",
-            &c.subscription_id,
-            "--aci-resource-group",
-            &c.resource_groups[0],
-            "--aci-location",
-            &c.location,
-            "--aci-arm-endpoint",
-            &url,
-            // Azure Monitor's batch metrics API, served by the emulator too
-            "--aci-metrics-endpoint",
-            &url,
-            "--aci-authority-host",
-            &url,
-            "--aci-ca-file",
-            &ca,
-            "--aci-auth",
-            "client-secret",
-            "--aci-tenant-id",
-            &c.tenant_id,
-            "--aci-client-id",
-            &c.client_id,
-            "--aci-log-poll-interval",
-            "0.5",
-        ];
-        args.extend_from_slice(&self.flags);
-        args.extend_from_slice(extra);
-        Skylet::start_with_env(
-            cp,
-            Path::new(BIN),
-            node,
-            &args,
-            &[("AZURE_CLIENT_SECRET", &c.client_secret)],
-        )
-    }
-
-    /// The groups of `node` as the emulator stores them (write-only values included).
-    fn groups_of(&self, node: &str) -> Vec<serde_json::Value> {
-        self.emu
-            .groups()
-            .into_iter()
-            .filter(|g| g["tags"]["skylet-node"] == node)
-            .collect()
-    }
-
-    fn calls(&self, op: &str) -> u64 {
-        self.emu.stats().requests.get(op).copied().unwrap_or(0)
-    }
-}
-
-impl BackendUnderTest for Azure {
-    const PROVIDER: &'static str = "azure-aci";
-    const SHORT: &'static str = "aci";
-
-    async fn start() -> Self {
-        Self::start(100).await
-    }
-
-    fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
-        Azure::skylet(self, cp, node, extra)
-    }
-
-    fn node_labels(&self) -> Vec<(&'static str, String)> {
-        vec![(
-            "topology.kubernetes.io/region",
-            self.config.location.clone(),
-        )]
-    }
-
-    async fn instances(&self, s: &Skylet) -> Vec<Instance> {
-        let tag =
-            |g: &serde_json::Value, k: &str| g["tags"][k].as_str().unwrap_or_default().to_owned();
-        self.groups_of(&s.node)
-            .iter()
-            .map(|g| Instance {
-                uid: tag(g, "skylet-pod-uid"),
-                namespace: tag(g, "skylet-pod-namespace"),
-                name: tag(g, "skylet-pod-name"),
-                // the stored body is what skylet sent: no address
-                ip: None,
-            })
-            .collect()
-    }
-
-    async fn creates(&self, _: &Skylet) -> u64 {
-        self.calls("ContainerGroups_CreateOrUpdate")
-    }
-
-    // ACI reports no probe results and keeps no log of an earlier run
-    const PROBING: Probing = Probing {
-        readiness: false,
-        restarts: true,
-        previous_logs: false,
-    };
-
-    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
-        Some((
-            json!({"readinessProbe": {"tcpSocket": {"port": 8080}}}),
-            "readinessProbe.tcpSocket",
-        ))
-    }
-
-    fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
-        pod["spec"]["hostNetwork"] = json!(true);
-        "hostNetwork"
-    }
-
-    fn verify(&self) {
-        assert_eq!(
-            self.emu.stats().invalid_responses,
-            0,
-            "every emulator answer matched the spec"
-        );
-    }
-}
-
-impl WithQuota for Azure {
-    /// The subscription's container group quota in the location is `pods`;
-    /// the node advertises 100 (`--aci-capacity`), as with a quota others
-    /// use too.
-    async fn start_with_quota(pods: u32) -> Self {
-        let mut az = Self::start_with(EmulatorConfig {
-            container_group_quota: pods,
-            ..EmulatorConfig::default()
-        })
-        .await;
-        az.flags = vec!["--aci-capacity", "cpu=100,memory=400Gi,pods=100"];
-        az
-    }
-}
-
-skylet_testenv::backend_suite!(Azure =>
+skylet_testenv::backend_suite!(Aci =>
     probes_restarts_and_previous_logs_follow_the_backend,
     deployment_runs_one_instance_per_pod_and_delete_removes_them,
     logs_plain_tail_timestamps_limit_and_follow,
@@ -235,14 +65,17 @@ fn template(node: &str, app: &str, script: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_and_cleanup() {
     let cp = ControlPlane::shared();
-    let az = Azure::start(100).await;
+    let az = Aci::start().await;
     let client = cp.client().await.unwrap();
     let node = &unique("aci-deploy");
     let s = az.skylet(cp, node, &[]);
     let n = node_ready(&client, node).await;
     let labels = n.metadata.labels.unwrap();
     assert_eq!(labels["skylet.io/provider"], "azure-aci");
-    assert_eq!(labels["topology.kubernetes.io/region"], az.config.location);
+    assert_eq!(
+        labels["topology.kubernetes.io/region"],
+        az.config().location
+    );
     let capacity = n.status.unwrap().capacity.unwrap();
     assert!(
         capacity.contains_key("cpu") && capacity.contains_key("pods"),
@@ -309,7 +142,7 @@ async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_a
         assert!(p.status.as_ref().unwrap().pod_ip.is_some());
     }
     // the Secret is in no other place of any request skylet sent, nor in its log
-    for body in az.emu.requests("ContainerGroups_CreateOrUpdate") {
+    for body in az.emulator().requests("ContainerGroups_CreateOrUpdate") {
         let text = body.to_string();
         assert_eq!(
             text.matches(&password).count(),
@@ -442,10 +275,10 @@ async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_a
     assert!(
         az.calls("ContainerGroups_Stop") >= 3,
         "graceful delete stops first: {:?}",
-        az.emu.stats()
+        az.emulator().stats()
     );
     assert_eq!(
-        az.emu.stats().invalid_responses,
+        az.emulator().stats().invalid_responses,
         0,
         "every emulator answer matched the spec"
     );
@@ -458,7 +291,7 @@ async fn aci_deployment_keeps_secrets_in_secure_values_with_events_attach_exec_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aci_native_sidecar_runs_as_a_container_of_the_group() {
     let cp = ControlPlane::shared();
-    let az = Azure::start(100).await;
+    let az = Aci::start().await;
     let client = cp.client().await.unwrap();
     let node = &unique("aci-sidecar");
     let _s = az.skylet(cp, node, &[]);
@@ -518,7 +351,7 @@ async fn aci_native_sidecar_runs_as_a_container_of_the_group() {
 async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
     let cp = ControlPlane::shared();
     // pages of 100: one ListByResourceGroup is 3 page requests for 300 groups
-    let az = Azure::start(100).await;
+    let az = Aci::start().await;
     let client = cp.client().await.unwrap();
     let node = &unique("aci-scale");
     // a subscription whose ACI create and delete limits were raised (the
@@ -545,7 +378,7 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
         (az.calls("ContainerGroups_CreateOrUpdate") >= 20).then_some(())
     })
     .await;
-    az.emu.throttle(60, Duration::from_secs(1));
+    az.emulator().throttle(60, Duration::from_secs(1));
     pods_where(
         &client,
         ns,
@@ -557,7 +390,11 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
     )
     .await;
     assert_eq!(az.groups_of(node).len(), 300);
-    assert!(az.emu.stats().throttled >= 60, "{:?}", az.emu.stats());
+    assert!(
+        az.emulator().stats().throttled >= 60,
+        "{:?}",
+        az.emulator().stats()
+    );
     let m = scrape(&s);
     assert!(
         sample_sum(
@@ -620,7 +457,7 @@ async fn aci_300_pods_cost_one_list_call_per_sweep_and_survive_a_429_storm() {
 async fn aci_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
     use skylet_aci_emulator::limits::{Covers, RateLimit};
     let cp = ControlPlane::shared();
-    let az = Azure::start_with(EmulatorConfig {
+    let az = Aci::start_with(EmulatorConfig {
         container_group_quota: 1000,
         core_quota: 1000,
         rate_limits: vec![
@@ -672,7 +509,7 @@ async fn aci_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
     })
     .await;
 
-    let stats = az.emu.stats();
+    let stats = az.emulator().stats();
     // the buckets were really in the way: every create took a token
     let pods = u64::try_from(pods).unwrap();
     assert_eq!(stats.limits["creates-5m"].admitted, pods, "{stats:?}");

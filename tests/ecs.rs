@@ -6,12 +6,14 @@
 //!
 //! The scenarios every backend shares (deployment, logs, delete, restart,
 //! orphans, an unsupported spec) run here through [`Ecs`]'s hooks
-//! (`skylet_testenv::suite`, tests `suite::*`); the tests below are ECS's
+//! (`skylet_testenv::backends`, shared with the crash and fault suites;
+//! scenarios in `skylet_testenv::suite`, tests `suite::*`); the tests
+//! below are ECS's
 //! own: task definitions and secrets, Fargate sizes, Spot and task roles,
 //! the cost of a sweep.
 //!
 //! CloudWatch (`kubectl top`) is moto's behind a CBOR shim
-//! (tests/ecs/cloudwatch.rs: moto speaks only awsQuery/JSON to CloudWatch
+//! (tests/testenv/src/backends/cloudwatch.rs: moto speaks only awsQuery/JSON to CloudWatch
 //! clients, the SDK only CBOR), and the tests publish the Container
 //! Insights datapoints moto does not make ([`BackendUnderTest::emit_load`]).
 //!
@@ -21,116 +23,55 @@
 //! mapping and failure classification are unit-tested in `providers/ecs`
 //! for the rest.
 
-use std::{
-    path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::Path, time::Duration};
 
-use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
+use aws_sdk_ecs::types::{DesiredStatus, Task};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{Api, Client, api::PostParams};
 use serde_json::json;
-use skylet_ecs::aws_sdk_cloudwatch as cloudwatch;
 use skylet_testenv::{
-    ControlPlane, Moto, Skylet, eventually,
+    ControlPlane, Moto, Skylet,
+    backends::{Ecs, task_tag as tag},
+    eventually,
     k8s::{
         deployment, events_of, kubectl, namespace, node_ready, node_template, pods_gone,
         pods_where, running_with_ip, sample, scrape,
     },
-    suite::{BackendUnderTest, Instance},
+    suite::BackendUnderTest,
     unique_name as unique,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
 
-#[path = "ecs/cloudwatch.rs"]
-mod cloudwatch_shim;
-
-/// Clients of moto's ECS, CloudWatch Logs, CloudWatch and Secrets Manager.
+/// Clients of moto's ECS and Secrets Manager, and ECS as the shared
+/// scenarios drive it (its task listings).
 struct Aws {
+    backend: Ecs,
     ecs: aws_sdk_ecs::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-    cloudwatch: cloudwatch::Client,
     secrets: aws_sdk_secretsmanager::Client,
     cluster: String,
-    log_group: String,
 }
 
 impl Aws {
-    fn new(m: &Moto) -> Self {
-        Self::with_cloudwatch(m, &m.endpoint)
-    }
-
-    /// Clients of `m`, CloudWatch's at `cloudwatch` (the CBOR shim).
-    fn with_cloudwatch(m: &Moto, cloudwatch_url: &str) -> Self {
-        // one shared configuration for the three clients, pointed at moto
-        let shared = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(m.region.clone()))
-            .endpoint_url(&m.endpoint)
-            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
-                aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "moto"),
-            ))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .build();
-        let ecs = aws_sdk_ecs::Client::new(&shared);
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&shared);
-        let cloudwatch = cloudwatch::Client::from_conf(
-            cloudwatch::config::Builder::from(&shared)
-                .endpoint_url(cloudwatch_url)
-                .build(),
-        );
-        let secrets = aws_sdk_secretsmanager::Client::new(&shared);
+    async fn new(m: &Moto) -> Self {
+        let shared = m.sdk_config();
         Self {
-            ecs,
-            logs,
-            cloudwatch,
-            secrets,
+            backend: Ecs::start().await,
+            ecs: aws_sdk_ecs::Client::new(&shared),
+            secrets: aws_sdk_secretsmanager::Client::new(&shared),
             cluster: m.cluster.clone(),
-            log_group: m.log_group.clone(),
         }
     }
 
     /// Every task the node started (RUNNING and STOPPED), described with tags.
     async fn tasks(&self, node: &str) -> Vec<Task> {
-        let mut arns = Vec::new();
-        for d in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let r = self
-                .ecs
-                .list_tasks()
-                .cluster(&self.cluster)
-                .started_by(skylet_ecs::names::started_by(node))
-                .desired_status(d)
-                .send()
-                .await
-                .unwrap();
-            arns.extend(r.task_arns().iter().cloned());
-        }
-        if arns.is_empty() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        for chunk in arns.chunks(100) {
-            let r = self
-                .ecs
-                .describe_tasks()
-                .cluster(&self.cluster)
-                .set_tasks(Some(chunk.to_vec()))
-                .include(TaskField::Tags)
-                .send()
-                .await
-                .unwrap();
-            out.extend(r.tasks().iter().cloned());
-        }
-        out
+        let mut tasks = self.live_tasks(node).await;
+        tasks.extend(self.backend.tasks(node, DesiredStatus::Stopped).await);
+        tasks
     }
 
     async fn live_tasks(&self, node: &str) -> Vec<Task> {
-        self.tasks(node)
-            .await
-            .into_iter()
-            .filter(|t| t.desired_status() == Some("RUNNING"))
-            .collect()
+        self.backend.tasks(node, DesiredStatus::Running).await
     }
 
     async fn secret_names(&self, node: &str) -> Vec<String> {
@@ -150,222 +91,6 @@ impl Aws {
             .iter()
             .filter_map(|s| s.name().map(str::to_owned))
             .collect()
-    }
-
-    /// Publishes a minute of container `main` of `task` using `millicores`
-    /// and 64 MiB, as Container Insights (enhanced observability) would.
-    async fn put_usage(&self, task: &Task, millicores: u64) {
-        let dims = [
-            ("ClusterName", self.cluster.clone()),
-            (
-                "TaskDefinitionFamily",
-                skylet_ecs::usage::family(task.task_definition_arn().unwrap()).to_owned(),
-            ),
-            (
-                "TaskId",
-                skylet_ecs::names::task_id(task.task_arn().unwrap()).to_owned(),
-            ),
-            ("ContainerName", "main".to_owned()),
-        ];
-        let datum = |metric: &str, value: f64| {
-            cloudwatch::types::MetricDatum::builder()
-                .metric_name(metric)
-                .set_dimensions(Some(
-                    dims.iter()
-                        .map(|(k, v)| {
-                            cloudwatch::types::Dimension::builder()
-                                .name(*k)
-                                .value(v)
-                                .build()
-                        })
-                        .collect(),
-                ))
-                .timestamp(cloudwatch::primitives::DateTime::from(SystemTime::now()))
-                .value(value)
-                .build()
-        };
-        self.cloudwatch
-            .put_metric_data()
-            .namespace(skylet_ecs::usage::NAMESPACE)
-            .metric_data(datum(
-                skylet_ecs::usage::CPU_METRIC,
-                millicores as f64 * 1024.0 / 1000.0,
-            ))
-            .metric_data(datum(skylet_ecs::usage::MEMORY_METRIC, 64.0))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// Puts lines into a container's log stream, as the awslogs driver would.
-    async fn put_logs(&self, stream: &str, lines: &[&str]) {
-        let _ = self
-            .logs
-            .create_log_stream()
-            .log_group_name(&self.log_group)
-            .log_stream_name(stream)
-            .send()
-            .await;
-        let now = i64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap();
-        let n = i64::try_from(lines.len()).unwrap();
-        let events = lines.iter().enumerate().map(|(i, l)| {
-            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                .timestamp(now - (n - i64::try_from(i).unwrap()) * 10)
-                .message(*l)
-                .build()
-                .unwrap()
-        });
-        self.logs
-            .put_log_events()
-            .log_group_name(&self.log_group)
-            .log_stream_name(stream)
-            .set_log_events(Some(events.collect()))
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
-fn tag<'a>(t: &'a Task, key: &str) -> Option<&'a str> {
-    t.tags()
-        .iter()
-        .find(|x| x.key() == Some(key))
-        .and_then(|x| x.value())
-}
-
-/// What skylet wrote in a task stopped for a deleted pod.
-const STOPPED_BY_SKYLET: &str = "Deleted by skylet (pod ";
-
-/// The aws-ecs backend on the test binary's moto, for the shared scenarios.
-struct Ecs {
-    moto: &'static Moto,
-    aws: Aws,
-    /// CloudWatch (moto behind the CBOR shim).
-    cloudwatch: String,
-}
-
-impl BackendUnderTest for Ecs {
-    const PROVIDER: &'static str = "aws-ecs";
-    const SHORT: &'static str = "ecs";
-    // moto never reports containers as started
-    const READY: bool = false;
-
-    async fn start() -> Self {
-        let moto = Moto::shared();
-        let cloudwatch = cloudwatch_shim::start(&moto.endpoint).await.url;
-        Self {
-            moto,
-            aws: Aws::with_cloudwatch(moto, &cloudwatch),
-            cloudwatch,
-        }
-    }
-
-    fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
-        let mut args = vec!["--ecs-cloudwatch-endpoint-url", self.cloudwatch.as_str()];
-        args.extend_from_slice(extra);
-        start(cp, self.moto, node, &args)
-    }
-
-    fn node_labels(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("topology.kubernetes.io/region", "us-east-1".into()),
-            ("topology.kubernetes.io/zone", "us-east-1a".into()),
-        ]
-    }
-
-    async fn instances(&self, s: &Skylet) -> Vec<Instance> {
-        self.aws
-            .live_tasks(&s.node)
-            .await
-            .iter()
-            .map(|t| Instance {
-                uid: tag(t, "skylet.io/pod-uid").unwrap_or_default().to_owned(),
-                namespace: tag(t, "skylet.io/pod-namespace")
-                    .unwrap_or_default()
-                    .to_owned(),
-                name: tag(t, "skylet.io/pod-name").unwrap_or_default().to_owned(),
-                ip: skylet_ecs::status::pod_ip(t),
-            })
-            .collect()
-    }
-
-    async fn creates(&self, s: &Skylet) -> u64 {
-        let calls = sample(
-            &scrape(s),
-            &[
-                "skylet_backend_api_calls_total",
-                "service=\"ecs\"",
-                "operation=\"RunTask\"",
-            ],
-        );
-        calls as u64
-    }
-
-    /// moto runs no container: the lines go where the awslogs driver
-    /// would write them.
-    async fn emit_logs(&self, s: &Skylet, pod: &Pod, lines: &[&str]) {
-        let uid = pod.metadata.uid.as_deref().unwrap();
-        let ns = pod.metadata.namespace.as_deref().unwrap();
-        let tasks = self.aws.live_tasks(&s.node).await;
-        let task = tasks
-            .iter()
-            .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid))
-            .expect("a task for the pod");
-        let stream = skylet_ecs::names::log_stream(ns, "main", task.task_arn().unwrap());
-        self.aws.put_logs(&stream, lines).await;
-    }
-
-    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
-        Some((
-            json!({"readinessProbe": {"httpGet": {"port": 8080}}}),
-            "readinessProbe.httpGet",
-        ))
-    }
-
-    fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
-        pod["spec"]["hostNetwork"] = json!(true);
-        "hostNetwork"
-    }
-
-    /// moto runs no container and Container Insights is not in moto:
-    /// the datapoints go where Container Insights would publish them.
-    async fn emit_load(&self, s: &Skylet, pod: &Pod, millicores: u64) {
-        let uid = pod.metadata.uid.as_deref().unwrap();
-        let tasks = self.aws.live_tasks(&s.node).await;
-        if let Some(task) = tasks
-            .iter()
-            .find(|t| tag(t, "skylet.io/pod-uid") == Some(uid))
-        {
-            self.aws.put_usage(task, millicores).await;
-        }
-    }
-
-    /// The tasks are STOPPED, with skylet's reason.
-    async fn check_removed(&self, s: &Skylet, uids: &[String]) {
-        let tasks = self.aws.tasks(&s.node).await;
-        for uid in uids {
-            let of_pod: Vec<&Task> = tasks
-                .iter()
-                .filter(|t| tag(t, "skylet.io/pod-uid") == Some(uid.as_str()))
-                .collect();
-            assert!(!of_pod.is_empty(), "a task of pod {uid}");
-            for t in of_pod {
-                assert_eq!(t.last_status(), Some("STOPPED"), "{t:?}");
-                assert!(
-                    t.stopped_reason()
-                        .unwrap_or_default()
-                        .starts_with(STOPPED_BY_SKYLET),
-                    "{:?}",
-                    t.stopped_reason()
-                );
-            }
-        }
     }
 }
 
@@ -416,7 +141,7 @@ async fn running_pods(
 async fn ecs_deployment_shares_a_task_definition_keeps_secrets_out_and_cleans_up() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
-    let aws = Aws::new(moto);
+    let aws = Aws::new(moto).await;
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-deploy");
     let s = start(cp, moto, node, &["--ecs-gc-grace", "2"]);
@@ -662,7 +387,7 @@ async fn ecs_pod_larger_than_any_fargate_size_fails_with_the_valid_sizes() {
 async fn ecs_annotations_choose_spot_capacity_and_the_task_role() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
-    let aws = Aws::new(moto);
+    let aws = Aws::new(moto).await;
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-spot");
     let _s = start(cp, moto, node, &[]);
@@ -698,7 +423,7 @@ async fn ecs_annotations_choose_spot_capacity_and_the_task_role() {
 async fn ecs_exec_probes_become_the_container_health_check() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
-    let aws = Aws::new(moto);
+    let aws = Aws::new(moto).await;
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-probe");
     let _s = start(cp, moto, node, &[]);
@@ -756,7 +481,7 @@ async fn ecs_exec_probes_become_the_container_health_check() {
 async fn ecs_sweep_of_300_pods_costs_at_most_3_describe_tasks() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
-    let aws = Aws::new(moto);
+    let aws = Aws::new(moto).await;
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-300");
     let s = start(
@@ -926,7 +651,7 @@ async fn ecs_a_burst_kept_under_the_rate_limits_runs_without_throttling() {
 async fn ecs_pull_secrets_are_repository_credentials_and_failures_are_events() {
     let cp = ControlPlane::shared();
     let moto = Moto::shared();
-    let aws = Aws::new(moto);
+    let aws = Aws::new(moto).await;
     let client = cp.client().await.unwrap();
     let node = &unique("ecs-pull");
     let s = start(cp, moto, node, &["--ecs-gc-grace", "2"]);

@@ -399,14 +399,14 @@ pub async fn apf_rejects_skylet(
         what: "home apiserver, APF rejecting skylet's user".into(),
         pods: pods.len(),
         burst_secs,
-        census: Census::of(&pods, &crate::backends::Mock.instances(&s).await),
+        census: Census::of(&pods, &crate::backends::Mock::default().instances(&s).await),
         proxy_burst: proxy.stats(),
         ..FaultReport::default()
     };
     let rejected_burst = apf_rejections(cp, "skylet-starved") - before;
     report.delete_secs = delete_all(&client, &ns, "apf", &pods, timeout).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    report.left = crate::backends::Mock.instances(&s).await.len();
+    report.left = crate::backends::Mock::default().instances(&s).await.len();
     report.proxy_end = proxy.stats();
     let rejected = apf_rejections(cp, "skylet-starved") - before;
     report.note = format!(
@@ -461,7 +461,7 @@ pub async fn home_restart_mid_burst(
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let instances = crate::backends::Mock.instances(&s).await;
+    let instances = crate::backends::Mock::default().instances(&s).await;
     let mut report = FaultReport {
         what: format!("home {component} restarted mid-burst"),
         pods: pods.len(),
@@ -471,7 +471,7 @@ pub async fn home_restart_mid_burst(
     };
     report.delete_secs = delete_all(&client, &ns, "r", &pods, timeout).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    report.left = crate::backends::Mock.instances(&s).await.len();
+    report.left = crate::backends::Mock::default().instances(&s).await.len();
     let creates = s.backend_creates();
     let ready = *ready_after
         .lock()

@@ -7,14 +7,17 @@ use super::skylet_bin;
 use crate::{
     ControlPlane, Skylet,
     proxy::{Api, FaultProxy, Faults, Upstream},
-    suite::{BackendUnderTest, BehindProxy, Instance},
+    suite::{BackendUnderTest, BehindProxy, Instance, Probing, WithQuota},
 };
 
-/// An emulator with room for 1000 groups, and where its CA is written.
+/// An ACI emulator (room for 1000 groups unless started with another
+/// configuration), and where its CA is written.
 pub struct Aci {
     emu: Emulator,
     config: EmulatorConfig,
     dir: tempfile::TempDir,
+    /// Flags every skylet on it gets ([`WithQuota`]: `--aci-capacity`).
+    flags: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Aci {
@@ -26,6 +29,36 @@ impl std::fmt::Debug for Aci {
 }
 
 impl Aci {
+    /// An emulator of `config`.
+    ///
+    /// # Panics
+    /// If the emulator does not start.
+    pub async fn start_with(config: EmulatorConfig) -> Self {
+        let emu = Emulator::start(config.clone()).await.expect(
+            "the ACI emulator starts (is ../shared/specs/aci/containerInstance.json there?)",
+        );
+        let dir = tempfile::tempdir().expect("a tempdir");
+        emu.write_ca(dir.path().join("emulator-ca.pem"))
+            .expect("the emulator's CA written");
+        Self {
+            emu,
+            config,
+            dir,
+            flags: Vec::new(),
+        }
+    }
+
+    /// The emulator's configuration (its subscription, location, ...).
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// How many `op` requests (an operation id of the spec) the emulator
+    /// answered.
+    pub fn calls(&self, op: &str) -> u64 {
+        self.emu.stats().requests.get(op).copied().unwrap_or(0)
+    }
+
     /// The emulator.
     pub fn emulator(&self) -> &Emulator {
         &self.emu
@@ -64,6 +97,7 @@ impl Aci {
             "--aci-client-id",
             &c.client_id,
         ];
+        args.extend_from_slice(&self.flags);
         args.extend_from_slice(extra);
         Skylet::start_with_env(
             cp,
@@ -74,7 +108,9 @@ impl Aci {
         )
     }
 
-    fn groups_of(&self, node: &str) -> Vec<serde_json::Value> {
+    /// The groups of `node` as the emulator stores them (write-only
+    /// values included).
+    pub fn groups_of(&self, node: &str) -> Vec<serde_json::Value> {
         self.emu
             .groups()
             .into_iter()
@@ -89,6 +125,7 @@ fn instance(g: &serde_json::Value) -> Instance {
         uid: tag("skylet-pod-uid"),
         namespace: tag("skylet-pod-namespace"),
         name: tag("skylet-pod-name"),
+        // the stored body is what skylet sent: no address
         ip: None,
     }
 }
@@ -98,23 +135,26 @@ impl BackendUnderTest for Aci {
     const SHORT: &'static str = "aci";
 
     async fn start() -> Self {
-        let config = EmulatorConfig {
+        Self::start_with(EmulatorConfig {
             container_group_quota: 1000,
             core_quota: 1000,
             ..EmulatorConfig::default()
-        };
-        let emu = Emulator::start(config.clone()).await.expect(
-            "the ACI emulator starts (is ../shared/specs/aci/containerInstance.json there?)",
-        );
-        let dir = tempfile::tempdir().expect("a tempdir");
-        emu.write_ca(dir.path().join("emulator-ca.pem"))
-            .expect("the emulator's CA written");
-        Self { emu, config, dir }
+        })
+        .await
     }
 
     fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
         let ca = self.dir.path().join("emulator-ca.pem");
-        self.start_skylet(cp, node, &self.emu.url(), &ca.display().to_string(), extra)
+        let url = self.emu.url();
+        // Azure Monitor's batch metrics API, served by the emulator too
+        let mut args = vec![
+            "--aci-metrics-endpoint",
+            &url,
+            "--aci-log-poll-interval",
+            "0.5",
+        ];
+        args.extend_from_slice(extra);
+        self.start_skylet(cp, node, &url, &ca.display().to_string(), &args)
     }
 
     fn node_labels(&self) -> Vec<(&'static str, String)> {
@@ -141,6 +181,20 @@ impl BackendUnderTest for Aci {
 
     async fn creates(&self, _: &Skylet) -> u64 {
         self.emu.stats().count("ContainerGroups_CreateOrUpdate")
+    }
+
+    // ACI reports no probe results and keeps no log of an earlier run
+    const PROBING: Probing = Probing {
+        readiness: false,
+        restarts: true,
+        previous_logs: false,
+    };
+
+    fn probe_not_run(&self) -> Option<(serde_json::Value, &'static str)> {
+        Some((
+            serde_json::json!({"readinessProbe": {"tcpSocket": {"port": 8080}}}),
+            "readinessProbe.tcpSocket",
+        ))
     }
 
     fn make_unsupported(&self, pod: &mut serde_json::Value) -> &'static str {
@@ -179,5 +233,20 @@ impl BehindProxy for Aci {
         let ca = self.dir.path().join(format!("proxy-ca-{node}.pem"));
         std::fs::write(&ca, proxy.ca_pem().expect("a TLS proxy")).expect("the proxy's CA written");
         self.start_skylet(cp, node, &proxy.url(), &ca.display().to_string(), extra)
+    }
+}
+
+impl WithQuota for Aci {
+    /// The subscription's container group quota in the location is `pods`;
+    /// the node advertises 100 (`--aci-capacity`), as with a quota others
+    /// use too.
+    async fn start_with_quota(pods: u32) -> Self {
+        let mut aci = Self::start_with(EmulatorConfig {
+            container_group_quota: pods,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        aci.flags = vec!["--aci-capacity", "cpu=100,memory=400Gi,pods=100"];
+        aci
     }
 }

@@ -4,16 +4,16 @@
 //! the shared hooks ([`BackendUnderTest`]), and the three with an API of
 //! their own also behind a [`FaultProxy`] ([`BehindProxy`]).
 //!
-//! The per-backend test files (tests/backends.rs, tests/ecs.rs,
-//! tests/aci.rs) keep their own hooks for their own scenarios; these are
-//! the ones the crash and fault suites share, written to hold 200 pods
-//! (listings paginate).
+//! The shared scenarios ([`crate::suite`]) run the same hooks on the
+//! simulated backend, ECS and ACI (tests/backends.rs, tests/ecs.rs,
+//! tests/aci.rs). They hold 200 pods (listings paginate).
 //!
 //! [`BackendUnderTest`]: crate::suite::BackendUnderTest
 //! [`BehindProxy`]: crate::suite::BehindProxy
 //! [`FaultProxy`]: crate::proxy::FaultProxy
 
 mod aci;
+mod cloudwatch;
 mod ecs;
 mod mock;
 mod remote;
@@ -21,7 +21,7 @@ mod remote;
 use std::path::PathBuf;
 
 pub use aci::Aci;
-pub use ecs::Ecs;
+pub use ecs::{Ecs, task_tag};
 pub use mock::Mock;
 pub use remote::Remote;
 

@@ -8,6 +8,10 @@
 //! JSON answer back into CBOR, timestamps as CBOR tag 1. It knows only
 //! what CloudWatch's shapes need (maps, lists, text, numbers, booleans,
 //! timestamps); skylet is pointed at it with `--ecs-cloudwatch-endpoint-url`.
+//! Hand-written: no crate translates between the two protocols.
+
+// slices of checked lengths into arrays, loopback sockets: a test's shim
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
@@ -35,13 +39,13 @@ const TIMESTAMPS: &[&str] = &[
 ];
 
 /// The shim, listening on loopback until the test binary ends.
-pub(crate) struct Shim {
+pub(super) struct Shim {
     /// Its base URL (`http://127.0.0.1:PORT`).
-    pub(crate) url: String,
+    pub(super) url: String,
 }
 
 /// Starts a shim in front of moto at `moto` (`http://127.0.0.1:PORT`).
-pub(crate) async fn start(moto: &str) -> Shim {
+pub(super) async fn start(moto: &str) -> Shim {
     let upstream: SocketAddr = moto
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -322,6 +326,7 @@ fn encode(v: &Value, timestamp: bool, out: &mut Vec<u8>) {
     }
 }
 
+#[cfg(test)]
 #[test]
 fn cbor_round_trips_what_cloudwatch_sends() {
     let v = serde_json::json!({
