@@ -8,15 +8,12 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams},
-};
+use kube::Api;
 use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, Skylet, eventually,
-    k8s::{deployment, kubectl, namespace, node_ready, sample, sample_sum, scrape},
+    fleet::{self, node_of, pods, running},
+    k8s::{deployment, kubectl, namespace, node_ready, phase, sample, sample_sum, scrape},
     unique_name,
 };
 
@@ -32,53 +29,16 @@ fn mock(fleet: &str, name: &str, region: &str, extra: &str) -> String {
 }
 
 fn template(fleet: &str, app: &str, spec: Value) -> Value {
-    let mut t = json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet},
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo hello; sleep 3600"],
-                            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
-        }
-    });
-    if let (Some(s), Some(extra)) = (t["spec"].as_object_mut(), spec.as_object()) {
-        for (k, v) in extra {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    t
+    fleet::template(
+        fleet,
+        app,
+        json!({"image": "busybox", "command": ["sh", "-c", "echo hello; sleep 3600"]}),
+        spec,
+    )
 }
 
 fn on(backend: &str) -> Value {
     json!({"nodeSelector": {"skylet.io/backend": backend}})
-}
-
-async fn pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-}
-
-fn node_of(p: &Pod) -> &str {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default()
-}
-
-fn running(p: &Pod) -> bool {
-    phase(p) == "Running" && p.metadata.deletion_timestamp.is_none()
 }
 
 /// The value of `name{...}` of `backend` with the other `labels`.
@@ -442,23 +402,7 @@ async fn a_known_workload_gives_known_values() {
     // an orphan: a pod force-deleted while skylet is down leaves its
     // instance behind; the sweep deletes it once skylet is back (its
     // counters start again at 0)
-    let victim = pods(&client, &ns, "more")
-        .await
-        .into_iter()
-        .find(|p| running(p) && node_of(p) == b)
-        .unwrap();
-    s.stop();
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .delete(
-            victim.metadata.name.as_deref().unwrap(),
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.start_again();
+    fleet::orphan(&client, &mut s, &ns, "more", &b).await;
     eventually("1 orphan deleted on b", Duration::from_secs(30), || async {
         (of(&scrape(&s), "skylet_orphans_deleted_total", &b, &[]) == 1.0).then_some(())
     })

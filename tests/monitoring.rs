@@ -17,12 +17,14 @@ use std::{
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, ListParams},
 };
 use serde_json::{Value, json};
 use skylet_testenv::{
-    ControlPlane, Skylet, eventually, free_port,
+    ControlPlane, Skylet, eventually,
+    fleet::{self, node_of, pods as pods_of, running},
+    free_port,
     k8s::{deployment, namespace, node_ready, sample, sample_sum, scrape},
     repo_root, unique_name,
 };
@@ -319,43 +321,7 @@ fn mock(fleet: &str, name: &str, region: &str, extra: &str) -> String {
 }
 
 fn template(fleet: &str, app: &str, spec: Value) -> Value {
-    let mut t = json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet},
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": "nginx",
-                            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
-        }
-    });
-    if let (Some(s), Some(extra)) = (t["spec"].as_object_mut(), spec.as_object()) {
-        for (k, v) in extra {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    t
-}
-
-async fn pods_of(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-}
-
-fn node_of(p: &Pod) -> &str {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-fn running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        && p.metadata.deletion_timestamp.is_none()
+    fleet::template(fleet, app, json!({"image": "nginx"}), spec)
 }
 
 /// The expressions of the dashboard's panels: (panel title, expr, legend).
@@ -583,23 +549,7 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
 
     // an orphan: a pod force-deleted while skylet is down leaves its
     // instance behind, which the sweep deletes once skylet is back
-    let victim = pods_of(&client, &ns, "web")
-        .await
-        .into_iter()
-        .find(|p| running(p) && node_of(p) == b)
-        .unwrap();
-    s.stop();
-    Api::<Pod>::namespaced(client.clone(), &ns)
-        .delete(
-            victim.metadata.name.as_deref().unwrap(),
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.start_again();
+    fleet::orphan(&client, &mut s, &ns, "web", &b).await;
     // the orphan: counted, and its alert fires (it has no `for`)
     eventually(
         "SkyletOrphansDeleted firing for b",

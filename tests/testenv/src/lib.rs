@@ -25,6 +25,7 @@ use kube::{
 pub mod backends;
 pub mod crash;
 pub mod faults;
+pub mod fleet;
 pub mod k8s;
 pub mod kwok;
 mod moto;

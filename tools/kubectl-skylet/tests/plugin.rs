@@ -10,17 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{
-    core::v1::{Node, Pod},
-    policy::v1::PodDisruptionBudget,
-};
-use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
-};
+use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
+use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use skylet_testenv::{
-    ControlPlane, eventually, free_port,
+    ControlPlane, eventually,
+    fleet::{self, node_of, pods, running},
+    free_port,
     k8s::{deployment, namespace, node_ready},
     unique_name,
 };
@@ -89,23 +85,7 @@ fn mock(fleet: &str, name: &str, region: &str, extra: &str) -> String {
 }
 
 fn template(fleet: &str, app: &str, spec: Value) -> Value {
-    let mut t = json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "nodeSelector": {"type": "virtual-kubelet", "skylet-test": fleet},
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": "nginx",
-                            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]
-        }
-    });
-    if let (Some(s), Some(extra)) = (t["spec"].as_object_mut(), spec.as_object()) {
-        for (k, v) in extra {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    t
+    fleet::template(fleet, app, json!({"image": "nginx"}), spec)
 }
 
 fn prefer(backend: &str) -> Value {
@@ -135,26 +115,6 @@ fn json_of(cp: &ControlPlane, args: &[&str]) -> Value {
     let (ok, out, err) = plugin(cp, &all);
     assert!(ok, "kubectl-skylet {}: {err}", args.join(" "));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-async fn pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-}
-
-fn node_of(p: &Pod) -> &str {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-fn running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        && p.metadata.deletion_timestamp.is_none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
