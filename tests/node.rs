@@ -12,7 +12,7 @@ use std::{path::Path, process::Command, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
-    core::v1::{ConfigMap, Event as CoreEvent, Node, Pod, Secret},
+    core::v1::{ConfigMap, Node, Pod, Secret},
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -22,7 +22,7 @@ use kube::{
 use serde_json::json;
 use skylet_testenv::{
     ControlPlane, Skylet, eventually,
-    k8s::{kubectl, namespace, node_ready},
+    k8s::{event_where, kubectl, namespace, node_ready, pods_where, running_ready},
     unique_name as unique,
 };
 
@@ -76,29 +76,16 @@ async fn deployment(
         .unwrap();
 }
 
-fn is_running_ready(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-}
-
 async fn running_pods(client: &Client, ns: &str, app: &str, n: usize) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("{n} pods of {app} Running and Ready"),
-        Duration::from_secs(60),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={app}")))
-                .await
-                .ok()?
-                .items;
-            (list.len() == n && list.iter().all(is_running_ready)).then_some(list)
-        },
+    let timeout = Duration::from_secs(60);
+    pods_where(
+        client,
+        ns,
+        app,
+        n,
+        timeout,
+        "Running and Ready",
+        running_ready,
     )
     .await
 }
@@ -306,22 +293,15 @@ async fn missing_configmap_keeps_pod_pending_with_event_until_it_appears() {
         },
     )
     .await;
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    eventually(
+    event_where(
+        &client,
+        ns,
+        "waits",
         "a Warning event that names the ConfigMap",
         Duration::from_secs(10),
-        || async {
-            let list = events
-                .list(&ListParams::default().fields("involvedObject.name=waits"))
-                .await
-                .ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.message.as_deref().unwrap_or("").contains("later")
-                })
-                .then_some(())
+        |e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.message.as_deref().unwrap_or("").contains("later")
         },
     )
     .await;
@@ -367,20 +347,13 @@ async fn daemonset_pods_are_refused_with_an_event() {
     )
     .await;
     let name = failed.metadata.name.unwrap();
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    eventually(
+    event_where(
+        &client,
+        ns,
+        &name,
         "the DaemonSetPodNotSupported event",
         Duration::from_secs(10),
-        || async {
-            let list = events
-                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-                .await
-                .ok()?;
-            list.items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("DaemonSetPodNotSupported"))
-                .then_some(())
-        },
+        |e| e.reason.as_deref() == Some("DaemonSetPodNotSupported"),
     )
     .await;
     let _ = Api::<DaemonSet>::namespaced(client, ns)

@@ -19,7 +19,12 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use skylet_testenv::{ControlPlane, Skylet, eventually, kwok::kwok_nodes, unique_name};
+use skylet_testenv::{
+    ControlPlane, Skylet, eventually,
+    k8s::{event_where, pods_where, running_with_ip},
+    kwok::kwok_nodes,
+    unique_name,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skylet");
 
@@ -83,22 +88,19 @@ fn deployment(
     .unwrap()
 }
 
-fn running(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-}
-
-async fn running_pods(client: &Client, ns: &str, selector: &str, n: usize, what: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    eventually(what, Duration::from_secs(90), || async {
-        let l = pods
-            .list(&ListParams::default().labels(selector))
-            .await
-            .ok()?
-            .items;
-        (l.len() == n && l.iter().all(running)).then_some(l)
-    })
+/// `n` pods of `app` Running with an IP (`cluster`: which, for the
+/// failure message), within 90 s.
+async fn running_pods(client: &Client, ns: &str, app: &str, n: usize, cluster: &str) -> Vec<Pod> {
+    let what = format!("Running with an IP {cluster}");
+    pods_where(
+        client,
+        ns,
+        app,
+        n,
+        Duration::from_secs(90),
+        &what,
+        running_with_ip,
+    )
     .await
 }
 
@@ -175,8 +177,7 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
         .unwrap();
 
     // remote pods Running (kwok or the remote skylet), home pods Running with their IPs
-    let remote_pods =
-        running_pods(&remote_client, ns, "app=burst", 2, "2 remote pods Running").await;
+    let remote_pods = running_pods(&remote_client, ns, "burst", 2, "in the remote cluster").await;
     for p in &remote_pods {
         let l = p.metadata.labels.as_ref().unwrap();
         assert_eq!(l["skylet.io/cluster-id"], "home");
@@ -189,7 +190,7 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
                 .is_some_and(|n| n != node.as_str())
         );
     }
-    let home_pods = running_pods(&home_client, ns, "app=burst", 2, "2 home pods Running").await;
+    let home_pods = running_pods(&home_client, ns, "burst", 2, "at home").await;
     for hp in &home_pods {
         let uid = hp.metadata.uid.clone().unwrap();
         let rp = remote_pods
@@ -248,24 +249,16 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     }
 
     // the remote scheduler's Event reaches the home pod
-    let home_events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(home_client.clone(), ns);
     let first = home_pods[0].metadata.name.clone().unwrap();
-    eventually(
+    event_where(
+        &home_client,
+        ns,
+        &first,
         "the remote Scheduled event on the home pod",
         Duration::from_secs(20),
-        || async {
-            let l = home_events
-                .list(&ListParams::default().fields(&format!("involvedObject.name={first}")))
-                .await
-                .ok()?;
-            l.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("Scheduled")
-                        && e.message.as_deref().unwrap_or("").starts_with("remote: ")
-                })
-                .then_some(())
+        |e| {
+            e.reason.as_deref() == Some("Scheduled")
+                && e.message.as_deref().unwrap_or("").starts_with("remote: ")
         },
     )
     .await;
@@ -299,7 +292,7 @@ async fn pods_run_in_the_remote_cluster_with_reflection_logs_and_outage_recovery
     .await;
 
     // logs through home kubectl -> skylet -> remote apiserver -> remote skylet
-    let logs_pod = running_pods(&home_client, ns, "app=logs", 1, "the logs pod Running")
+    let logs_pod = running_pods(&home_client, ns, "logs", 1, "at home")
         .await
         .remove(0);
     let name = logs_pod.metadata.name.unwrap();

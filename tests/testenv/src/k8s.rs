@@ -142,6 +142,22 @@ pub async fn events_of(client: &Client, ns: &str, pod: &str) -> Vec<Event> {
         .unwrap_or_default()
 }
 
+/// Waits (up to `timeout`) for an Event of pod `pod` in `ns` that
+/// satisfies `ok` (`what`, in the failure message), and returns it.
+pub async fn event_where(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&Event) -> bool,
+) -> Event {
+    eventually(what, timeout, || async {
+        events_of(client, ns, pod).await.into_iter().find(|e| ok(e))
+    })
+    .await
+}
+
 /// Waits until no pod labelled `app` is left.
 pub async fn pods_gone(client: &Client, ns: &str, app: &str, timeout: Duration) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
