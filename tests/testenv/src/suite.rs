@@ -218,7 +218,9 @@ pub trait WithQuota: BackendUnderTest {
 /// Runs `scenario::<Backend>` as a test of its own for each scenario named,
 /// in a module `suite`; `Backend` names a type in scope.
 ///
-/// ```ignore
+/// For example, in tests/aci.rs:
+///
+/// ```text
 /// skylet_testenv::backend_suite!(Aci => deployment_runs_one_instance_per_pod_and_delete_removes_them);
 /// ```
 #[macro_export]
