@@ -794,7 +794,7 @@ async fn quota_and_location_refusals_are_capacity_errors_naming_the_cause() {
 /// ended; a delete at once is a DELETE and one GET; a repeat while the
 /// DELETE runs costs nothing; the sweep's listing confirms the rest.
 #[tokio::test]
-async fn deletes_are_confirmed_by_arm_with_at_most_one_get_each() {
+async fn deletes_are_confirmed_by_the_sweeps_listing_without_a_get() {
     use skylet_provider::{Deleted, Provider};
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -837,14 +837,14 @@ async fn deletes_are_confirmed_by_arm_with_at_most_one_get_each() {
     assert_eq!(d, Deleted::Stopping);
     assert_eq!(calls("ContainerGroups_Delete"), 1);
 
-    // at once: DELETE and one GET, which still sees it Deleting
+    // at once: DELETE, and no GET: the sweep's listing confirms (#19)
     let d = provider
         .delete_pod(&b.pod_ref(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(d, Deleted::Stopping, "a DELETE's answer is no confirmation");
     assert_eq!(calls("ContainerGroups_Delete"), 2);
-    assert_eq!(calls("ContainerGroups_Get"), 1);
+    assert_eq!(calls("ContainerGroups_Get"), 0);
     let d = provider
         .delete_pod(&b.pod_ref(), Duration::ZERO)
         .await
@@ -855,21 +855,28 @@ async fn deletes_are_confirmed_by_arm_with_at_most_one_get_each() {
             calls("ContainerGroups_Delete"),
             calls("ContainerGroups_Get")
         ),
-        (2, 1),
-        "no GET loop, no second DELETE while one runs"
+        (2, 0),
+        "no GET, no second DELETE while one runs"
     );
 
     // the sweep's listing confirms both
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pods = provider.list_pods().await.unwrap();
     assert!(!listed(&pods, "a") && !listed(&pods, "b"), "{pods:?}");
-    // a delete of a group ARM no longer has: DELETE (204) and a GET's 404
+    // a delete of a group ARM no longer has: one DELETE (204), still no
+    // GET; the next listing (without it) is the confirmation
     let d = provider
         .delete_pod(&b.pod_ref(), Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(d, Deleted::Gone);
-    assert_eq!(calls("ContainerGroups_Get"), 2);
+    assert_eq!(d, Deleted::Stopping);
+    assert_eq!(
+        (
+            calls("ContainerGroups_Delete"),
+            calls("ContainerGroups_Get")
+        ),
+        (3, 0)
+    );
     let d = provider
         .delete_pod(&small_pod("never").pod_ref(), Duration::from_secs(30))
         .await
