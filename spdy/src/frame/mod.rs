@@ -242,6 +242,21 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// SYN_STREAM opening `stream_id` with `headers`, as a client opens
+    /// one: not associated, priority 0, no credential slot, neither
+    /// half-closed nor unidirectional.
+    pub fn open(stream_id: StreamId, headers: Headers) -> Self {
+        Frame::SynStream {
+            stream_id,
+            associated_stream_id: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            headers,
+        }
+    }
+
     /// The stream the frame belongs to, for stream-level frames.
     pub fn stream_id(&self) -> Option<StreamId> {
         match *self {

@@ -534,19 +534,7 @@ async fn an_idle_spdy_session_gets_goaway() {
     for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout")] {
         let mut headers = Headers::new();
         headers.insert("streamtype", kind);
-        enc.encode(
-            &Frame::SynStream {
-                stream_id: id,
-                associated_stream_id: 0,
-                priority: 0,
-                slot: 0,
-                fin: false,
-                unidirectional: false,
-                headers,
-            },
-            &mut out,
-        )
-        .unwrap();
+        enc.encode(&Frame::open(id, headers), &mut out).unwrap();
     }
     tcp.write_all(&out).await.unwrap();
     let started = Instant::now();
@@ -612,19 +600,8 @@ async fn spdy_streams_over_the_exec_limit_are_refused() {
     for i in 0..40u32 {
         let mut headers = Headers::new();
         headers.insert("streamtype", if i == 0 { "error" } else { "junk" });
-        enc.encode(
-            &Frame::SynStream {
-                stream_id: 2 * i + 1,
-                associated_stream_id: 0,
-                priority: 0,
-                slot: 0,
-                fin: false,
-                unidirectional: false,
-                headers,
-            },
-            &mut out,
-        )
-        .unwrap();
+        enc.encode(&Frame::open(2 * i + 1, headers), &mut out)
+            .unwrap();
     }
     tcp.write_all(&out).await.unwrap();
     let mut buf = bytes::BytesMut::new();

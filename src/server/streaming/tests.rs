@@ -531,16 +531,7 @@ impl Spdy {
     async fn open(&mut self, id: u32, stream_type: &str) {
         let mut headers = Headers::new();
         headers.insert("streamtype", stream_type);
-        let frame = Frame::SynStream {
-            stream_id: id,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers,
-        };
-        self.send(frame).await;
+        self.send(Frame::open(id, headers)).await;
     }
 
     async fn data(&mut self, id: u32, data: &'static [u8], fin: bool) {
@@ -664,15 +655,7 @@ async fn spdy_port_forward_pairs_streams_by_request_id() {
         headers.insert("streamtype", kind);
         headers.insert("port", port);
         headers.insert("requestid", request);
-        Frame::SynStream {
-            stream_id: id,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            headers,
-        }
+        Frame::open(id, headers)
     };
     c.send(open(1, "error", "8080", "0")).await;
     c.send(open(3, "error", "1", "1")).await;
