@@ -12,7 +12,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, Skylet, eventually,
-    fleet::{self, node_of, pods, running},
+    fleet::{self, node_of, pods, running, running_on},
     k8s::{deployment, kubectl, namespace, node_ready, phase, sample, sample_sum, scrape},
     unique_name,
 };
@@ -156,20 +156,7 @@ async fn a_known_workload_gives_known_values() {
 
     // two pods on a, sized 1 vCPU and 2 GiB
     deployment(&client, &ns, "web", 2, template(&fleet, "web", on(&a))).await;
-    eventually(
-        "2 pods of web Running on a",
-        Duration::from_secs(60),
-        || async {
-            let list = pods(&client, &ns, "web").await;
-            (list
-                .iter()
-                .filter(|p| running(p) && node_of(p) == a)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    )
-    .await;
+    running_on(&client, &ns, "web", &a, 2, Duration::from_secs(60)).await;
     // a pod on c, throttled for ever
     deployment(&client, &ns, "slow", 1, template(&fleet, "slow", on(&c))).await;
 
@@ -318,20 +305,7 @@ async fn a_known_workload_gives_known_values() {
     t["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({"nodeSelectorTerms": [{"matchExpressions": [
             {"key": "skylet.io/backend", "operator": "In", "values": [a.clone(), b.clone()]}]}]});
     deployment(&client, &ns, "more", 2, t).await;
-    eventually(
-        "2 pods of more Running on b",
-        Duration::from_secs(60),
-        || async {
-            let list = pods(&client, &ns, "more").await;
-            (list
-                .iter()
-                .filter(|p| running(p) && node_of(p) == b)
-                .count()
-                == 2)
-                .then_some(())
-        },
-    )
-    .await;
+    running_on(&client, &ns, "more", &b, 2, Duration::from_secs(60)).await;
     let refused = pods(&client, &ns, "more")
         .await
         .iter()

@@ -65,6 +65,27 @@ pub fn running(p: &Pod) -> bool {
     crate::k8s::phase(p) == "Running" && p.metadata.deletion_timestamp.is_none()
 }
 
+/// Waits until exactly `n` pods of app `app` in `ns` run on `node`.
+///
+/// # Panics
+/// If that does not happen within `timeout`.
+pub async fn running_on(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    node: &str,
+    n: usize,
+    timeout: std::time::Duration,
+) {
+    let what = format!("{n} pods of {app} Running on {node}");
+    crate::eventually(&what, timeout, || async {
+        let list = pods(client, ns, app).await;
+        let on = list.iter().filter(|p| running(p) && node_of(p) == node);
+        (on.count() == n).then_some(())
+    })
+    .await;
+}
+
 /// Leaves an orphan on `node`: a Running pod of `app` force-deleted while
 /// `s` is down, its instance still in the backend; `s` runs again after.
 ///

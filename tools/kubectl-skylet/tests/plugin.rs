@@ -15,7 +15,7 @@ use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, eventually,
-    fleet::{self, node_of, pods, running},
+    fleet::{self, node_of, pods, running, running_on},
     free_port,
     k8s::{deployment, namespace, node_ready},
     unique_name,
@@ -139,16 +139,7 @@ async fn status_cost_and_explain_show_the_fleet() {
     let ns = namespace(&client, "plugin").await;
     let on_a = json!({"nodeSelector": {"type": "virtual-kubelet", "skylet.io/backend": a.clone()}});
     deployment(&client, &ns, "web", 2, template(&name, "web", on_a)).await;
-    eventually("2 pods Running on a", Duration::from_secs(60), || async {
-        let list = pods(&client, &ns, "web").await;
-        (list
-            .iter()
-            .filter(|p| running(p) && node_of(p) == a)
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    running_on(&client, &ns, "web", &a, 2, Duration::from_secs(60)).await;
 
     // status: both nodes, as the cluster has them
     let status = eventually("a's pods counted", Duration::from_secs(10), || async {
@@ -341,16 +332,7 @@ async fn drain_evicts_through_the_eviction_api_and_honours_the_budget() {
     node_ready(&client, &b).await;
     let ns = namespace(&client, "drain").await;
     deployment(&client, &ns, "api", 2, template(&name, "api", prefer(&a))).await;
-    eventually("2 pods Running on a", Duration::from_secs(60), || async {
-        let list = pods(&client, &ns, "api").await;
-        (list
-            .iter()
-            .filter(|p| running(p) && node_of(p) == a)
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    running_on(&client, &ns, "api", &a, 2, Duration::from_secs(60)).await;
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "api"},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}
@@ -402,16 +384,7 @@ async fn drain_evicts_through_the_eviction_api_and_honours_the_budget() {
     assert_eq!(n.spec.unwrap().unschedulable, Some(true), "cordoned");
     let list = pods(&client, &ns, "api").await;
     assert!(list.iter().all(|p| node_of(p) != a), "nothing left on a");
-    eventually("2 pods Running on b", Duration::from_secs(30), || async {
-        let list = pods(&client, &ns, "api").await;
-        (list
-            .iter()
-            .filter(|p| running(p) && node_of(p) == b)
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    running_on(&client, &ns, "api", &b, 2, Duration::from_secs(30)).await;
     // the evictions are the API's: Events say so
     let (ok, text, _) = plugin(cp, &["drain", &a, "--timeout", "5"]);
     assert!(ok, "a second drain finds nothing to do");
