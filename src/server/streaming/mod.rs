@@ -488,7 +488,7 @@ where
 async fn serve_websocket<S>(
     io: S,
     protocol: &'static str,
-    mut started: remotecommand::Started,
+    started: remotecommand::Started,
     opts: Options,
     cutoff: Cutoff,
 ) -> Outcome
@@ -506,12 +506,18 @@ where
     } else {
         (None, None)
     };
-    let stdin = started
-        .pipes
-        .stdin
-        .take()
-        .map(|p| Box::new(p) as websocket::Input);
-    let mux = websocket::Mux::new(ws, framing, vec![stdin, None, None, None, resize_in]);
+    // Stdin goes through the session (not straight into the backend's
+    // pipe) so that it waits for a terminal's first size.
+    let (stdin_in, stdin_out) = if opts.stdin {
+        let (w, r) = tokio::io::duplex(remotecommand::PIPE);
+        (
+            Some(Box::new(w) as websocket::Input),
+            Some(Box::new(r) as remotecommand::ClientRead),
+        )
+    } else {
+        (None, None)
+    };
+    let mux = websocket::Mux::new(ws, framing, vec![stdin_in, None, None, None, resize_in]);
     // Tell the client the connection is ready: an empty message on the
     // lowest channel it will read, as the kubelet does.
     let first = if opts.stdout {
@@ -526,7 +532,7 @@ where
         on.then(|| Box::new(mux.writer(channel)) as remotecommand::ClientWrite)
     };
     let client = Client {
-        stdin: None,
+        stdin: stdin_out,
         stdout: writer(opts.stdout, 1),
         stderr: writer(opts.stderr, 2),
         resize: resize_out,

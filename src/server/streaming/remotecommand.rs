@@ -13,6 +13,10 @@
 //! 1. client stdin → backend stdin (end-of-file when the client closes it:
 //!    SPDY FIN, v5 close signal); resize JSON objects → `ExecIo::resize`;
 //!    backend stdout/stderr → client, then end-of-stream (SPDY FIN).
+//!    With a terminal, stdin waits for the client's first size (at most
+//!    [`FIRST_SIZE_WAIT`]): client-go sends the initial size and the
+//!    keystrokes from separate goroutines on separate streams, so without
+//!    the wait a command typed at once may see a 0×0 terminal.
 //! 2. When the backend returns, what it wrote is delivered first (bounded
 //!    by [`DRAIN_TIMEOUT`]), then the status goes to the error stream.
 //! 3. The transport is closed by its caller. If the client goes away
@@ -46,7 +50,7 @@ use super::{Kind, Options, websocket};
 use crate::{metrics::timed, server::State};
 
 /// Buffer of each pipe between the session and the backend.
-const PIPE: usize = 64 << 10;
+pub(super) const PIPE: usize = 64 << 10;
 /// How long the client may take to open the streams it asked for.
 pub(super) const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the backend's last output may take to reach the client after
@@ -56,6 +60,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const RESIZE_QUEUE: usize = 8;
 /// Longest resize object accepted.
 const MAX_RESIZE_JSON: usize = 4096;
+/// How long stdin waits for a terminal's first size.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(2);
 
 /// SPDY sub-protocols of exec/attach, most preferred first. v5 behaves as v4
 /// over SPDY (its close signal exists only on WebSocket).
@@ -119,7 +125,7 @@ type Outcome = Result<ExitStatus, ProviderError>;
 
 /// The session's ends of the pipes to the backend.
 pub(super) struct Pipes {
-    pub(super) stdin: Option<DuplexStream>,
+    stdin: Option<DuplexStream>,
     stdout: Option<DuplexStream>,
     stderr: Option<DuplexStream>,
     resize: Option<mpsc::Sender<TermSize>>,
@@ -256,7 +262,7 @@ pub(super) type ClientWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The client's streams, as the transport provides them.
 pub(super) struct Client {
-    /// Stdin; `None` when the transport feeds the backend's pipe itself.
+    /// Stdin, when the client sends it.
     pub(super) stdin: Option<ClientRead>,
     pub(super) stdout: Option<ClientWrite>,
     pub(super) stderr: Option<ClientWrite>,
@@ -281,14 +287,20 @@ pub(super) async fn run(
         _task,
     } = started;
     let mut inputs = JoinSet::new();
+    // Fires when the first size reached the backend, or the resize stream
+    // ended; dropped unfired when there is no terminal.
+    let (sized_tx, sized) = oneshot::channel();
+    if let (Some(from), Some(tx)) = (client.resize, pipes.resize.take()) {
+        inputs.spawn(resizes(from, tx, sized_tx));
+    } else {
+        drop(sized_tx);
+    }
     if let (Some(mut from), Some(mut to)) = (client.stdin, pipes.stdin.take()) {
         inputs.spawn(async move {
+            let _ = tokio::time::timeout(FIRST_SIZE_WAIT, sized).await;
             let _ = tokio::io::copy(&mut from, &mut to).await;
             let _ = to.shutdown().await;
         });
-    }
-    if let (Some(from), Some(tx)) = (client.resize, pipes.resize.take()) {
-        inputs.spawn(resizes(from, tx));
     }
     let mut outputs = JoinSet::new();
     for (pipe, sink) in [
@@ -334,8 +346,10 @@ pub(super) async fn run(
 }
 
 /// Decodes successive `{"Width":W,"Height":H}` objects and passes them on;
-/// ends at end-of-file, on malformed input, or when nobody listens.
-async fn resizes(mut from: ClientRead, tx: mpsc::Sender<TermSize>) {
+/// ends at end-of-file, on malformed input, or when nobody listens. `sized`
+/// fires once the first size is passed on (or is dropped when it ends).
+async fn resizes(mut from: ClientRead, tx: mpsc::Sender<TermSize>, sized: oneshot::Sender<()>) {
+    let mut sized = Some(sized);
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -352,6 +366,9 @@ async fn resizes(mut from: ClientRead, tx: mpsc::Sender<TermSize>) {
                     consumed = stream.byte_offset();
                     if tx.send(size).await.is_err() {
                         return;
+                    }
+                    if let Some(sized) = sized.take() {
+                        let _ = sized.send(());
                     }
                 }
                 Some(Err(e)) if e.is_eof() => break,
@@ -490,10 +507,13 @@ mod tests {
     async fn resize_objects_are_decoded_across_reads() {
         let (mut w, r) = tokio::io::duplex(64);
         let (tx, mut rx) = mpsc::channel(8);
-        let task = tokio::spawn(resizes(Box::new(r), tx));
-        w.write_all(br#"{"Width":80,"Height":24}{"Width":1"#)
-            .await
-            .unwrap();
+        let (sized_tx, mut sized) = oneshot::channel();
+        let task = tokio::spawn(resizes(Box::new(r), tx, sized_tx));
+        w.write_all(br#"{"Width":8"#).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(sized.try_recv().is_err(), "no size yet");
+        w.write_all(br#"0,"Height":24}{"Width":1"#).await.unwrap();
+        sized.await.expect("the first size is signalled");
         assert_eq!(
             rx.recv().await,
             Some(TermSize {
@@ -512,5 +532,71 @@ mod tests {
         w.write_all(b"garbage").await.unwrap();
         task.await.unwrap();
         assert_eq!(rx.recv().await, None);
+    }
+
+    /// The client types before its first size arrives (separate streams):
+    /// the backend still sees the size before the keystrokes.
+    #[tokio::test]
+    async fn a_terminal_gets_its_first_size_before_stdin() {
+        let opts = Options {
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+            command: vec!["sh".to_owned()],
+        };
+        let (io, pipes) = pipes(&opts);
+        let (done_tx, done) = oneshot::channel();
+        let backend = tokio::spawn(async move {
+            // All of it: its stdout ends with it.
+            let mut io = io;
+            let mut stdin = io.stdin.take().unwrap();
+            let mut resize = io.resize.take().unwrap();
+            let mut byte = [0u8; 1];
+            stdin.read_exact(&mut byte).await.unwrap();
+            let size = resize.try_recv().ok();
+            let _ = done_tx.send(Ok(ExitStatus::Code(0)));
+            size
+        });
+        let idle = tokio::spawn(async {});
+        let started = Started {
+            pipes,
+            done,
+            _task: AbortOnDrop(idle.abort_handle()),
+        };
+        let (mut keys, stdin) = tokio::io::duplex(64);
+        let (mut sizes, resize) = tokio::io::duplex(64);
+        keys.write_all(b"stty size\r").await.unwrap();
+        let (error, _status) = tokio::io::duplex(1024);
+        let (stdout, _screen) = tokio::io::duplex(1024);
+        let client = Client {
+            stdin: Some(Box::new(stdin)),
+            stdout: Some(Box::new(stdout)),
+            stderr: None,
+            resize: Some(Box::new(resize)),
+            error: Box::new(error),
+            format: StatusFormat::Json,
+        };
+        let late_size = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sizes
+                .write_all(br#"{"Width":80,"Height":24}"#)
+                .await
+                .unwrap();
+            std::future::pending::<()>().await;
+        };
+        let session = run(started, client, &opts.command, std::future::pending());
+        tokio::select! {
+            outcome = session => assert!(matches!(outcome, Some(Ok(ExitStatus::Code(0))))),
+            () = late_size => unreachable!(),
+        }
+        assert_eq!(
+            backend.await.unwrap(),
+            Some(TermSize {
+                width: 80,
+                height: 24
+            }),
+            "the size came first"
+        );
     }
 }
