@@ -33,7 +33,8 @@
 //! - **Node**: capacity is the sum of allocatable of the remote cluster's
 //!   Ready, schedulable nodes minus what the unfinished pods on them request,
 //!   kept current by watches (nodes, and pods not Succeeded or Failed); the node is NotReady
-//!   while the remote apiserver does not answer, and Ready again without
+//!   until those watches have listed once and while the remote apiserver
+//!   does not answer, and Ready again without
 //!   re-creating anything when it returns.
 //!
 //! The watches (nodes, unfinished pods, this node's pods, Events, Service
@@ -477,6 +478,21 @@ impl Provider for KubeProvider {
     }
 
     async fn ping(&self) -> Result<()> {
+        // The capacity comes from the node and pod watches: the node is not
+        // Ready before they have listed once (a Ready node of no capacity
+        // turns pods away).
+        let listed = async {
+            self.nodes.wait_until_ready().await.is_ok()
+                && self.running.wait_until_ready().await.is_ok()
+        };
+        if !tokio::time::timeout(PING_TIMEOUT, listed)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(ProviderError::transient(
+                "the remote cluster's nodes and pods are not listed yet",
+            ));
+        }
         let version = self.calls.run(op::VERSION, self.remote.apiserver_version());
         tokio::time::timeout(PING_TIMEOUT, version)
             .await
