@@ -399,7 +399,7 @@ async fn prometheus_scrapes_a_fleet_and_the_rules_and_dashboard_show_the_workloa
     .await;
     eventually(
         "4 pods of web Running, 1 on a",
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || async {
             let list = pods_of(&client, &ns, "web").await;
             let run: Vec<&Pod> = list.iter().filter(|p| running(p)).collect();
