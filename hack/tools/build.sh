@@ -2,7 +2,7 @@
 # Builds the pinned Go tools skylet tests and benchmarks run against, each into
 # a versioned directory under $SKYLET_CACHE, and skips whatever is already there.
 #
-#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet] [helm] [jaeger]
+#   hack/tools/build.sh [k8s] [etcd] [metrics-server] [kwok] [virtual-kubelet] [helm] [jaeger] [coredns]
 #   hack/tools/build.sh --bin TOOL     print TOOL's bin directory (builds nothing)
 #
 # With no arguments it builds what the test suite needs (k8s, etcd,
@@ -86,6 +86,13 @@ build_helm() {
     helm.sh/helm/v4/cmd/helm
 }
 
+# CoreDNS from a main of our own that links only the plugins hack/node's
+# cluster DNS uses (hack/tools/coredns/main.go); its version is the module's
+build_coredns() {
+  build_module coredns "$HACK_DIR/tools/coredns" "$COREDNS_BIN" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" .
+}
+
 build_jaeger() {
   build_module jaeger "$HACK_DIR/tools/jaeger" "$JAEGER_BIN" \
     "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
@@ -97,6 +104,7 @@ if [[ ${1:-} == --bin ]]; then
     k8s) echo "$K8S_BIN" ;;
     helm) echo "$HELM_BIN" ;;
     jaeger) echo "$JAEGER_BIN" ;;
+    coredns) echo "$COREDNS_BIN" ;;
     *) die "--bin: unknown tool '${2:-}'" ;;
   esac
   exit 0
@@ -112,6 +120,7 @@ for t in "${targets[@]}"; do
     kwok) build_kwok ;;
     helm) build_helm ;;
     jaeger) build_jaeger ;;
+    coredns) build_coredns ;;
     virtual-kubelet) go_install virtual-kubelet \
       "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet@$VK_VERSION" "$VK_BIN" ;;
     *) die "unknown tool '$t'" ;;
