@@ -15,6 +15,11 @@
 //! - ECS pods selected by a home Service are instances of a Cloud Map
 //!   service (moto), with the pods' readiness as health, deregistered when
 //!   they go.
+//! - On real nodes (`hack/node`: kubelet, containerd, runc; the remote one
+//!   with CoreDNS as its cluster DNS), an offloaded busybox pod resolves a
+//!   headless home Service by name through the remote cluster's DNS and
+//!   gets the home pod's answer once the two nodes are linked (a flat
+//!   network on this machine).
 
 use std::{
     path::Path,
@@ -34,8 +39,9 @@ use kube::{
 use serde_json::json;
 use skylet_testenv::{
     ControlPlane, Moto, SKYLET_USER, Skylet, eventually, free_port,
-    k8s::{namespace, node_ready},
+    k8s::{self, namespace, node_ready},
     kwok::{TAINT, kwok_nodes},
+    node::RealNode,
     unique_name,
 };
 
@@ -755,4 +761,215 @@ async fn ecs_pods_are_registered_in_cloud_map() {
         },
     )
     .await;
+}
+
+/// Runs `sh -c script` in `pod` of `ns` through the home cluster (`kubectl
+/// exec`, which skylet carries to the remote pod); (success, stdout+stderr).
+fn exec_sh(home: &ControlPlane, ns: &str, pod: &str, script: &str) -> (bool, String) {
+    let o = home
+        .kubectl()
+        .args(["exec", "-n", ns, pod, "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// Issue #17, item 5 on real nodes: a pod that skylet offloads to the
+/// remote cluster resolves a headless home Service by name through the
+/// remote cluster's DNS (CoreDNS reading the reflected Service and
+/// EndpointSlice) and gets the answer of the home pod behind it over a flat
+/// network between the two clusters' nodes (`hack/node link`: two bridges
+/// on this machine, no address translation). Before the link the name
+/// resolves but the home pod is out of reach: the network is what carries
+/// it, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
+    let start = Instant::now();
+    let home_cp = ControlPlane::start("dns-home").unwrap();
+    let remote_cp = ControlPlane::start("dns-remote").unwrap();
+    let home_node = RealNode::up(&home_cp, &[]);
+    let remote_node = RealNode::up(&remote_cp, &["--dns"]);
+    eprintln!("two control planes, two real nodes: {:?}", start.elapsed());
+    let home = home_cp.client().await.unwrap();
+    let remote = remote_cp.client().await.unwrap();
+    grant_endpointslices(&home_cp);
+    let vnode = unique_name("dns");
+    let kc = remote_cp.kubeconfig.display().to_string();
+    let s = Skylet::start(
+        &home_cp,
+        Path::new(BIN),
+        &vnode,
+        &[
+            "--provider",
+            "kubernetes",
+            "--remote-kubeconfig",
+            &kc,
+            "--cluster-id",
+            "home",
+        ],
+    );
+    node_ready(&home, &vnode).await;
+    let ns = &namespace(&home, "dns").await;
+
+    // at home, on the real node: busybox httpd answering with its pod's
+    // name, behind the headless Service "web"
+    let pp = PostParams::default();
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": home_node.name},
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "httpd", "image": "localhost/busybox:1.35", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "mkdir /www && echo \"hello from $(hostname)\" > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(home.clone(), ns)
+        .create(&pp, &web)
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(home.clone(), ns)
+        .create(
+            &pp,
+            &service(
+                "web",
+                json!({"clusterIP": "None", "selector": {"app": "web"},
+                       "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let web_ip = pod_ips(&home, ns, "web", 1).await.remove(0);
+    home_shows(
+        &home,
+        ns,
+        "web",
+        &ready(std::slice::from_ref(&web_ip), true),
+        "the home pod a ready endpoint of web",
+    )
+    .await;
+
+    // offloaded: a busybox pod that skylet runs on the remote real node
+    let mut template = k8s::node_template(&vnode, "client", "sleep 3600");
+    template["spec"]["containers"][0]["image"] = "localhost/busybox:1.35".into();
+    template["spec"]["containers"][0]["imagePullPolicy"] = "Never".into();
+    k8s::deployment(&home, ns, "client", 1, template).await;
+    let client = k8s::pods_where(
+        &home,
+        ns,
+        "client",
+        1,
+        Duration::from_secs(120),
+        "Running and Ready",
+        k8s::running_ready,
+    )
+    .await
+    .remove(0)
+    .name_any();
+    let remote_pod = eventually(
+        "the remote pod on the remote real node",
+        Duration::from_secs(30),
+        || async {
+            let l = Api::<Pod>::namespaced(remote.clone(), ns)
+                .list(&ListParams::default().labels("app=client"))
+                .await
+                .ok()?
+                .items;
+            l.into_iter().next()
+        },
+    )
+    .await;
+    assert_eq!(
+        remote_pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(remote_node.name.as_str())
+    );
+
+    // reflected headless: no address of its own, the home pod's IP as endpoint
+    let reflected = eventually(
+        "the reflected Service web",
+        Duration::from_secs(30),
+        || async {
+            Api::<Service>::namespaced(remote.clone(), ns)
+                .get_opt("web")
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    assert_eq!(
+        reflected.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None"),
+        "a headless home Service stays headless"
+    );
+    follows(
+        &remote,
+        ns,
+        "web",
+        &ready(std::slice::from_ref(&web_ip), true),
+        "web's home endpoint reflected",
+    )
+    .await;
+
+    // the remote pod asks the remote cluster's DNS (the kubelet's clusterDNS)
+    let dns = remote_node.ip();
+    let (ok, resolv) = exec_sh(&home_cp, ns, &client, "cat /etc/resolv.conf");
+    assert!(ok, "{resolv}");
+    assert!(
+        resolv.contains(&format!("nameserver {dns}")),
+        "the remote DNS: {resolv}"
+    );
+    assert!(
+        resolv.contains(&format!("search {ns}.svc.cluster.local svc.cluster.local")),
+        "{resolv}"
+    );
+    let fqdn = format!("web.{ns}.svc.cluster.local");
+    let lookup = eventually(
+        "the remote DNS answers for web",
+        Duration::from_secs(30),
+        || async {
+            let (ok, out) = exec_sh(&home_cp, ns, &client, &format!("nslookup {fqdn}"));
+            (ok && out.contains(&web_ip)).then_some(out)
+        },
+    )
+    .await;
+    assert!(lookup.contains(&format!("Server:\t\t{dns}")), "{lookup}");
+    eprintln!("{lookup}");
+
+    // not linked yet: the name resolves, the home pod is out of reach
+    let url = format!("http://web.{ns}:8080/");
+    let (ok, out) = exec_sh(&home_cp, ns, &client, &format!("timeout 3 wget -qO- {url}"));
+    assert!(
+        !ok,
+        "reached the home pod before the nodes were linked: {out}"
+    );
+    // a connection that fails, not a name that does not resolve
+    assert!(!out.contains("bad address"), "{out}");
+    eprintln!("before the link: {}", out.trim());
+
+    // a flat network between the two nodes: the home pod answers by name
+    remote_node.link(&home_node);
+    let t = Instant::now();
+    let answer = eventually(
+        "the home pod's answer through web",
+        Duration::from_secs(20),
+        || async {
+            let (ok, out) = exec_sh(&home_cp, ns, &client, &format!("timeout 3 wget -qO- {url}"));
+            ok.then_some(out)
+        },
+    )
+    .await;
+    eprintln!("linked -> answer: {:?}", t.elapsed());
+    assert_eq!(answer.trim(), "hello from web");
+    // the remote cluster's DNS saw the query (CoreDNS's log)
+    let log = std::fs::read_to_string(remote_node.dir().join("logs/coredns.log")).unwrap();
+    assert!(log.contains(&format!("\"A IN {fqdn}. ")), "{log}");
+    drop(s);
+    eprintln!("whole test: {:?}", start.elapsed());
 }

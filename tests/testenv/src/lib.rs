@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod k8s;
 pub mod kwok;
 mod moto;
+pub mod node;
 pub mod proxy;
 mod skylet;
 pub mod soak;
