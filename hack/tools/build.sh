@@ -58,7 +58,7 @@ build_k8s() {
     "-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=${v%%.*} -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
-    k8s.io/kubernetes/cmd/kubelet
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
