@@ -16,10 +16,11 @@
 //!   service (moto), with the pods' readiness as health, deregistered when
 //!   they go.
 //! - On real nodes (`hack/node`: kubelet, containerd, runc; the remote one
-//!   with CoreDNS as its cluster DNS), an offloaded busybox pod resolves a
-//!   headless home Service by name through the remote cluster's DNS and
-//!   gets the home pod's answer once the two nodes are linked (a flat
-//!   network on this machine).
+//!   with CoreDNS as its cluster DNS and kube-proxy), an offloaded busybox
+//!   pod resolves a headless home Service by name through the remote
+//!   cluster's DNS and gets the home pod's answer once the two nodes are
+//!   linked (a flat network on this machine); a ClusterIP home Service
+//!   too, through the remote kube-proxy.
 
 use std::{
     path::Path,
@@ -786,14 +787,16 @@ fn exec_sh(home: &ControlPlane, ns: &str, pod: &str, script: &str) -> (bool, Str
 /// network between the two clusters' nodes (`hack/node link`: two bridges
 /// on this machine, no address translation). Before the link the name
 /// resolves but the home pod is out of reach: the network is what carries
-/// it, and nothing else does.
+/// it, and nothing else does. A ClusterIP home Service resolves to its
+/// reflected copy's own address, which the remote kube-proxy forwards to
+/// the home pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
     let start = Instant::now();
     let home_cp = ControlPlane::start("dns-home").unwrap();
     let remote_cp = ControlPlane::start("dns-remote").unwrap();
     let home_node = RealNode::up(&home_cp, &[]);
-    let remote_node = RealNode::up(&remote_cp, &["--dns"]);
+    let remote_node = RealNode::up(&remote_cp, &["--dns", "--proxy"]);
     eprintln!("two control planes, two real nodes: {:?}", start.elapsed());
     let home = home_cp.client().await.unwrap();
     let remote = remote_cp.client().await.unwrap();
@@ -842,6 +845,18 @@ async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
                 "web",
                 json!({"clusterIP": "None", "selector": {"app": "web"},
                        "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    // and a ClusterIP Service in front of the same pod
+    Api::<Service>::namespaced(home.clone(), ns)
+        .create(
+            &pp,
+            &service(
+                "vip",
+                json!({"selector": {"app": "web"},
+                       "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}),
             ),
         )
         .await
@@ -941,6 +956,36 @@ async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
     .await;
     assert!(lookup.contains(&format!("Server:\t\t{dns}")), "{lookup}");
     eprintln!("{lookup}");
+    // a ClusterIP home Service resolves to its reflected copy's own
+    // address (the remote cluster's, from the remote Service range)
+    let vip = eventually(
+        "the reflected Service vip with an address",
+        Duration::from_secs(30),
+        || async {
+            let svc = Api::<Service>::namespaced(remote.clone(), ns)
+                .get_opt("vip")
+                .await
+                .ok()??;
+            let ip = svc.spec?.cluster_ip?;
+            (ip != "None").then_some(ip)
+        },
+    )
+    .await;
+    assert!(vip.starts_with("10.96."), "{vip}");
+    eventually(
+        "the remote DNS answers for vip",
+        Duration::from_secs(30),
+        || async {
+            let (ok, out) = exec_sh(
+                &home_cp,
+                ns,
+                &client,
+                &format!("nslookup vip.{ns}.svc.cluster.local"),
+            );
+            (ok && out.contains(&format!("Address: {vip}"))).then_some(())
+        },
+    )
+    .await;
 
     // not linked yet: the name resolves, the home pod is out of reach
     let url = format!("http://web.{ns}:8080/");
@@ -967,9 +1012,29 @@ async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
     .await;
     eprintln!("linked -> answer: {:?}", t.elapsed());
     assert_eq!(answer.trim(), "hello from web");
+    // through the ClusterIP of the reflected copy: the remote kube-proxy
+    // forwards it to the home endpoint
+    let (ok, out) = exec_sh(
+        &home_cp,
+        ns,
+        &client,
+        &format!("timeout 3 wget -qO- http://vip.{ns}/"),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "hello from web");
     // the remote cluster's DNS saw the query (CoreDNS's log)
     let log = std::fs::read_to_string(remote_node.dir().join("logs/coredns.log")).unwrap();
     assert!(log.contains(&format!("\"A IN {fqdn}. ")), "{log}");
     drop(s);
     eprintln!("whole test: {:?}", start.elapsed());
+    // both sides torn down at once (each takes seconds)
+    std::thread::scope(|t| {
+        t.spawn(move || drop(remote_node));
+        t.spawn(move || drop(home_node));
+    });
+    std::thread::scope(|t| {
+        t.spawn(move || drop(remote_cp));
+        t.spawn(move || drop(home_cp));
+    });
+    eprintln!("with tear-down: {:?}", start.elapsed());
 }
