@@ -20,7 +20,9 @@ use kube::{
 };
 use skylet_provider::{BoundedSet, EventType, PodEvent, PodRef, Sink};
 
-/// Remote pods of this node by (namespace, name), filled by the pod watch.
+/// Remote pods of this node by (namespace, name), filled by the pod watch
+/// and by each create (before the pod exists, so that none of its Events is
+/// missed).
 #[derive(Clone, Default)]
 pub(crate) struct Owners(Arc<Mutex<HashMap<(String, String), PodRef>>>);
 

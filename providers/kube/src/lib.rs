@@ -513,6 +513,10 @@ impl Provider for KubeProvider {
         let ns = remote_pod.namespace().unwrap_or_default();
         self.ensure_namespace(&ns).await?;
         let api = self.pods(&ns);
+        // Known before it exists: the remote scheduler's Event for it may
+        // arrive before the pod watch shows it (events::Owners).
+        self.owners
+            .insert(&ns, &remote_pod.name_any(), pod_ref.clone());
         let created = self
             .calls
             .run(
@@ -544,7 +548,10 @@ impl Provider for KubeProvider {
                 }
                 existing
             }
-            Err(e) => return Err(classify("creating the remote pod", e)),
+            Err(e) => {
+                self.owners.remove(&ns, &remote_pod.name_any());
+                return Err(classify("creating the remote pod", e));
+            }
         };
         let mut refs =
             translate::references(remote_pod.spec.as_ref().unwrap_or(&Default::default()));
