@@ -6,6 +6,15 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use skylet::Config;
 
+/// jemalloc, built with background threads (the `background_threads` feature
+/// of tikv-jemallocator): freed memory goes back to the system after its
+/// decay time (10 s for dirty pages) even while skylet is idle, where
+/// glibc's per-thread arenas kept what a burst of pods had freed. Without
+/// the `jemalloc` feature, the system's allocator (for heap profilers).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a configuration the user must fix (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
