@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
 use tokio_util::sync::CancellationToken;
 
-use super::{Ctx, PodRecord};
+use super::{Ctx, PodRecord, table::Listing};
 use crate::metrics::timed;
 
 /// Lists the backend before the first reconcile, so that existing pods are
@@ -23,11 +23,9 @@ use crate::metrics::timed;
 /// are idempotent and the next sweep catches up.
 pub(super) async fn initial_listing<P: Provider>(ctx: &Ctx<P>) {
     for attempt in 1..=3 {
-        let started = Instant::now();
-        match timed(&ctx.metrics, "list", ctx.provider.list_pods()).await {
-            Ok(list) => {
-                tracing::info!(pods = list.len(), "backend holds pods for this node");
-                ctx.table.apply_listing(list, started);
+        match list(ctx).await {
+            Ok((_, held)) => {
+                tracing::info!(pods = held, "backend holds pods for this node");
                 return;
             }
             Err(e) => {
@@ -39,6 +37,31 @@ pub(super) async fn initial_listing<P: Provider>(ctx: &Ctx<P>) {
     tracing::warn!(
         "starting without a backend listing; creates are idempotent, the next sweep catches up"
     );
+}
+
+/// Lists the backend into the table a page at a time
+/// ([`Provider::list_page`]), so that only one page of statuses is held at
+/// once. Returns the pods whose status changed or that disappeared, and how
+/// many pods the backend holds. A page that fails ends the listing: the
+/// pages before it are recorded, and no pod is taken for gone.
+async fn list<P: Provider>(ctx: &Ctx<P>) -> Result<(Vec<PodRef>, usize), ProviderError> {
+    let mut listing = Listing::new(Instant::now());
+    let mut changed = Vec::new();
+    let pages = async {
+        let mut from = None;
+        loop {
+            let page = ctx.provider.list_page(from).await?;
+            changed.extend(ctx.table.apply_page(&mut listing, page.pods));
+            from = page.next;
+            if from.is_none() {
+                return Ok(());
+            }
+        }
+    };
+    timed(&ctx.metrics, "list", pages).await?;
+    let held = listing.len();
+    changed.extend(ctx.table.end_listing(listing));
+    Ok((changed, held))
 }
 
 /// Sweeps every `sweep_interval` until `shutdown`, once the pod watch has a
@@ -69,13 +92,12 @@ pub(super) async fn sweep_loop<P: Provider>(ctx: Arc<Ctx<P>>, shutdown: Cancella
 
 /// One sweep.
 async fn sweep<P: Provider>(ctx: &Ctx<P>) {
-    let started = Instant::now();
-    match timed(&ctx.metrics, "list", ctx.provider.list_pods()).await {
-        Ok(list) => {
+    match list(ctx).await {
+        Ok((changed, held)) => {
             ctx.metrics
                 .backend_pods
-                .set(i64::try_from(list.len()).unwrap_or(i64::MAX));
-            for pod in ctx.table.apply_listing(list, started) {
+                .set(i64::try_from(held).unwrap_or(i64::MAX));
+            for pod in changed {
                 ctx.trigger(&pod);
             }
             ctx.signals.held_pods(ctx.table.backend_len());

@@ -3,7 +3,8 @@
 //!
 //! Per pod UID: what the backend last reported (fed by sweeps and pushes,
 //! so a pod costs no backend call per status check: one list per sweep
-//! serves them all), and skylet's own bookkeeping between reconciles (when
+//! serves them all; kept as JSON, [`Held`]), and skylet's own bookkeeping
+//! between reconciles (when
 //! it asked the backend to create or stop the pod, consecutive failures,
 //! when its token is due). Beside the map, the UIDs of pods whose object
 //! skylet removed, so that a stale copy from the watch is not removed twice.
@@ -24,11 +25,56 @@ use super::changes::Applied;
 const REMOVED_MAX: usize = 4096;
 
 /// What the backend last reported of a pod.
+///
+/// The status is kept as JSON, and compared as such: a k8s-openapi
+/// `PodStatus` of a running pod of one container takes about 1.3 KB in
+/// memory (every optional field has its room), its JSON about half, and
+/// the table holds one per pod the backend holds. It is decoded again only
+/// when a reconcile writes it.
 #[derive(Clone, Debug)]
 struct Held {
-    status: PodStatus,
+    status: Box<str>,
     /// When it was reported.
     seen: Instant,
+}
+
+impl Held {
+    fn new(status: &PodStatus, seen: Instant) -> Self {
+        Self {
+            status: encode(status),
+            seen,
+        }
+    }
+}
+
+/// `status` as JSON. Serializing a k8s-openapi struct does not fail (its
+/// maps have string keys); if it did, the empty text decodes to no status
+/// and the next report replaces it.
+fn encode(status: &PodStatus) -> Box<str> {
+    serde_json::to_string(status).unwrap_or_default().into()
+}
+
+/// A listing of the backend read a page at a time: when it started, and
+/// the pods its pages held so far.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    started: Instant,
+    listed: HashSet<String>,
+}
+
+impl Listing {
+    /// A listing whose first page is asked for now.
+    pub(crate) fn new(started: Instant) -> Self {
+        Self {
+            started,
+            listed: HashSet::new(),
+        }
+    }
+
+    /// How many pods its pages held.
+    pub(crate) fn len(&self) -> usize {
+        self.listed.len()
+    }
 }
 
 /// One pod's row.
@@ -111,7 +157,8 @@ impl PodTable {
         self.lock()
             .rows
             .get(uid)
-            .and_then(|r| r.held.as_ref().map(|h| h.status.clone()))
+            .and_then(|r| r.held.as_ref())
+            .map(|h| serde_json::from_str(&h.status).unwrap_or_default())
     }
 
     /// Whether the store may keep only the slim record of `uid`.
@@ -127,18 +174,17 @@ impl PodTable {
     /// Records a reported status; returns whether it differs from the last
     /// one (or the pod is new to the backend).
     pub(crate) fn report(&self, bp: BackendPod) -> bool {
+        // encoded before the lock is taken
+        let held = Held::new(&bp.status, Instant::now());
         let mut inner = self.lock();
         let row = inner.rows.entry(bp.pod.uid.clone()).or_insert_with(|| Row {
             pod: bp.pod.clone(),
             held: None,
             local: Local::default(),
         });
-        let changed = row.held.as_ref().is_none_or(|h| h.status != bp.status);
+        let changed = row.held.as_ref().is_none_or(|h| h.status != held.status);
         let new = row.held.is_none();
-        row.held = Some(Held {
-            status: bp.status,
-            seen: Instant::now(),
-        });
+        row.held = Some(held);
         inner.held += usize::from(new);
         changed
     }
@@ -157,45 +203,67 @@ impl PodTable {
         was
     }
 
-    /// Applies a full listing taken at `started`: records every pod, and
-    /// forgets pods last seen before `started` that the listing lacks (pods
-    /// pushed or created while the list ran are kept). Returns the pods whose
-    /// status changed or that disappeared.
+    /// Applies a full listing taken at `started` in one page
+    /// ([`PodTable::apply_page`], [`PodTable::end_listing`]).
+    #[cfg(test)]
     pub(crate) fn apply_listing(&self, listing: Vec<BackendPod>, started: Instant) -> Vec<PodRef> {
+        let mut pages = Listing::new(started);
+        let mut changed = self.apply_page(&mut pages, listing);
+        changed.extend(self.end_listing(pages));
+        changed
+    }
+
+    /// Records one page of a listing: every pod of it. Returns the pods
+    /// whose status changed or that are new to the backend.
+    pub(crate) fn apply_page(&self, listing: &mut Listing, page: Vec<BackendPod>) -> Vec<PodRef> {
+        // encoded before the lock is taken (each status freed as it goes)
+        let now = Instant::now();
+        let page: Vec<(PodRef, Held)> = page
+            .into_iter()
+            .map(|bp| {
+                let held = Held::new(&bp.status, now);
+                (bp.pod, held)
+            })
+            .collect();
         let mut inner = self.lock();
         let inner = &mut *inner;
         let mut changed = Vec::new();
-        let mut listed = HashSet::with_capacity(listing.len());
-        let now = Instant::now();
-        for bp in listing {
-            listed.insert(bp.pod.uid.clone());
-            let row = inner.rows.entry(bp.pod.uid.clone()).or_insert_with(|| Row {
-                pod: bp.pod.clone(),
+        for (pod, held) in page {
+            listing.listed.insert(pod.uid.clone());
+            let row = inner.rows.entry(pod.uid.clone()).or_insert_with(|| Row {
+                pod: pod.clone(),
                 held: None,
                 local: Local::default(),
             });
-            if row.held.as_ref().is_none_or(|h| h.status != bp.status) {
-                changed.push(bp.pod.clone());
+            if row.held.as_ref().is_none_or(|h| h.status != held.status) {
+                changed.push(pod);
             }
             inner.held += usize::from(row.held.is_none());
-            row.held = Some(Held {
-                status: bp.status,
-                seen: now,
-            });
+            row.held = Some(held);
         }
+        changed
+    }
+
+    /// Ends a listing whose every page was recorded: forgets the pods last
+    /// seen before it started that none of its pages held (pods pushed or
+    /// created while it ran are kept). Returns those pods.
+    pub(crate) fn end_listing(&self, listing: Listing) -> Vec<PodRef> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut gone = Vec::new();
         let held = &mut inner.held;
         inner.rows.retain(|uid, row| {
             if let Some(h) = &row.held
-                && !listed.contains(uid)
-                && h.seen < started
+                && !listing.listed.contains(uid)
+                && h.seen < listing.started
             {
-                changed.push(row.pod.clone());
+                gone.push(row.pod.clone());
                 row.held = None;
                 *held -= 1;
             }
             !row.is_empty()
         });
-        changed
+        gone
     }
 
     /// Every pod the backend holds.
@@ -310,6 +378,25 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_in_pages_takes_pods_for_gone_only_at_its_end() {
+        let t = PodTable::default();
+        t.report(bp("a", "Running"));
+        t.report(bp("b", "Running"));
+        t.report(bp("z", "Running"));
+        let mut listing = Listing::new(Instant::now());
+        let changed = t.apply_page(&mut listing, vec![bp("a", "Running"), bp("c", "Pending")]);
+        assert_eq!(changed, [PodRef::new("ns", "c", "c")], "c is new");
+        assert!(t.in_backend("b"), "b may be on a later page");
+        let changed = t.apply_page(&mut listing, vec![bp("b", "Succeeded")]);
+        assert_eq!(changed, [PodRef::new("ns", "b", "b")], "b ended");
+        assert_eq!(listing.len(), 3);
+        let gone = t.end_listing(listing);
+        assert_eq!(gone, [PodRef::new("ns", "z", "z")], "no page held z");
+        assert!(!t.in_backend("z"));
+        assert_eq!(t.backend_len(), 3);
+    }
+
+    #[test]
     fn report_says_whether_anything_changed() {
         let t = PodTable::default();
         assert!(t.report(bp("a", "Pending")));
@@ -317,6 +404,28 @@ mod tests {
         assert!(t.report(bp("a", "Running")));
         assert!(t.report_gone("a"));
         assert!(!t.report_gone("a"));
+    }
+
+    #[test]
+    fn a_reported_status_comes_back_as_reported() {
+        let status: PodStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.7",
+            "podIPs": [{"ip": "10.1.0.7"}], "startTime": "2026-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True",
+                "lastTransitionTime": "2026-01-01T00:00:01Z"}],
+            "containerStatuses": [{"name": "app", "image": "busybox", "imageID": "",
+                "ready": true, "restartCount": 2, "started": true,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}},
+                "resources": {"limits": {"cpu": "250m"}}}]
+        }))
+        .expect("a valid status");
+        let t = PodTable::default();
+        let mut reported = bp("a", "Running");
+        reported.status = status.clone();
+        assert!(t.report(reported.clone()));
+        assert_eq!(t.backend_status("a"), Some(status));
+        assert!(!t.report(reported), "the same status again is no change");
+        assert_eq!(t.backend_status("b"), None);
     }
 
     #[test]

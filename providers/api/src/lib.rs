@@ -217,6 +217,15 @@ pub struct BackendPod {
     pub status: PodStatus,
 }
 
+/// One page of the backend's pods ([`Provider::list_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListPage {
+    /// The page's pods.
+    pub pods: Vec<BackendPod>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<String>,
+}
+
 /// What [`Provider::delete_pod`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deleted {
@@ -393,6 +402,25 @@ pub trait Provider: Send + Sync + 'static {
     /// Every pod the backend holds for this node, with its status, in as few
     /// backend calls as its API allows.
     fn list_pods(&self) -> impl Future<Output = Result<Vec<BackendPod>>> + Send;
+
+    /// One page of [`Provider::list_pods`]: the pods from `from` (the
+    /// [`ListPage::next`] of the page before; `None` for the first page) and
+    /// where the next page starts (`None` after the last). The core's sweep
+    /// lists this way, so that it holds one page of statuses at a time rather
+    /// than one per pod of the node. A pod created or removed while the pages
+    /// are read may be missing from them; the sweep tells those apart by the
+    /// time of their last report. The default is [`Provider::list_pods`] in
+    /// one page.
+    fn list_page(&self, from: Option<String>) -> impl Future<Output = Result<ListPage>> + Send {
+        async move {
+            // one page: there is no next one to start from
+            let _ = from;
+            Ok(ListPage {
+                pods: self.list_pods().await?,
+                next: None,
+            })
+        }
+    }
 
     /// The backend's background work (watches, garbage collection, its
     /// own timers), run by the core in a task with the node's span until

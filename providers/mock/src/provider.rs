@@ -11,7 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::api::resource::Quantity,
 };
 use skylet_provider::{
-    AttachIo, BackendPod, CancellationToken, ContainerStats, Deleted, ExecIo, ExitStatus,
+    AttachIo, BackendPod, CancellationToken, ContainerStats, Deleted, ExecIo, ExitStatus, ListPage,
     LogOptions, LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod,
     Result,
 };
@@ -22,6 +22,9 @@ use crate::{
     pod::{CState, MockPod},
     run,
 };
+
+/// How many pods a page of the listing holds ([`Provider::list_page`]).
+pub(crate) const LIST_PAGE: usize = 500;
 
 impl Provider for MockProvider {
     fn name(&self) -> &'static str {
@@ -144,6 +147,31 @@ impl Provider for MockProvider {
             .values()
             .map(MockPod::backend_pod)
             .collect())
+    }
+
+    /// Pages of [`LIST_PAGE`] pods in the order of their UIDs, from the
+    /// first UID at or after `from`; each page under the lock once.
+    async fn list_page(&self, from: Option<String>) -> Result<ListPage> {
+        self.inner.reachable()?;
+        let pods = self.inner.lock();
+        let mut uids: Vec<&String> = pods
+            .keys()
+            .filter(|u| from.as_ref().is_none_or(|f| *u >= f))
+            .collect();
+        // the page's UIDs and the first UID of the next one
+        let next = if uids.len() > LIST_PAGE {
+            uids.select_nth_unstable(LIST_PAGE);
+            let next = uids[LIST_PAGE].clone();
+            uids.truncate(LIST_PAGE);
+            Some(next)
+        } else {
+            None
+        };
+        uids.sort_unstable();
+        Ok(ListPage {
+            pods: uids.iter().map(|u| pods[*u].backend_pod()).collect(),
+            next,
+        })
     }
 
     /// Runs the simulated containers of the pods created since it started

@@ -270,3 +270,37 @@ async fn restarts_keep_the_previous_log_and_probes_set_readiness() {
     assert!(matches!(err, ProviderError::NotFound(_)), "{err:?}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn the_listing_in_pages_holds_every_pod_once() {
+    let (p, _rx) = provider();
+    for i in 0..1201 {
+        let rp = pod("ns", &format!("p{i}"))
+            .container("main", "nginx")
+            .resolved();
+        p.create_pod(&rp).await.unwrap();
+    }
+    let mut paged = Vec::new();
+    let mut from = None;
+    let mut pages = 0;
+    loop {
+        let page = p.list_page(from).await.unwrap();
+        pages += 1;
+        assert!(page.pods.len() <= crate::provider::LIST_PAGE);
+        paged.extend(page.pods.into_iter().map(|bp| bp.pod.uid));
+        from = page.next;
+        if from.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3, "1201 pods in pages of 500");
+    let mut whole: Vec<String> = p
+        .list_pods()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|bp| bp.pod.uid)
+        .collect();
+    whole.sort();
+    assert_eq!(paged, whole, "every pod once, in the order of their UIDs");
+}
