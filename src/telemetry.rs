@@ -1,6 +1,7 @@
 //! Logging and tracing: `tracing` to stderr, filtered by `RUST_LOG`
-//! (default `info`), as text or JSON; with `--otlp-endpoint`, the same
-//! spans exported over OTLP/HTTP (protobuf) as well.
+//! (default `info`, without kube-runtime's span per reconcile), as text or
+//! JSON; with `--otlp-endpoint`, the same spans exported over OTLP/HTTP
+//! (protobuf) as well.
 //!
 //! # Traces
 //! Each reconcile is a span (`reconcile`: `pod.namespace`, `pod.name`,
@@ -26,8 +27,15 @@ use opentelemetry::{
 };
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing::{Metadata, span, subscriber::Interest};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::LevelFilter,
+    fmt,
+    layer::{Context, Filter, SubscriberExt},
+    util::SubscriberInitExt,
+};
 
 use crate::config::LogFormat;
 
@@ -60,7 +68,17 @@ pub struct Error {
 /// # Errors
 /// The exporter cannot be built from `otlp_endpoint`.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Guard, Error> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || match EnvFilter::try_from_default_env() {
+        Ok(inner) => LogFilter {
+            // the variable parsed, so it is there
+            by_span: std::env::var(EnvFilter::DEFAULT_ENV).is_ok_and(|s| s.contains('[')),
+            inner,
+        },
+        Err(_) => LogFilter {
+            by_span: false,
+            inner: EnvFilter::new(DEFAULT_FILTER),
+        },
+    };
     let logs = fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs.boxed(),
@@ -93,11 +111,79 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Guard, Err
         }
         None => (None, Guard(None)),
     };
-    let _ = tracing_subscriber::registry()
-        .with(logs.with_filter(filter()))
-        .with(otel)
-        .try_init();
+    let logs = tracing_subscriber::registry().with(logs.with_filter(filter()));
+    // not `.with(otel)` with `otel` = None: an absent layer says it wants
+    // every callsite, so every span and event at every level (hyper's,
+    // kube-client's, kube-runtime's) was built, entered and left for the
+    // log filter to drop each time (a third of skylet's CPU in a burst)
+    let _ = match otel {
+        Some(otel) => logs.with(otel).try_init(),
+        None => logs.try_init(),
+    };
     Ok(guard)
+}
+
+/// The filter without `RUST_LOG`: `info`, but not kube-runtime's span of
+/// each reconcile (`reconciling object`, at info). kube-runtime's
+/// controller keeps every reconcile in flight in a map that it polls whole
+/// each time it is woken (kube-runtime 5.0, `controller/future_hash_map.rs`),
+/// and each of those polls entered and left that span: with thousands of
+/// pods waiting for a lane, 40% of skylet's CPU in a burst of 10,000 pods
+/// (BENCHMARKS.md). skylet's own `reconcile` span names the pod in logs and
+/// traces; `RUST_LOG=info` brings kube-runtime's span back.
+const DEFAULT_FILTER: &str = "info,kube_runtime::controller=warn";
+
+/// An [`EnvFilter`] that skips its own bookkeeping of entered spans when
+/// no directive filters by span (`target[span{field}]=level`): without
+/// such directives it tracks no span, yet takes a lock to find that out
+/// each time any span is entered or left, which is each poll of each
+/// instrumented future.
+struct LogFilter {
+    inner: EnvFilter,
+    /// Whether a directive filters by span, so that the inner filter must
+    /// see spans entered and left.
+    by_span: bool,
+}
+
+impl<S> Filter<S> for LogFilter
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Filter::<S>::enabled(&self.inner, meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        Filter::<S>::callsite_enabled(&self.inner, meta)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Filter::<S>::max_level_hint(&self.inner)
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+        Filter::<S>::on_new_span(&self.inner, attrs, id, cx);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+        Filter::<S>::on_record(&self.inner, id, values, cx);
+    }
+
+    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+        if self.by_span {
+            Filter::<S>::on_enter(&self.inner, id, cx);
+        }
+    }
+
+    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+        if self.by_span {
+            Filter::<S>::on_exit(&self.inner, id, cx);
+        }
+    }
+
+    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.inner, id, cx);
+    }
 }
 
 /// Puts `span` in the trace of pod `uid`: trace ID the UID's 128 bits,
