@@ -1,12 +1,16 @@
 """Groups a heaptrack profile's peak memory consumers by the part of skylet
 that holds them: BENCHMARKS.md's heap tables.
 
-    heapgroups.py heaptrack.skylet.zst
+    heapgroups.py heaptrack.skylet.zst            the peak
+    heapgroups.py --held heaptrack.skylet.zst     what is still allocated
+                                                  when the profile ends
 
-Runs heaptrack_print, takes each peak consumer's stack and files its bytes
-under the innermost frame that names a part (the first pattern, in the
-order below, that one of its frames matches, from the allocation site
-outwards); frames inlined into skylet's own async functions name nothing
+With --held, a profile whose recording ends while the pods are held (skylet
+killed with SIGKILL then, so that no shutdown frees anything) gives the live
+heap while holding. Runs heaptrack_print, takes each consumer's stack and
+files its bytes under the innermost frame that names a part (the first
+pattern, in the order below, that one of its frames matches, from the
+allocation site outwards); frames inlined into skylet's own async functions name nothing
 and count as "everything else".
 """
 
@@ -36,14 +40,20 @@ def size(text):
 
 
 def main():
-    args = ["heaptrack_print", "--print-peaks", "1", "--print-allocators", "0", "--print-temporary", "0"]
-    args += ["--print-leaks", "0", "--peak-limit", "400", "--sub-peak-limit", "60", sys.argv[1]]
+    held = sys.argv[1] == "--held"
+    profile = sys.argv[-1]
+    peaks, leaks = ("0", "1") if held else ("1", "0")
+    args = ["heaptrack_print", "--print-peaks", peaks, "--print-allocators", "0", "--print-temporary", "0"]
+    args += ["--print-leaks", leaks, "--peak-limit", "400", "--sub-peak-limit", "60", profile]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    peaks = out.split("PEAK MEMORY CONSUMERS", 1)[1]
+    section, verb = ("MEMORY LEAKS", "leaked") if held else ("PEAK MEMORY CONSUMERS", "consumed")
+    peaks = out.split(section, 1)[1]
     peaks = re.split(r"\n[A-Z][A-Z ]+\n", peaks)[0]
     sums = collections.Counter()
-    for block in re.split(r"\n(?=\s*[0-9.]+[KMG]? consumed over)", peaks):
-        m = re.match(r"\s*([0-9.]+[KMG]?) consumed over", block)
+    for block in re.split(rf"\n(?=\s*[0-9.]+[KMG]? {verb} over)", peaks):
+        # the call stacks under each top entry ("... calls from:"), not
+        # the top entries themselves (they would count twice)
+        m = re.match(rf"\s*([0-9.]+[KMG]?) {verb} over \d+ calls from:", block)
         if not m:
             continue
         frames = [f.strip() for f in block.splitlines()[1:] if f.strip() and not f.strip().startswith(("in ", "at "))]
@@ -52,12 +62,15 @@ def main():
             "everything else",
         )
         sums[group] += size(m.group(1))
-    print("| MB at the peak | what |")
+    print(f"| MB {'still allocated at the end' if held else 'at the peak'} | what |")
     print("|---|---|")
     for name, total in sums.most_common():
         print(f"| {total / 1e6:.1f} | {name} |")
     peak = re.search(r"peak heap memory consumption: (.*)", out)
     print(f"\npeak heap: {peak.group(1) if peak else '?'}")
+    if held:
+        total = re.search(r"total memory leaked: (.*)", out)
+        print(f"still allocated at the end: {total.group(1) if total else '?'}")
 
 
 if __name__ == "__main__":
