@@ -12,7 +12,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, Skylet, eventually,
-    fleet::{self, node_of, pods, running, running_on},
+    fleet::{self, cordon, node_of, pods, running, running_on},
     k8s::{deployment, kubectl, namespace, node_ready, phase, sample, sample_sum, scrape},
     unique_name,
 };
@@ -415,6 +415,8 @@ async fn an_outage_shows_in_up_fencing_displaced_and_failovers() {
     t["spec"]["affinity"] = json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 100, "preference": {"matchExpressions": [
             {"key": "skylet.io/backend", "operator": "In", "values": [a.clone()]}]}}]}});
+    // both on a: b is cordoned while they are placed
+    cordon(&client, &b, true).await;
     deployment(&client, &ns, "api", 2, t).await;
     let on_a = eventually(
         "2 pods Running, some on a",
@@ -429,6 +431,7 @@ async fn an_outage_shows_in_up_fencing_displaced_and_failovers() {
         },
     )
     .await;
+    cordon(&client, &b, false).await;
     std::fs::write(s.dir().join("down-a"), "down").unwrap();
     let m = eventually(
         "a down, its pods awaiting fencing, replaced on b",

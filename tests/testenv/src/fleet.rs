@@ -4,10 +4,10 @@
 //! template for the fleet's nodes, its pods, where they run, and an orphan
 //! left behind while skylet is down.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
 
@@ -84,6 +84,21 @@ pub async fn running_on(
         (on.count() == n).then_some(())
     })
     .await;
+}
+
+/// Marks `node` unschedulable (`on`) or schedulable again, as `kubectl
+/// cordon`/`uncordon` do: tests cordon the other nodes while pods are
+/// placed where a preferred affinity alone would not always put them (the
+/// scheduler's default spreading outweighs it now and then).
+///
+/// # Panics
+/// If the API server refuses the patch.
+pub async fn cordon(client: &Client, node: &str, on: bool) {
+    let patch = json!({"spec": {"unschedulable": on}});
+    Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("cordon {node} = {on}: {e}"));
 }
 
 /// Leaves an orphan on `node`: a Running pod of `app` force-deleted while

@@ -11,14 +11,11 @@ use std::{
 };
 
 use k8s_openapi::api::{core::v1::Node, policy::v1::PodDisruptionBudget};
-use kube::{
-    Api,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{Api, api::PostParams};
 use serde_json::{Value, json};
 use skylet_testenv::{
     ControlPlane, eventually,
-    fleet::{self, node_of, pods, running, running_on},
+    fleet::{self, cordon, node_of, pods, running, running_on},
     free_port,
     k8s::{deployment, namespace, node_ready},
     unique_name,
@@ -334,24 +331,11 @@ async fn drain_evicts_through_the_eviction_api_and_honours_the_budget() {
     node_ready(&client, &a).await;
     node_ready(&client, &b).await;
     let ns = namespace(&client, "drain").await;
-    // Both pods on a: b is cordoned while they are placed (the preference
-    // alone loses to the scheduler's default spreading now and then).
-    let nodes: Api<Node> = Api::all(client.clone());
-    let cordon = |on: bool| {
-        let nodes = nodes.clone();
-        let b = b.clone();
-        async move {
-            let patch = json!({"spec": {"unschedulable": on}});
-            nodes
-                .patch(&b, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
-        }
-    };
-    cordon(true).await;
+    // both pods on a: b is cordoned while they are placed
+    cordon(&client, &b, true).await;
     deployment(&client, &ns, "api", 2, template(&name, "api", prefer(&a))).await;
     running_on(&client, &ns, "api", &a, 2, Duration::from_secs(60)).await;
-    cordon(false).await;
+    cordon(&client, &b, false).await;
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "api"},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}
