@@ -68,7 +68,7 @@
 //! Events. README.md has the manifest.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt::Debug,
     sync::{Mutex, MutexGuard, PoisonError},
     time::Duration,
@@ -125,6 +125,10 @@ pub struct KubeProvider {
     /// Fills `running`, from the watch in [`Provider::run`].
     running_writer: Mutex<Writer<Pod>>,
     namespaces: Mutex<HashSet<String>>,
+    /// Held while a namespace is created (the first pods of a namespace
+    /// arrive together: one create, not one per pod), with the namespaces
+    /// whose create was throttled and when to try again.
+    creating: tokio::sync::Mutex<HashMap<String, tokio::time::Instant>>,
     reflections: reflect::Reflections,
     /// Remote pod (namespace, name) -> the home pod it runs, from the watch.
     owners: events::Owners,
@@ -138,13 +142,22 @@ pub struct KubeProvider {
     top: top::Top,
 }
 
+/// How long a 429 of the remote apiserver asks to wait
+/// (`details.retryAfterSeconds`, else 1 s).
+fn retry_after(s: &kube::core::Status) -> Duration {
+    let secs = s.details.as_ref().map_or(0, |d| d.retry_after_seconds);
+    Duration::from_secs(u64::from(secs.clamp(1, 60)))
+}
+
 /// Maps a remote API failure to the provider's error classes.
 pub(crate) fn classify(what: &str, e: kube::Error) -> ProviderError {
     match &e {
         kube::Error::Api(s) if s.code == 404 => {
             ProviderError::NotFound(format!("{what}: {}", s.message))
         }
-        kube::Error::Api(s) if s.code == 429 => ProviderError::Throttled { retry_after: None },
+        kube::Error::Api(s) if s.code == 429 => ProviderError::Throttled {
+            retry_after: Some(retry_after(s)),
+        },
         kube::Error::Api(s) if s.code == 422 || s.code == 400 => ProviderError::invalid(
             "RemoteRejected",
             format!("the remote cluster refused {what}: {}", s.message),
@@ -224,6 +237,7 @@ impl KubeProvider {
             running,
             running_writer: Mutex::new(running_writer),
             namespaces: Mutex::default(),
+            creating: tokio::sync::Mutex::default(),
             top: top::Top::default(),
         }
     }
@@ -289,6 +303,19 @@ impl KubeProvider {
         if lock(&self.namespaces).contains(ns) {
             return Ok(());
         }
+        let mut throttled = self.creating.lock().await;
+        // created while this one waited its turn
+        if lock(&self.namespaces).contains(ns) {
+            return Ok(());
+        }
+        if let Some(until) = throttled.get(ns).copied() {
+            let now = tokio::time::Instant::now();
+            if until > now {
+                return Err(ProviderError::Throttled {
+                    retry_after: Some(until - now),
+                });
+            }
+        }
         let api: Api<Namespace> = Api::all(self.remote.clone());
         let obj: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": ns, "labels": {translate::CLUSTER_ID: self.ctx.cluster_id}}
@@ -304,8 +331,17 @@ impl KubeProvider {
         match created {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(classify(&format!("creating namespace {ns}"), e)),
+            Err(e) => {
+                if let kube::Error::Api(s) = &e
+                    && s.code == 429
+                {
+                    // the pods waiting for this namespace wait as asked too
+                    throttled.insert(ns.to_owned(), tokio::time::Instant::now() + retry_after(s));
+                }
+                return Err(classify(&format!("creating namespace {ns}"), e));
+            }
         }
+        throttled.remove(ns);
         lock(&self.namespaces).insert(ns.to_owned());
         Ok(())
     }
