@@ -39,7 +39,7 @@ use kube::{
 };
 use serde_json::json;
 use skylet_testenv::{
-    ControlPlane, Moto, SKYLET_USER, Skylet, eventually, free_port,
+    ControlPlane, Moto, SKYLET_USER, Skylet, backends, eventually, free_port,
     k8s::{self, namespace, node_ready},
     kwok::{TAINT, kwok_nodes},
     node::RealNode,
@@ -802,20 +802,7 @@ async fn a_remote_pod_reaches_a_home_service_by_name_through_the_remote_dns() {
     let remote = remote_cp.client().await.unwrap();
     grant_endpointslices(&home_cp);
     let vnode = unique_name("dns");
-    let kc = remote_cp.kubeconfig.display().to_string();
-    let s = Skylet::start(
-        &home_cp,
-        Path::new(BIN),
-        &vnode,
-        &[
-            "--provider",
-            "kubernetes",
-            "--remote-kubeconfig",
-            &kc,
-            "--cluster-id",
-            "home",
-        ],
-    );
+    let s = backends::start_remote_skylet(&home_cp, &vnode, &remote_cp.kubeconfig, &[]);
     node_ready(&home, &vnode).await;
     let ns = &namespace(&home, "dns").await;
 

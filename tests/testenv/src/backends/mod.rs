@@ -23,7 +23,7 @@ use std::path::PathBuf;
 pub use aci::Aci;
 pub use ecs::{Ecs, task_tag};
 pub use mock::Mock;
-pub use remote::Remote;
+pub use remote::{Remote, start_skylet as start_remote_skylet};
 
 /// The `skylet` binary: `$SKYLET_BIN` when set (the soak, `hack/soak`),
 /// else the one cargo built next to the running test binary

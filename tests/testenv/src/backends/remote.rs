@@ -33,30 +33,27 @@ impl std::fmt::Debug for Remote {
     }
 }
 
+/// Starts skylet on `cp` as node `node` with the remote-Kubernetes backend
+/// driving the cluster of `kubeconfig` (cluster id `home`), plus `extra`
+/// flags.
+pub fn start_skylet(cp: &ControlPlane, node: &str, kubeconfig: &Path, extra: &[&str]) -> Skylet {
+    let kc = kubeconfig.display().to_string();
+    let mut args = vec![
+        "--provider",
+        "kubernetes",
+        "--remote-kubeconfig",
+        &kc,
+        "--cluster-id",
+        "home",
+    ];
+    args.extend_from_slice(extra);
+    Skylet::start(cp, &skylet_bin(), node, &args)
+}
+
 impl Remote {
     /// The remote control plane.
     pub fn cluster(&self) -> &ControlPlane {
         &self.cp
-    }
-
-    fn start_skylet(
-        &self,
-        cp: &ControlPlane,
-        node: &str,
-        kubeconfig: &Path,
-        extra: &[&str],
-    ) -> Skylet {
-        let kc = kubeconfig.display().to_string();
-        let mut args = vec![
-            "--provider",
-            "kubernetes",
-            "--remote-kubeconfig",
-            &kc,
-            "--cluster-id",
-            "home",
-        ];
-        args.extend_from_slice(extra);
-        Skylet::start(cp, &skylet_bin(), node, &args)
     }
 
     async fn remote_pods(&self, node: &str) -> Vec<Pod> {
@@ -102,7 +99,7 @@ impl BackendUnderTest for Remote {
     }
 
     fn skylet(&self, cp: &ControlPlane, node: &str, extra: &[&str]) -> Skylet {
-        self.start_skylet(cp, node, &self.cp.kubeconfig, extra)
+        start_skylet(cp, node, &self.cp.kubeconfig, extra)
     }
 
     fn node_labels(&self) -> Vec<(&'static str, String)> {
@@ -166,6 +163,6 @@ impl BehindProxy for Remote {
         let kc = proxy
             .kubeconfig(&self.cp.kubeconfig, &format!("proxy-{node}"))
             .expect("a kubeconfig through the proxy");
-        self.start_skylet(cp, node, &kc, extra)
+        start_skylet(cp, node, &kc, extra)
     }
 }
