@@ -15,6 +15,7 @@ pub mod backends;
 pub mod config;
 pub mod cost;
 pub mod failover;
+pub mod kubeclient;
 pub mod leader;
 pub mod metrics;
 pub mod node;

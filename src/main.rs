@@ -98,5 +98,5 @@ async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
         // deadline, never a series of retries that could land after it
         kc.default_retry = false;
     }
-    kube::Client::try_from(kc).context("cannot build a Kubernetes client")
+    skylet::kubeclient::client(kc).context("cannot build a Kubernetes client")
 }
