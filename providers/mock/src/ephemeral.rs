@@ -45,7 +45,7 @@ pub(crate) fn start(inner: &Arc<Inner>, pod: &Pod) -> Result<()> {
             started.push((p.ephemeral.len(), c.logs.clone(), c.usage.clone(), plan));
             p.ephemeral.push(c);
         }
-        p.stop.subscribe()
+        p.stop.clone()
     };
     inner.publish(&uid);
     for (i, logs, usage, plan) in started {
@@ -54,12 +54,12 @@ pub(crate) fn start(inner: &Arc<Inner>, pod: &Pod) -> Result<()> {
         }
         let weak = Arc::downgrade(inner);
         let uid = uid.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let job = async move {
             let out = Out { logs, usage };
             let code = tokio::select! {
                 code = plan.program.run(&plan.sandbox, &out) => code,
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             };
             let Some(inner) = weak.upgrade() else { return };
             let finished = Timestamp::now();

@@ -45,7 +45,6 @@ use skylet_toysh::{Input, Sandbox, Shell};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
-    sync::watch,
 };
 
 use crate::{Inner, logs::LogBuffer, pod::CState, term::Term};
@@ -60,7 +59,7 @@ const KILLED: i32 = 137;
 struct Target {
     sandbox: Arc<Sandbox>,
     logs: Arc<LogBuffer>,
-    stop: watch::Receiver<bool>,
+    stop: skylet_provider::CancellationToken,
 }
 
 /// Finds a running container, or says why there is none.
@@ -82,17 +81,13 @@ fn target(inner: &Inner, pod: &PodRef, container: &str) -> Result<Target> {
     Ok(Target {
         sandbox: c.sandbox.clone(),
         logs: c.logs.clone(),
-        stop: p.stop.subscribe(),
+        stop: p.stop.clone(),
     })
 }
 
 /// Resolves when the pod is deleted.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow_and_update() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
+async fn stopped(stop: skylet_provider::CancellationToken) {
+    stop.cancelled().await;
 }
 
 /// Runs `command` in a running container (see the module docs).

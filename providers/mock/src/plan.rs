@@ -2,7 +2,11 @@
 //! its program (from its command and args) and its sandbox (the resolved
 //! environment, and the files of its volume mounts by path).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, LazyLock, Mutex, Weak},
+};
 
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Container;
@@ -51,7 +55,7 @@ fn plan(rp: &ResolvedPod, c: Container, init: bool, restart: Restart) -> Plan {
         .unwrap_or_default();
     Plan {
         program: Program::parse(&words),
-        sandbox: Arc::new(Sandbox {
+        sandbox: shared(Sandbox {
             env,
             files: files(rp, &c),
         }),
@@ -65,6 +69,36 @@ fn plan(rp: &ResolvedPod, c: Container, init: bool, restart: Restart) -> Plan {
         name: c.name,
         init,
     }
+}
+
+/// `sandbox`, shared with every container that has the same one.
+///
+/// Containers of pods made from one template see the same environment
+/// (the service links of their namespace, the same variables) and no
+/// files of their own, so 10,000 such pods held 10,000 copies of one
+/// sandbox (7 MB, heaptrack; BENCHMARKS.md). Sandboxes are never changed
+/// once made, so identical ones are one: a pool of weak references by hash,
+/// pruned of the dead ones as it doubles.
+fn shared(sandbox: Sandbox) -> Arc<Sandbox> {
+    /// The live sandboxes by hash, and the hasher.
+    type Pool = (RandomState, HashMap<u64, Weak<Sandbox>>);
+    static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Mutex::default);
+    let mut pool = POOL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (hasher, sandboxes) = &mut *pool;
+    let hash = hasher.hash_one(&sandbox);
+    if let Some(same) = sandboxes.get(&hash).and_then(Weak::upgrade)
+        && *same == sandbox
+    {
+        return same;
+    }
+    let made = Arc::new(sandbox);
+    sandboxes.insert(hash, Arc::downgrade(&made));
+    if sandboxes.len() >= 1024 && sandboxes.len().is_power_of_two() {
+        sandboxes.retain(|_, s| s.strong_count() > 0);
+    }
+    made
 }
 
 /// The files a container sees: every file of a resolved volume under its
@@ -91,4 +125,29 @@ fn files(rp: &ResolvedPod, c: &Container) -> BTreeMap<String, Bytes> {
         }
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(value: &str) -> Sandbox {
+        Sandbox {
+            env: vec![("KUBERNETES_SERVICE_HOST".into(), value.into())],
+            files: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn identical_sandboxes_are_one_and_different_ones_are_not() {
+        let a = shared(sandbox("10.0.0.1"));
+        let b = shared(sandbox("10.0.0.1"));
+        let c = shared(sandbox("10.0.0.2"));
+        assert!(Arc::ptr_eq(&a, &b), "the same sandbox is shared");
+        assert!(!Arc::ptr_eq(&a, &c), "a different one is not");
+        assert_eq!(c.env[0].1, "10.0.0.2");
+        drop((a, b));
+        let again = shared(sandbox("10.0.0.1"));
+        assert_eq!(again.env[0].1, "10.0.0.1", "made again once the others are gone");
+    }
 }

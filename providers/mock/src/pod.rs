@@ -11,9 +11,8 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use skylet_provider::{BackendPod, PodRef, ProviderError, Result};
+use skylet_provider::{BackendPod, CancellationToken, PodRef, ProviderError, Result};
 use skylet_toysh::Sandbox;
-use tokio::sync::watch;
 
 use crate::{logs::LogBuffer, plan::Plan, probe::Life, state, usage::Usage};
 
@@ -27,8 +26,10 @@ pub(crate) struct MockPod {
     pub(crate) app: Vec<Container>,
     /// Ephemeral containers (`kubectl debug`), added while it runs.
     pub(crate) ephemeral: Vec<Container>,
-    /// Dropped when the pod is deleted: running scripts stop.
-    pub(crate) stop: watch::Sender<bool>,
+    /// Cancelled when the pod is deleted or dropped: running scripts stop.
+    /// (A token, 100 bytes or so, where a watch channel took 350: the
+    /// simulated backend holds one per pod.)
+    pub(crate) stop: CancellationToken,
     /// Probes and restarts of app containers, by name.
     pub(crate) lives: HashMap<String, Life>,
 }
@@ -61,6 +62,12 @@ pub(crate) enum CState {
     },
 }
 
+impl Drop for MockPod {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl MockPod {
     /// A pod just created from its plans: every container waiting.
     pub(crate) fn new(
@@ -68,7 +75,7 @@ impl MockPod {
         created: Timestamp,
         ip: String,
         plans: &[Plan],
-        stop: watch::Sender<bool>,
+        stop: CancellationToken,
     ) -> Self {
         let (init, app): (Vec<&Plan>, Vec<&Plan>) = plans.iter().partition(|p| p.init);
         let waiting = |plans: Vec<&Plan>| {
@@ -122,7 +129,7 @@ impl MockPod {
             init: containers(saved.init),
             app: containers(saved.app),
             ephemeral: containers(saved.ephemeral),
-            stop: watch::channel(false).0,
+            stop: CancellationToken::new(),
             lives: HashMap::new(),
         };
         pod.phase = pod.compute_phase();

@@ -15,7 +15,6 @@ use skylet_provider::{
     LogOptions, LogStream, PodRef, PodStats, PortStream, Provider, ProviderError, ResolvedPod,
     Result,
 };
-use tokio::sync::watch;
 
 use crate::{
     Inner, MockProvider, REJECT_ANNOTATION, exec, logs, plan,
@@ -65,7 +64,7 @@ impl Provider for MockProvider {
         }
         admit(&self.inner, rp)?;
         let plans = plan::plans(rp);
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = skylet_provider::CancellationToken::new();
         let now = Timestamp::now();
         let ip = self.inner.allocate_ip();
         {
@@ -73,11 +72,11 @@ impl Provider for MockProvider {
             if pods.contains_key(&pod.uid) {
                 return Ok(());
             }
-            let created = MockPod::new(pod.clone(), now, ip, &plans, stop);
+            let created = MockPod::new(pod.clone(), now, ip, &plans, stop.clone());
             pods.insert(pod.uid.clone(), created);
         }
         self.inner.creates.fetch_add(1, Ordering::Relaxed);
-        run::start(&self.inner, &pod.uid, plans, now, stop_rx);
+        run::start(&self.inner, &pod.uid, plans, now, stop);
         Ok(())
     }
 
@@ -130,7 +129,7 @@ impl Provider for MockProvider {
         self.inner.reachable()?;
         let removed = self.inner.lock().remove(&pod.uid);
         if let Some(p) = removed {
-            let _ = p.stop.send(true);
+            p.stop.cancel();
             for c in p.init.iter().chain(&p.app).chain(&p.ephemeral) {
                 c.logs.close();
             }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use skylet_provider::CancellationToken;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use k8s_openapi::{
@@ -24,7 +24,7 @@ pub(crate) fn start(
     uid: &str,
     plans: Vec<Plan>,
     now: Timestamp,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let latency = inner.config.start_latency;
     let needs_task = latency > Duration::ZERO
@@ -105,12 +105,12 @@ async fn run_pod(
     uid: String,
     plans: Vec<Plan>,
     latency: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     if !latency.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(latency) => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
     let (init, app): (Vec<Plan>, Vec<Plan>) = plans.into_iter().partition(|p| p.init);
@@ -159,7 +159,7 @@ async fn run_container(
     init: bool,
     i: usize,
     plan: Plan,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Option<i32> {
     let mut restarts = 0;
     loop {
@@ -169,7 +169,7 @@ async fn run_container(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return None,
+            () = stop.cancelled() => return None,
         }
         restarts += 1;
         inner.update(uid, |p| {
@@ -189,7 +189,7 @@ async fn run_once(
     init: bool,
     i: usize,
     plan: &Plan,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     restarts: i32,
 ) -> Option<(i32, Option<Duration>)> {
     let started = Timestamp::now();
@@ -233,7 +233,7 @@ async fn run_once(
     let code = tokio::select! {
         code = program => code,
         code = probe::supervise(inner, &pod, &plan.name, &plan.probes, &plan.sandbox), if !init => code,
-        _ = stop.changed() => return None,
+        () = stop.cancelled() => return None,
     };
     let finished = Timestamp::now();
     let again = (!init && plan.restart.restarts(code)).then(|| probe::backoff(restarts));

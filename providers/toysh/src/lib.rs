@@ -41,7 +41,7 @@ pub use exec::{Flow, Input, Session, Shell};
 pub use program::{Output, Program};
 
 /// What a simulated container sees: its environment and its files.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Sandbox {
     /// `NAME=value` pairs, in order (`env` prints them so).
     pub env: Vec<(String, String)>,
