@@ -347,20 +347,28 @@ mod tests {
     #[test]
     fn a_slim_record_keeps_a_running_pods_status_in_a_fraction_of_its_json() {
         let mut running = pod();
-        let conditions: Vec<_> = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
-            .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": "2026-12-08T09:14:03Z"}))
-            .into();
-        running.status = Some(serde_json::from_value(json!({
-            "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "10.7.3.211", "podIPs": [{"ip": "10.7.3.211"}], "qosClass": "BestEffort",
-            "startTime": "2026-12-08T09:14:02Z", "observedGeneration": 1,
-            "conditions": conditions,
-            "containerStatuses": [{"name": "a", "image": "img-a", "imageID": "mock://img-a",
-                "containerID": "mock://0f4f5e3c-8f65-4f0e-a0f4-2b1d5c8e9a71/a", "ready": true,
-                "started": true, "restartCount": 0, "lastState": {},
-                "state": {"running": {"startedAt": "2026-12-08T09:14:03Z"}}}]
-        }))
-        .unwrap());
+        let conditions: Vec<_> = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        ]
+        .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": "2026-12-08T09:14:03Z"}))
+        .into();
+        running.status = Some(
+            serde_json::from_value(json!({
+                "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": "10.7.3.211", "podIPs": [{"ip": "10.7.3.211"}], "qosClass": "BestEffort",
+                "startTime": "2026-12-08T09:14:02Z", "observedGeneration": 1,
+                "conditions": conditions,
+                "containerStatuses": [{"name": "a", "image": "img-a", "imageID": "mock://img-a",
+                    "containerID": "mock://0f4f5e3c-8f65-4f0e-a0f4-2b1d5c8e9a71/a", "ready": true,
+                    "started": true, "restartCount": 0, "lastState": {},
+                    "state": {"running": {"startedAt": "2026-12-08T09:14:03Z"}}}]
+            }))
+            .unwrap(),
+        );
         let json = serde_json::to_vec(&Pod {
             metadata: ObjectMeta::default(),
             ..running.clone()
@@ -376,6 +384,10 @@ mod tests {
             "{} bytes kept for {json} bytes of JSON",
             rest.len()
         );
-        assert_eq!(slim.pod().status, running.status, "the status comes back whole");
+        assert_eq!(
+            slim.pod().status,
+            running.status,
+            "the status comes back whole"
+        );
     }
 }

@@ -148,6 +148,9 @@ mod tests {
         assert_eq!(c.env[0].1, "10.0.0.2");
         drop((a, b));
         let again = shared(sandbox("10.0.0.1"));
-        assert_eq!(again.env[0].1, "10.0.0.1", "made again once the others are gone");
+        assert_eq!(
+            again.env[0].1, "10.0.0.1",
+            "made again once the others are gone"
+        );
     }
 }
