@@ -44,6 +44,7 @@ use crate::{config::PodsConfig, metrics::NodeMetrics};
 
 mod changes;
 mod decide;
+mod packed;
 pub mod policy;
 mod push;
 mod queue;

@@ -17,7 +17,7 @@
 //! when a reconcile needs it (a few hundred at most at once: the work
 //! queue's lanes). The JSON (about 1 KB for a pod of one container, nearly
 //! all of it its status) is kept compressed by zstd against a dictionary of
-//! what pod statuses have in common (`record_dict.json`, [`packed`]): about
+//! what pod statuses have in common (`record_dict.json`, [`super::packed`]): about
 //! a fifth of the size, a few microseconds each way.
 
 use std::{borrow::Cow, sync::Arc};
@@ -29,6 +29,8 @@ use k8s_openapi::{
 };
 use kube::{Resource, runtime::watcher};
 use skylet_provider::PodRef;
+
+use super::packed;
 
 /// A pod as the store keeps it: whole, or slim once the backend holds it.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -45,7 +47,7 @@ enum Body {
     Whole(Arc<Pod>),
     Slim {
         phase: Option<Box<str>>,
-        /// A `Pod` without metadata, as [`packed`] JSON: the containers'
+        /// A `Pod` without metadata, as [`packed`](super::packed) JSON: the containers'
         /// names, images and resources, `nodeName`, the status.
         rest: Box<[u8]>,
     },
@@ -160,63 +162,6 @@ impl PodRecord {
             m.name.clone().unwrap_or_default(),
             m.uid.clone().unwrap_or_default(),
         )
-    }
-}
-
-/// The slim records' JSON, compressed.
-///
-/// zstd (level 3) with a raw-content dictionary: the JSON of a typical
-/// Running pod and the parts that Pending and ended pods add. A record's
-/// JSON shares most of its bytes with it (keys, condition types, the date
-/// of its timestamps), so it compresses to about a fifth where on its own
-/// it would barely shrink. The dictionary is prepared once per process; the
-/// (de)compression contexts, a few KB with so small a dictionary, once per
-/// thread.
-mod packed {
-    use std::{cell::RefCell, sync::LazyLock};
-
-    use zstd::{
-        bulk::{Compressor, Decompressor},
-        dict::{DecoderDictionary, EncoderDictionary},
-    };
-
-    /// What pod statuses have in common; the most common last (zstd
-    /// matches recent bytes most cheaply).
-    static DICTIONARY: &[u8] = include_bytes!("record_dict.json");
-    const LEVEL: i32 = 3;
-
-    static ENCODER: LazyLock<EncoderDictionary<'static>> =
-        LazyLock::new(|| EncoderDictionary::copy(DICTIONARY, LEVEL));
-    static DECODER: LazyLock<DecoderDictionary<'static>> =
-        LazyLock::new(|| DecoderDictionary::copy(DICTIONARY));
-
-    thread_local! {
-        static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
-        static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
-    }
-
-    /// `json` compressed; `None` if zstd failed (it does not, in memory).
-    pub(super) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
-        COMPRESSOR.with_borrow_mut(|c| {
-            if c.is_none() {
-                *c = Some(Compressor::with_prepared_dictionary(&ENCODER).ok()?);
-            }
-            let out = c.as_mut()?.compress(json).ok()?;
-            Some(out.into_boxed_slice())
-        })
-    }
-
-    /// The JSON `packed` was made from.
-    pub(super) fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
-        let size = zstd::zstd_safe::get_frame_content_size(packed).ok()??;
-        DECOMPRESSOR.with_borrow_mut(|d| {
-            if d.is_none() {
-                *d = Some(Decompressor::with_prepared_dictionary(&DECODER).ok()?);
-            }
-            d.as_mut()?
-                .decompress(packed, usize::try_from(size).ok()?)
-                .ok()
-        })
     }
 }
 
