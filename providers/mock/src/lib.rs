@@ -90,7 +90,9 @@ type Job = BoxFuture<'static, ()>;
 
 struct Inner {
     config: Config,
-    pods: Mutex<HashMap<String, MockPod>>,
+    /// By UID; boxed, so that the map's spare room (a third of it after
+    /// it grows) costs a pointer per slot, not a whole `MockPod`.
+    pods: Mutex<HashMap<String, Box<MockPod>>>,
     sink: Sink,
     jobs: mpsc::UnboundedSender<Job>,
     /// Taken by `Provider::run` while it runs.
@@ -122,7 +124,7 @@ impl MockProvider {
         let pods = saved
             .pods
             .into_iter()
-            .map(MockPod::restored)
+            .map(|saved| Box::new(MockPod::restored(saved)))
             .map(|p| (p.pod.uid.clone(), p))
             .collect();
         Self {
@@ -173,7 +175,7 @@ impl Inner {
         Some(capacity.saturating_sub(others))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MockPod>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<MockPod>>> {
         // A panic while holding the lock would be a bug in this file; the map
         // stays consistent either way, so keep going.
         self.pods
@@ -206,7 +208,7 @@ impl Inner {
             state::Saved {
                 creates: self.creates.load(Ordering::Relaxed),
                 next_ip: self.next_ip.load(Ordering::Relaxed),
-                pods: pods.values().map(MockPod::saved).collect(),
+                pods: pods.values().map(|p| p.saved()).collect(),
             }
         };
         state::store(path, &snapshot);
@@ -214,7 +216,7 @@ impl Inner {
 
     fn publish(&self, uid: &str) {
         self.save();
-        let snapshot = self.lock().get(uid).map(MockPod::backend_pod);
+        let snapshot = self.lock().get(uid).map(|p| p.backend_pod());
         if let Some(bp) = snapshot {
             self.sink.status(bp);
         }

@@ -73,7 +73,7 @@ impl Provider for MockProvider {
                 return Ok(());
             }
             let created = MockPod::new(pod.clone(), now, ip, &plans, stop.clone());
-            pods.insert(pod.uid.clone(), created);
+            pods.insert(pod.uid.clone(), Box::new(created));
         }
         self.inner.creates.fetch_add(1, Ordering::Relaxed);
         run::start(&self.inner, &pod.uid, plans, now, stop);
@@ -144,7 +144,7 @@ impl Provider for MockProvider {
             .inner
             .lock()
             .values()
-            .map(MockPod::backend_pod)
+            .map(|p| p.backend_pod())
             .collect())
     }
 
