@@ -47,7 +47,7 @@ enum Body {
     Whole(Arc<Pod>),
     Slim {
         phase: Option<Box<str>>,
-        /// A `Pod` without metadata, as [`packed`](super::packed) JSON: the containers'
+        /// A `Pod` without metadata, as [`packed`] JSON: the containers'
         /// names, images and resources, `nodeName`, the status.
         rest: Box<[u8]>,
     },
