@@ -32,7 +32,7 @@ thread_local! {
 }
 
 /// `json` compressed; `None` if zstd failed (it does not, in memory).
-pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
+fn pack(json: &[u8]) -> Option<Box<[u8]>> {
     COMPRESSOR.with_borrow_mut(|c| {
         if c.is_none() {
             *c = Some(Compressor::with_prepared_dictionary(&ENCODER).ok()?);
@@ -43,7 +43,7 @@ pub(crate) fn pack(json: &[u8]) -> Option<Box<[u8]>> {
 }
 
 /// The JSON `packed` was made from.
-pub(crate) fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
+fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
     let size = zstd::zstd_safe::get_frame_content_size(packed).ok()??;
     DECOMPRESSOR.with_borrow_mut(|d| {
         if d.is_none() {
@@ -53,4 +53,15 @@ pub(crate) fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
             .decompress(packed, usize::try_from(size).ok()?)
             .ok()
     })
+}
+
+/// `value` as packed JSON; `None` if serializing or compressing failed
+/// (neither does for k8s-openapi structs in memory).
+pub(crate) fn to_packed(value: &impl serde::Serialize) -> Option<Box<[u8]>> {
+    pack(&serde_json::to_vec(value).ok()?)
+}
+
+/// The value `packed` was made from by [`to_packed`].
+pub(crate) fn from_packed<T: serde::de::DeserializeOwned>(packed: &[u8]) -> Option<T> {
+    serde_json::from_slice(&unpack(packed)?).ok()
 }

@@ -14,8 +14,8 @@
 //! A k8s-openapi `Pod` is 2.4 KB before any of its fields is set (its
 //! `Container` alone is 2.1 KB), so a slim record does not keep a `Pod`: it
 //! keeps the slim pod serialized, and [`PodRecord::pod`] builds it again
-//! when a reconcile needs it (a few hundred at most at once: the work
-//! queue's lanes). The JSON (about 1 KB for a pod of one container, nearly
+//! when a reconcile needs it (a few hundred at most at once: the
+//! lanes). The JSON (about 1 KB for a pod of one container, nearly
 //! all of it its status) is kept compressed by zstd against a dictionary of
 //! what pod statuses have in common (`record_dict.json`, [`super::packed`]): about
 //! a fifth of the size, a few microseconds each way.
@@ -108,14 +108,14 @@ impl PodRecord {
             spec,
             status: pod.status,
         };
-        match serde_json::to_vec(&rest).map(|json| packed::pack(&json)) {
-            Ok(Some(rest)) => Self {
+        match packed::to_packed(&rest) {
+            Some(rest) => Self {
                 metadata,
                 body: Body::Slim { phase, rest },
             },
             // serializing k8s-openapi structs does not fail, nor does
             // compressing bytes in memory; keep it whole if either did
-            Ok(None) | Err(_) => Self {
+            None => Self {
                 metadata,
                 body: Body::Whole(Arc::new(rest)),
             },
@@ -132,9 +132,7 @@ impl PodRecord {
         match &self.body {
             Body::Whole(p) => p.clone(),
             Body::Slim { rest, .. } => {
-                let mut pod: Pod = packed::unpack(rest)
-                    .and_then(|json| serde_json::from_slice(&json).ok())
-                    .unwrap_or_default();
+                let mut pod: Pod = packed::from_packed(rest).unwrap_or_default();
                 pod.metadata = self.metadata.clone();
                 Arc::new(pod)
             }

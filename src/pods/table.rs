@@ -54,10 +54,7 @@ impl Held {
 /// memory; if either did, the empty bytes decode to no status and the next
 /// report replaces it.
 fn encode(status: &PodStatus) -> Box<[u8]> {
-    serde_json::to_vec(status)
-        .ok()
-        .and_then(|json| super::packed::pack(&json))
-        .unwrap_or_default()
+    super::packed::to_packed(status).unwrap_or_default()
 }
 
 /// A listing of the backend read a page at a time: when it started, and
@@ -174,11 +171,7 @@ impl PodTable {
             .rows
             .get(uid)
             .and_then(|r| r.held.as_ref())
-            .map(|h| {
-                super::packed::unpack(&h.status)
-                    .and_then(|json| serde_json::from_slice(&json).ok())
-                    .unwrap_or_default()
-            })
+            .map(|h| super::packed::from_packed(&h.status).unwrap_or_default())
     }
 
     /// Whether the store may keep only the slim record of `uid`.
