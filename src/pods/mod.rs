@@ -2,13 +2,13 @@
 //! write their status back, delete them gracefully, and sweep the backend.
 //!
 //! The path of a pod (ARCHITECTURE.md has the picture):
-//! - the watch on `spec.nodeName` feeds kube-runtime's `Controller`
-//!   (per-pod serialization and deduplication), which calls
-//!   [`reconcile`](reconcile::reconcile) for every change, and for every pod
-//!   whose backend state changed ([`push`], [`sweep`]);
-//! - a reconcile waits for its turn in a [lane](lanes), gathers what skylet
-//!   knows of the pod, [decides](decide) what to do, and does it: resolve and
-//!   create, write the backend's status, stop, finalize;
+//! - the watch on `spec.nodeName` feeds the [work queue](queue) (one entry
+//!   per pod, never two reconciles of a pod at once, first come first
+//!   served in two lanes), as do the pods whose backend state changed
+//!   ([`push`], [`sweep`]) and the reconciles that asked to run again later;
+//! - a [reconcile](reconcile::reconcile) gathers what skylet knows of the
+//!   pod, [decides](decide) what to do, and does it: resolve and create,
+//!   write the backend's status, stop, finalize;
 //! - a failure is judged once, by [`policy`];
 //! - [`table::PodTable`] holds, per pod, what the backend last reported and
 //!   skylet's own bookkeeping, behind one lock;
@@ -24,19 +24,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
 use skylet_provider::{PodRef, Provider, SinkReceiver};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -44,10 +44,10 @@ use crate::{config::PodsConfig, metrics::NodeMetrics};
 
 mod changes;
 mod decide;
-mod lanes;
 mod packed;
 pub mod policy;
 mod push;
+mod queue;
 mod reconcile;
 mod record;
 pub mod resolve;
@@ -56,6 +56,7 @@ mod sweep;
 mod table;
 
 pub use policy::{Error, Result};
+use queue::{Key, Lane, WorkQueue};
 pub use record::PodRecord;
 use table::PodTable;
 
@@ -83,8 +84,7 @@ pub struct Ctx<P> {
     recorder: Recorder,
     source: resolve::KubeSource,
     node_info: resolve::NodeInfo,
-    trigger: mpsc::UnboundedSender<ObjectRef<PodRecord>>,
-    lanes: lanes::Lanes,
+    trigger: mpsc::UnboundedSender<Key>,
     /// What the node shows of refusals and use.
     signals: Arc<crate::node::Signals>,
     /// What the pods cost, when the backend has a price.
@@ -96,8 +96,9 @@ pub struct Ctx<P> {
 /// Reconciles the pods bound to this node.
 pub struct PodController<P> {
     ctx: Arc<Ctx<P>>,
-    controller: Controller<PodRecord>,
-    triggers: mpsc::UnboundedReceiver<ObjectRef<PodRecord>>,
+    /// The pods of the node as the watch applies them to the store.
+    pods: BoxStream<'static, Result<watcher::Event<PodRecord>, watcher::Error>>,
+    triggers: mpsc::UnboundedReceiver<Key>,
     services: (Store<Service>, reflector::store::Writer<Service>),
     events: SinkReceiver,
 }
@@ -130,10 +131,7 @@ impl<P: Provider> PodController<P> {
             .modify(|p: &mut Pod| p.managed_fields_mut().clear())
             .map_ok(move |ev| record::keep(ev, |uid| settled.settled(uid)))
             .reflect(writer)
-            .applied_objects();
-        let controller = Controller::for_stream(stream, store.clone())
-            // unbounded here: `Lanes` limits and orders them
-            .with_config(kube::runtime::controller::Config::default().concurrency(0));
+            .boxed();
         let (trigger, triggers) = mpsc::unbounded_channel();
         let (services_store, services_writer) = reflector::store();
         let recorder = Recorder::new(
@@ -168,12 +166,11 @@ impl<P: Provider> PodController<P> {
             recorder,
             node_info,
             trigger,
-            lanes: lanes::Lanes::new(config.concurrency, config.status_concurrency),
             config,
         });
         Self {
             ctx,
-            controller,
+            pods: stream,
             triggers,
             services: (services_store, services_writer),
             events,
@@ -189,7 +186,7 @@ impl<P: Provider> PodController<P> {
     pub async fn run(self, shutdown: CancellationToken) {
         let Self {
             ctx,
-            controller,
+            pods,
             triggers,
             services,
             events,
@@ -232,19 +229,114 @@ impl<P: Provider> PodController<P> {
         tokio::spawn(retry_on_recovery(ctx.clone(), shutdown.clone()).in_current_span());
         tokio::spawn(sweep::sweep_loop(ctx.clone(), shutdown.clone()).in_current_span());
 
-        let triggers = tokio_stream::wrappers::UnboundedReceiverStream::new(triggers);
-        controller
-            .reconcile_on(triggers)
-            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-            .run(reconcile::reconcile, reconcile::on_error, ctx.clone())
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile loop");
-                }
-            })
-            .await;
+        work(ctx, pods, triggers, shutdown).await;
         svc_task.abort();
     }
+}
+
+/// The controller's loop: queues every pod the watch applies, every trigger
+/// and every timer that fires, and starts reconciles as the lanes have room,
+/// until `shutdown`; then lets the running reconciles end.
+async fn work<P: Provider>(
+    ctx: Arc<Ctx<P>>,
+    mut pods: BoxStream<'static, Result<watcher::Event<PodRecord>, watcher::Error>>,
+    mut triggers: mpsc::UnboundedReceiver<Key>,
+    shutdown: CancellationToken,
+) {
+    let mut queue = WorkQueue::new(ctx.config.concurrency, ctx.config.status_concurrency);
+    let mut running: JoinSet<(Key, queue::Action)> = JoinSet::new();
+    let mut running_ids = std::collections::HashMap::new();
+    // nothing runs before the store holds every pod of the node: the
+    // watch's first list has ended
+    let mut is_ready = false;
+    loop {
+        if is_ready {
+            for lane in [Lane::Backend, Lane::Status] {
+                while let Some(key) = queue.next(lane) {
+                    let Some(record) = ctx.store.get(&key.object_ref()) else {
+                        // gone: nothing left to do for it
+                        queue.done(key, queue::Action::await_change(), |k| ctx.lane(k));
+                        continue;
+                    };
+                    let c = ctx.clone();
+                    let k = key.clone();
+                    let task = running.spawn(
+                        async move {
+                            let action = match reconcile::reconcile(record.clone(), c.clone()).await
+                            {
+                                Ok(a) => a,
+                                Err(e) => reconcile::on_error(record, &e, c),
+                            };
+                            (k, action)
+                        }
+                        .in_current_span(),
+                    );
+                    running_ids.insert(task.id(), key);
+                }
+            }
+        }
+        ctx.metrics
+            .reconcile_queue
+            .set(i64::try_from(queue.depth()).unwrap_or(i64::MAX));
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(ev) = pods.next() => match ev {
+                Ok(ev) => is_ready |= on_watch_event(&mut queue, &ctx.store, ev, |k| ctx.lane(k)),
+                Err(e) => tracing::debug!(error = %e, "pod watch error; retrying"),
+            },
+            Some(key) = triggers.recv() => queue.add(key, |k| ctx.lane(k)),
+            key = queue.expired() => queue.add(key, |k| ctx.lane(k)),
+            Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                let (key, action) = match ended {
+                    Ok((id, done)) => {
+                        running_ids.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        // a bug in a reconcile; the pod is tried again later
+                        tracing::error!(error = %e, "a reconcile panicked");
+                        let Some(key) = running_ids.remove(&e.id()) else { continue };
+                        (key, queue::Action::requeue(Duration::from_secs(10)))
+                    }
+                };
+                queue.done(key, action, |k| ctx.lane(k));
+            }
+        }
+    }
+    // as a graceful shutdown of kube-runtime's Controller: what runs ends
+    while running.join_next().await.is_some() {}
+    ctx.metrics.reconcile_queue.set(0);
+}
+
+/// Queues the pods a watch event names, once the store shows them as the
+/// event does; true when a list of the node's pods has ended.
+///
+/// The reflector has applied `ev` to `store` already. For an `Apply` the
+/// store is current. A (re-)list, though, is buffered: the store keeps its
+/// old view until `InitDone`, so a reconcile started on an `InitApply`
+/// would act on the pod as it was before the watch broke (not yet deleted,
+/// say) and then wait for a change that has already happened. The listed
+/// pods are queued at `InitDone`, all of them, as the store then holds them.
+fn on_watch_event(
+    queue: &mut WorkQueue,
+    store: &Store<PodRecord>,
+    ev: watcher::Event<PodRecord>,
+    lane: impl Fn(&Key) -> Lane,
+) -> bool {
+    match ev {
+        watcher::Event::Apply(p) => queue.add(Key::of(&p), &lane),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => {
+            for p in store.state() {
+                queue.add(Key::of(&p), &lane);
+            }
+            return true;
+        }
+        // gone from the apiserver: nothing to reconcile; what the backend
+        // still runs for it is the sweep's
+        watcher::Event::Delete(_) => {}
+    }
+    false
 }
 
 /// When the backend answers again after an outage, wakes at once the pods
@@ -297,6 +389,21 @@ impl<P: Provider> Ctx<P> {
 }
 
 impl<P> Ctx<P> {
+    /// The lane `key`'s reconcile waits in: the status lane for a pod the
+    /// backend holds and that is not being deleted, the backend lane
+    /// otherwise.
+    fn lane(&self, key: &Key) -> Lane {
+        match self.store.get(&key.object_ref()) {
+            Some(p)
+                if p.meta().deletion_timestamp.is_none()
+                    && self.table.in_backend(&p.uid().unwrap_or_default()) =>
+            {
+                Lane::Status
+            }
+            _ => Lane::Backend,
+        }
+    }
+
     /// The whole `pod`: itself, or for a slim one (`slim`), the pod as the
     /// apiserver has it now; `None` once it is gone or was replaced.
     async fn whole(&self, pod: &Arc<Pod>, slim: bool) -> Result<Option<Arc<Pod>>> {
@@ -316,8 +423,90 @@ impl<P> Ctx<P> {
 
     /// Wakes the reconcile of `pod`.
     fn trigger(&self, pod: &PodRef) {
-        let _ = self
-            .trigger
-            .send(ObjectRef::new(&pod.name).within(&pod.namespace));
+        let _ = self.trigger.send(Key::new(&pod.namespace, &pod.name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn pod(name: &str, deleting: bool) -> PodRecord {
+        PodRecord::from(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                deletion_timestamp: deleting.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        })
+    }
+
+    /// What the controller's loop does with one event: the reflector
+    /// applies it to the store first, as `reflect` does.
+    fn deliver(
+        queue: &mut WorkQueue,
+        store: &Store<PodRecord>,
+        writer: &mut reflector::store::Writer<PodRecord>,
+        ev: Event<PodRecord>,
+    ) -> bool {
+        writer.apply_watcher_event(&ev);
+        on_watch_event(queue, store, ev, |_| Lane::Backend)
+    }
+
+    #[test]
+    fn a_pod_deleted_while_the_watch_was_down_is_reconciled_as_deleted() {
+        let (store, mut writer) = reflector::store();
+        let mut queue = WorkQueue::new(0, 0);
+        for ev in [Event::Init, Event::InitApply(pod("a", false))] {
+            assert!(!deliver(&mut queue, &store, &mut writer, ev));
+        }
+        assert!(deliver(&mut queue, &store, &mut writer, Event::InitDone));
+        let a = queue.next(Lane::Backend).expect("listed pods are queued");
+        queue.done(a, queue::Action::await_change(), |_| Lane::Backend);
+
+        // the watch broke; "a" was deleted meanwhile; the watch lists again
+        for ev in [Event::Init, Event::InitApply(pod("a", true))] {
+            assert!(!deliver(&mut queue, &store, &mut writer, ev));
+            assert_eq!(
+                queue.next(Lane::Backend),
+                None,
+                "nothing runs while the store shows the pod as it was"
+            );
+        }
+        assert!(deliver(&mut queue, &store, &mut writer, Event::InitDone));
+        let key = queue.next(Lane::Backend).expect("queued once listed");
+        let seen = store.get(&key.object_ref()).expect("in the store");
+        assert!(
+            seen.meta().deletion_timestamp.is_some(),
+            "the reconcile reads the pod as deleted"
+        );
+    }
+
+    #[test]
+    fn a_watched_change_is_queued_at_once() {
+        let (store, mut writer) = reflector::store();
+        let mut queue = WorkQueue::new(0, 0);
+        deliver(&mut queue, &store, &mut writer, Event::Init);
+        deliver(&mut queue, &store, &mut writer, Event::InitDone);
+        assert!(!deliver(
+            &mut queue,
+            &store,
+            &mut writer,
+            Event::Apply(pod("b", true))
+        ));
+        assert_eq!(queue.next(Lane::Backend), Some(Key::new("ns", "b")));
+        deliver(
+            &mut queue,
+            &store,
+            &mut writer,
+            Event::Delete(pod("b", true)),
+        );
+        assert_eq!(queue.next(Lane::Backend), None, "a deletion queues nothing");
     }
 }

@@ -11,11 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::events::{Event, EventType},
 };
 use serde_json::json;
 use skylet_provider::{Deleted, PodRef, Provider, ProviderError};
@@ -24,8 +20,8 @@ use tracing::Instrument;
 use super::{
     Ctx, PodRecord, changes,
     decide::{DEADLINE_EXCEEDED, Decision, Facts, REPORT_WAIT, decide},
-    lanes::Lane,
     policy::{self, Error, Result},
+    queue::Action,
     resolve,
     status::{self, Observed},
 };
@@ -42,31 +38,13 @@ const DAEMONSET_REFUSED: &str = "DaemonSet pods do not run on skylet virtual nod
      no node to act on here. Add a nodeAffinity to the DaemonSet that excludes nodes labelled \
      type=virtual-kubelet, or start skylet with --daemonset-pods run";
 
-/// Waits for the pod's turn in its lane, then reconciles the pod as it is
-/// then. While it waits, this future holds two pointers and the semaphore's
-/// waiter, not a whole reconcile: thousands may wait during a burst.
+/// Reconciles the pod as the store has it now (the work queue looked it up
+/// when its turn came).
 pub(super) async fn reconcile<P: Provider>(
     pod: Arc<PodRecord>,
     ctx: Arc<Ctx<P>>,
 ) -> Result<Action> {
-    ctx.metrics.reconcile_queue.inc();
-    let uid = pod.uid().unwrap_or_default();
-    let lane = if pod.meta().deletion_timestamp.is_none() && ctx.table.in_backend(&uid) {
-        Lane::Status
-    } else {
-        Lane::Backend
-    };
-    let turn = ctx.lanes.turn(lane).await;
-    // the pod may have changed, or gone, while it waited
-    let out = match ctx.store.get(&ObjectRef::from_obj(&*pod)) {
-        Some(p) if p.meta().uid.as_deref() == Some(uid.as_str()) => {
-            Box::pin(run(p.pod(), p.is_slim(), ctx.clone())).await
-        }
-        _ => Ok(Action::await_change()),
-    };
-    drop(turn);
-    ctx.metrics.reconcile_queue.dec();
-    out
+    run(pod.pod(), pod.is_slim(), ctx).await
 }
 
 /// The error policy of the controller: count the failure, wait as
