@@ -68,6 +68,12 @@ impl Action {
             requeue_after: None,
         }
     }
+
+    /// When to reconcile again if nothing changes.
+    #[cfg(test)]
+    pub(crate) const fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
 }
 
 /// A pod, by namespace and name.

@@ -27,9 +27,6 @@ use super::{
 };
 use crate::{config::DaemonSetPods, failover::Reason, metrics::timed};
 
-/// A steady pod is looked at again this often even if nothing changed.
-const RESYNC: Duration = Duration::from_secs(300);
-
 /// Why a pod failed by its `activeDeadlineSeconds`, as the kubelet says it.
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
@@ -119,13 +116,28 @@ fn active_deadline(pod: &Pod) -> Option<Timestamp> {
         .ok()
 }
 
-/// The steady pod's next look: at [`RESYNC`], or when its active deadline
-/// ends if sooner.
-fn resync(pod: &Pod) -> Duration {
-    active_deadline(pod).map_or(RESYNC, |end| {
-        let left = Timestamp::now().duration_until(end);
-        RESYNC.min(Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(100))
-    })
+/// The steady pod's next look: when its active deadline ends or its
+/// service-account token is due, whichever comes first; otherwise only when
+/// something changes. A steady pod needs nothing else: a change of the pod
+/// comes by the watch (which lists everything again after it lost its
+/// place), a change in the backend by the backend's reports and the sweep's
+/// listing (every `--sweep-interval`), a failed call by the error policy.
+/// (Until session 6 every Running pod was also looked at every 5 minutes,
+/// for nothing but a timer per pod: 2 MB at 10,000 pods; BENCHMARKS.md.)
+fn next_look(pod: &Pod, refresh_at: Option<Timestamp>) -> Action {
+    match [active_deadline(pod), refresh_at]
+        .into_iter()
+        .flatten()
+        .min()
+    {
+        Some(at) => {
+            let left = Timestamp::now().duration_until(at);
+            Action::requeue(
+                Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
+            )
+        }
+        None => Action::await_change(),
+    }
 }
 
 /// Decides and acts; a stop that ends at once is followed by the
@@ -205,7 +217,7 @@ async fn act<P: Provider>(pod: &Arc<Pod>, slim: bool, ctx: &Ctx<P>, r: &PodRef) 
                     };
                     refresh_token_of(ctx, &whole, r).await?;
                 }
-                return Ok(Action::requeue(resync(pod)));
+                return Ok(next_look(pod, ctx.table.local(&r.uid).refresh_at));
             }
             Decision::ExceedDeadline { stop: stop_it } => {
                 if stop_it {
@@ -521,4 +533,42 @@ fn is_daemonset_pod(pod: &Pod) -> bool {
     pod.owner_references()
         .iter()
         .any(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(active_deadline: Option<i64>, started: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"containers": [{"name": "a"}], "activeDeadlineSeconds": active_deadline},
+            "status": {"phase": "Running", "startTime": started}
+        }))
+        .expect("a valid pod")
+    }
+
+    #[test]
+    fn a_steady_pod_is_looked_at_again_only_for_its_deadline_or_its_token() {
+        let now = Timestamp::now();
+        let started = now.to_string();
+        assert_eq!(
+            next_look(&pod(None, &started), None).requeue_after(),
+            None,
+            "nothing due: only a change wakes it"
+        );
+        let in_a_minute = now
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        let token = next_look(&pod(None, &started), Some(in_a_minute)).requeue_after();
+        assert!(
+            token.is_some_and(|d| d > Duration::from_secs(55) && d <= Duration::from_secs(61)),
+            "woken when its token is due: {token:?}"
+        );
+        let deadline = next_look(&pod(Some(10), &started), Some(in_a_minute)).requeue_after();
+        assert!(
+            deadline.is_some_and(|d| d > Duration::from_secs(5) && d <= Duration::from_secs(11)),
+            "the sooner of the deadline and the token: {deadline:?}"
+        );
+    }
 }
