@@ -234,6 +234,12 @@ impl<P: Provider> PodController<P> {
     }
 }
 
+/// Every pod of the node is reconciled at least this often, whatever
+/// happened: a safety net under the watch, the backend's reports and the
+/// sweep, as the kubelet's periodic sync is. One timer for the node, not
+/// one per pod.
+const RESYNC: Duration = Duration::from_secs(300);
+
 /// The controller's loop: queues every pod the watch applies, every trigger
 /// and every timer that fires, and starts reconciles as the lanes have room,
 /// until `shutdown`; then lets the running reconciles end.
@@ -249,6 +255,8 @@ async fn work<P: Provider>(
     // nothing runs before the store holds every pod of the node: the
     // watch's first list has ended
     let mut is_ready = false;
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if is_ready {
             for lane in [Lane::Backend, Lane::Status] {
@@ -286,6 +294,7 @@ async fn work<P: Provider>(
             },
             Some(key) = triggers.recv() => queue.add(key, |k| ctx.lane(k)),
             key = queue.expired() => queue.add(key, |k| ctx.lane(k)),
+            _ = resync.tick(), if is_ready => queue_all(&mut queue, &ctx.store, |k| ctx.lane(k)),
             Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
                 let (key, action) = match ended {
                     Ok((id, done)) => {
@@ -327,9 +336,7 @@ fn on_watch_event(
         watcher::Event::Apply(p) => queue.add(Key::of(&p), &lane),
         watcher::Event::Init | watcher::Event::InitApply(_) => {}
         watcher::Event::InitDone => {
-            for p in store.state() {
-                queue.add(Key::of(&p), &lane);
-            }
+            queue_all(queue, store, lane);
             return true;
         }
         // gone from the apiserver: nothing to reconcile; what the backend
@@ -337,6 +344,13 @@ fn on_watch_event(
         watcher::Event::Delete(_) => {}
     }
     false
+}
+
+/// Queues every pod of `store`.
+fn queue_all(queue: &mut WorkQueue, store: &Store<PodRecord>, lane: impl Fn(&Key) -> Lane) {
+    for p in store.state() {
+        queue.add(Key::of(&p), &lane);
+    }
 }
 
 /// When the backend answers again after an outage, wakes at once the pods

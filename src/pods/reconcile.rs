@@ -121,9 +121,10 @@ fn active_deadline(pod: &Pod) -> Option<Timestamp> {
 /// something changes. A steady pod needs nothing else: a change of the pod
 /// comes by the watch (which lists everything again after it lost its
 /// place), a change in the backend by the backend's reports and the sweep's
-/// listing (every `--sweep-interval`), a failed call by the error policy.
-/// (Until session 6 every Running pod was also looked at every 5 minutes,
-/// for nothing but a timer per pod: 2 MB at 10,000 pods; BENCHMARKS.md.)
+/// listing (every `--sweep-interval`), a failed call by the error policy;
+/// and the controller's loop looks at every pod again each
+/// [`RESYNC`](super::RESYNC) in case all of those missed something. (Until
+/// session 7 that resync was a timer per pod: 2 MB at 10,000 pods.)
 fn next_look(pod: &Pod, refresh_at: Option<Timestamp>) -> Action {
     match [active_deadline(pod), refresh_at]
         .into_iter()
