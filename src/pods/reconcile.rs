@@ -200,7 +200,11 @@ async fn act<P: Provider>(pod: &Arc<Pod>, slim: bool, ctx: &Ctx<P>, r: &PodRef) 
                     if ctx.table.local(&r.uid).refresh_at.is_none() {
                         ctx.table.update(r, |l| l.settled = true);
                     }
-                    if held.phase.as_deref() == Some("Running") {
+                    if held.phase.as_deref() == Some("Running")
+                        && ctx
+                            .table
+                            .update(r, |l| !std::mem::replace(&mut l.arrived, true))
+                    {
                         ctx.ledger
                             .arrived(pod, &ctx.config.node_name, Instant::now());
                     }

@@ -102,6 +102,8 @@ pub(crate) struct Local {
     pub(crate) fencing_unconfirmed: bool,
     /// Its departure (for the fail-over count) was noted.
     pub(crate) departed: bool,
+    /// Its start (for the fail-over count) was noted.
+    pub(crate) arrived: bool,
     /// Consecutive failed reconciles, for backoff.
     pub(crate) failures: u32,
     /// When its service-account token must be refreshed.
