@@ -44,6 +44,32 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// The first of `n` free loopback ports in a row, and one more free port
+/// outside them. Each is held while the others are sought, so none is
+/// another's; a port may still be taken between this and skylet's bind, but
+/// not one that was busy already (a fleet's second node once failed on a
+/// port+1 some connection held).
+fn free_ports_in_a_row(n: usize) -> (u16, u16) {
+    for _ in 0..100 {
+        let Ok(first) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(base) = first.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        let rest: Option<Vec<_>> = (1..n)
+            .map(|i| {
+                let port = u16::try_from(usize::from(base) + i).ok()?;
+                std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+            })
+            .collect();
+        if rest.is_some() {
+            return (base, free_port());
+        }
+    }
+    panic!("no {n} free loopback ports in a row in 100 tries");
+}
+
 /// Per control plane: the kubeconfig of the skylet user, made once after
 /// applying the RBAC manifest.
 static SETUP: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
@@ -192,10 +218,10 @@ impl Skylet {
             extra.replace("{dir}", &d)
         );
         std::fs::write(&config, yaml).expect("config file");
-        // ports in a row: the first free one, then the next ones (retried
-        // by the caller's test if one is taken meanwhile)
-        let port = free_port();
-        let metrics_port = free_port();
+        // the nodes listen on ports in a row (the first backend's, + 1 for
+        // the second...): a run of free ones, the metrics port outside it
+        let backends_count = backends.lines().filter(|l| l.starts_with("- ")).count();
+        let (port, metrics_port) = free_ports_in_a_row(backends_count.max(1));
         let ca = cp.dir().join("pki/ca.crt");
         let args: Vec<String> = vec![
             "--config".into(),
