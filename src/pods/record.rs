@@ -14,8 +14,8 @@
 //! A k8s-openapi `Pod` is 2.4 KB before any of its fields is set (its
 //! `Container` alone is 2.1 KB), so a slim record does not keep a `Pod`: it
 //! keeps the slim pod serialized, and [`PodRecord::pod`] builds it again
-//! when a reconcile needs it (a few hundred at most at once: the
-//! lanes). The JSON (about 1 KB for a pod of one container, nearly
+//! when a reconcile needs it (a few hundred at most at once: the work
+//! queue's lanes). The JSON (about 1 KB for a pod of one container, nearly
 //! all of it its status) is kept compressed by zstd against a dictionary of
 //! what pod statuses have in common (`record_dict.json`, [`super::packed`]): about
 //! a fifth of the size, a few microseconds each way.
